@@ -1,0 +1,1 @@
+"""The checking machinery: explorer, traces, CLI.  Talks to specs through ``spec.core``."""

@@ -1,0 +1,273 @@
+"""The ``distcheck`` command.
+
+Where it sits: the front door; wires the registry (``spec.registry``) to the
+checking machinery (``checks.explore``, ``checks.render``).
+
+Exit codes, for every subcommand: 0 checked and fine; 1 a property failed (the
+counterexample is printed); 2 bad usage or bad input (one line on stderr saying
+what is wrong and what is allowed; never a traceback).
+
+    distcheck list [--json]
+    distcheck check SPEC [-p NAME=VALUE ...] [--variant V] [--symmetry]
+                    [--max-depth N] [--deadlock] [--refinement] [--json]
+    distcheck check all [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from checks.explore import Explorer, Result, Stats, check_refinement_of
+from checks.params import UsageError, build_spec
+from checks.render import step_table
+from spec.core import Spec, to_json
+from spec.registry import REGISTRY
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="distcheck", description="Check distributed-protocol specifications.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_list = sub.add_parser("list", help="list specs, their parameters and variants")
+    p_list.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p_check = sub.add_parser("check", help="explore a spec exhaustively (or 'all' registered specs)")
+    p_check.add_argument("spec", help="spec name, or 'all'")
+    p_check.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
+    p_check.add_argument("--variant", help="check a deliberately broken variant")
+    p_check.add_argument("--symmetry", action="store_true", help="reduce by the spec's symmetry")
+    p_check.add_argument("--max-depth", type=_positive_int, metavar="N", help="explore at most N states deep")
+    p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
+    p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
+    p_check.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.json:
+        out = [
+            {
+                "name": e.name,
+                "summary": e.summary,
+                "params": {p.name: p.default for p in e.params()},
+                "variants": dict(e.variants),
+            }
+            for e in REGISTRY.values()
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    for e in REGISTRY.values():
+        print(f"{e.name}: {e.summary}")
+        for p in e.params():
+            bounds = f" [{p.minimum}..{p.maximum}]" if p.minimum is not None or p.maximum is not None else ""
+            print(f"  -p {p.name}={p.default}{bounds}  {p.help}")
+        for v, text in e.variants.items():
+            print(f"  --variant {v}  {text}")
+    return 0
+
+
+# -------------------------------------------------------------------------- check
+
+
+def _progress_printer() -> Any:
+    def report(stats: Stats) -> None:
+        sys.stderr.write(
+            f"\r  {stats.distinct_states:,} distinct, {stats.generated_states:,} generated, "
+            f"depth {stats.depth}, queue {stats.queue:,}, {stats.states_per_second:,.0f} states/s "
+        )
+        sys.stderr.flush()
+
+    return report
+
+
+def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool) -> Result:
+    if args.symmetry and not spec.has_symmetry():
+        raise UsageError(f"spec {spec.name!r} declares no symmetry; drop --symmetry")
+    if args.refinement:
+        if spec.refinement() is None:
+            raise UsageError(f"spec {spec.name!r} declares no refinement mapping; drop --refinement")
+        if args.symmetry:
+            raise UsageError("--refinement is checked on unreduced states; drop --symmetry")
+        return check_refinement_of(spec)
+    show_progress = not quiet and sys.stderr.isatty()
+    explorer = Explorer(
+        spec,
+        symmetry=args.symmetry,
+        max_depth=args.max_depth,
+        check_deadlock=args.deadlock,
+        progress=_progress_printer() if show_progress else None,
+    )
+    result = explorer.run()
+    if show_progress:
+        sys.stderr.write("\r" + " " * 100 + "\r")
+    return result
+
+
+def result_json(
+    spec_name: str, params: dict[str, Any], variant: str | None, symmetry: bool, result: Result, spec: Spec[Any, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "spec": spec_name,
+        "params": params,
+        "variant": variant,
+        "symmetry": symmetry,
+        "result": result.result,
+        "distinct_states": result.stats.distinct_states,
+        "generated_states": result.stats.generated_states,
+        "depth": result.stats.depth,
+        "seconds": round(result.stats.seconds, 3),
+        "complete": result.complete,
+    }
+    if result.violation is not None:
+        v = result.violation
+        out["violation"] = {
+            "invariant": v.name,
+            "kind": v.kind,
+            "statement": v.statement,
+            "trace": [
+                {
+                    "step": i,
+                    "actor": None if s.action is None else spec.actor(s.action),
+                    "action": None if s.action is None else to_json(s.action),
+                    "action_text": "Init" if s.action is None else str(s.action),
+                    "state": to_json(s.state),
+                }
+                for i, s in enumerate(v.trace)
+            ],
+        }
+    return out
+
+
+def print_result(spec: Spec[Any, Any], label: str, result: Result) -> None:
+    s = result.stats
+    v = result.violation
+    if v is None:
+        cut = "" if result.complete else " (cut short by --max-depth)"
+        print(f"{label}: ok{cut}")
+    elif v.kind == "unreached":
+        print(f"{label}: {v.name} was never reached: {v.statement}")
+    else:
+        what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated"}[v.kind]
+        print(f"{label}: {v.name} {what} after {len(v.trace) - 1} steps\n")
+        print(step_table([(st.action, st.state) for st in v.trace], actor=spec.actor))
+        print(f"\n{v.name}: {v.statement}")
+    print(
+        f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, depth {s.depth}, {s.seconds:.2f} s"
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.spec == "all":
+        if args.param or args.variant or args.symmetry or args.max_depth or args.refinement:
+            raise UsageError("'check all' runs every spec at its default size; it takes only --json and --deadlock")
+        return cmd_check_all(args)
+    entry, params, spec = build_spec(args.spec, args.param, args.variant)
+    result = _run(spec, args, quiet=args.json)
+    if args.json:
+        print(json.dumps(result_json(entry.name, params, args.variant, args.symmetry, result, spec), indent=2))
+    else:
+        label = (
+            entry.name
+            + "".join(f" {k}={v}" for k, v in params.items())
+            + (f" variant={args.variant}" if args.variant else "")
+        )
+        print_result(spec, label, result)
+    return 0 if result.ok else 1
+
+
+def cmd_check_all(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for entry in REGISTRY.values():
+        spec = entry.make()
+        params = {p.name: p.default for p in entry.params()}
+        result = Explorer(spec, check_deadlock=args.deadlock).run()
+        row = result_json(entry.name, params, None, False, result, spec)
+        if result.ok and spec.refinement() is not None:
+            refined = check_refinement_of(spec)
+            row["refinement"] = refined.result
+            failed |= not refined.ok
+        row["variants"] = {}
+        failed |= not result.ok
+        for variant in entry.variants:
+            broken = Explorer(entry.make(variant=variant)).run()
+            caught = broken.violation is not None and broken.violation.kind != "unreached"
+            row["variants"][variant] = {
+                "caught": caught,
+                "invariant": broken.violation.name if broken.violation else None,
+                "steps": len(broken.violation.trace) - 1 if broken.violation and broken.violation.trace else None,
+            }
+            failed |= not caught
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_summary_table(rows))
+    return 1 if failed else 0
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> str:
+    header = ("spec", "result", "distinct", "depth", "seconds", "variants caught")
+    body = []
+    for r in rows:
+        result = r["result"]
+        if "violation" in r:
+            result += f" ({r['violation']['invariant']})"
+        if r.get("refinement") == "ok":
+            result += ", refines"
+        variants = ", ".join(
+            f"{name} {'✓' if v['caught'] else '✗ MISSED'}"
+            + (f" ({v['invariant']}, {v['steps']} steps)" if v["caught"] else "")
+            for name, v in r["variants"].items()
+        )
+        body.append(
+            (r["spec"], result, f"{r['distinct_states']:,}", str(r["depth"]), f"{r['seconds']:.2f}", variants or "-")
+        )
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *body]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        if row is header:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 15)
+    return "\n".join(lines)
+
+
+COMMANDS = {"list": cmd_list, "check": cmd_check}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"distcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distcheck: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

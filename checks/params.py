@@ -1,0 +1,79 @@
+"""Turning ``-p NAME=VALUE`` options into a spec, with one clear error per mistake.
+
+Where it sits: shared by every CLI command that takes a spec (check, and later
+fuzz, prove, simulate, validate).  Errors are ``UsageError``; the CLI prints the
+message on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from spec.core import Spec
+from spec.registry import REGISTRY, SpecEntry
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: the message says what is wrong and what is allowed."""
+
+
+def find_spec(name: str) -> SpecEntry:
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise UsageError(f"unknown spec {name!r}; known specs: {', '.join(REGISTRY)}")
+    return entry
+
+
+def parse_params(entry: SpecEntry, raw: Sequence[str]) -> dict[str, Any]:
+    """Parse NAME=VALUE strings against the spec's parameters (type and range)."""
+    infos = {p.name: p for p in entry.params()}
+    values: dict[str, Any] = {}
+    for item in raw:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name:
+            raise UsageError(f"parameter {item!r} is not NAME=VALUE (e.g. -p {next(iter(infos), 'n')}=3)")
+        info = infos.get(name)
+        if info is None:
+            allowed = ", ".join(infos) or "none"
+            raise UsageError(f"unknown parameter {name!r} for {entry.name}; allowed: {allowed}")
+        values[name] = _convert(entry, info.name, info.type, text, info.minimum, info.maximum)
+    return values
+
+
+def _convert(entry: SpecEntry, name: str, kind: type, text: str, lo: int | None, hi: int | None) -> Any:
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise UsageError(f"parameter {name} of {entry.name} must be true or false, got {text!r}")
+    if kind is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"parameter {name} of {entry.name} must be an integer, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise UsageError(f"parameter {name} of {entry.name} must be between {lo} and {hi}, got {value}")
+        return value
+    return text
+
+
+def check_variant(entry: SpecEntry, variant: str | None) -> None:
+    if variant is not None and variant not in entry.variants:
+        allowed = ", ".join(entry.variants) or "none (this spec has no variants)"
+        raise UsageError(f"unknown variant {variant!r} for {entry.name}; allowed: {allowed}")
+
+
+def build_spec(
+    name: str, raw_params: Sequence[str], variant: str | None = None
+) -> tuple[SpecEntry, dict[str, Any], Spec[Any, Any]]:
+    """Entry, parsed parameters (defaults filled in) and the spec itself."""
+    entry = find_spec(name)
+    params = parse_params(entry, raw_params)
+    check_variant(entry, variant)
+    spec = entry.make(variant=variant, **params)
+    full = {p.name: params.get(p.name, p.default) for p in entry.params()}
+    return entry, full, spec

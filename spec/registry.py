@@ -1,0 +1,85 @@
+"""The catalogue of specs: name, parameters (with defaults and ranges), variants.
+
+Where it sits: ``checks/`` (the CLI, ``check all``, the contract tests) finds every
+spec here and nowhere else.  A new spec module adds one ``SpecEntry`` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from spec import twophase
+from spec.core import Spec
+
+
+@attrs.frozen
+class ParamInfo:
+    name: str
+    default: Any
+    type: type
+    help: str
+    minimum: int | None
+    maximum: int | None
+
+
+@attrs.frozen
+class SpecEntry:
+    name: str
+    summary: str
+    config_type: type
+    build: Callable[[Any], Spec[Any, Any]] = attrs.field(eq=False)
+    variants: Mapping[str, str] = attrs.field(factory=dict)
+
+    def params(self) -> list[ParamInfo]:
+        """The tunable parameters: every Config field except ``variant``."""
+        out = []
+        for f in attrs.fields(self.config_type):
+            if f.name == "variant":
+                continue
+            kind = f.type if isinstance(f.type, type) else {"int": int, "bool": bool, "str": str}.get(str(f.type), str)
+            out.append(
+                ParamInfo(
+                    f.name,
+                    f.default,
+                    kind,
+                    f.metadata.get("help", ""),
+                    f.metadata.get("minimum"),
+                    f.metadata.get("maximum"),
+                )
+            )
+        return out
+
+    def make(self, variant: str | None = None, **params: Any) -> Spec[Any, Any]:
+        """The spec for these parameter values (defaults for the rest)."""
+        return self.build(self.config_type(variant=variant, **params))
+
+
+REGISTRY: dict[str, SpecEntry] = {
+    entry.name: entry
+    for entry in (
+        SpecEntry(
+            "twophase",
+            "Lamport's two-phase commit: a TM, RMs and a message set",
+            twophase.Config,
+            twophase.TwoPhase,
+            twophase.VARIANTS,
+        ),
+        SpecEntry(
+            "tcommit",
+            "the abstract transaction-commit problem that TwoPhase refines",
+            twophase.TCConfig,
+            twophase.TCommit,
+        ),
+    )
+}
+
+
+def get(name: str) -> SpecEntry:
+    """The entry for ``name``; KeyError names the known specs."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown spec {name!r}; known specs: {', '.join(REGISTRY)}") from None
