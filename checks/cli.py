@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from checks import cli_prove, cli_runtime, cli_trace
 from checks.explore import Explorer, Result, Stats, check_refinement_of
 from checks.params import UsageError, build_spec
 from checks.render import step_table
@@ -39,6 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p_list = sub.add_parser("list", help="list specs, their parameters and variants")
     p_list.add_argument("--json", action="store_true", help="machine-readable output")
+    p_list.set_defaults(handler=cmd_list)
 
     p_check = sub.add_parser("check", help="explore a spec exhaustively (or 'all' registered specs)")
     p_check.add_argument("spec", help="spec name, or 'all'")
@@ -49,6 +51,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
     p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
     p_check.add_argument("--json", action="store_true", help="print one JSON object")
+    p_check.set_defaults(handler=cmd_check)
+
+    # Each further group of subcommands lives in its own module with register(sub).
+    for module in (cli_trace, cli_prove, cli_runtime):
+        module.register(sub)
     return parser
 
 
@@ -254,13 +261,11 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"list": cmd_list, "check": cmd_check}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except UsageError as exc:
         print(f"distcheck: error: {exc}", file=sys.stderr)
         return 2
