@@ -1,0 +1,143 @@
+"""The explorer's options on small specs whose state graphs are known by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+import pytest
+
+from checks.explore import Explorer, explore
+from spec.core import Action, Invariant, Reachable, Spec
+
+
+@attrs.frozen
+class Counters:
+    a: int
+    b: int
+
+
+@attrs.frozen
+class Inc(Action):
+    which: str
+
+
+class TwoCounters(Spec[Counters, Inc]):
+    """Two counters 0..limit, either may be incremented: (limit+1)^2 states.
+    Swapping a and b is a symmetry."""
+
+    name = "two-counters"
+
+    def __init__(self, limit: int = 3, bad: int | None = None, bound: int | None = None) -> None:
+        self.limit, self.bad, self.bound = limit, bad, bound
+
+    def init_states(self) -> Iterable[Counters]:
+        yield Counters(0, 0)
+
+    def actions(self, s: Counters) -> Iterable[Inc]:
+        if s.a < self.limit:
+            yield Inc("a")
+        if s.b < self.limit:
+            yield Inc("b")
+
+    def next_state(self, s: Counters, action: Inc) -> Counters | None:
+        if action.which == "a" and s.a < self.limit:
+            return Counters(s.a + 1, s.b)
+        if action.which == "b" and s.b < self.limit:
+            return Counters(s.a, s.b + 1)
+        return None
+
+    def invariants(self) -> Sequence[Invariant[Counters]]:
+        bad = self.bad
+        return (Invariant("SumBelowBad", "a + b never reaches bad", lambda s: bad is None or s.a + s.b < bad),)
+
+    def reachable(self) -> Sequence[Reachable[Counters]]:
+        return (Reachable("BothAtLimit", "both counters at the limit", lambda s: s.a == s.b == self.limit),)
+
+    def canonical(self, s: Counters) -> Counters:
+        return Counters(min(s.a, s.b), max(s.a, s.b))
+
+    def within_bounds(self, s: Counters) -> bool:
+        return self.bound is None or s.a + s.b <= self.bound
+
+
+def test_counts_and_depth() -> None:
+    result = explore(TwoCounters(3))
+    assert result.ok
+    assert result.stats.distinct_states == 16
+    assert result.stats.depth == 7  # (0,0) .. (3,3): 6 steps, 7 states
+
+
+def test_generated_counts_every_successor() -> None:
+    # Successors: states with a<3 and b<3 have 2; with exactly one at the limit, 1; (3,3) none.
+    spec = TwoCounters(3)
+    expected = 1 + sum(len(list(spec.actions(Counters(a, b)))) for a in range(4) for b in range(4))
+    assert explore(spec).stats.generated_states == expected
+
+
+def test_symmetry_counts_orbits() -> None:
+    result = explore(TwoCounters(3), symmetry=True)
+    assert result.ok and result.stats.distinct_states == 10  # pairs a <= b
+
+
+def test_shortest_counterexample_and_its_states() -> None:
+    result = explore(TwoCounters(3, bad=3))
+    v = result.violation
+    assert result.result == "violation" and v is not None
+    assert v.name == "SumBelowBad" and len(v.trace) == 4  # init + 3 increments
+    assert v.trace[0].action is None
+    last = v.trace[-1].state
+    assert last.a + last.b == 3
+
+
+def test_counterexample_under_symmetry_is_a_real_behaviour() -> None:
+    spec = TwoCounters(3, bad=4)
+    v = explore(spec, symmetry=True).violation
+    assert v is not None
+    state = v.trace[0].state
+    for step in v.trace[1:]:
+        assert spec.next_state(state, step.action) == step.state
+        state = step.state
+
+
+def test_unreached_property_fails_the_check() -> None:
+    result = explore(TwoCounters(3, bound=4))  # (3,3) has sum 6 > 4
+    assert result.result == "violation"
+    assert result.violation is not None and result.violation.kind == "unreached"
+    assert result.violation.name == "BothAtLimit"
+
+
+def test_state_constraint_discards_states_like_tlc() -> None:
+    result = explore(TwoCounters(3, bound=2))
+    assert result.stats.distinct_states == 6  # sums 0, 1, 2
+
+
+def test_deadlock_detection_is_optional() -> None:
+    assert explore(TwoCounters(2)).result == "ok"
+    result = explore(TwoCounters(2), check_deadlock=True)
+    assert result.result == "deadlock"
+    assert result.violation is not None and result.violation.trace[-1].state == Counters(2, 2)
+
+
+def test_depth_limit() -> None:
+    result = explore(TwoCounters(3), max_depth=3)
+    assert result.stats.depth == 3 and not result.complete
+    assert result.stats.distinct_states == 6  # sums 0..2
+
+
+def test_witness_is_a_shortest_path() -> None:
+    explorer = Explorer(TwoCounters(2))
+    explorer.run()
+    path = explorer.witness("BothAtLimit")
+    assert len(path) == 5 and path[-1].state == Counters(2, 2)
+
+
+def test_progress_callback_reports() -> None:
+    seen: list[int] = []
+    Explorer(TwoCounters(30), progress=lambda stats: seen.append(stats.distinct_states), progress_interval=0).run()
+    assert seen and seen == sorted(seen)
+
+
+def test_refinement_needs_a_mapping() -> None:
+    with pytest.raises(ValueError, match="no refinement"):
+        Explorer(TwoCounters(2), check_refinement=True)

@@ -1,0 +1,140 @@
+"""The immutable helpers and the reusable network models of spec/core.py."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spec.core import (
+    Bag,
+    BagNetwork,
+    Crash,
+    Drop,
+    Duplicate,
+    FifoNetwork,
+    FrozenMap,
+    MessageSet,
+    NetworkFaults,
+    Process,
+    canonical_text,
+    fingerprint,
+    from_json,
+    to_json,
+    value_types,
+)
+
+words = st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8)
+
+
+@given(words, words)
+def test_bag_equality_ignores_order_and_counts_copies(xs: list[str], ys: list[str]) -> None:
+    assert (Bag(xs) == Bag(ys)) == (sorted(xs) == sorted(ys))
+    if sorted(xs) == sorted(ys):
+        assert hash(Bag(xs)) == hash(Bag(ys))
+        assert canonical_text(Bag(xs)) == canonical_text(Bag(ys))
+
+
+@given(words)
+def test_bag_add_remove(xs: list[str]) -> None:
+    bag = Bag(xs)
+    assert len(bag) == len(xs)
+    for x in set(xs):
+        assert bag.remove(x).count(x) == xs.count(x) - 1
+        assert bag.add(x).count(x) == xs.count(x) + 1
+    with pytest.raises(KeyError):
+        bag.remove("zzz")
+
+
+def test_frozen_map_is_a_value() -> None:
+    m = FrozenMap({"x": 1, "y": 2})
+    n = FrozenMap({"y": 2, "x": 1})
+    assert m == n and hash(m) == hash(n) and canonical_text(m) == canonical_text(n)
+    assert m.set("x", 5)["x"] == 5 and m["x"] == 1  # set() returns a new map
+    assert {m: "ok"}[n] == "ok"
+
+
+@given(st.frozensets(st.text(max_size=3), max_size=6))
+def test_canonical_text_of_sets_is_order_free(items: frozenset[str]) -> None:
+    rebuilt = frozenset(sorted(items, reverse=True))
+    assert canonical_text(items) == canonical_text(rebuilt)
+    assert fingerprint(items) == fingerprint(rebuilt)
+
+
+def test_canonical_text_rejects_non_values() -> None:
+    with pytest.raises(TypeError, match="not a spec value"):
+        canonical_text([1, 2])  # lists are mutable
+
+
+@attrs.frozen
+class Msg:
+    to: str
+    n: int
+
+
+def test_message_set_keeps_messages() -> None:
+    net = MessageSet[Msg]().send(Msg("a", 1)).send(Msg("a", 1), Msg("b", 2))
+    assert net.deliverable() == [Msg("a", 1), Msg("b", 2)]
+    assert Msg("a", 1) in net  # reading does not consume
+    assert net.fault_actions(NetworkFaults(drop=True, duplicate=True)) == []
+
+
+def test_bag_network_delivers_each_copy_at_most_once() -> None:
+    net = BagNetwork[Msg]().send(Msg("a", 1), Msg("a", 1))
+    once = net.deliver(Msg("a", 1))
+    twice = once.deliver(Msg("a", 1))
+    assert Msg("a", 1) in once and Msg("a", 1) not in twice
+    with pytest.raises(KeyError):
+        twice.deliver(Msg("a", 1))
+
+
+def test_bag_network_faults() -> None:
+    net = BagNetwork[Msg]().send(Msg("a", 1))
+    assert net.fault_actions(NetworkFaults()) == []
+    faults = NetworkFaults(drop=True, duplicate=True, max_copies=2)
+    assert net.fault_actions(faults) == [Drop(Msg("a", 1)), Duplicate(Msg("a", 1))]
+    dup = net.apply_fault(Duplicate(Msg("a", 1)))
+    assert dup is not None and dup.in_flight.count(Msg("a", 1)) == 2
+    assert Duplicate(Msg("a", 1)) not in dup.fault_actions(faults)  # bounded by max_copies
+    dropped = net.apply_fault(Drop(Msg("a", 1)))
+    assert dropped is not None and Msg("a", 1) not in dropped
+    assert net.apply_fault(Drop(Msg("zz", 0))) is None  # not enabled
+
+
+def test_fifo_network_keeps_order_per_channel() -> None:
+    net = FifoNetwork[int]().send("p", "q", 1).send("p", "q", 2).send("q", "p", 9)
+    assert net.heads() == [("p", "q", 1), ("q", "p", 9)]
+    first, rest = net.deliver("p", "q")
+    assert first == 1 and rest.heads() == [("p", "q", 2), ("q", "p", 9)]
+    faults = NetworkFaults(drop=True, duplicate=True)
+    assert Drop(1, ("p", "q")) in net.fault_actions(faults)
+    dup = net.apply_fault(Duplicate(1, ("p", "q")))
+    assert dup is not None and dup.channels[("p", "q")] == (1, 1, 2)
+    assert net.apply_fault(Drop(2, ("p", "q"))) is None  # only the head can be dropped
+    _, emptied = FifoNetwork[int]().send("p", "q", 1).deliver("p", "q")
+    assert emptied == FifoNetwork()  # an empty channel leaves no trace in the state
+
+
+def test_process_crash_loses_volatile_state_only() -> None:
+    p: Process[tuple[int, ...], int] = Process(durable=(1, 2), volatile=7)
+    crashed = p.crash(lost=0)
+    assert not crashed.up and crashed.durable == (1, 2) and crashed.volatile == 0
+    back = crashed.restart(lambda log: len(log))
+    assert back.up and back.volatile == 2
+
+
+def test_json_round_trip_of_values() -> None:
+    types = value_types(Msg, Crash, Drop)
+    for value in (Msg("a", 3), Crash("n1"), Drop(Msg("b", 1))):
+        assert from_json(to_json(value), types) == value
+
+
+def test_from_json_errors_are_readable() -> None:
+    types = value_types(Msg)
+    with pytest.raises(ValueError, match="unknown type 'Nope'"):
+        from_json({"type": "Nope"}, types)
+    with pytest.raises(ValueError, match="missing field"):
+        from_json({"type": "Msg", "to": "a"}, types)
+    with pytest.raises(ValueError, match="unknown field"):
+        from_json({"type": "Msg", "to": "a", "n": 1, "zz": 0}, types)
