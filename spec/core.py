@@ -70,14 +70,15 @@ def canonical_text(value: object) -> str:
     Sets, bags and maps are written in sorted order of their members' texts, so the
     salted ``hash()`` of strings never leaks into it.
     """
-    if isinstance(value, str):
+    if isinstance(value, str) or value is None:
         return repr(value)
-    if isinstance(value, bool) or value is None or isinstance(value, int):
-        return repr(value)
+    if isinstance(value, int):
+        # int(), because True == 1 in Python: equal values must have equal texts.
+        return repr(int(value))
     if isinstance(value, tuple):
-        return "(" + ",".join([canonical_text(v) for v in value]) + ")"
+        return "(" + ",".join([_part_text(v) for v in value]) + ")"
     if isinstance(value, frozenset):
-        return "{" + ",".join(sorted([canonical_text(v) for v in value])) + "}"
+        return "{" + ",".join(sorted([_part_text(v) for v in value])) + "}"
     if isinstance(value, enum.Enum):
         return type(value).__name__ + "." + value.name
     text = getattr(value, "_canonical_text", None)
@@ -85,11 +86,32 @@ def canonical_text(value: object) -> str:
         return text()  # type: ignore[no-any-return]
     if attrs.has(type(value)):
         names = _field_names(type(value))
-        return type(value).__name__ + "(" + ",".join([canonical_text(getattr(value, n)) for n in names]) + ")"
+        return type(value).__name__ + "(" + ",".join([_part_text(getattr(value, n)) for n in names]) + ")"
     raise TypeError(
         f"{type(value).__name__} is not a spec value "
         "(allowed: int, str, bool, None, enum, tuple, frozenset, Bag, FrozenMap, attrs frozen class)"
     )
+
+
+# Parts of states recur from state to state (the same message, the same map of RM
+# states), so their texts are remembered by value.  Whole states are not, which
+# keeps the cache proportional to the variety of parts rather than of states.
+_PART_TEXTS: dict[object, str] = {}
+_PART_TEXTS_LIMIT = 1 << 20
+
+
+def _part_text(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return _PART_TEXTS[value]
+    except KeyError:
+        pass
+    text = canonical_text(value)
+    if len(_PART_TEXTS) >= _PART_TEXTS_LIMIT:
+        _PART_TEXTS.clear()
+    _PART_TEXTS[value] = text
+    return text
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -182,7 +204,7 @@ class Bag(Generic[M]):
         return "⟅" + ", ".join(parts) + "⟆"
 
     def _canonical_text(self) -> str:
-        parts = sorted(canonical_text(m) + "*" + str(n) for m, n in self._counts.items())
+        parts = sorted(_part_text(m) + "*" + str(n) for m, n in self._counts.items())
         return "Bag{" + ",".join(parts) + "}"
 
     def to_json(self) -> object:
@@ -230,7 +252,7 @@ class FrozenMap(Mapping[K, V]):
         return "[" + ", ".join(f"{k} ↦ {v}" for k, v in self._d.items()) + "]"
 
     def _canonical_text(self) -> str:
-        parts = sorted(canonical_text(k) + ":" + canonical_text(v) for k, v in self._d.items())
+        parts = sorted(_part_text(k) + ":" + _part_text(v) for k, v in self._d.items())
         return "[" + ",".join(parts) + "]"
 
     def to_json(self) -> object:

@@ -138,3 +138,12 @@ def test_from_json_errors_are_readable() -> None:
         from_json({"type": "Msg", "to": "a"}, types)
     with pytest.raises(ValueError, match="unknown field"):
         from_json({"type": "Msg", "to": "a", "n": 1, "zz": 0}, types)
+
+
+def test_equal_values_have_equal_texts_whatever_the_cache_saw_first() -> None:
+    """Parts' texts are cached by value; Python says (True,) == (1,), so their texts
+    must agree, or a fingerprint would depend on which one a run met first."""
+    assert canonical_text((True, "x")) == canonical_text((1, "x"))
+    assert canonical_text(FrozenMap({"a": (1,)})) == canonical_text(FrozenMap({"a": (True,)}))
+    assert canonical_text(frozenset({(0,)})) == canonical_text(frozenset({(False,)}))
+    assert canonical_text(("1",)) != canonical_text((1,))  # a string is not a number
