@@ -8,10 +8,20 @@ message on one line and exits 2.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from spec.core import Spec
-from spec.registry import REGISTRY, SpecEntry
+from spec.registry import REGISTRY, ParamInfo, SpecEntry
+
+
+class HasParams(Protocol):
+    """Anything with named parameters: a spec entry, or a provable target that is
+    not an executable spec (``checks.smt.registry``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def params(self) -> list[ParamInfo]: ...
 
 
 class UsageError(Exception):
@@ -25,7 +35,7 @@ def find_spec(name: str) -> SpecEntry:
     return entry
 
 
-def parse_params(entry: SpecEntry, raw: Sequence[str]) -> dict[str, Any]:
+def parse_params(entry: HasParams, raw: Sequence[str]) -> dict[str, Any]:
     """Parse NAME=VALUE strings against the spec's parameters (type and range)."""
     infos = {p.name: p for p in entry.params()}
     values: dict[str, Any] = {}
@@ -42,7 +52,7 @@ def parse_params(entry: SpecEntry, raw: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def _convert(entry: SpecEntry, name: str, kind: type, text: str, lo: int | None, hi: int | None) -> Any:
+def _convert(entry: HasParams, name: str, kind: type, text: str, lo: int | None, hi: int | None) -> Any:
     if kind is bool:
         lowered = text.lower()
         if lowered in ("true", "1", "yes", "on"):
