@@ -1,0 +1,165 @@
+"""What protocol code sees of the runtime: the node context and its primitives.
+
+Where it sits: every protocol module in ``impl/`` is written against the abstract
+``Context`` below and never touches ``threading``, ``socket`` or ``time``.  Two
+runtimes provide it: ``impl.runtime.controlled`` (a deterministic scheduler with
+virtual time and injected faults, for testing) and ``impl.runtime.free`` (OS
+threads, the monotonic clock, TCP).  The same protocol code runs in both.
+
+A node is a function ``main(ctx)`` run on its own thread.  It talks to other nodes
+with ``ctx.send`` / ``ctx.receive`` (messages are JSON objects, because that is what
+crosses a real wire), arms named timers that arrive in its mailbox as ``Timer``
+envelopes, keeps what must survive a crash in ``ctx.storage(name)`` (an append-only
+log made durable by ``sync()``), and records what it does, in the spec's vocabulary,
+with ``ctx.record``.  When the node crashes, every call into the context raises
+``NodeCrashed`` (a ``BaseException``, so that protocol code's ``except Exception``
+does not swallow it); a restarted node runs ``main`` again from the top and rebuilds
+its memory from its storage.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+#: A message: a JSON object.  ``type`` names it; the rest are its fields.
+Message = Mapping[str, Any]
+
+
+class NodeCrashed(BaseException):
+    """Raised inside a node's threads when the node has crashed: unwind and stop."""
+
+
+@attrs.frozen
+class Envelope:
+    """A message as received: who sent it and what it says."""
+
+    src: str
+    msg: Message
+
+
+@attrs.frozen
+class Timer:
+    """A timer that fired: ``name`` is what the node called it when arming it."""
+
+    name: str
+
+
+Received = Envelope | Timer
+
+
+class Lock(ABC):
+    """A mutual-exclusion lock between the threads of one node."""
+
+    @abstractmethod
+    def acquire(self) -> None: ...
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Queue(ABC):
+    """An unbounded FIFO queue between the threads of one node."""
+
+    @abstractmethod
+    def put(self, item: Any) -> None: ...
+
+    @abstractmethod
+    def get(self, timeout: float | None = None) -> Any | None:
+        """The oldest item, or None when ``timeout`` (seconds) passes first."""
+
+
+class Storage(ABC):
+    """An append-only log of JSON records that survives crashes once synced.
+
+    ``append`` writes a record; ``sync`` makes every record appended so far durable
+    (fsync).  A crash keeps exactly the synced records: code that must not lose a
+    record syncs before acting on it.
+    """
+
+    @abstractmethod
+    def append(self, record: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def sync(self) -> None: ...
+
+    @abstractmethod
+    def records(self) -> list[dict[str, Any]]:
+        """Every record in the log, oldest first (what a recovering node reads)."""
+
+
+class Context(ABC):
+    """A node's handle on the runtime.  Every method that waits or has an effect
+    other nodes could observe is a *yield point*: in controlled mode the scheduler
+    decides, just before it, which thread runs next."""
+
+    #: The node's name, as other nodes address it.
+    name: str
+
+    @abstractmethod
+    def send(self, dst: str, msg: Message) -> None:
+        """Send ``msg`` to node ``dst``.  Delivery is not guaranteed: messages may be
+        lost, duplicated, reordered or delayed."""
+
+    @abstractmethod
+    def receive(self, timeout: float | None = None) -> Received | None:
+        """The next message or fired timer; None when ``timeout`` seconds pass first.
+        With no timeout, waits until something arrives."""
+
+    @abstractmethod
+    def set_timer(self, name: str, delay: float) -> None:
+        """Arm timer ``name`` to arrive as ``Timer(name)`` after ``delay`` seconds;
+        re-arming a timer of the same name replaces it."""
+
+    @abstractmethod
+    def cancel_timer(self, name: str) -> None: ...
+
+    @abstractmethod
+    def now(self) -> float:
+        """Seconds on the node's clock (virtual in controlled mode, monotonic in free)."""
+
+    @abstractmethod
+    def sleep(self, seconds: float) -> None: ...
+
+    @abstractmethod
+    def yield_now(self) -> None:
+        """An explicit yield point: let the scheduler run someone else here."""
+
+    @abstractmethod
+    def lock(self) -> Lock: ...
+
+    @abstractmethod
+    def queue(self) -> Queue: ...
+
+    @abstractmethod
+    def storage(self, name: str) -> Storage:
+        """The node's durable log called ``name`` (the same log after a restart)."""
+
+    @abstractmethod
+    def spawn(self, name: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on another thread of this node; it dies with the node."""
+
+    @abstractmethod
+    def record(self, action: Mapping[str, Any], **extra: Any) -> None:
+        """Log one trace step taken by this node, in the spec's vocabulary:
+        ``action`` is e.g. ``{"type": "RMPrepare", "rm": "r1"}``.  Record a step when
+        it takes effect and before its messages leave, so that the log's order is
+        one the spec can explain."""
+
+    @abstractmethod
+    def log(self, text: str) -> None:
+        """A diagnostic line (not part of the trace)."""
+
+
+#: A node's code: run on the node's main thread, again from the top after a restart.
+NodeMain = Callable[[Context], None]
