@@ -1,0 +1,241 @@
+"""Conformance: is a recorded trace a behaviour of the spec?
+
+Where it sits: behind ``distcheck validate SPEC TRACE`` and ``distcheck simulate``
+(which validates the trace of every controlled run of our implementations).  It
+sees the spec only through ``spec.core``'s contract, and files only through
+``checks.trace``; the events it checks are what an implementation logged, in our
+``impl/`` or in any other language (docs/validate.md says how to write them).
+
+How.  An implementation logs only some of what happens: its own steps, not the
+messages in flight, the network's faults or the spec's internal choices, and never
+the global state.  Validation therefore tracks the *set* of spec states that the
+events so far could have led to.  Before each event it closes that set under the
+spec actions that are not logged (those whose ``observe(state, action)`` is None);
+then it keeps every successor by an action whose observation matches the event.
+An observation matches when each of its keys (by default ``actor`` and ``action``)
+has the same JSON value in the event; other keys of the event (a transaction id, a
+timestamp) are not the spec's business.  If the event carries a ``state``, the
+successor's JSON form must equal it too.  When no possible state has a matching
+step, that event is the first one no behaviour of the spec explains: the result
+names it, with the states that were possible just before it and what the spec
+could have logged instead.
+
+A trace of several independent instances of a protocol (several transactions) is
+validated instance by instance with ``split_key`` (e.g. ``txn``): events are grouped
+by that key, in order, and each group must be a behaviour on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from checks.trace import Trace
+from spec.core import Spec, fingerprint, to_json
+
+DEFAULT_MAX_STATES = 200_000
+
+
+@attrs.frozen
+class Mismatch:
+    """The first event no behaviour explains.  ``step`` is the event's step number
+    (its line in a file is ``step + 2``); ``possible`` holds the spec states possible
+    just before it; ``expected`` what the spec could have logged from them."""
+
+    step: int
+    event: Mapping[str, Any]
+    possible: tuple[Any, ...]
+    expected: tuple[Mapping[str, Any], ...]
+    reason: str
+    group: str | None = None
+
+
+@attrs.frozen
+class Validation:
+    """outcome: "ok" (every event explained), "mismatch", or "too_large" (the
+    unlogged steps between two events reach more than ``max_states`` states, so no
+    answer was found; the message says which event)."""
+
+    outcome: str
+    events: int
+    states_explored: int
+    mismatch: Mismatch | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def event_matches(observation: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    return all(key in event and _canon(value) == _canon(event[key]) for key, value in observation.items())
+
+
+class _Search:
+    def __init__(self, spec: Spec[Any, Any], max_states: int) -> None:
+        self.spec = spec
+        self.max_states = max_states
+        self.explored = 0
+
+    def _add(self, into: dict[int, Any], state: Any) -> bool:
+        key = fingerprint(state)
+        if key in into:
+            return False
+        into[key] = state
+        self.explored += 1
+        if len(into) > self.max_states:
+            raise _TooLarge
+        return True
+
+    def close(self, states: Iterable[Any]) -> dict[int, Any]:
+        """The states reachable from ``states`` by steps the log does not show."""
+        out: dict[int, Any] = {}
+        todo = [s for s in states if self._add(out, s)]
+        while todo:
+            state = todo.pop()
+            for action, nxt in self.spec.successors(state):
+                if self.spec.observe(state, action) is None and self._add(out, nxt):
+                    todo.append(nxt)
+        return out
+
+    def step(self, states: Iterable[Any], event: Mapping[str, Any]) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        recorded_state = event.get("state")
+        for state in states:
+            for action, nxt in self.spec.successors(state):
+                observation = self.spec.observe(state, action)
+                if observation is None or not event_matches(observation, event):
+                    continue
+                if recorded_state is not None and _canon(to_json(nxt)) != _canon(recorded_state):
+                    continue
+                self._add(out, nxt)
+        return out
+
+    def expected(self, states: Iterable[Any]) -> list[Mapping[str, Any]]:
+        seen: dict[str, Mapping[str, Any]] = {}
+        for state in states:
+            for action, _ in self.spec.successors(state):
+                observation = self.spec.observe(state, action)
+                if observation is not None:
+                    seen.setdefault(_canon(observation), observation)
+        return [seen[k] for k in sorted(seen)]
+
+
+def validate_events(
+    spec: Spec[Any, Any],
+    events: Sequence[Mapping[str, Any]],
+    *,
+    split_key: str | None = None,
+    max_states: int = DEFAULT_MAX_STATES,
+) -> Validation:
+    """Check ``events`` (each with at least ``step``, ``actor``, ``action``; step 0,
+    the initial state, left out) against ``spec``."""
+    search = _Search(spec, max_states)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for event in events:
+        key = "" if split_key is None else _group_name(event.get(split_key))
+        groups.setdefault(key, []).append(event)
+    if not groups:
+        groups[""] = []
+    first_bad: Mismatch | None = None
+    for name, group in groups.items():
+        try:
+            bad = _validate_group(search, group, None if split_key is None else name)
+        except _TooLarge as exc:
+            return Validation("too_large", len(events), search.explored, message=str(exc))
+        if bad is not None and (first_bad is None or bad.step < first_bad.step):
+            first_bad = bad
+    if first_bad is not None:
+        return Validation("mismatch", len(events), search.explored, first_bad, first_bad.reason)
+    return Validation("ok", len(events), search.explored, message=f"all {len(events)} events explained")
+
+
+def _group_name(value: Any) -> str:
+    return value if isinstance(value, str) else _canon(value)
+
+
+def _validate_group(search: _Search, events: Sequence[Mapping[str, Any]], group: str | None) -> Mismatch | None:
+    spec = search.spec
+    states: dict[int, Any] = {fingerprint(s): s for s in spec.init_states()}
+    for event in events:
+        try:
+            before = search.close(states.values())
+        except _TooLarge:
+            raise _TooLarge(
+                f"more than {search.max_states:,} spec states are possible before step {event.get('step')}; "
+                "the log leaves too much unexplained"
+            ) from None
+        after = search.step(before.values(), event)
+        if not after:
+            return Mismatch(
+                int(event.get("step", 0)),
+                event,
+                tuple(before.values()),
+                tuple(search.expected(before.values())),
+                _reason(spec, event, len(before), group),
+                group,
+            )
+        states = after
+    return None
+
+
+def _reason(spec: Spec[Any, Any], event: Mapping[str, Any], possible: int, group: str | None) -> str:
+    action = event.get("action")
+    name = action.get("type") if isinstance(action, Mapping) else action
+    where = f" of {group}" if group else ""
+    with_state = " leading to the recorded state" if event.get("state") is not None else ""
+    return (
+        f"no behaviour of {spec.name or type(spec).__name__} explains step {event.get('step')}{where}: "
+        f"{event.get('actor')} {_action_text(action)} — in none of the {possible} spec state(s) possible "
+        f"before it can {event.get('actor')} take {name}{with_state}"
+    )
+
+
+def _action_text(action: Any) -> str:
+    if not isinstance(action, Mapping):
+        return json.dumps(action)
+    args = ", ".join(f"{v}" for k, v in action.items() if k != "type")
+    return f"{action.get('type')}({args})" if args else str(action.get("type"))
+
+
+def validate_trace(
+    spec: Spec[Any, Any], trace: Trace, *, split_key: str | None = None, max_states: int = DEFAULT_MAX_STATES
+) -> Validation:
+    """Check a trace read by ``checks.trace``; step 0 is the initial state and must,
+    if it records a state, be an initial state of the spec."""
+    events: list[dict[str, Any]] = []
+    for step in trace.steps[1:]:
+        event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
+        if step.state is not None:
+            event["state"] = step.state
+        event.update(step.extra)
+        events.append(event)
+    first = trace.steps[0] if trace.steps else None
+    if first is not None and first.state is not None:
+        inits = [s for s in spec.init_states() if _canon(to_json(s)) == _canon(first.state)]
+        if not inits:
+            mismatch = Mismatch(
+                0,
+                {"step": 0, "actor": None, "action": None, "state": first.state},
+                tuple(spec.init_states()),
+                (),
+                "step 0 records a state that is not an initial state of the spec",
+            )
+            return Validation("mismatch", len(events), 0, mismatch, mismatch.reason)
+    return validate_events(spec, events, split_key=split_key, max_states=max_states)
+
+
+def action_text(action: Any) -> str:
+    """An event's action as people read it: ``RMPrepare(r1)``."""
+    return _action_text(action)
