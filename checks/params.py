@@ -84,6 +84,9 @@ def build_spec(
     entry = find_spec(name)
     params = parse_params(entry, raw_params)
     check_variant(entry, variant)
-    spec = entry.make(variant=variant, **params)
+    try:
+        spec = entry.make(variant=variant, **params)
+    except ValueError as exc:  # a Config rejects a combination, e.g. lock's max_drift >= ttl
+        raise UsageError(f"parameters of {entry.name}: {exc}") from None
     full = {p.name: params.get(p.name, p.default) for p in entry.params()}
     return entry, full, spec

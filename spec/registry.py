@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from spec import twophase
+from spec import lock, twophase
 from spec.core import Spec
 
 
@@ -72,6 +72,13 @@ REGISTRY: dict[str, SpecEntry] = {
             "the abstract transaction-commit problem that TwoPhase refines",
             twophase.TCConfig,
             twophase.TCommit,
+        ),
+        SpecEntry(
+            "lock",
+            "a lock service with leases, clock drift, fencing tokens and FIFO waiters",
+            lock.Config,
+            lock.Lock,
+            lock.VARIANTS,
         ),
     )
 }

@@ -1,0 +1,668 @@
+"""A lock service with leases and fencing tokens, in the style of Chubby, ZooKeeper
+and etcd.
+
+Clients ask a lock server for one named lock.  The server queues the requests in
+the order they arrive and grants the lock to the oldest waiter once nobody holds an
+unexpired lease: a grant is a lease with a time-to-live (``ttl`` ticks of the
+server's clock) and a fencing token, the request's sequence number, so tokens
+increase with every grant.  The holder renews the lease before it runs out and
+releases it when done; if it crashes, the lease simply expires and the lock passes
+on.  A client measures its lease on its own clock, which may run slow, so it
+stops trusting the lease ``max_drift`` ticks early.  Timing alone cannot make a
+lock safe, though: a client that checked its lease and then paused (a long garbage
+collection, a slow network) acts after its lease is gone.  So the resource the
+lock protects, a storage service, remembers the highest token it has accepted and
+rejects any write that carries a lower one.
+
+Sources: C. Gray and D. Cheriton, "Leases: An Efficient Fault-Tolerant Mechanism
+for Distributed File Cache Consistency" (SOSP 1989); M. Burrows, "The Chubby lock
+service for loosely-coupled distributed systems" (OSDI 2006: sequencers, the
+client's conservative local lease timeout); the ZooKeeper lock recipe (sequential
+nodes served lowest first); M. Kleppmann, "How to do distributed locking" (2016:
+fencing tokens, the paused client, the critique of Redlock's timing assumptions);
+the Redis documentation of SET NX PX and its safe-release pattern.
+
+Modelling choices
+    Time is a discrete clock, the server's (``now``); ``Tick`` advances it and with
+    it every client's clock.  A client's clock may fall behind the server's, by at
+    most ``max_drift`` ticks over any one lease; only that shortfall between the
+    grant (or the last renewal) and now affects what a client does, so the state
+    keeps just that: ``lag``, reset at each grant and renewal, raised by ``Drift``.
+    A clock that runs fast only makes a client give up early, which is safe, so it
+    is not modelled.
+    The client-server exchanges (Acquire, Grant, Renew, Release) are atomic steps,
+    not messages.  For safety this loses nothing: a lost request is a step not
+    taken, a lost grant is a holder that never acts (the lease expires as after a
+    crash), a late renewal or release is a Renew or Release taken late, which is
+    allowed at any time while a client thinks it may hold the lock; and a real
+    client starts its lease clock when it sends its request (Chubby, Redlock),
+    which covers the grant's time in flight.  Modelling the messages would
+    multiply the states without adding a behaviour the invariants can tell apart.
+    The write to storage is the exception, because the delay between a client's
+    lease check and its write's arrival is the whole point of fencing: ``Write``
+    checks the lease and puts the write in flight; ``AcceptWrite`` or
+    ``RejectWrite`` is the storage's decision, any number of ticks later.
+    A pause is a stretch of ticks in which a client takes no step; interleaving
+    gives every such stretch, so there is no Pause action (a paused process logs
+    nothing).  Crashes are crash-stop: a restarted client is a new client (add one
+    to ``clients``).  Only a client the service knows about (waiting or holding)
+    crashes; an idle client's crash is indistinguishable from its silence.
+    The server keeps lease records until they are released or reaped (``Expire``),
+    as etcd's lessor does, and counts a lease as held only while it is unexpired
+    by its own clock.
+    The state space is bounded by ``max_time`` (the last tick explored) and
+    ``max_requests`` (lock requests in one run), as state constraints.
+
+State: ``now``; each client's ``status`` (idle | waiting | holding | crashed),
+``token`` (its request's sequence number: its place in the queue, then its fencing
+token), ``deadline`` (the server time at which it stops trusting its lease, had its
+clock kept pace), ``lag``, ``in_flight`` (the token of its write on the way to
+storage) and ``crashed_at`` (a history variable); the server's ``queue`` of
+(token, client) in request order, ``leases`` (token ↦ holder, grant time,
+expiry), ``issued`` (requests so far) and ``last_granted`` (the newest grant's
+token); the storage's ``highest`` token accepted, the token of the write whose
+``data`` it holds, and whether it has ``rejected`` a write.
+
+Actions
+    Acquire(client)      An idle client asks for the lock; the server queues it
+                         with the next token.
+    Grant(client)        The server grants the lock to the oldest waiter once no
+                         lease is held: a lease until now + ttl.
+    Renew(client)        A holder asks to extend its lease; the server extends an
+                         unexpired one to now + ttl, and otherwise refuses, and the
+                         client learns it has lost the lock.
+    Release(client)      A holder gives the lock back; the server deletes that
+                         client's lease.
+    Expire(token)        The server reaps a lease that has expired.
+    Write(client)        A client that trusts its lease sends a write carrying its
+                         token to storage.
+    AcceptWrite(client)  Storage accepts the client's write: its token is at least
+                         the highest it has accepted.
+    RejectWrite(client)  Storage rejects the client's write: its token is stale.
+    Drift(client)        A holder's clock falls one tick behind the server's.
+    Crash(node)          A waiting or holding client stops for good; its write, if
+                         one is in flight, still arrives.
+    Tick                 The server's clock, and every client's, advances one tick.
+
+Invariants
+    TypeOK                every variable holds a value of its type.
+    MutualExclusion       at most one lease is unexpired by the server's clock.
+    LeaseValidity         a client trusts its lease only while the server's clock
+                          says it is unexpired.
+    FencedWrites          storage never accepts a write from a superseded lease
+                          after a write from the lease that superseded it.
+    AutomaticRelease      a crashed client's lease is over within ttl ticks of the
+                          crash (or of the grant, if granted after the crash).
+    FirstComeFirstServed  no waiting client asked before the client most recently
+                          granted the lock.
+    (MutualExclusion and LeaseValidity together give what users rely on: at any
+    instant at most one client trusts that it holds the lock.)
+
+Reachable (each must hold in some state)
+    ExpiredAndRegranted   a lease expired unreleased and another client holds the
+                          lock.
+    CrashedHolderReplaced a crashed client's lease expired and another client holds
+                          the lock.
+    LeaseRenewed          a lease has been renewed past the expiry it was granted
+                          with.
+    StaleWriteRejected    storage has rejected a write with a stale token.
+    DriftedHolder         a client trusts its lease with its clock max_drift ticks
+                          behind (only when max_drift > 0).
+
+Variants (deliberately broken; each is a real mistake and each is caught)
+
+=======================  =========================================================
+``unfenced_storage``     Storage accepts every write, ignoring its token.  A
+                         client checks its lease, pauses past its expiry, and its
+                         write lands after the next holder's (Kleppmann's
+                         example): FencedWrites.
+``no_drift_margin``      The client trusts its lease for the full ttl by its own
+                         clock, as if clocks kept pace (Redlock without its drift
+                         factor).  A slow clock keeps it trusting after the server
+                         expired the lease: LeaseValidity.
+``release_by_non_holder`` The server frees the lock on any client's release
+                         without checking whose lease it is (Redis's DEL-based
+                         unlock).  A client whose lease expired releases the next
+                         holder's: LeaseValidity.
+``renew_after_expiry``   The server renews a lease it still has a record of even
+                         though it has expired (etcd renewed leases that had
+                         expired but were not yet revoked).  A late renewal revives
+                         a lease after the lock went to someone else:
+                         MutualExclusion.
+``no_expiry``            The server never expires a lease (a lock without a TTL,
+                         like SETNX without EXPIRE).  A crashed holder keeps the
+                         lock for ever: AutomaticRelease.
+``barging``              The lock goes to any waiter, not the oldest one (waiters
+                         that retry SET NX race for it), so a newcomer can overtake
+                         and starve an older waiter: FirstComeFirstServed.
+=======================  =========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import attrs
+
+from spec.core import Action, Crash, FrozenMap, Invariant, Reachable, Spec, param, sorted_values
+
+IDLE, WAITING, HOLDING, LAPSED, CRASHED = "idle", "waiting", "holding", "lapsed", "crashed"
+STATUSES = (IDLE, WAITING, HOLDING, LAPSED, CRASHED)
+KNOWN_TO_SERVER = (WAITING, HOLDING, LAPSED)  # statuses in which a client holds a token
+
+VARIANTS = {
+    "unfenced_storage": "storage accepts writes without checking their fencing token",
+    "no_drift_margin": "the client trusts its lease for the full ttl by its own clock",
+    "release_by_non_holder": "the server frees the lock on a release from a client that does not hold it",
+    "renew_after_expiry": "the server renews a lease that has already expired",
+    "no_expiry": "the server never expires a lease (a lock without a TTL)",
+    "barging": "the lock goes to any waiter, not the one that has waited longest",
+}
+
+
+def client_names(n: int) -> tuple[str, ...]:
+    return tuple(f"c{i}" for i in range(1, n + 1))
+
+
+# -------------------------------------------------------------------------- state
+
+
+@attrs.frozen
+class Client:
+    """One client as it sees itself, plus its crash time (a history variable)."""
+
+    status: str = IDLE
+    token: int | None = None  # queue position while waiting, fencing token while holding
+    deadline: int | None = None  # server time at which it stops trusting its lease, absent drift
+    lag: int = 0  # ticks its clock has fallen behind the server's since the grant or renewal
+    in_flight: int | None = None  # token carried by its write on the way to storage
+    crashed_at: int | None = None
+
+
+@attrs.frozen
+class Lease:
+    """The server's record of one grant."""
+
+    holder: str
+    granted_at: int
+    expires: int
+
+    def __str__(self) -> str:
+        return f"{self.holder}@{self.granted_at}..{self.expires}"
+
+
+@attrs.frozen
+class Server:
+    queue: tuple[tuple[int, str], ...] = ()  # (token, client), oldest request first
+    leases: FrozenMap[int, Lease] = FrozenMap()  # token -> lease, until released or reaped
+    issued: int = 0  # tokens handed out so far; the next request gets issued + 1
+    last_granted: int = 0  # token of the most recent grant (0: none yet)
+
+
+@attrs.frozen
+class Storage:
+    """The protected resource: it keeps the highest token it has accepted and the
+    token of the write whose data it now holds (0: none yet)."""
+
+    highest: int = 0
+    data: int = 0
+    rejected: bool = False
+
+
+@attrs.frozen
+class LockState:
+    now: int
+    clients: FrozenMap[str, Client]
+    server: Server
+    storage: Storage
+
+
+# ------------------------------------------------------------------------ actions
+
+
+@attrs.frozen
+class Acquire(Action):
+    client: str
+
+
+@attrs.frozen
+class Grant(Action):
+    client: str
+
+    @property
+    def actor(self) -> str:
+        return "server"
+
+
+@attrs.frozen
+class Renew(Action):
+    client: str
+
+
+@attrs.frozen
+class Release(Action):
+    client: str
+
+
+@attrs.frozen
+class Expire(Action):
+    token: int
+
+    @property
+    def actor(self) -> str:
+        return "server"
+
+
+@attrs.frozen
+class Write(Action):
+    client: str
+
+
+@attrs.frozen
+class AcceptWrite(Action):
+    client: str
+
+    @property
+    def actor(self) -> str:
+        return "storage"
+
+
+@attrs.frozen
+class RejectWrite(Action):
+    client: str
+
+    @property
+    def actor(self) -> str:
+        return "storage"
+
+
+@attrs.frozen
+class Drift(Action):
+    client: str
+
+
+@attrs.frozen
+class Tick(Action):
+    @property
+    def actor(self) -> str:
+        return "clock"
+
+
+LockAction = Acquire | Grant | Renew | Release | Expire | Write | AcceptWrite | RejectWrite | Drift | Crash | Tick
+
+
+@attrs.frozen
+class Config:
+    clients: int = param(2, help="number of clients", minimum=1, maximum=4)
+    ttl: int = param(2, help="lease time-to-live, in ticks of the server's clock", minimum=1, maximum=6)
+    max_drift: int = param(
+        1, help="ticks a client's clock may fall behind the server's over one lease", minimum=0, maximum=5
+    )
+    max_time: int = param(3, help="last tick of the server's clock explored", minimum=0, maximum=12)
+    max_requests: int = param(2, help="lock requests explored in one run", minimum=1, maximum=8)
+    variant: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # The CLI checks each parameter's range; a Config built directly, and the
+        # combinations, are checked here.
+        for f in attrs.fields(Config):
+            minimum, maximum = f.metadata.get("minimum"), f.metadata.get("maximum")
+            value = getattr(self, f.name)
+            if minimum is not None and not minimum <= value <= maximum:
+                raise ValueError(f"{f.name} must be between {minimum} and {maximum}, got {value}")
+        if self.max_drift >= self.ttl:
+            # A client trusts its lease for ttl - max_drift ticks; with none left it
+            # could never act as the holder and every check would pass vacuously.
+            raise ValueError(f"max_drift ({self.max_drift}) must be below ttl ({self.ttl})")
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; known: {', '.join(VARIANTS)}")
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+class Lock(Spec[LockState, LockAction]):
+    name = "lock"
+
+    def __init__(self, config: Config = Config()) -> None:
+        self.config = config
+        self.clients = client_names(config.clients)
+        self.variant = config.variant
+        self.ttl = config.ttl
+        # How long a client trusts a fresh lease on its own clock.
+        self.trusted = config.ttl if config.variant == "no_drift_margin" else config.ttl - config.max_drift
+
+    def init_states(self) -> Iterable[LockState]:
+        yield LockState(0, FrozenMap({c: Client() for c in self.clients}), Server(), Storage())
+
+    # Derived facts, each used by the actions and by the invariants.
+
+    def lease_live(self, s: LockState, lease: Lease) -> bool:
+        """Whether the server counts ``lease`` as held at its clock's ``now``."""
+        if self.variant == "no_expiry":
+            return True
+        return s.now < lease.expires
+
+    def live_leases(self, s: LockState) -> list[Lease]:
+        return [lease for lease in s.server.leases.values() if self.lease_live(s, lease)]
+
+    def trusts_lease(self, s: LockState, c: str) -> bool:
+        """Whether client ``c`` believes, by its own clock, that it holds the lock."""
+        # Tick moves a holder whose own clock has reached its deadline to LAPSED.
+        return s.clients[c].status == HOLDING
+
+    def _may_grant(self, s: LockState, c: str) -> bool:
+        queue = s.server.queue
+        if not queue or self.live_leases(s):
+            return False
+        if self.variant == "barging":
+            return any(waiter == c for _, waiter in queue)
+        return queue[0][1] == c
+
+    def _renewal_accepted(self, s: LockState, c: str) -> bool:
+        token = s.clients[c].token
+        lease = s.server.leases.get(token) if token is not None else None
+        if lease is None or lease.holder != c:
+            return False
+        return self.variant == "renew_after_expiry" or self.lease_live(s, lease)
+
+    def _storage_accepts(self, s: LockState, token: int) -> bool:
+        return self.variant == "unfenced_storage" or token >= s.storage.highest
+
+    # Actions, in a fixed order: server, storage, each client, then the clock.
+
+    def actions(self, s: LockState) -> Iterator[LockAction]:
+        for c in self.clients:
+            if self._may_grant(s, c):
+                yield Grant(c)
+        for token, lease in s.server.leases.items():
+            if not self.lease_live(s, lease):
+                yield Expire(token)
+        for c in self.clients:
+            in_flight = s.clients[c].in_flight
+            if in_flight is not None:
+                yield AcceptWrite(c) if self._storage_accepts(s, in_flight) else RejectWrite(c)
+        for c in self.clients:
+            client = s.clients[c]
+            if client.status == IDLE:
+                yield Acquire(c)
+            if client.status in (HOLDING, LAPSED):
+                yield Renew(c)
+                yield Release(c)
+            if self.trusts_lease(s, c):
+                if client.in_flight is None:
+                    yield Write(c)
+                if client.lag < self.config.max_drift:
+                    yield Drift(c)
+            if client.status in KNOWN_TO_SERVER:
+                yield Crash(c)
+        yield Tick()
+
+    def next_state(self, s: LockState, a: LockAction) -> LockState | None:
+        match a:
+            case Tick():
+                now = s.now + 1
+                lapsed = {
+                    c: Client(LAPSED, client.token, in_flight=client.in_flight)
+                    for c, client in s.clients.items()
+                    if client.status == HOLDING and client.deadline is not None and now - client.lag >= client.deadline
+                }
+                clients = FrozenMap({**s.clients, **lapsed}) if lapsed else s.clients
+                return attrs.evolve(s, now=now, clients=clients)
+            case Expire(token):
+                lease = s.server.leases.get(token)
+                if lease is None or self.lease_live(s, lease):
+                    return None
+                return self._with_leases(s, _without(s.server.leases, token))
+            case Crash(node=c):
+                if c not in s.clients or s.clients[c].status not in KNOWN_TO_SERVER:
+                    return None
+                # A write already sent is in the network and still arrives.
+                crashed = Client(CRASHED, in_flight=s.clients[c].in_flight, crashed_at=s.now)
+                return self._with_client(s, c, crashed)
+            case Acquire(client=c):
+                if c not in s.clients or s.clients[c].status != IDLE:
+                    return None
+                token = s.server.issued + 1
+                server = attrs.evolve(s.server, queue=(*s.server.queue, (token, c)), issued=token)
+                return attrs.evolve(s, server=server, clients=s.clients.set(c, Client(WAITING, token)))
+            case Grant(client=c):
+                if c not in s.clients or not self._may_grant(s, c):
+                    return None
+                token = next(t for t, waiter in s.server.queue if waiter == c)
+                server = Server(
+                    queue=tuple(entry for entry in s.server.queue if entry[0] != token),
+                    leases=s.server.leases.set(token, Lease(c, s.now, s.now + self.ttl)),
+                    issued=s.server.issued,
+                    last_granted=token,
+                )
+                s = attrs.evolve(s, server=server)
+                if s.clients[c].status == CRASHED:  # the server cannot know; the lease will expire
+                    return s
+                return self._with_client(s, c, self._fresh_lease(s, s.clients[c], token))
+            case Renew(client=c):
+                holder = self._holder(s, c)
+                if holder is None or holder.token is None:
+                    return None
+                if not self._renewal_accepted(s, c):
+                    return self._with_client(s, c, Client(IDLE, in_flight=holder.in_flight))
+                lease = s.server.leases[holder.token]
+                s = self._with_leases(
+                    s, s.server.leases.set(holder.token, attrs.evolve(lease, expires=s.now + self.ttl))
+                )
+                return self._with_client(s, c, self._fresh_lease(s, holder, holder.token))
+            case Release(client=c):
+                holder = self._holder(s, c)
+                if holder is None or holder.token is None:
+                    return None
+                if self.variant == "release_by_non_holder":
+                    leases: FrozenMap[int, Lease] = FrozenMap()  # "DEL lock", whoever holds it
+                else:
+                    leases = _without(s.server.leases, holder.token)
+                s = self._with_leases(s, leases)
+                return self._with_client(s, c, Client(IDLE, in_flight=holder.in_flight))
+            case Write(client=c):
+                if c not in s.clients or not self.trusts_lease(s, c) or s.clients[c].in_flight is not None:
+                    return None
+                return self._with_client(s, c, attrs.evolve(s.clients[c], in_flight=s.clients[c].token))
+            case AcceptWrite(client=c) | RejectWrite(client=c):
+                writer = s.clients.get(c)
+                if writer is None or writer.in_flight is None:
+                    return None
+                accepted = self._storage_accepts(s, writer.in_flight)
+                if accepted != isinstance(a, AcceptWrite):
+                    return None
+                if accepted:
+                    storage = Storage(max(s.storage.highest, writer.in_flight), writer.in_flight, s.storage.rejected)
+                else:
+                    storage = attrs.evolve(s.storage, rejected=True)
+                return attrs.evolve(s, storage=storage, clients=s.clients.set(c, attrs.evolve(writer, in_flight=None)))
+            case Drift(client=c):
+                if c not in s.clients or not self.trusts_lease(s, c) or s.clients[c].lag >= self.config.max_drift:
+                    return None
+                return self._with_client(s, c, attrs.evolve(s.clients[c], lag=s.clients[c].lag + 1))
+        return None
+
+    @staticmethod
+    def _holder(s: LockState, c: str) -> Client | None:
+        """Client ``c``'s record if it holds or held a lease it has not given up."""
+        client = s.clients.get(c)
+        return client if client is not None and client.status in (HOLDING, LAPSED) else None
+
+    def _fresh_lease(self, s: LockState, client: Client, token: int) -> Client:
+        """The client after the server granted or renewed its lease at ``s.now``."""
+        return Client(HOLDING, token, s.now + self.trusted, 0, client.in_flight)
+
+    @staticmethod
+    def _with_client(s: LockState, c: str, client: Client) -> LockState:
+        return attrs.evolve(s, clients=s.clients.set(c, client))
+
+    @staticmethod
+    def _with_leases(s: LockState, leases: FrozenMap[int, Lease]) -> LockState:
+        return attrs.evolve(s, server=attrs.evolve(s.server, leases=leases))
+
+    def within_bounds(self, s: LockState) -> bool:
+        return s.now <= self.config.max_time and s.server.issued <= self.config.max_requests
+
+    # ------------------------------------------------------------------ properties
+
+    def invariants(self) -> Sequence[Invariant[LockState]]:
+        return (
+            Invariant("TypeOK", "every variable holds a value of its type", self._type_ok),
+            Invariant("MutualExclusion", "at most one lease is unexpired by the server's clock", self.mutual_exclusion),
+            Invariant(
+                "LeaseValidity",
+                "a client trusts its lease only while the server's clock says it is unexpired",
+                self.lease_validity,
+            ),
+            Invariant(
+                "FencedWrites",
+                "storage never accepts a superseded lease's write after one from the lease that superseded it",
+                fenced_writes,
+            ),
+            Invariant(
+                "AutomaticRelease",
+                "a crashed client's lease is over within ttl ticks of the crash, or of the grant if later",
+                self.automatic_release,
+            ),
+            Invariant(
+                "FirstComeFirstServed",
+                "no waiting client asked for the lock before the client most recently granted it",
+                first_come_first_served,
+            ),
+        )
+
+    def mutual_exclusion(self, s: LockState) -> bool:
+        return len(self.live_leases(s)) <= 1
+
+    def lease_validity(self, s: LockState) -> bool:
+        for c in self.clients:
+            if self.trusts_lease(s, c):
+                token = s.clients[c].token
+                lease = s.server.leases.get(token) if token is not None else None
+                if lease is None or lease.holder != c or not self.lease_live(s, lease):
+                    return False
+        return True
+
+    def automatic_release(self, s: LockState) -> bool:
+        for lease in self.live_leases(s):
+            crashed_at = s.clients[lease.holder].crashed_at
+            if crashed_at is not None and s.now >= max(crashed_at, lease.granted_at) + self.ttl:
+                return False
+        return True
+
+    def _type_ok(self, s: LockState) -> bool:
+        issued = s.server.issued
+        tokens = range(1, issued + 1)
+        clients_ok = set(s.clients) == set(self.clients) and all(
+            c.status in STATUSES
+            and (c.token is None or c.token in tokens)
+            and (c.in_flight is None or c.in_flight in tokens)
+            and 0 <= c.lag <= self.config.max_drift
+            and (c.status == HOLDING) == (c.deadline is not None)
+            and (c.deadline is None or s.now - c.lag < c.deadline)
+            and (c.status in KNOWN_TO_SERVER) == (c.token is not None)
+            and (c.status == CRASHED) == (c.crashed_at is not None)
+            for c in s.clients.values()
+        )
+        queue_tokens = [t for t, _ in s.server.queue]
+        server_ok = (
+            queue_tokens == sorted(set(queue_tokens))
+            and all(t in tokens and c in s.clients for t, c in s.server.queue)
+            and all(t in tokens and lease.holder in s.clients for t, lease in s.server.leases.items())
+            and 0 <= s.server.last_granted <= issued
+        )
+        storage_ok = 0 <= s.storage.data <= s.storage.highest <= issued
+        return 0 <= s.now and clients_ok and server_ok and storage_ok
+
+    def reachable(self) -> Sequence[Reachable[LockState]]:
+        properties = [
+            Reachable(
+                "ExpiredAndRegranted",
+                "a lease expired unreleased and another client holds the lock",
+                self._expired_and_regranted,
+            ),
+            Reachable(
+                "CrashedHolderReplaced",
+                "a crashed client's lease expired and another client holds the lock",
+                lambda s: self._expired_and_regranted(s, crashed_only=True),
+            ),
+            Reachable(
+                "LeaseRenewed",
+                "a lease has been renewed past the expiry it was granted with",
+                self._renewed,
+            ),
+            Reachable(
+                "StaleWriteRejected", "storage has rejected a write with a stale token", lambda s: s.storage.rejected
+            ),
+        ]
+        if self.config.max_drift > 0:
+            properties.append(
+                Reachable(
+                    "DriftedHolder",
+                    "a client trusts its lease with its clock max_drift ticks behind the server's",
+                    lambda s: any(
+                        self.trusts_lease(s, c) and s.clients[c].lag == self.config.max_drift for c in self.clients
+                    ),
+                )
+            )
+        return properties
+
+    def _renewed(self, s: LockState) -> bool:
+        return any(lease.expires > lease.granted_at + self.ttl for lease in s.server.leases.values())
+
+    def _expired_and_regranted(self, s: LockState, crashed_only: bool = False) -> bool:
+        live = self.live_leases(s)
+        for lease in s.server.leases.values():
+            if lease in live or (crashed_only and s.clients[lease.holder].status != CRASHED):
+                continue
+            if any(other.holder != lease.holder for other in live):
+                return True
+        return False
+
+    # -------------------------------------------------------------------- symmetry
+
+    def canonical(self, s: LockState) -> LockState:
+        """Symmetry over clients.  A client's whole role in a state is its signature:
+        its own record, its place in the queue and its lease records (tokens are
+        unique to one client, so nothing else mentions it).  Sorting the signatures
+        and handing them to c1, c2, ... in order gives one representative per orbit."""
+        signatures = sorted_values(
+            (
+                s.clients[c],
+                tuple(t for t, waiter in s.server.queue if waiter == c),
+                tuple(
+                    sorted(
+                        (t, lease.granted_at, lease.expires)
+                        for t, lease in s.server.leases.items()
+                        if lease.holder == c
+                    )
+                ),
+            )
+            for c in self.clients
+        )
+        clients = FrozenMap({c: sig[0] for c, sig in zip(self.clients, signatures)})
+        queue = sorted((t, c) for c, sig in zip(self.clients, signatures) for t in sig[1])
+        leases = FrozenMap(
+            {
+                t: Lease(c, granted, expires)
+                for c, sig in zip(self.clients, signatures)
+                for t, granted, expires in sig[2]
+            }
+        )
+        server = attrs.evolve(s.server, queue=tuple(queue), leases=leases)
+        return LockState(s.now, clients, server, s.storage)
+
+
+def _without(leases: FrozenMap[int, Lease], token: int) -> FrozenMap[int, Lease]:
+    return FrozenMap({t: lease for t, lease in leases.items() if t != token})
+
+
+def fenced_writes(s: LockState) -> bool:
+    # The stored data comes from the newest lease that has written: a write with a
+    # lower token never lands after one with a higher token.
+    return s.storage.data == s.storage.highest
+
+
+def first_come_first_served(s: LockState) -> bool:
+    return all(token > s.server.last_granted for token, _ in s.server.queue)
