@@ -185,9 +185,12 @@ def cross_check(
                     break
                 continue
             try:
-                problem = _compare_step(compiled[index[action]], values, encode(nxt))
+                after = encode(nxt)
             except ValueError as exc:
-                problem = f"the successor cannot be encoded: {exc}"
+                if note(Mismatch("values", str(exc), nxt)):
+                    break
+                continue
+            problem = _compare_step(compiled[index[action]], values, after)
             if problem and note(Mismatch("spec step outside the z3 relation", problem, state, action)):
                 break
         if len(mismatches) >= max_mismatches:

@@ -187,7 +187,7 @@ def _counterexample(text: str, *, failing: Sequence[Predicate], **parts: Any) ->
     for key, value in parts.items():
         data[key] = value if value is None or isinstance(value, bool) else to_json(value)
     data["failing"] = [p.name for p in failing]
-    return Counterexample(text, data)
+    return Counterexample(text, data, dict(parts))
 
 
 def _no_model(status: str, reason: str) -> Verdict:

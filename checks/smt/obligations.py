@@ -27,10 +27,13 @@ DEFAULT_TIMEOUT_SECONDS = 120.0
 
 @attrs.frozen
 class Counterexample:
-    """Why an obligation fails: ``text`` is printed, ``data`` goes into ``--json``."""
+    """Why an obligation fails: ``text`` is printed, ``data`` goes into ``--json``,
+    and ``values`` keeps the same parts as Python values (spec states and actions),
+    for callers that check or replay them."""
 
     text: str
     data: dict[str, Any]
+    values: dict[str, Any] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen
