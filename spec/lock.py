@@ -111,31 +111,33 @@ Reachable (each must hold in some state)
 
 Variants (deliberately broken; each is a real mistake and each is caught)
 
-=======================  =========================================================
-``unfenced_storage``     Storage accepts every write, ignoring its token.  A
-                         client checks its lease, pauses past its expiry, and its
-                         write lands after the next holder's (Kleppmann's
-                         example): FencedWrites.
-``no_drift_margin``      The client trusts its lease for the full ttl by its own
-                         clock, as if clocks kept pace (Redlock without its drift
-                         factor).  A slow clock keeps it trusting after the server
-                         expired the lease: LeaseValidity.
-``release_by_non_holder`` The server frees the lock on any client's release
-                         without checking whose lease it is (Redis's DEL-based
-                         unlock).  A client whose lease expired releases the next
-                         holder's: LeaseValidity.
-``renew_after_expiry``   The server renews a lease it still has a record of even
-                         though it has expired (etcd renewed leases that had
-                         expired but were not yet revoked).  A late renewal revives
-                         a lease after the lock went to someone else:
-                         MutualExclusion.
-``no_expiry``            The server never expires a lease (a lock without a TTL,
-                         like SETNX without EXPIRE).  A crashed holder keeps the
-                         lock for ever: AutomaticRelease.
-``barging``              The lock goes to any waiter, not the oldest one (waiters
-                         that retry SET NX race for it), so a newcomer can overtake
-                         and starve an older waiter: FirstComeFirstServed.
-=======================  =========================================================
+=========================  =======================================================
+``unfenced_storage``       Storage accepts every write, ignoring its token.  A
+                           client checks its lease and sends a write that lands
+                           only after the next holder's (it paused past its
+                           expiry, as in Kleppmann's example, or released the lock
+                           before the write arrived): FencedWrites.
+``no_drift_margin``        The client trusts its lease for the full ttl by its own
+                           clock, as if clocks kept pace (Redlock without its drift
+                           factor).  A slow clock keeps it trusting after the
+                           server expired the lease: LeaseValidity.
+``release_by_non_holder``  The server frees the lock on any client's release
+                           without checking whose lease it is (a Redis lock
+                           released with a plain DEL).  A client whose lease
+                           expired releases the next holder's: LeaseValidity.
+``renew_after_expiry``     The server renews a lease it still has a record of even
+                           though it has expired (etcd #14758: a keep-alive racing
+                           the revocation of an expired lease renewed it).  A late
+                           renewal revives a lease after the lock went to someone
+                           else: MutualExclusion.
+``no_expiry``              The server never expires a lease (a lock without a TTL,
+                           like SETNX without EXPIRE).  A crashed holder keeps the
+                           lock for ever: AutomaticRelease.
+``barging``                The lock goes to any waiter, not the oldest one (waiters
+                           that retry SET NX race for it), so a newcomer can
+                           overtake and starve an older waiter:
+                           FirstComeFirstServed.
+=========================  =======================================================
 """
 
 from __future__ import annotations
