@@ -34,7 +34,7 @@ import attrs
 from checks import trace as trace_file
 from checks.params import UsageError, build_spec
 from checks.render import state_table
-from checks.validate import Mismatch, Validation, action_text, validate_events, validate_trace
+from checks.validate import Mismatch, Validation, Validator, action_text, validate_events, validate_trace
 from impl import twophase as impl_twophase
 from impl.runtime import (
     ChoiceSource,
@@ -170,6 +170,10 @@ class SimOptions:
     steps: int = 2000
     pct_depth: int = 3
     variant: str | None = None
+    #: the two independent checks, each of which can be turned off to show that
+    #: the other one alone catches a broken variant
+    check_invariants: bool = True
+    check_trace: bool = True
 
 
 @attrs.frozen
@@ -210,8 +214,19 @@ def simulate(
     if options.variant is not None:
         tracelog.header["impl_variant"] = options.variant
     invariants = spec.invariants()
+    validator = Validator(spec, split_key=wiring.split_key)
+    fed = 0
 
     def check(sim: Simulation) -> str | None:
+        nonlocal fed
+        # The trace first: a run stops at the first event the spec cannot explain.
+        while options.check_trace and fed < len(tracelog.events):
+            fed += 1
+            mismatch = validator.feed(tracelog.events[fed - 1])
+            if mismatch is not None:
+                return f"the trace is not a behaviour of {spec.name}: {mismatch.reason}"
+        if not options.check_invariants:
+            return None
         state = wiring.abstract(sim, system)
         for inv in invariants:
             if not inv.holds(state):
@@ -229,8 +244,10 @@ def simulate(
         final_check=lambda s: wiring.finished(s, system),
     )
     run = sim.run()
+    # Validate the whole trace once more from scratch: a run that stopped on an
+    # invariant still tells whether its trace was a behaviour up to there.
     validation = validate_events(spec, tracelog.events, split_key=wiring.split_key)
-    if run.status == "ok" and not validation.ok:
+    if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
         return SimOutcome("invalid_trace", validation.message, run, validation)
     return SimOutcome(run.status, run.message, run, validation)
 
@@ -317,7 +334,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     seed, outcome = failure
     print(f"{label}: {outcome.status} with seed {seed} after {passed} passing schedule(s)\n")
-    print(outcome.run.render())
+    print(outcome.run.render(compact=True))
     if not outcome.validation.ok:
         print()
         print(validation_text(outcome.validation, "the run's trace"))

@@ -132,6 +132,64 @@ class _Search:
         return [seen[k] for k in sorted(seen)]
 
 
+class Validator:
+    """Incremental validation: ``feed`` events one at a time as a run records them;
+    the first event no behaviour explains is returned (and kept in ``mismatch``).
+    ``simulate`` feeds it after every scheduler step, so a run stops at the step
+    whose event the spec cannot explain."""
+
+    def __init__(
+        self, spec: Spec[Any, Any], *, split_key: str | None = None, max_states: int = DEFAULT_MAX_STATES
+    ) -> None:
+        self.search = _Search(spec, max_states)
+        self.split_key = split_key
+        self.groups: dict[str, dict[int, Any]] = {}
+        self.events = 0
+        self.mismatch: Mismatch | None = None
+
+    def feed(self, event: Mapping[str, Any]) -> Mismatch | None:
+        """Raises ``TooLarge`` when the unlogged steps before the event reach more
+        than ``max_states`` spec states."""
+        if self.mismatch is not None:
+            return self.mismatch
+        self.events += 1
+        spec = self.search.spec
+        name = "" if self.split_key is None else _group_name(event.get(self.split_key))
+        states = self.groups.get(name)
+        if states is None:
+            states = {fingerprint(s): s for s in spec.init_states()}
+        try:
+            before = self.search.close(states.values())
+        except _TooLarge:
+            raise TooLarge(
+                f"more than {self.search.max_states:,} spec states are possible before step {event.get('step')}; "
+                "the log leaves too much unexplained"
+            ) from None
+        after = self.search.step(before.values(), event)
+        if not after:
+            group = None if self.split_key is None else name
+            self.mismatch = Mismatch(
+                int(event.get("step", 0)),
+                event,
+                tuple(before.values()),
+                tuple(self.search.expected(before.values())),
+                _reason(spec, event, len(before), group),
+                group,
+            )
+            return self.mismatch
+        self.groups[name] = after
+        return None
+
+    def result(self) -> Validation:
+        if self.mismatch is not None:
+            return Validation("mismatch", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
+        return Validation("ok", self.events, self.search.explored, message=f"all {self.events} events explained")
+
+
+class TooLarge(Exception):
+    """The possible spec states between two events exceed the limit."""
+
+
 def validate_events(
     spec: Spec[Any, Any],
     events: Sequence[Mapping[str, Any]],
@@ -141,53 +199,18 @@ def validate_events(
 ) -> Validation:
     """Check ``events`` (each with at least ``step``, ``actor``, ``action``; step 0,
     the initial state, left out) against ``spec``."""
-    search = _Search(spec, max_states)
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for event in events:
-        key = "" if split_key is None else _group_name(event.get(split_key))
-        groups.setdefault(key, []).append(event)
-    if not groups:
-        groups[""] = []
-    first_bad: Mismatch | None = None
-    for name, group in groups.items():
-        try:
-            bad = _validate_group(search, group, None if split_key is None else name)
-        except _TooLarge as exc:
-            return Validation("too_large", len(events), search.explored, message=str(exc))
-        if bad is not None and (first_bad is None or bad.step < first_bad.step):
-            first_bad = bad
-    if first_bad is not None:
-        return Validation("mismatch", len(events), search.explored, first_bad, first_bad.reason)
-    return Validation("ok", len(events), search.explored, message=f"all {len(events)} events explained")
+    validator = Validator(spec, split_key=split_key, max_states=max_states)
+    try:
+        for event in events:
+            if validator.feed(event) is not None:
+                break
+    except TooLarge as exc:
+        return Validation("too_large", len(events), validator.search.explored, message=str(exc))
+    return validator.result()
 
 
 def _group_name(value: Any) -> str:
     return value if isinstance(value, str) else _canon(value)
-
-
-def _validate_group(search: _Search, events: Sequence[Mapping[str, Any]], group: str | None) -> Mismatch | None:
-    spec = search.spec
-    states: dict[int, Any] = {fingerprint(s): s for s in spec.init_states()}
-    for event in events:
-        try:
-            before = search.close(states.values())
-        except _TooLarge:
-            raise _TooLarge(
-                f"more than {search.max_states:,} spec states are possible before step {event.get('step')}; "
-                "the log leaves too much unexplained"
-            ) from None
-        after = search.step(before.values(), event)
-        if not after:
-            return Mismatch(
-                int(event.get("step", 0)),
-                event,
-                tuple(before.values()),
-                tuple(search.expected(before.values())),
-                _reason(spec, event, len(before), group),
-                group,
-            )
-        states = after
-    return None
 
 
 def _reason(spec: Spec[Any, Any], event: Mapping[str, Any], possible: int, group: str | None) -> str:

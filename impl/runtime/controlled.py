@@ -27,8 +27,8 @@ in a fixed order, and asks the choice source to pick one:
 ====================  ==============================================================
 
 Faults are allowed during the first ``fault_steps`` steps, within the policy's
-budgets; afterwards the run heals (crashed nodes can still be restarted) so that a
-protocol's recovery and termination can be checked.  Yield points come *before*
+budgets; afterwards the run heals (every crashed node is restarted before anything
+else happens) so that a protocol's recovery and termination can be checked.  Yield points come *before*
 the operation: what a thread does between two yield points happens atomically,
 which is what lets a node make a record durable and log its trace step with no
 crash in between.
@@ -137,12 +137,22 @@ class RunResult:
         """The choice indices taken: ``ReplayChoices(result.indices)`` replays the run."""
         return [s.index for s in self.schedule]
 
-    def render(self) -> str:
+    def render(self, compact: bool = False) -> str:
         """The run as a readable trace: each step's choice, then, indented, the
-        protocol steps it recorded."""
+        protocol steps it recorded.  ``compact`` keeps only the steps that recorded
+        something, injected a fault, crashed or restarted a node (and the last one),
+        and says how many ordinary steps lie between them."""
         lines = []
         width = len(str(len(self.schedule)))
+        skipped = 0
         for s in self.schedule:
+            shown = s.events or s.notes or s.choice.fault or s.choice.kind == "restart" or s is self.schedule[-1]
+            if compact and not shown:
+                skipped += 1
+                continue
+            if skipped:
+                lines.append(" " * (width + 2) + f"… {skipped} ordinary step(s)")
+                skipped = 0
             lines.append(f"{s.step:>{width}}  t={s.time:<6g} {s.choice.text}")
             for e in s.events:
                 extra = {k: v for k, v in e.items() if k not in ("step", "actor", "action")}
@@ -248,11 +258,13 @@ class Simulation:
         self._by_ident: dict[int, _Thread] = {}
         self._errors: list[str] = []
         self._pending_notes: list[str] = []
+        self.result: RunResult | None = None
         self._owns_directory = directory is None
         shm = Path("/dev/shm")
         base = str(shm) if shm.is_dir() else None  # memory-backed, so fsync is cheap in bulk runs
         self.directory = directory or Path(tempfile.mkdtemp(prefix="distcheck-sim-", dir=base))
         self._ran = False
+        self._closed = False
 
     # ------------------------------------------------------------ inspection
 
@@ -273,51 +285,75 @@ class Simulation:
     # ------------------------------------------------------------------ run
 
     def run(self) -> RunResult:
+        """Run to the end, taking each step the choice source picks."""
+        self.start()
+        try:
+            while self.result is None:
+                options = self.options()
+                self.take(options, self.choices.choose(options))
+            return self.result
+        finally:
+            self.close()
+
+    # The run can also be driven from outside, one step at a time (a hypothesis
+    # state machine does): start(), then options() / take() until ``result`` is
+    # set, then close().
+
+    def start(self) -> None:
         if self._ran:
             raise RuntimeError("a Simulation runs once; build a new one")
         self._ran = True
-        try:
-            for node in self.nodes.values():
-                self._start_node(node)
-            return self._loop()
-        finally:
-            self._shutdown()
+        for node in self.nodes.values():
+            self._start_node(node)
+        self._settle()
 
-    def _loop(self) -> RunResult:
-        step = 0
-        while True:
-            if self._errors:
-                return self._result("error", self._errors[0], step)
-            if self.check is not None:
-                problem = self.check(self)
-                if problem is not None:
-                    return self._result("violation", problem, step)
-            options = self._options(faulty=step < self.fault_steps)
-            if not options:
-                stuck = [
-                    f"{t.id} waits for {t.wait.kind}"
-                    for n in self.nodes.values()
-                    for t in n.live_threads()
-                    if t.wait is not None and not t.wait.idle
-                ]
-                if stuck:
-                    return self._result("deadlock", "deadlock: " + "; ".join(stuck), step)
-                if self.final_check is not None:
-                    problem = self.final_check(self)
-                    if problem is not None:
-                        return self._result("violation", problem, step)
-                return self._result("ok", f"quiescent after {step} steps", step)
+    def options(self) -> list[Choice]:
+        """What may happen next (empty once the run is over)."""
+        if self.result is not None:
+            return []
+        return self._options(faulty=len(self.schedule) < self.fault_steps)
+
+    def take(self, options: Sequence[Choice], index: int) -> None:
+        """Take option ``index`` of ``options`` (the list ``options()`` returned)."""
+        choice = options[index]
+        record = StepRecord(len(self.schedule) + 1, choice, index, len(options), self.now)
+        first_event = len(self.trace.events)
+        self._apply(choice)
+        record.events = self.trace.events[first_event:]
+        record.notes, self._pending_notes = self._pending_notes, []
+        self.schedule.append(record)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Decide whether the run is over after the last step."""
+        step = len(self.schedule)
+        if self._errors:
+            self.result = self._result("error", self._errors[0], step)
+            return
+        if self.check is not None:
+            problem = self.check(self)
+            if problem is not None:
+                self.result = self._result("violation", problem, step)
+                return
+        if self._options(faulty=step < self.fault_steps):
             if step >= self.max_steps:
-                return self._result("step_limit", f"still running after {step} steps", step)
-            index = self.choices.choose(options)
-            choice = options[index]
-            record = StepRecord(step + 1, choice, index, len(options), self.now)
-            first_event = len(self.trace.events)
-            self._apply(choice)
-            record.events = self.trace.events[first_event:]
-            record.notes, self._pending_notes = self._pending_notes, []
-            self.schedule.append(record)
-            step += 1
+                self.result = self._result("step_limit", f"still running after {step} steps", step)
+            return
+        stuck = [
+            f"{t.id} waits for {t.wait.kind}"
+            for n in self.nodes.values()
+            for t in n.live_threads()
+            if t.wait is not None and not t.wait.idle
+        ]
+        if stuck:
+            self.result = self._result("deadlock", "deadlock: " + "; ".join(stuck), step)
+            return
+        if self.final_check is not None:
+            problem = self.final_check(self)
+            if problem is not None:
+                self.result = self._result("violation", problem, step)
+                return
+        self.result = self._result("ok", f"quiescent after {step} steps", step)
 
     def _result(self, status: str, message: str, steps: int) -> RunResult:
         return RunResult(status, message, steps, self.schedule, self.trace)
@@ -351,6 +387,11 @@ class Simulation:
 
     def _options(self, faulty: bool) -> list[Choice]:
         out: list[Choice] = []
+        down = [node for node in self.nodes.values() if not node.up]
+        if down and not faulty:
+            # Healing: once faults are over, crashed nodes come back first, so that
+            # recovery and termination are checked however the choices fall.
+            return [Choice("restart", node.name, f"restart {node.name}") for node in down]
         for node in self.nodes.values():
             for t in node.live_threads():
                 if self._enabled(t):
@@ -517,7 +558,11 @@ class Simulation:
             log.discard_unsynced()
         node.logs.clear()
 
-    def _shutdown(self) -> None:
+    def close(self) -> None:
+        """Stop every thread and remove the run's files (when the run made the directory)."""
+        if self._closed:
+            return
+        self._closed = True
         for node in self.nodes.values():
             for t in node.live_threads():
                 self._kill(t)
