@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from checks.smt.obligations import DEFAULT_TIMEOUT_SECONDS, FAILED, PROVED, Outcome, discharge, overall
-from checks.smt.registry import PROVABLE, find_target
+from checks.smt.registry import PROVABLE, Target, find_target
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "prove",
         help="prove a spec's inductive invariant, or the quorum lemmas, with z3",
-        description="Targets: " + "; ".join(f"{t.name} ({t.summary})" for t in PROVABLE.values()),
+        description="Targets: " + "; ".join(_describe(t) for t in PROVABLE.values()),
     )
     p.add_argument("target", metavar="SPEC", help=f"what to prove: {', '.join(PROVABLE)}")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
@@ -48,6 +48,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_prove)
+
+
+def _describe(target: Target) -> str:
+    extras = []
+    if target.invariants():
+        extras.append("--invariant " + " | ".join(target.invariants()))
+    if target.variants():
+        extras.append("--variant " + " | ".join(target.variants()))
+    # A parameter without a default (quorums' q, derived from n and f) shows its name.
+    defaults = [f"-p {p.name}={p.name.upper() if p.default is None else p.default}" for p in target.params()]
+    extras.append(" ".join(defaults))
+    return f"{target.name} ({target.summary}; {', '.join(extras)})"
 
 
 def _positive_seconds(text: str) -> float:
