@@ -239,7 +239,10 @@ def _compare_step(
         return "its z3 guard is false here"
     for name in after:
         update = compiled.updates.get(name)
-        z3_value = update(values) if update is not None else values[name]
+        try:
+            z3_value = update(values) if update is not None else values[name]
+        except ValueError as exc:
+            return f"z3 sets a field outside its domain: {exc}"
         if z3_value != after[name]:
             return f"z3 sets {name} to {show(z3_value)}, the spec to {show(after[name])}"
     return None

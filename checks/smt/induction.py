@@ -108,11 +108,14 @@ def _consecution(
     timeout: float,
 ) -> Verdict:
     s, t = encoding.symbolic(), encoding.symbolic("′")
+    # Inv′ includes the field domains: an update computed by a z3 term (a ballot
+    # plus one, say) must not leave its domain, or the bounded instance is unsound.
+    goal = (FIELD_DOMAINS, *candidate.conjuncts)
     constraints = [
         s.typed(),
         candidate.formula(s),
         encoding.next_relation(s, t),
-        z3.Not(candidate.formula(t)),
+        z3.Not(z3.And(*[c.formula(t) for c in goal])),
     ]
     status, model, reason = find_model(constraints, prefer=_near_init(encoding, s), timeout=timeout)
     if status != "sat" or model is None:
@@ -120,8 +123,13 @@ def _consecution(
     action = next(
         a for a in encoding.actions() if bool_value(model.eval(encoding.relation(a, s, t), model_completion=True))
     )
-    before, after = encoding.state(s.read(model)), encoding.state(t.read(model))
-    failing = _failing(candidate.conjuncts, t, model)
+    before = encoding.state(s.read(model))
+    failing = _failing(goal, t, model)
+    try:
+        after = encoding.state(t.read(model))
+        step_lines = "\n".join(changes(before, after)) or "(no change)"
+    except ValueError as exc:
+        after, step_lines = None, f"leaves a field outside its domain: {exc}"
     spec_after = encoding.spec.next_state(before, action)
     reachable = None if is_reachable is None else is_reachable(before)
 
@@ -131,7 +139,7 @@ def _consecution(
         "state before the step" + _reachability_note(reachable, candidate.name) + ":",
         _indent(state_table(before)),
         f"step: {encoding.spec.actor(action)}  {show(action)}",
-        _indent("\n".join(changes(before, after)) or "(no change)"),
+        _indent(step_lines),
     ]
     if spec_after != after:
         # The cross-check should have caught this; say so rather than print a
@@ -151,6 +159,9 @@ def _consecution(
             spec_agrees=spec_after == after,
         ),
     )
+
+
+FIELD_DOMAINS = Predicate("FieldDomains", "every field holds a value of its domain", lambda s: s.typed())
 
 
 def _near_init(encoding: Encoding[Any, Any], s: SymState) -> list[z3.BoolRef]:

@@ -78,6 +78,16 @@ class AbortForgetsToSend(TwoPhaseEncoding):
         return super().transition(action, s)
 
 
+class CommitOverflows(TwoPhaseEncoding):
+    """TMCommit computes tm_state as a z3 term that leaves the field's domain."""
+
+    def transition(self, action: TPAction, s: SymState) -> Transition:
+        step = super().transition(action, s)
+        if isinstance(action, TMCommit):
+            return Transition(step.guard, {**step.updates, "tm_state": s["tm_state"] + 2})
+        return step
+
+
 class NoTMAbort(TwoPhaseEncoding):
     """The encoding does not list TMAbort at all."""
 
@@ -123,6 +133,7 @@ class LosesTMRecord(TwoPhaseEncoding):
         (CommitWithoutWaiting, "z3 enables an action the spec does not"),
         (AbortMessageCommits, "spec step outside the z3 relation"),
         (AbortForgetsToSend, "spec step outside the z3 relation"),
+        (CommitOverflows, "spec step outside the z3 relation"),
         (NoTMAbort, "unknown action"),
         (StartsDecided, "init"),
         (WrongSafety, "property"),
@@ -160,6 +171,22 @@ def test_the_altered_encoding_would_also_change_the_proof() -> None:
     encoding = CommitWithoutWaiting(TwoPhase(Config(rms=2)))
     outcomes = {o.name: discharge(o).result for o in obligations(encoding, encoding.candidate(None))}
     assert outcomes["Consecution"] == FAILED
+
+
+def test_a_step_leaving_a_field_domain_breaks_consecution() -> None:
+    # Inv′ includes the field domains, so the proof cannot pass on a step whose
+    # successor is not a state of the bounded instance; the cross-check says so too.
+    from checks.smt.induction import obligations
+
+    encoding = CommitOverflows(TwoPhase(Config(rms=2)))
+    outcome = discharge(obligations(encoding, encoding.candidate(None))[1])
+    assert outcome.name == "Consecution" and outcome.result == FAILED
+    assert outcome.counterexample is not None
+    assert outcome.counterexample.data["failing"][0] == "FieldDomains"
+    assert outcome.counterexample.values["next_state"] is None
+    assert isinstance(outcome.counterexample.values["action"], TMCommit)
+    assert "outside its domain" in outcome.counterexample.text
+    assert "outside its domain" in cross_check(encoding).mismatches[0].detail
 
 
 # ------------------------------------------------------------------- framework
