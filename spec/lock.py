@@ -50,10 +50,15 @@ Modelling choices
     The server keeps lease records until they are released or reaped (``Expire``),
     as etcd's lessor does, and counts a lease as held only while it is unexpired
     by its own clock.
-    The state space is bounded by ``max_time`` (the last tick explored) and
-    ``max_requests`` (lock requests in one run), as state constraints.
+    The state space is bounded by ``max_time`` (the clock stops there) and
+    ``max_requests`` (lock requests in one run), as guards of Tick and Acquire
+    rather than a state constraint, so that every consumer of the spec (the z3
+    encoding's cross-check, trace validation, hypothesis) sees the same finite
+    model.  The price: ``--deadlock`` reports the end of time, a state at
+    ``max_time`` with no request left in which nothing can happen.
 
-State: ``now``; each client's ``status`` (idle | waiting | holding | crashed),
+State: ``now``; each client's ``status`` (idle | waiting | holding | lapsed |
+crashed: lapsed means its own clock says its lease is over),
 ``token`` (its request's sequence number: its place in the queue, then its fencing
 token), ``deadline`` (the server time at which it stops trusting its lease, had its
 clock kept pace), ``lag``, ``in_flight`` (the token of its write on the way to
@@ -386,7 +391,7 @@ class Lock(Spec[LockState, LockAction]):
                 yield AcceptWrite(c) if self._storage_accepts(s, in_flight) else RejectWrite(c)
         for c in self.clients:
             client = s.clients[c]
-            if client.status == IDLE:
+            if client.status == IDLE and s.server.issued < self.config.max_requests:
                 yield Acquire(c)
             if client.status in (HOLDING, LAPSED):
                 yield Renew(c)
@@ -398,11 +403,14 @@ class Lock(Spec[LockState, LockAction]):
                     yield Drift(c)
             if client.status in KNOWN_TO_SERVER:
                 yield Crash(c)
-        yield Tick()
+        if s.now < self.config.max_time:
+            yield Tick()
 
     def next_state(self, s: LockState, a: LockAction) -> LockState | None:
         match a:
             case Tick():
+                if s.now >= self.config.max_time:
+                    return None
                 now = s.now + 1
                 lapsed = {
                     c: Client(LAPSED, client.token, in_flight=client.in_flight)
@@ -423,11 +431,12 @@ class Lock(Spec[LockState, LockAction]):
                 crashed = Client(CRASHED, in_flight=s.clients[c].in_flight, crashed_at=s.now)
                 return self._with_client(s, c, crashed)
             case Acquire(client=c):
-                if c not in s.clients or s.clients[c].status != IDLE:
+                if c not in s.clients or s.clients[c].status != IDLE or s.server.issued >= self.config.max_requests:
                     return None
                 token = s.server.issued + 1
                 server = attrs.evolve(s.server, queue=(*s.server.queue, (token, c)), issued=token)
-                return attrs.evolve(s, server=server, clients=s.clients.set(c, Client(WAITING, token)))
+                waiting = Client(WAITING, token, in_flight=s.clients[c].in_flight)
+                return attrs.evolve(s, server=server, clients=s.clients.set(c, waiting))
             case Grant(client=c):
                 if c not in s.clients or not self._may_grant(s, c):
                     return None
@@ -502,9 +511,6 @@ class Lock(Spec[LockState, LockAction]):
     @staticmethod
     def _with_leases(s: LockState, leases: FrozenMap[int, Lease]) -> LockState:
         return attrs.evolve(s, server=attrs.evolve(s.server, leases=leases))
-
-    def within_bounds(self, s: LockState) -> bool:
-        return s.now <= self.config.max_time and s.server.issued <= self.config.max_requests
 
     # ------------------------------------------------------------------ properties
 

@@ -68,12 +68,12 @@ def test_correct_spec_holds_at_default_size() -> None:
     assert result.ok, result.violation
     assert set(result.reached) == {p.name for p in spec.reachable()}
     # The size of the default instance, so that a change to the model shows up here.
-    assert (result.stats.distinct_states, result.stats.depth) == (13120, 18)
+    assert (result.stats.distinct_states, result.stats.depth) == (13640, 18)
 
 
 def test_symmetry_halves_the_default_instance_and_keeps_it_correct() -> None:
     result = explore(lock(), symmetry=True)
-    assert result.ok and result.stats.distinct_states == 6574
+    assert result.ok and result.stats.distinct_states == 6834
 
 
 def test_invariants_hold_with_a_longer_lease_and_more_drift() -> None:
@@ -170,13 +170,13 @@ def test_release_by_non_holder_frees_the_next_holders_lock() -> None:
     # c1's lease expires and c2 gets the lock; c1, done at last, releases: the
     # server deletes the lock whoever holds it, and c1 gets it again while c2 works.
     plan: list[LockAction] = [Acquire("c1"), Grant("c1"), Acquire("c2"), Tick(), Tick(), Grant("c2"), Release("c1")]
-    spec = lock("release_by_non_holder")
+    spec = lock("release_by_non_holder", max_requests=3)  # c1 asks again
     state = replay(spec, plan)
     assert broken(spec, state) == ["LeaseValidity"]
     state = replay(spec, [*plan, Acquire("c1"), Grant("c1")])
     assert trusting(spec, state) == ["c1", "c2"]
     # The correct server deletes only c1's own (expired) lease.
-    correct = lock()
+    correct = lock(max_requests=3)
     state = replay(correct, plan)
     assert list(state.server.leases) == [2] and broken(correct, state) == []
     assert correct.next_state(replay(correct, [*plan, Acquire("c1")]), Grant("c1")) is None
@@ -218,7 +218,7 @@ def test_barging_overtakes_an_older_waiter() -> None:
 
 
 def successors_everywhere(spec: Lock) -> list[tuple[LockState, LockAction, LockState]]:
-    """Every transition between reachable, in-bounds states."""
+    """Every transition between reachable states."""
     seen: set[LockState] = set()
     frontier = list(spec.init_states())
     steps = []
@@ -228,9 +228,8 @@ def successors_everywhere(spec: Lock) -> list[tuple[LockState, LockAction, LockS
             continue
         seen.add(s)
         for a, t in spec.successors(s):
-            if spec.within_bounds(t):
-                steps.append((s, a, t))
-                frontier.append(t)
+            steps.append((s, a, t))
+            frontier.append(t)
     return steps
 
 
@@ -253,6 +252,19 @@ def test_lease_expiry_and_reaping() -> None:
     state = replay(spec, [Acquire("c1"), Grant("c1"), Tick(), Tick(), Expire(1)])
     assert state.server.leases == FrozenMap()
     assert state.clients["c1"].status == LAPSED  # it can still release or try to renew
+
+
+def test_a_write_in_flight_survives_its_client_releasing_and_acquiring_again() -> None:
+    spec = lock()
+    state = replay(spec, [Acquire("c1"), Grant("c1"), Write("c1"), Release("c1"), Acquire("c1")])
+    assert state.clients["c1"].in_flight == 1 and state.clients["c1"].token == 2
+
+
+def test_time_and_requests_stop_at_their_bounds() -> None:
+    spec = lock(max_time=1, max_requests=1)
+    state = replay(spec, [Acquire("c1"), Tick()])
+    assert Tick() not in list(spec.actions(state)) and spec.next_state(state, Tick()) is None
+    assert Acquire("c2") not in list(spec.actions(state)) and spec.next_state(state, Acquire("c2")) is None
 
 
 def test_unknown_or_disabled_actions_are_not_enabled() -> None:
