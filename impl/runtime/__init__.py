@@ -8,6 +8,7 @@ log both use; ``tracelog`` writes the trace format that ``distcheck validate`` r
 
 from impl.runtime.api import Context, Envelope, Lock, Message, NodeCrashed, NodeMain, Queue, Received, Storage, Timer
 from impl.runtime.controlled import FaultPolicy, RunResult, Simulation, StepRecord, run_simulation
+from impl.runtime.free import FreeRuntime
 from impl.runtime.strategies import Choice, ChoiceSource, DrawChoices, PCTChoices, RandomChoices, ReplayChoices
 from impl.runtime.tracelog import TraceLog
 
@@ -18,6 +19,7 @@ __all__ = [
     "DrawChoices",
     "Envelope",
     "FaultPolicy",
+    "FreeRuntime",
     "Lock",
     "Message",
     "NodeCrashed",

@@ -1,0 +1,378 @@
+"""The free runtime: OS threads, the monotonic clock, and TCP between nodes.
+
+Where it sits: the production side of ``impl.runtime.api.Context``.  The same
+protocol code that the controlled scheduler tests runs here unchanged: each node's
+``main`` on its own thread, messages as length-prefixed JSON frames over TCP
+(``impl.runtime.tcp``), timers and timeouts on ``time.monotonic``, durable storage
+in ``impl.runtime.storage`` files (fsync on ``sync``).
+
+Every node hosted by a ``FreeRuntime`` listens on its own TCP address (loopback
+port 0 picks a free port); ``peers`` names the addresses of nodes hosted
+elsewhere, so one protocol can span processes or machines.  Sends go over a cached
+connection per destination; a send that fails drops the connection and the
+message (the protocols retry, as they must for lost messages anyway).  A malformed,
+truncated or oversized frame is logged in ``diagnostics`` and closes that
+connection only.
+
+``stop()`` ends every node: its threads get ``NodeCrashed`` at their next call into
+the runtime, exactly as in a crash, so there is one way a node's code ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from impl.runtime.api import Context, Envelope, Lock, Message, NodeCrashed, NodeMain, Queue, Received, Storage, Timer
+from impl.runtime.storage import DurableLog
+from impl.runtime.tcp import DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame
+from impl.runtime.tracelog import TraceLog
+
+Address = tuple[str, int]
+
+
+class _FreeNode:
+    def __init__(self, runtime: FreeRuntime, name: str, main: NodeMain) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.main = main
+        self.cond = threading.Condition()
+        self.mailbox: deque[Received] = deque()
+        self.timers: dict[str, float] = {}
+        self.stopped = False
+        self.threads: list[threading.Thread] = []
+        self.logs: dict[str, _FreeStorage] = {}
+        self.listener: socket.socket | None = None
+
+    def deliver(self, item: Received) -> None:
+        with self.cond:
+            self.mailbox.append(item)
+            self.cond.notify_all()
+
+    def check(self) -> None:
+        if self.stopped:
+            raise NodeCrashed
+
+
+class FreeRuntime:
+    """Host some nodes on this machine; talk to each other and to ``peers`` over TCP."""
+
+    def __init__(
+        self,
+        nodes: Mapping[str, NodeMain],
+        directory: Path,
+        *,
+        peers: Mapping[str, Address] | None = None,
+        host: str = "127.0.0.1",
+        ports: Mapping[str, int] | None = None,
+        trace: TraceLog | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.nodes = {name: _FreeNode(self, name, main) for name, main in nodes.items()}
+        self.directory = directory
+        self.addresses: dict[str, Address] = dict(peers or {})
+        self.host = host
+        self.ports = dict(ports or {})
+        self.trace = trace if trace is not None else TraceLog("unknown")
+        self.max_frame = max_frame
+        self.connect_timeout = connect_timeout
+        self.diagnostics: list[str] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._outgoing: dict[tuple[str, str], socket.socket] = {}
+        self._incoming: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # ----------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        for node in self.nodes.values():
+            listener = socket.create_server((self.host, self.ports.get(node.name, 0)))
+            node.listener = listener
+            self.addresses[node.name] = listener.getsockname()[:2]
+        for node in self.nodes.values():
+            self._thread(f"{node.name}.accept", functools.partial(self._accept, node))
+        for node in self.nodes.values():
+            ctx = _FreeContext(self, node)
+            self._node_thread(node, "main", functools.partial(node.main, ctx))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        for node in self.nodes.values():
+            with node.cond:
+                node.stopped = True
+                node.cond.notify_all()
+            if node.listener is not None:
+                node.listener.close()
+            for log in node.logs.values():
+                log.close()
+        with self._lock:
+            conns = list(self._outgoing.values()) + list(self._incoming)
+            self._outgoing.clear()
+        for conn in conns:
+            _close(conn)
+        deadline = time.monotonic() + timeout
+        for t in self._threads + [t for n in self.nodes.values() for t in n.threads]:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def alive(self) -> list[str]:
+        """Names of this runtime's threads still running (none, after ``stop``)."""
+        threads = self._threads + [t for n in self.nodes.values() for t in n.threads]
+        return sorted(t.name for t in threads if t.is_alive())
+
+    def __enter__(self) -> FreeRuntime:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self.diagnostics.append(text)
+
+    def _thread(self, name: str, fn: Callable[[], None]) -> threading.Thread:
+        t = threading.Thread(target=fn, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+        return t
+
+    def _node_thread(self, node: _FreeNode, name: str, fn: Callable[[], None]) -> None:
+        def body() -> None:
+            try:
+                fn()
+            except NodeCrashed:
+                pass
+            except BaseException as exc:
+                with self._lock:
+                    self.errors.append(f"{node.name}.{name} raised {exc!r}\n{traceback.format_exc()}")
+
+        t = threading.Thread(target=body, name=f"{node.name}.{name}", daemon=True)
+        node.threads.append(t)
+        t.start()
+
+    # ------------------------------------------------------------ transport
+
+    def _accept(self, node: _FreeNode) -> None:
+        assert node.listener is not None
+        # A blocked accept() is not woken by closing its socket from another
+        # thread, so wait in short slices and look at the stop flag between them.
+        node.listener.settimeout(0.1)
+        while not self._stopping:
+            try:
+                conn, peer = node.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # listener closed by stop()
+            conn.settimeout(None)
+            with self._lock:
+                self._incoming.append(conn)
+            self._thread(f"{node.name}.read", functools.partial(self._read, node, conn, peer))
+
+    def _read(self, node: _FreeNode, conn: socket.socket, peer: Any) -> None:
+        try:
+            while not self._stopping:
+                frame = read_frame(conn, self.max_frame)
+                if frame is None:
+                    return
+                src, msg = frame
+                node.deliver(Envelope(src, msg))
+        except FrameError as exc:
+            self.note(f"{node.name}: rejected a frame from {peer[0]}:{peer[1]}: {exc}; connection closed")
+        except OSError:
+            pass
+        finally:
+            _close(conn)
+            with self._lock:
+                if conn in self._incoming:
+                    self._incoming.remove(conn)
+
+    def send(self, src: str, dst: str, msg: Message) -> None:
+        address = self.addresses.get(dst)
+        if address is None:
+            raise ValueError(f"{src} sends to unknown node {dst!r}; known: {', '.join(sorted(self.addresses))}")
+        frame = encode_frame(src, dict(msg))
+        key = (src, dst)
+        with self._lock:
+            conn = self._outgoing.pop(key, None)
+        try:
+            if conn is None:
+                conn = socket.create_connection(address, timeout=self.connect_timeout)
+            conn.sendall(frame)
+        except OSError as exc:
+            if conn is not None:
+                _close(conn)
+            self.note(f"{src}: message to {dst} lost: {exc}")
+            return
+        with self._lock:
+            if self._stopping:
+                _close(conn)
+            else:
+                self._outgoing[key] = conn
+
+
+def _close(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()
+
+
+# ---------------------------------------------------------------- primitives
+
+
+class _FreeLock(Lock):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+class _FreeQueue(Queue):
+    def __init__(self, node: _FreeNode) -> None:
+        self.node = node
+        self.items: deque[Any] = deque()
+
+    def put(self, item: Any) -> None:
+        self.node.check()
+        with self.node.cond:
+            self.items.append(item)
+            self.node.cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.node.cond:
+            while True:
+                self.node.check()
+                if self.items:
+                    return self.items.popleft()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self.node.cond.wait(left)
+
+
+class _FreeStorage(Storage):
+    def __init__(self, node: _FreeNode, log: DurableLog) -> None:
+        self.node = node
+        self.log = log
+        self._lock = threading.Lock()
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        self.node.check()
+        with self._lock:
+            self.log.append(record)
+
+    def sync(self) -> None:
+        self.node.check()
+        with self._lock:
+            self.log.sync()
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.log.records()
+
+    def close(self) -> None:
+        with self._lock:
+            self.log.close()
+
+
+class _FreeContext(Context):
+    def __init__(self, runtime: FreeRuntime, node: _FreeNode) -> None:
+        self.runtime = runtime
+        self.node = node
+        self.name = node.name
+
+    def send(self, dst: str, msg: Message) -> None:
+        self.node.check()
+        self.runtime.send(self.name, dst, msg)
+
+    def receive(self, timeout: float | None = None) -> Received | None:
+        node = self.node
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with node.cond:
+            while True:
+                node.check()
+                now = time.monotonic()
+                for name, due in sorted(node.timers.items(), key=lambda kv: kv[1]):
+                    if due <= now:
+                        del node.timers[name]
+                        node.mailbox.append(Timer(name))
+                if node.mailbox:
+                    return node.mailbox.popleft()
+                if deadline is not None and deadline <= now:
+                    return None
+                waits = [d - now for d in [*node.timers.values(), deadline] if d is not None]
+                node.cond.wait(min(waits) if waits else None)
+
+    def set_timer(self, name: str, delay: float) -> None:
+        with self.node.cond:
+            self.node.check()
+            self.node.timers[name] = time.monotonic() + max(delay, 0.0)
+            self.node.cond.notify_all()
+
+    def cancel_timer(self, name: str) -> None:
+        with self.node.cond:
+            self.node.check()
+            self.node.timers.pop(name, None)
+
+    def now(self) -> float:
+        self.node.check()
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        with self.node.cond:
+            while True:
+                self.node.check()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.node.cond.wait(left)
+
+    def yield_now(self) -> None:
+        self.node.check()
+        time.sleep(0)
+
+    def lock(self) -> Lock:
+        self.node.check()
+        return _FreeLock()
+
+    def queue(self) -> Queue:
+        self.node.check()
+        return _FreeQueue(self.node)
+
+    def storage(self, name: str) -> Storage:
+        self.node.check()
+        with self.node.cond:
+            log = self.node.logs.get(name)
+            if log is None:
+                log = _FreeStorage(self.node, DurableLog(self.runtime.directory / self.name / f"{name}.log"))
+                self.node.logs[name] = log
+            return log
+
+    def spawn(self, name: str, fn: Callable[[], None]) -> None:
+        self.node.check()
+        self.runtime._node_thread(self.node, name, fn)
+
+    def record(self, action: Mapping[str, Any], **extra: Any) -> None:
+        self.node.check()
+        self.runtime.trace.record(self.name, action, **extra)
+
+    def log(self, text: str) -> None:
+        self.runtime.note(f"{self.name}: {text}")

@@ -1,0 +1,116 @@
+"""Free mode: the same two-phase commit code on OS threads over TCP on loopback,
+its trace validated against the spec; malformed, truncated and oversized frames are
+rejected and logged, the connection closed, and the node keeps serving."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from checks import trace as trace_file
+from checks.validate import validate_events, validate_trace
+from impl import twophase
+from impl.runtime import Context, FreeRuntime, TraceLog
+from impl.runtime.storage import read_log
+from impl.runtime.tcp import encode_frame
+from spec.twophase import Config, TwoPhase
+
+FAST = twophase.Timing(vote_timeout=3.0, retry_interval=0.2, client_retry=1.0)
+WAIT = 20.0  # seconds: the most a test waits before it gives up (and fails)
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def build(tmp_path: Path, transactions: tuple[str, ...], no_votes: list[tuple[str, str]]) -> twophase.Cluster:
+    return twophase.cluster(3, transactions, no_votes, timing=FAST)
+
+
+def test_two_phase_commit_over_tcp_on_loopback(tmp_path: Path) -> None:
+    cluster = build(tmp_path, ("t1", "t2"), [("r2", "t2")])
+    trace = TraceLog("twophase", {"rms": 3}, source="impl")
+    with FreeRuntime(cluster.nodes(), tmp_path, trace=trace) as runtime:
+        wait_for(lambda: len(cluster.client.outcomes) == 2, "the client to learn both outcomes")
+        wait_for(
+            lambda: all(rm.state(t) in ("committed", "aborted") for rm in cluster.rms for t in ("t1", "t2")),
+            "every RM to learn both outcomes",
+        )
+        ports = {runtime.addresses[name][1] for name in cluster.nodes()}
+    assert runtime.errors == []
+    assert runtime.alive() == []  # every thread stopped with the runtime
+    assert len(ports) == len(cluster.nodes())  # every node had its own TCP endpoint
+    assert cluster.client.outcomes == {"t1": "committed", "t2": "aborted"}
+    assert {rm.state("t1") for rm in cluster.rms} == {"committed"}
+    assert {rm.state("t2") for rm in cluster.rms} == {"aborted"}
+    # what the nodes logged durably is what they hold in memory
+    for rm in cluster.rms:
+        assert twophase.ResourceManager.recover(read_log(tmp_path / rm.name / "txns.log")) == rm.states
+    # the recorded trace, written to a file, is a behaviour of the spec, per transaction
+    path = tmp_path / "trace.jsonl"
+    trace.write(path)
+    result = validate_trace(TwoPhase(Config(rms=3)), trace_file.read(path), split_key="txn")
+    assert result.ok, result.message
+    assert validate_events(TwoPhase(Config(rms=3)), trace.events).outcome == "mismatch"  # two txns are not one
+
+
+def raw_connection(address: tuple[str, int]) -> socket.socket:
+    conn = socket.create_connection(address, timeout=WAIT)
+    return conn
+
+
+def closed_by_peer(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize(
+    "garbage,reason",
+    [
+        (struct.pack(">I", 9) + b"{not json", "malformed frame: not UTF-8 JSON"),
+        (struct.pack(">I", 2) + b"[]", 'malformed frame: expected an object with a string "src"'),
+        (encode_frame("x", {"no": "type"}), 'malformed frame: "msg" must be an object'),
+        (struct.pack(">I", 10_000_000), "oversized frame: 10000000 bytes, the limit is 65536"),
+        (struct.pack(">I", 50) + b'{"src": "x"', "truncated frame: the connection ended after 11 of 50 bytes"),
+    ],
+    ids=["not-json", "not-object", "no-type", "oversized", "truncated"],
+)
+def test_bad_frames_are_rejected_logged_and_the_node_keeps_serving(tmp_path: Path, garbage: bytes, reason: str) -> None:
+    cluster = build(tmp_path, ("t1",), [])
+    client_main = cluster.client.main
+    started: list[bool] = []
+
+    def held_client(ctx: Context) -> None:
+        # the client starts its transaction only once the bad frame has been sent
+        while not started:
+            ctx.sleep(0.02)
+        client_main(ctx)
+
+    nodes = cluster.nodes()
+    nodes["client"] = held_client
+    with FreeRuntime(nodes, tmp_path, max_frame=65536) as runtime:
+        conn = raw_connection(runtime.addresses["r1"])
+        conn.sendall(garbage)
+        if reason.startswith("truncated"):
+            conn.shutdown(socket.SHUT_WR)
+        assert closed_by_peer(conn)
+        conn.close()
+        wait_for(lambda: any(reason in d for d in runtime.diagnostics), "the rejection to be logged")
+        started.append(True)
+        wait_for(lambda: cluster.client.outcomes.get("t1") == "committed", "a transaction after the bad frame")
+    assert runtime.errors == [] and runtime.alive() == []
+    assert [d for d in runtime.diagnostics if "rejected a frame" in d] == [
+        d for d in runtime.diagnostics if reason in d
+    ]
+    assert all("r1: rejected a frame" in d for d in runtime.diagnostics if reason in d)
