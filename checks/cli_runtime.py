@@ -401,6 +401,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.max_states < 1:
         raise UsageError(f"--max-states must be positive, got {args.max_states}")
     result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
+    if result.outcome == "too_large":
+        raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
     if args.json:
         out = {"spec": entry.name, "params": params, "variant": header.variant, "trace": str(args.trace)}
         out.update(validation_json(result))
@@ -409,8 +411,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         label = entry.name + "".join(f" {k}={v}" for k, v in params.items())
         label += f" variant={header.variant}" if header.variant else ""
         print(validation_text(result, f"{args.trace} against {label}"))
-    if result.outcome == "too_large":
-        return 2
     return 0 if result.ok else 1
 
 

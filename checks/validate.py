@@ -139,9 +139,15 @@ class Validator:
     whose event the spec cannot explain."""
 
     def __init__(
-        self, spec: Spec[Any, Any], *, split_key: str | None = None, max_states: int = DEFAULT_MAX_STATES
+        self,
+        spec: Spec[Any, Any],
+        *,
+        split_key: str | None = None,
+        max_states: int = DEFAULT_MAX_STATES,
+        initial: Iterable[Any] | None = None,
     ) -> None:
         self.search = _Search(spec, max_states)
+        self.initial = list(spec.init_states() if initial is None else initial)
         self.split_key = split_key
         self.groups: dict[str, dict[int, Any]] = {}
         self.events = 0
@@ -157,7 +163,7 @@ class Validator:
         name = "" if self.split_key is None else _group_name(event.get(self.split_key))
         states = self.groups.get(name)
         if states is None:
-            states = {fingerprint(s): s for s in spec.init_states()}
+            states = {fingerprint(s): s for s in self.initial}
         try:
             before = self.search.close(states.values())
         except _TooLarge:
@@ -196,10 +202,12 @@ def validate_events(
     *,
     split_key: str | None = None,
     max_states: int = DEFAULT_MAX_STATES,
+    initial: Iterable[Any] | None = None,
 ) -> Validation:
     """Check ``events`` (each with at least ``step``, ``actor``, ``action``; step 0,
-    the initial state, left out) against ``spec``."""
-    validator = Validator(spec, split_key=split_key, max_states=max_states)
+    the initial state, left out) against ``spec``, starting from ``initial`` (by
+    default every initial state of the spec)."""
+    validator = Validator(spec, split_key=split_key, max_states=max_states, initial=initial)
     try:
         for event in events:
             if validator.feed(event) is not None:
@@ -245,8 +253,9 @@ def validate_trace(
         event.update(step.extra)
         events.append(event)
     first = trace.steps[0] if trace.steps else None
+    inits = list(spec.init_states())
     if first is not None and first.state is not None:
-        inits = [s for s in spec.init_states() if _canon(to_json(s)) == _canon(first.state)]
+        inits = [s for s in inits if _canon(to_json(s)) == _canon(first.state)]
         if not inits:
             mismatch = Mismatch(
                 0,
@@ -256,7 +265,7 @@ def validate_trace(
                 "step 0 records a state that is not an initial state of the spec",
             )
             return Validation("mismatch", len(events), 0, mismatch, mismatch.reason)
-    return validate_events(spec, events, split_key=split_key, max_states=max_states)
+    return validate_events(spec, events, split_key=split_key, max_states=max_states, initial=inits)
 
 
 def action_text(action: Any) -> str:

@@ -189,6 +189,24 @@ def test_steps_the_log_does_not_show_are_searched() -> None:
     assert any(s.tm_prepared for s in bad.mismatch.possible)
 
 
+def test_too_many_unlogged_possibilities_give_up_with_a_reason() -> None:
+    spec = QuietTM(Config(rms=2))
+    events = [{"step": 1, "actor": "r1", "action": {"type": "RMPrepare", "rm": "r1"}}]
+    result = validate_events(spec, events, max_states=1)  # init, and the TM silently aborting
+    assert result.outcome == "too_large" and "before step 1" in result.message
+    assert validate_events(spec, events).ok
+
+
+def test_a_recorded_initial_state_must_be_the_specs() -> None:
+    cex = explorer_counterexample()
+    first = cex.steps[0]
+    state = copy.deepcopy(first.state)
+    state["tm_state"] = "done"
+    changed = trace_file.Trace(cex.header, (trace_file.TraceStep(0, None, None, state), *cex.steps[1:]))
+    result = validate_trace(TwoPhase(Config(rms=3, variant="commit_early")), changed)
+    assert result.mismatch is not None and result.mismatch.step == 0
+
+
 def explorer_counterexample() -> trace_file.Trace:
     broken = TwoPhase(Config(rms=3, variant="commit_early"))
     violation = Explorer(broken).run().violation
