@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from spec import lock, twophase
+from spec import consensus, lock, paxos, twophase, voting
 from spec.core import Spec
 
 
@@ -72,6 +72,26 @@ REGISTRY: dict[str, SpecEntry] = {
             "the abstract transaction-commit problem that TwoPhase refines",
             twophase.TCConfig,
             twophase.TCommit,
+        ),
+        SpecEntry(
+            "paxos",
+            "Lamport's single-decree Paxos: acceptors, ballots and a message set",
+            paxos.Config,
+            paxos.Paxos,
+            paxos.VARIANTS,
+        ),
+        SpecEntry(
+            "voting",
+            "Lamport's Voting: the abstraction of Paxos that Paxos refines",
+            voting.VotingConfig,
+            voting.Voting,
+            voting.VARIANTS,
+        ),
+        SpecEntry(
+            "consensus",
+            "the consensus problem itself: at most one value is ever chosen",
+            consensus.ConsensusConfig,
+            consensus.Consensus,
         ),
         SpecEntry(
             "lock",

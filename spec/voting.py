@@ -1,0 +1,293 @@
+"""Voting: Lamport's abstraction of Paxos, with votes but no messages.
+
+Acceptors vote for values in numbered ballots.  A value is chosen when a quorum of
+acceptors has voted for it in the same ballot.  Two rules keep the choice unique:
+in any one ballot all votes are for the same value (OneValuePerBallot), and an
+acceptor votes for v in ballot b only when v is *safe at* b, meaning that no other
+value has been or ever can be chosen in a lower ballot (VotesSafe).  An acceptor's
+``max_bal`` is its promise never to vote again below that ballot; that promise is
+what makes "can never be chosen" a fact a quorum can report.
+
+Paxos (``spec/paxos.py``) implements this spec with messages: its phase 1 gathers
+from a quorum exactly the facts that ``ShowsSafeAt`` below states, and its
+refinement mapping sends Paxos's 2b messages to ``votes``.  This spec in turn
+refines Consensus (``spec/consensus.py``) through ``chosen``.
+
+Sources: L. Lamport, the Voting module of "The Paxos Algorithm, or How to Win a
+Turing Award" (lecture and TLA+ specs, 2019); the safety argument is that of
+"Paxos Made Simple" (2001), section 2.2.  With 3 acceptors, majority quorums, 2
+values and ballots 0..1, TLC finds 599 distinct states (3,124 generated, depth 11);
+this module finds the same number of distinct states and the same depth.
+
+State: ``votes`` (each acceptor's set of (ballot, value) votes), ``max_bal`` (each
+acceptor's promise: the highest ballot it has heard of, -1 initially).
+
+Actions
+    IncreaseMaxBal(acceptor, bal)   The acceptor promises not to vote below bal.
+    VoteFor(acceptor, bal, val)     The acceptor votes for val in bal: it has not
+                                    promised a higher ballot, has not voted in bal,
+                                    no other acceptor voted for another value in bal,
+                                    and some quorum shows val safe at bal.
+
+Invariants
+    TypeOK              every variable holds a value of its type.
+    OneValuePerBallot   no two acceptors vote for different values in one ballot.
+    VotesSafe           every vote is for a value safe at its ballot.
+    Agreement           at most one value is chosen.
+
+Reachable
+    ValueChosen         some value is chosen.
+    ChosenAgain         a value chosen in one ballot is chosen again in a higher
+                        one (only when there are at least two ballots).
+
+Refinement: every step maps, through ``chosen``, to a Consensus step or a stutter.
+
+Variants (deliberately broken; each is caught).  Each is the abstract form of a
+Paxos variant (``spec/paxos.py``): it shows which rule of Voting the Paxos mistake
+breaks.
+
+============================  ====================================================
+``unsafe_vote``               An acceptor votes for a value that no quorum shows
+                              safe (Paxos: the proposer ignores the reported
+                              vote).  Caught by VotesSafe.
+``two_values_per_ballot``     An acceptor votes in a ballot in which another
+                              acceptor voted for a different value (Paxos: two
+                              proposers share a ballot).  Caught by
+                              OneValuePerBallot.
+``non_intersecting_quorums``  Quorums are counted as "at least n // 2" acceptors
+                              instead of "more than n / 2", so two quorums can be
+                              disjoint: a value is chosen by one quorum while
+                              another quorum, which never saw the vote, shows a
+                              different value safe.  Caught by Agreement.
+============================  ====================================================
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+import attrs
+
+from spec.consensus import Consensus, ConsensusConfig, ConsensusState, agreement, value_names
+from spec.core import Action, FrozenMap, Invariant, Reachable, Refinement, Spec, param
+
+#: The ballot number of "no ballot": an acceptor's promise before it has made one,
+#: and the ballot of its last vote before it has voted.
+NO_BALLOT = -1
+
+VARIANTS = {
+    "unsafe_vote": "an acceptor votes for a value no quorum shows safe",
+    "two_values_per_ballot": "an acceptor votes for another value than one already voted for in the ballot",
+    "non_intersecting_quorums": "quorums of n // 2 acceptors, so two quorums can be disjoint",
+}
+
+
+def acceptor_names(n: int) -> tuple[str, ...]:
+    return tuple(f"a{i}" for i in range(1, n + 1))
+
+
+def quorum_system(acceptors: Sequence[str], intersecting: bool = True) -> tuple[frozenset[str], ...]:
+    """The minimal quorums: every set of ``size`` acceptors.
+
+    With ``intersecting`` the size is a strict majority, so any two quorums share an
+    acceptor; otherwise it is ``n // 2`` (the off-by-one of "at least half"), and two
+    quorums can be disjoint.  Every property that quantifies "there is a quorum Q
+    such that every acceptor of Q ..." holds for some quorum iff it holds for some
+    minimal one, so the supersets of these sets need not be listed.
+    """
+    n = len(acceptors)
+    size = n // 2 + 1 if intersecting else max(1, n // 2)
+    return tuple(frozenset(q) for q in itertools.combinations(acceptors, size))
+
+
+Vote = tuple[int, str]  # (ballot, value)
+
+
+@attrs.frozen
+class VotingState:
+    votes: FrozenMap[str, frozenset[Vote]]
+    max_bal: FrozenMap[str, int]
+
+
+@attrs.frozen
+class IncreaseMaxBal(Action):
+    acceptor: str
+    bal: int
+
+
+@attrs.frozen
+class VoteFor(Action):
+    acceptor: str
+    bal: int
+    val: str
+
+
+VotingAction = IncreaseMaxBal | VoteFor
+
+
+@attrs.frozen
+class VotingConfig:
+    acceptors: int = param(3, help="number of acceptors", minimum=1, maximum=7)
+    values: int = param(2, help="number of values that may be proposed", minimum=1, maximum=5)
+    max_ballot: int = param(1, help="ballots are 0..max_ballot", minimum=0, maximum=5)
+    variant: str | None = None
+
+
+class Voting(Spec[VotingState, VotingAction]):
+    """The Voting spec, and the vocabulary (VotedFor, ChosenAt, SafeAt, ShowsSafeAt)
+    that Paxos's invariants are written in."""
+
+    name = "voting"
+
+    def __init__(self, config: VotingConfig = VotingConfig()) -> None:
+        self.config = config
+        self.variant = config.variant
+        self.acceptors = acceptor_names(config.acceptors)
+        self.values = value_names(config.values)
+        self.ballots = tuple(range(config.max_ballot + 1))
+        self.quorums = quorum_system(self.acceptors, intersecting=config.variant != "non_intersecting_quorums")
+
+    # ------------------------------------------------------------- vocabulary
+
+    def voted_for(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
+        return (bal, val) in s.votes[acceptor]
+
+    def chosen_at(self, s: VotingState, bal: int, val: str) -> bool:
+        """Every acceptor of some quorum voted for ``val`` in ``bal``."""
+        return any(all((bal, val) in s.votes[a] for a in q) for q in self.quorums)
+
+    def chosen(self, s: VotingState) -> frozenset[str]:
+        return frozenset(v for v in self.values for b in self.ballots if self.chosen_at(s, b, v))
+
+    def did_not_vote_at(self, s: VotingState, acceptor: str, bal: int) -> bool:
+        return all(b != bal for b, _ in s.votes[acceptor])
+
+    def cannot_vote_at(self, s: VotingState, acceptor: str, bal: int) -> bool:
+        """The acceptor has not voted in ``bal`` and has promised never to."""
+        return s.max_bal[acceptor] > bal and self.did_not_vote_at(s, acceptor, bal)
+
+    def none_other_choosable_at(self, s: VotingState, bal: int, val: str) -> bool:
+        """No value other than ``val`` is or can ever be chosen in ``bal``: in some
+        quorum, every acceptor voted for val there or never can vote there."""
+        return any(
+            all(self.voted_for(s, a, bal, val) or self.cannot_vote_at(s, a, bal) for a in q) for q in self.quorums
+        )
+
+    def safe_at(self, s: VotingState, bal: int, val: str) -> bool:
+        """No value other than ``val`` is or can be chosen in any ballot below ``bal``."""
+        return all(self.none_other_choosable_at(s, c, val) for c in range(bal))
+
+    def shows_safe_at(self, s: VotingState, quorum: frozenset[str], bal: int, val: str) -> bool:
+        """What a quorum's promises prove: all of it promised ``bal``, and the highest
+        ballot c below bal in which any of it voted saw a vote for ``val`` (or none
+        of it voted below bal).  Implies SafeAt(bal, val) when quorums intersect."""
+        if any(s.max_bal[a] < bal for a in quorum):
+            return False
+        for c in range(bal - 1, NO_BALLOT - 1, -1):
+            # c is the highest ballot below bal with a vote from the quorum, or -1.
+            if c == NO_BALLOT or not all(self.did_not_vote_at(s, a, c) for a in quorum):
+                return c == NO_BALLOT or any(self.voted_for(s, a, c, val) for a in quorum)
+        return False  # pragma: no cover - the loop always returns at c == NO_BALLOT
+
+    def shown_safe(self, s: VotingState, bal: int, val: str) -> bool:
+        return any(self.shows_safe_at(s, q, bal, val) for q in self.quorums)
+
+    # ------------------------------------------------------------- the spec
+
+    def init_states(self) -> Iterable[VotingState]:
+        yield VotingState(
+            votes=FrozenMap({a: frozenset() for a in self.acceptors}),
+            max_bal=FrozenMap({a: NO_BALLOT for a in self.acceptors}),
+        )
+
+    def actions(self, s: VotingState) -> Iterator[VotingAction]:
+        for a in self.acceptors:
+            for b in self.ballots:
+                if b > s.max_bal[a]:
+                    yield IncreaseMaxBal(a, b)
+                for v in self.values:
+                    if self._can_vote_for(s, a, b, v):
+                        yield VoteFor(a, b, v)
+
+    def _can_vote_for(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
+        return (
+            s.max_bal[acceptor] <= bal
+            and self.did_not_vote_at(s, acceptor, bal)
+            and (self.variant == "two_values_per_ballot" or self._no_other_value_voted_at(s, acceptor, bal, val))
+            and (self.variant == "unsafe_vote" or self.shown_safe(s, bal, val))
+        )
+
+    def _no_other_value_voted_at(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
+        return all(v == val for other in self.acceptors if other != acceptor for b, v in s.votes[other] if b == bal)
+
+    def next_state(self, s: VotingState, a: VotingAction) -> VotingState | None:
+        if a.acceptor not in s.max_bal or a.bal not in self.ballots:
+            return None
+        match a:
+            case IncreaseMaxBal(acceptor, bal):
+                if bal <= s.max_bal[acceptor]:
+                    return None
+                return attrs.evolve(s, max_bal=s.max_bal.set(acceptor, bal))
+            case VoteFor(acceptor, bal, val):
+                if val not in self.values or not self._can_vote_for(s, acceptor, bal, val):
+                    return None
+                return VotingState(
+                    votes=s.votes.set(acceptor, s.votes[acceptor] | {(bal, val)}),
+                    max_bal=s.max_bal.set(acceptor, bal),
+                )
+        return None
+
+    def invariants(self) -> Sequence[Invariant[VotingState]]:
+        return (
+            Invariant("TypeOK", "every variable holds a value of its type", self._type_ok),
+            Invariant(
+                "OneValuePerBallot",
+                "no two acceptors vote for different values in the same ballot",
+                self.one_value_per_ballot,
+            ),
+            Invariant("VotesSafe", "every vote is for a value safe at its ballot", self.votes_safe),
+            Invariant("Agreement", "at most one value is chosen", lambda s: agreement(self.chosen(s))),
+        )
+
+    def _type_ok(self, s: VotingState) -> bool:
+        acceptors = set(self.acceptors)
+        return (
+            set(s.votes) == acceptors
+            and set(s.max_bal) == acceptors
+            and all(b in self.ballots and v in self.values for vs in s.votes.values() for b, v in vs)
+            and all(m == NO_BALLOT or m in self.ballots for m in s.max_bal.values())
+        )
+
+    def one_value_per_ballot(self, s: VotingState) -> bool:
+        value_of: dict[int, str] = {}
+        for vs in s.votes.values():
+            for b, v in vs:
+                if value_of.setdefault(b, v) != v:
+                    return False
+        return True
+
+    def votes_safe(self, s: VotingState) -> bool:
+        return all(self.safe_at(s, b, v) for vs in s.votes.values() for b, v in vs)
+
+    def reachable(self) -> Sequence[Reachable[VotingState]]:
+        out: list[Reachable[VotingState]] = [
+            Reachable("ValueChosen", "some value is chosen", lambda s: bool(self.chosen(s)))
+        ]
+        if len(self.ballots) > 1:
+            out.append(
+                Reachable(
+                    "ChosenAgain",
+                    "a value chosen in one ballot is chosen again in a higher one",
+                    self.chosen_again,
+                )
+            )
+        return out
+
+    def chosen_again(self, s: VotingState) -> bool:
+        return any(sum(self.chosen_at(s, b, v) for b in self.ballots) > 1 for v in self.values)
+
+    def refinement(self) -> Refinement[VotingState, ConsensusState]:
+        return Refinement(
+            Consensus(ConsensusConfig(values=self.config.values)), lambda s: ConsensusState(self.chosen(s))
+        )

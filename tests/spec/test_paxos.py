@@ -1,0 +1,425 @@
+"""Paxos, Voting and Consensus: TLC parity, invariants, refinement, and the variants.
+
+The parity figures are TLC's: Lamport's Paxos with 3 acceptors, majority quorums,
+2 values and ballots 0..1 has 3,921 distinct states and depth 17; Voting with the
+same constants 599 states and depth 11 (6,752 and depth 16 with ballots 0..2);
+Consensus with 2 values 3 states and depth 2.  Each variant's counterexample is
+pinned as a list of actions that replays on the broken spec, and the correct spec
+is shown to refuse the one step the variant allows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import pytest
+
+from checks.cli import main
+from checks.explore import Result, check_refinement_of, explore
+from spec.consensus import Consensus, ConsensusConfig, ConsensusState
+from spec.core import FrozenMap, Invariant, MessageSet, Refinement, Restart, to_json
+from spec.paxos import (
+    VARIANTS,
+    Config,
+    Message,
+    Msg1b,
+    Msg2a,
+    Paxos,
+    PaxosAction,
+    PaxosState,
+    Phase1a,
+    Phase1b,
+    Phase2a,
+    Phase2b,
+)
+from spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, quorum_system
+
+# ------------------------------------------------------------------------ helpers
+
+
+def replay(spec: Paxos, actions: Sequence[PaxosAction]) -> PaxosState:
+    """Run ``actions`` from the initial state; each must be one the spec offers."""
+    (state,) = spec.init_states()
+    for i, action in enumerate(actions, 1):
+        assert action in list(spec.actions(state)), f"step {i}: {action} is not enabled"
+        nxt = spec.next_state(state, action)
+        assert nxt is not None, f"step {i}: {action} offered but next_state refuses it"
+        state = nxt
+    return state
+
+
+def first_refused(spec: Paxos, actions: Sequence[PaxosAction]) -> PaxosAction | None:
+    """The first action of ``actions`` that ``spec`` does not allow (None if all are)."""
+    (state,) = spec.init_states()
+    for action in actions:
+        nxt = spec.next_state(state, action)
+        if nxt is None:
+            assert action not in list(spec.actions(state))
+            return action
+        state = nxt
+    return None
+
+
+class PaxosChecking(Paxos):
+    """A Paxos spec that checks only the named invariants: to show that one of them
+    on its own catches a variant (the explorer reports only the first one broken),
+    or, with none, that the refinement check on its own does."""
+
+    def __init__(self, config: Config, *invariants: str) -> None:
+        super().__init__(config)
+        self.kept = invariants
+
+    def invariants(self) -> Sequence[Invariant[PaxosState]]:
+        return [inv for inv in super().invariants() if inv.name in self.kept]
+
+
+class VotingWithoutInvariants(Voting):
+    def invariants(self) -> Sequence[Invariant[VotingState]]:
+        return ()
+
+
+class PaxosAsConsensus(PaxosChecking):
+    """Paxos with the composed mapping Paxos ⇒ Voting ⇒ Consensus (and no invariants:
+    the parity test checks those)."""
+
+    def __init__(self) -> None:
+        super().__init__(Config())
+
+    def refinement(self) -> Refinement[PaxosState, Any]:
+        to_consensus = self.voting.refinement()
+        return Refinement(to_consensus.abstract, lambda s: to_consensus.mapping(self.voting_state(s)))
+
+
+def reachable_states(spec: Voting) -> list[VotingState]:
+    seen: set[VotingState] = set(spec.init_states())
+    queue = deque(seen)
+    while queue:
+        for _, nxt in spec.successors(queue.popleft()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return list(seen)
+
+
+def assert_ok(result: Result) -> None:
+    assert result.ok, result.violation
+
+
+# ------------------------------------------------------------------------- parity
+
+
+def test_paxos_matches_tlc_state_count_and_depth() -> None:
+    result = explore(Paxos(Config(acceptors=3, values=2, max_ballot=1)))
+    assert_ok(result)
+    assert result.stats.distinct_states == 3921
+    assert result.stats.depth == 17
+    assert set(result.reached) == {"ValueChosen", "ChosenAgain"}
+
+
+@pytest.mark.parametrize(("max_ballot", "distinct", "depth"), [(1, 599, 11), (2, 6752, 16)])
+def test_voting_matches_tlc_state_count_and_depth(max_ballot: int, distinct: int, depth: int) -> None:
+    result = explore(Voting(VotingConfig(acceptors=3, values=2, max_ballot=max_ballot)))
+    assert_ok(result)
+    assert (result.stats.distinct_states, result.stats.depth) == (distinct, depth)
+    assert set(result.reached) == {"ValueChosen", "ChosenAgain"}
+
+
+def test_consensus_matches_tlc_state_count() -> None:
+    result = explore(Consensus(ConsensusConfig(values=2)))
+    assert_ok(result)
+    assert (result.stats.distinct_states, result.stats.depth) == (3, 2)
+
+
+def test_cli_reports_the_tlc_figure() -> None:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check", "paxos", "-p", "acceptors=3", "-p", "values=2", "-p", "max_ballot=1", "--json"])
+    report = json.loads(out.getvalue())
+    assert code == 0
+    assert report["result"] == "ok"
+    assert report["distinct_states"] == 3921
+
+
+# -------------------------------------------------------- other sizes, refinement
+
+
+@pytest.mark.parametrize(
+    ("acceptors", "values", "max_ballot"),
+    [(1, 2, 1), (2, 2, 1), (3, 1, 1), (4, 2, 0), (5, 2, 0)],
+)
+def test_paxos_is_safe_at_other_sizes(acceptors: int, values: int, max_ballot: int) -> None:
+    result = explore(Paxos(Config(acceptors=acceptors, values=values, max_ballot=max_ballot)))
+    assert_ok(result)
+    assert "ValueChosen" in result.reached
+
+
+def test_paxos_refines_voting() -> None:
+    assert_ok(check_refinement_of(PaxosChecking(Config())))
+
+
+def test_voting_refines_consensus() -> None:
+    assert_ok(check_refinement_of(Voting()))
+
+
+def test_paxos_refines_consensus_through_voting() -> None:
+    assert_ok(check_refinement_of(PaxosAsConsensus()))
+
+
+@pytest.mark.parametrize("variant", ["broken_promise", "ignore_reported_value", "shared_ballot", "forgotten_vote"])
+def test_broken_protocol_steps_do_not_refine_voting(variant: str) -> None:
+    result = check_refinement_of(PaxosChecking(Config(variant=variant)))
+    assert result.violation is not None and result.violation.kind == "refinement"
+
+
+def test_non_intersecting_quorums_break_voting_not_its_implementation() -> None:
+    # Paxos with disjoint quorums is a faithful implementation of Voting with the
+    # same quorums: the mistake lives in the abstraction, which no longer refines
+    # Consensus.
+    # Two acceptors keep it quick: each one alone is a quorum.
+    broken = Config(acceptors=2, variant="non_intersecting_quorums")
+    assert_ok(check_refinement_of(PaxosChecking(broken)))
+    abstract = VotingConfig(acceptors=2, variant="non_intersecting_quorums")
+    result = check_refinement_of(VotingWithoutInvariants(abstract))
+    assert result.violation is not None and result.violation.name == "RefinesConsensus"
+
+
+# ------------------------------------------------------------------------- variants
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_is_caught(variant: str) -> None:
+    result = explore(Paxos(Config(variant=variant)))
+    assert result.violation is not None and result.violation.kind == "invariant"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_agreement_alone_catches_every_variant(variant: str) -> None:
+    result = explore(PaxosChecking(Config(variant=variant), "Agreement"))
+    assert result.violation is not None and result.violation.name == "Agreement"
+    last = result.violation.trace[-1].state
+    assert len(Paxos(Config(variant=variant)).chosen(last)) == 2
+
+
+# Each counterexample tells the variant's story; the step named alongside it is the
+# one that the correct protocol refuses.
+
+BROKEN_PROMISE: list[PaxosAction] = [
+    Phase1a(0),
+    Phase1a(1),
+    Phase1b("a1", 0),
+    Phase1b("a2", 0),
+    Phase2a(0, "v1"),  # the proposer of ballot 0 asks for v1 ...
+    Phase1b("a1", 1),  # ... but a1 and a3 promise ballot 1, reporting no vote,
+    Phase1b("a3", 1),
+    Phase2a(1, "v2"),  # so ballot 1 may propose v2,
+    Phase2b("a1", 1, "v2"),
+    Phase2b("a3", 1, "v2"),  # and v2 is chosen.
+    Phase2b("a1", 0, "v1"),  # a1 votes below its promise,
+    Phase2b("a2", 0, "v1"),  # and v1 is chosen too.
+]
+
+IGNORE_REPORTED_VALUE: list[PaxosAction] = [
+    Phase1a(0),
+    Phase1b("a1", 0),
+    Phase1b("a2", 0),
+    Phase2a(0, "v1"),
+    Phase2b("a1", 0, "v1"),
+    Phase2b("a2", 0, "v1"),  # v1 is chosen in ballot 0.
+    Phase1a(1),
+    Phase1b("a2", 1),  # a2 reports its vote for v1 ...
+    Phase1b("a3", 1),
+    Phase2a(1, "v2"),  # ... and the proposer of ballot 1 ignores it.
+    Phase2b("a2", 1, "v2"),
+    Phase2b("a3", 1, "v2"),  # v2 is chosen too.
+]
+
+# With four acceptors "at least half" makes {a1, a2} and {a3, a4} both quorums.
+NON_INTERSECTING_QUORUMS: list[PaxosAction] = [
+    Phase1a(0),
+    Phase1b("a1", 0),
+    Phase1b("a2", 0),
+    Phase2a(0, "v1"),  # {a1, a2} is not a majority of four acceptors.
+    Phase2b("a1", 0, "v1"),
+    Phase2b("a2", 0, "v1"),  # v1 is chosen by {a1, a2}.
+    Phase1a(1),
+    Phase1b("a3", 1),
+    Phase1b("a4", 1),  # {a3, a4} never heard of v1,
+    Phase2a(1, "v2"),
+    Phase2b("a3", 1, "v2"),
+    Phase2b("a4", 1, "v2"),  # and v2 is chosen by it.
+]
+
+FORGOTTEN_VOTE: list[PaxosAction] = [
+    Phase1a(0),
+    Phase1b("a1", 0),
+    Phase1b("a2", 0),
+    Phase2a(0, "v1"),
+    Phase2b("a1", 0, "v1"),
+    Phase2b("a2", 0, "v1"),  # v1 is chosen by {a1, a2}.
+    Restart("a1"),  # a1 comes back with its promise but without its vote,
+    Phase1a(1),
+    Phase1b("a1", 1),  # so it reports "no vote",
+    Phase1b("a3", 1),
+    Phase2a(1, "v2"),  # and {a1, a3} lets ballot 1 propose v2,
+    Phase2b("a1", 1, "v2"),
+    Phase2b("a3", 1, "v2"),  # which is chosen too.
+]
+
+SHARED_BALLOT: list[PaxosAction] = [
+    Phase1a(0),
+    Phase1b("a1", 0),
+    Phase1b("a2", 0),
+    Phase1b("a3", 0),
+    Phase2a(0, "v1"),  # one proposer of ballot 0 asks for v1,
+    Phase2a(0, "v2"),  # another, using the same ballot number, asks for v2.
+    Phase2b("a1", 0, "v1"),
+    Phase2b("a2", 0, "v1"),  # v1 is chosen by {a1, a2};
+    Phase2b("a3", 0, "v2"),
+    Phase2b("a2", 0, "v2"),  # v2 by {a2, a3}: a2 accepts both, same ballot.
+]
+
+
+@pytest.mark.parametrize(
+    ("variant", "acceptors", "actions", "refused"),
+    [
+        ("broken_promise", 3, BROKEN_PROMISE, Phase2b("a1", 0, "v1")),
+        ("ignore_reported_value", 3, IGNORE_REPORTED_VALUE, Phase2a(1, "v2")),
+        ("non_intersecting_quorums", 4, NON_INTERSECTING_QUORUMS, Phase2a(0, "v1")),
+        ("shared_ballot", 3, SHARED_BALLOT, Phase2a(0, "v2")),
+        ("forgotten_vote", 3, FORGOTTEN_VOTE, Restart("a1")),
+    ],
+)
+def test_variant_counterexample(variant: str, acceptors: int, actions: list[PaxosAction], refused: PaxosAction) -> None:
+    broken = Paxos(Config(acceptors=acceptors, variant=variant))
+    final = replay(broken, actions)
+    assert broken.chosen(final) == {"v1", "v2"}
+    assert "Agreement" in [inv.name for inv in broken.invariants() if not inv.holds(final)]
+    assert first_refused(Paxos(Config(acceptors=acceptors)), actions) == refused
+
+
+# ---------------------------------------------- every invariant can fail somewhere
+
+
+@pytest.mark.parametrize(
+    ("variant", "invariant"),
+    [
+        ("broken_promise", "MsgInv"),
+        ("ignore_reported_value", "MsgInv"),
+        ("non_intersecting_quorums", "Agreement"),
+        ("shared_ballot", "MsgInv"),
+        ("forgotten_vote", "AccInv"),
+    ],
+)
+def test_variant_is_caught_first_by(variant: str, invariant: str) -> None:
+    """The invariant the module docstring names for each variant is the one the
+    shortest counterexample breaks."""
+    result = explore(Paxos(Config(variant=variant)))
+    assert result.violation is not None and result.violation.name == invariant
+
+
+@pytest.mark.parametrize(
+    ("variant", "invariant"),
+    [
+        ("unsafe_vote", "VotesSafe"),
+        ("two_values_per_ballot", "OneValuePerBallot"),
+        ("non_intersecting_quorums", "Agreement"),
+    ],
+)
+def test_voting_variant_is_caught_first_by(variant: str, invariant: str) -> None:
+    result = explore(Voting(VotingConfig(variant=variant)))
+    assert result.violation is not None and result.violation.name == invariant
+
+
+def test_acc_inv_alone_catches_the_broken_promise_too() -> None:
+    result = explore(PaxosChecking(Config(variant="broken_promise"), "AccInv"))
+    assert result.violation is not None and result.violation.name == "AccInv"
+
+
+def _state(
+    msgs: list[Message],
+    max_bal: FrozenMap[str, int] | None = None,
+) -> PaxosState:
+    """The initial state with other messages and, optionally, other promises."""
+    (init,) = Paxos().init_states()
+    return attrs.evolve(init, msgs=MessageSet(frozenset(msgs)), max_bal=max_bal or init.max_bal)
+
+
+def test_type_ok_rejects_values_outside_their_types() -> None:
+    # No protocol mistake produces an ill-typed state, so TypeOK is shown failing on
+    # hand-built ones.
+    spec = Paxos()
+    (init,) = spec.init_states()
+    (type_ok,) = PaxosChecking(Config(), "TypeOK").invariants()
+    assert not type_ok.holds(_state([], max_bal=init.max_bal.set("a1", 2)))
+    assert not type_ok.holds(_state([Msg2a(0, "v3")]))
+    assert not type_ok.holds(_state([Msg1b("a4", 0, NO_BALLOT, None)]))
+    assert type_ok.holds(_state([Msg1b("a3", 0, NO_BALLOT, None)]))
+
+
+def test_consensus_invariants_reject_what_consensus_forbids() -> None:
+    # Consensus has no variants (a broken problem statement is no protocol mistake),
+    # so its invariants are shown failing on hand-built states.
+    invariants = {inv.name: inv for inv in Consensus().invariants()}
+    assert not invariants["Agreement"].holds(ConsensusState(frozenset({"v1", "v2"})))
+    assert not invariants["Validity"].holds(ConsensusState(frozenset({"v3"})))
+    assert invariants["Validity"].holds(ConsensusState(frozenset({"v2"})))
+
+
+# --------------------------------------------------- the contract and the vocabulary
+
+
+def test_offered_actions_are_enabled_sorted_and_round_trip_through_json() -> None:
+    spec = Paxos()
+    state = replay(spec, IGNORE_REPORTED_VALUE[:9])
+    offered = list(spec.actions(state))
+    assert offered == list(spec.actions(state))
+    assert Phase2a(1, "v1") in offered and Phase2a(1, "v2") not in offered
+    for action in offered:
+        assert spec.next_state(state, action) is not None
+        assert spec.action_from_json(to_json(action)) == action
+
+
+def test_quorum_systems() -> None:
+    acceptors = ("a1", "a2", "a3", "a4")
+    majorities = quorum_system(acceptors)
+    assert all(len(q1 & q2) > 0 for q1 in majorities for q2 in majorities)
+    halves = quorum_system(acceptors, intersecting=False)
+    assert any(not (q1 & q2) for q1 in halves for q2 in halves)
+
+
+def test_shows_safe_at_agrees_with_its_definition() -> None:
+    """ShowsSafeAt checks only the highest ballot below b in which the quorum voted;
+    the TLA+ definition quantifies over every ballot c.  Compare on every reachable
+    Voting state of a small instance with four ballots, for every set of acceptors."""
+    spec = Voting(VotingConfig(acceptors=2, values=2, max_ballot=3))
+    acceptor_sets = [frozenset({"a1"}), frozenset({"a2"}), frozenset({"a1", "a2"})]
+
+    def literal(s: VotingState, q: frozenset[str], b: int, v: str) -> bool:
+        return all(s.max_bal[a] >= b for a in q) and any(
+            (c == NO_BALLOT or any(spec.voted_for(s, a, c, v) for a in q))
+            and all(spec.did_not_vote_at(s, a, d) for d in range(c + 1, b) for a in q)
+            for c in range(NO_BALLOT, b)
+        )
+
+    states = reachable_states(spec)
+    assert len(states) > 1000
+    for s in states:
+        for q in acceptor_sets:
+            for b in spec.ballots:
+                for v in spec.values:
+                    assert spec.shows_safe_at(s, q, b, v) == literal(s, q, b, v)
+
+
+def test_consensus_chooses_once() -> None:
+    spec = Consensus()
+    (init,) = spec.init_states()
+    after = spec.next_state(init, next(iter(spec.actions(init))))
+    assert after == ConsensusState(frozenset({"v1"}))
+    assert list(spec.actions(after)) == []
