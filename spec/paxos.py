@@ -19,7 +19,10 @@ the TLAPS proof of that Paxos module (Lamport, Merz, tlaplus/tlapm examples).
 This module models the same abstraction as Lamport's module: one message set, no
 proposer state, any number of proposals racing.  With 3 acceptors, majority
 quorums, 2 values and ballots 0..1, TLC finds 3,921 distinct states (23,563
-generated, depth 17); this module finds the same distinct states and depth.
+generated, depth 17); this module finds the same distinct states and depth, and
+22,995 generated: TLC generates one successor of Phase2a per quorum that allows
+it, and finds exactly 22,995 when "some quorum allows it" is written as a plain
+condition.  With ballots 0..2 both find 185,369 distinct states, depth 25.
 
 State: for each acceptor ``max_bal`` (the highest ballot it promised or voted in,
 -1 initially), ``max_vbal`` and ``max_val`` (the ballot and value of its last
