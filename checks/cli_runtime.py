@@ -440,7 +440,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--strategy", choices=STRATEGIES, default="random", help="where choices come from")
     p.add_argument("--pct-depth", type=_int_at_least(1), default=3, help="PCT bug depth d (default 3)")
     p.add_argument("--faults", default="", help="comma-separated: crash, drop, duplicate, reorder (default none)")
-    p.add_argument("--steps", type=_int_at_least(10), default=2000, help="most scheduler steps per run (default 2000)")
+    p.add_argument(
+        "--steps",
+        type=_int_at_least(10),
+        default=2000,
+        help="most scheduler steps per run; faults only in the first half (default 2000)",
+    )
     p.add_argument("--variant", help="a deliberately broken implementation variant")
     p.add_argument("--trace-out", metavar="FILE", help="write the (first failing, else last) run's trace")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -197,12 +197,11 @@ class Coordinator:
     def _begin(self, txn: str, participants: tuple[str, ...], client: str) -> None:
         self.log.append({"txn": txn, "begin": True, "participants": list(participants), "client": client})
         self.log.sync()
-        t = self.txns[txn] = CoordinatedTxn(participants, client)
+        self.txns[txn] = CoordinatedTxn(participants, client)
         for rm in participants:
             self.ctx.send(rm, {"type": "PrepareRequest", "txn": txn, "coordinator": self.name})
         self.ctx.set_timer(f"vote:{txn}", self.timing.vote_timeout)
         self.ctx.set_timer(f"retry:{txn}", self.timing.retry_interval)
-        del t
 
     def _decide(self, txn: str, t: CoordinatedTxn, decision: str) -> None:
         record = {"txn": txn, "decision": decision, "participants": list(t.participants)}

@@ -729,7 +729,3 @@ def run_simulation(
     """Build a simulation, run it, and return both (the simulation for inspection)."""
     sim = Simulation(nodes, choices, faults, **options)
     return sim, sim.run()
-
-
-def describe_options(options: Sequence[Choice]) -> list[str]:
-    return [o.text for o in options]
