@@ -101,7 +101,8 @@ Invariants
     FirstComeFirstServed  no waiting client asked before the client most recently
                           granted the lock.
     (MutualExclusion and LeaseValidity together give what users rely on: at any
-    instant at most one client trusts that it holds the lock.)
+    instant at most one client trusts that it holds the lock.  checks/smt/lock.py
+    proves all five from an inductive invariant: ``distcheck prove lock``.)
 
 Reachable (each must hold in some state)
     ExpiredAndRegranted   a lease expired unreleased and another client holds the

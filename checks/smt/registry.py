@@ -22,6 +22,7 @@ import attrs
 
 from checks.params import UsageError, build_spec, find_spec, parse_params
 from checks.smt import crosscheck, induction, quorums
+from checks.smt.lock import LockEncoding
 from checks.smt.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from checks.smt.system import Encoding
 from checks.smt.twophase import TwoPhaseEncoding
@@ -187,6 +188,7 @@ PROVABLE: dict[str, Target] = {
     target.name: target
     for target in (
         SpecProof("twophase", TwoPhaseEncoding),
+        SpecProof("lock", LockEncoding),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",

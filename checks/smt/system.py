@@ -48,7 +48,9 @@ class Field:
 
     @property
     def is_bool(self) -> bool:
-        return self.domain == BOOL
+        # Compare types too: (0, 1) == (False, True) in Python, and an int field
+        # with the values 0 and 1 must stay an Int.
+        return self.domain == BOOL and all(type(v) is bool for v in self.domain)
 
     def index(self, value: Hashable) -> int:
         """The position of ``value`` in the domain; ValueError names the allowed values."""
