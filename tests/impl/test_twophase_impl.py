@@ -10,6 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, find, settings
 from hypothesis import strategies as st
@@ -52,15 +53,27 @@ class TwoPhaseUnderFaults(RuleBasedStateMachine):
         self.sim: Simulation | None = None
         self.cluster: twophase.Cluster | None = None
 
-    @initialize(rms=st.integers(2, 3), refusing=st.lists(st.booleans(), min_size=3, max_size=3))
-    def build(self, rms: int, refusing: list[bool]) -> None:
-        no_votes = [(f"r{i}", "t1") for i in range(1, rms + 1) if refusing[i - 1]]
+    @initialize(
+        rms=st.integers(2, 3),
+        # which RM (if any) votes no; mostly none, so that commits are common
+        refuser=st.integers(0, 9),
+        # Drawn choices advance the clock often; a long vote timeout lets commits
+        # happen too, instead of nearly every run timing out into an abort.
+        vote_timeout=st.sampled_from([30.0, 5.0]),
+        # A coordinator crash before its decision always ends in abort; runs that
+        # spare it exercise the commit path under every other fault.
+        tm_may_crash=st.booleans(),
+    )
+    def build(self, rms: int, refuser: int, vote_timeout: float, tm_may_crash: bool) -> None:
+        no_votes = [(f"r{refuser}", "t1")] if 0 < refuser <= rms else []
         self.spec = TwoPhase(Config(rms=rms))
-        self.cluster = twophase.cluster(rms, ("t1",), no_votes)
+        timing = twophase.Timing(vote_timeout=vote_timeout)
+        self.cluster = twophase.cluster(rms, ("t1",), no_votes, timing=timing)
+        crashable = None if tm_may_crash else tuple(n for n in self.cluster.nodes() if n != "tm")
         self.sim = Simulation(
             self.cluster.nodes(),
             ChoiceSourceUnused(),
-            ALL_FAULTS,
+            attrs.evolve(ALL_FAULTS, crashable=crashable),
             fault_steps=STEPS,
             max_steps=3000,
             trace=TraceLog("twophase", {"rms": rms}, source="simulate"),
@@ -71,8 +84,20 @@ class TwoPhaseUnderFaults(RuleBasedStateMachine):
     def step(self, data: st.DataObject) -> None:
         assert self.sim is not None
         options = self.sim.options()
-        if options:
-            self.sim.take(options, data.draw(st.integers(0, len(options) - 1), label="choice"))
+        if not options:
+            return
+        ordinary = [i for i, o in enumerate(options) if not o.fault]
+        faults = [i for i, o in enumerate(options) if o.fault]
+        # About one step in twenty is a fault (while the budget lasts); shrinking the
+        # first draw to 0 turns a fault back into an ordinary step.
+        if faults and (not ordinary or data.draw(st.integers(0, 19), label="fault?") == 19):
+            pick = faults[data.draw(st.integers(0, len(faults) - 1), label="fault")]
+        else:
+            # Modulo a wide range rather than integers(0, n - 1): hypothesis favours
+            # the ends of a range, and the last ordinary option is advancing the
+            # clock, which would then fire every timeout early.
+            pick = ordinary[data.draw(st.integers(0, 255), label="step") % len(ordinary)]
+        self.sim.take(options, pick)
 
     @invariant()
     def atomic(self) -> None:
