@@ -241,10 +241,31 @@ def step_json(step: TraceStep) -> dict[str, Any]:
     return out
 
 
+def steps_json(trace: Trace) -> list[dict[str, Any]]:
+    """The steps as JSON objects (what ``--json`` outputs put under ``violation.trace``)."""
+    return [step_json(s) for s in trace.steps]
+
+
 def dumps(trace: Trace) -> str:
     """The trace as JSON Lines text (ending in a newline)."""
     lines = [header_json(trace.header), *(step_json(s) for s in trace.steps)]
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+
+DEFAULT_DIR = Path(".distcheck") / "traces"
+
+
+def default_path(header: TraceHeader, directory: str | Path = DEFAULT_DIR) -> Path:
+    """Where a failure's trace goes when no path is given: one file per spec, variant,
+    property and source, so the latest counterexample of a kind replaces the last."""
+    parts = [
+        header.spec,
+        header.variant,
+        header.violation.invariant if header.violation else "behaviour",
+        header.source,
+    ]
+    name = "-".join(p for p in parts if p)
+    return Path(directory) / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.jsonl"
 
 
 def write(trace: Trace, path: str | Path) -> Path:
