@@ -186,6 +186,16 @@ class Client:
     in_flight: int | None = None  # token carried by its write on the way to storage
     crashed_at: int | None = None
 
+    def __str__(self) -> str:
+        parts = [self.status if self.token is None else f"{self.status} #{self.token}"]
+        if self.deadline is not None:
+            parts.append(f"trusts until {self.deadline}" + (f" - lag {self.lag}" if self.lag else ""))
+        if self.in_flight is not None:
+            parts.append(f"write #{self.in_flight} in flight")
+        if self.crashed_at is not None:
+            parts.append(f"since {self.crashed_at}")
+        return ", ".join(parts)
+
 
 @attrs.frozen
 class Lease:
