@@ -4,7 +4,7 @@
 (* Turing-award lecture: per acceptor maxBal, maxVBal, maxVal, and a message  *)
 (* set that is never emptied.  Ballots are bounded by MaxBallot so that TLC  *)
 (* can enumerate them.                                                       *)
-EXTENDS Integers
+EXTENDS Integers, TLC
 CONSTANTS Value, Acceptor, Quorum, MaxBallot
 Ballot == 0..MaxBallot
 None == "none"
@@ -62,4 +62,7 @@ votes == [a \in Acceptor |->
 ChosenAt(b, v) == \E Q \in Quorum : \A a \in Q : <<b, v>> \in votes[a]
 chosen == {v \in Value : \E b \in Ballot : ChosenAt(b, v)}
 Agreement == \A v, w \in chosen : v = w
+
+(* Acceptors are interchangeable (spec/paxos.py's canonical()). *)
+Symmetry == Permutations(Acceptor)
 ==============================================================================
