@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from checks import cli_prove, cli_runtime, cli_trace
 from checks.explore import Explorer, Result, Stats, check_refinement_of
 from checks.params import UsageError, build_spec
-from checks.render import step_table
+from checks.render import step_table, trace_text
+from checks.trace import Trace, from_behaviour, violation_of
+from checks.trace import default_path as default_trace_path
+from checks.trace import write as write_trace
 from spec.core import Spec, to_json
 from spec.registry import REGISTRY
 
@@ -51,6 +56,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
     p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
     p_check.add_argument("--json", action="store_true", help="print one JSON object")
+    p_check.add_argument(
+        "--trace-out", metavar="FILE", help="write a counterexample trace here (default: under .distcheck/traces/)"
+    )
     p_check.set_defaults(handler=cmd_check)
 
     # Each further group of subcommands lives in its own module with register(sub).
@@ -167,7 +175,28 @@ def result_json(
     return out
 
 
-def print_result(spec: Spec[Any, Any], label: str, result: Result) -> None:
+def counterexample_trace(
+    spec_name: str, params: dict[str, Any], variant: str | None, result: Result, spec: Spec[Any, Any]
+) -> Trace | None:
+    """The explorer's counterexample as a trace (None when there is none to show)."""
+    v = result.violation
+    header_violation = None if v is None else violation_of(v.name, v.statement, v.kind)
+    if v is None or header_violation is None or not v.trace:
+        return None
+    return from_behaviour(
+        spec, v.trace, spec_name=spec_name, params=params, variant=variant, violation=header_violation
+    )
+
+
+def write_counterexample(tr: Trace, trace_out: str | None) -> Path:
+    """Write a failure's trace to ``trace_out``, or under .distcheck/traces/."""
+    try:
+        return write_trace(tr, trace_out or default_trace_path(tr.header))
+    except OSError as exc:
+        raise UsageError(f"cannot write the trace to {trace_out}: {exc.strerror or exc}") from None
+
+
+def print_result(spec: Spec[Any, Any], label: str, result: Result, tr: Trace | None = None) -> None:
     s = result.stats
     v = result.violation
     if v is None:
@@ -178,8 +207,11 @@ def print_result(spec: Spec[Any, Any], label: str, result: Result) -> None:
     else:
         what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated"}[v.kind]
         print(f"{label}: {v.name} {what} after {len(v.trace) - 1} steps\n")
-        print(step_table([(st.action, st.state) for st in v.trace], actor=spec.actor))
-        print(f"\n{v.name}: {v.statement}")
+        if tr is not None:
+            print(trace_text(tr, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+        else:
+            print(step_table([(st.action, st.state) for st in v.trace], actor=spec.actor))
+            print(f"\n{v.name}: {v.statement}")
     print(
         f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, depth {s.depth}, {s.seconds:.2f} s"
     )
@@ -189,18 +221,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.spec == "all":
         if args.param or args.variant or args.symmetry or args.max_depth or args.refinement:
             raise UsageError("'check all' runs every spec at its default size; it takes only --json and --deadlock")
+        if args.trace_out:
+            raise UsageError("--trace-out takes the counterexample of one spec; drop it with 'check all'")
         return cmd_check_all(args)
     entry, params, spec = build_spec(args.spec, args.param, args.variant)
     result = _run(spec, args, quiet=args.json)
+    tr = counterexample_trace(entry.name, params, args.variant, result, spec)
+    written = write_counterexample(tr, args.trace_out) if tr is not None else None
     if args.json:
-        print(json.dumps(result_json(entry.name, params, args.variant, args.symmetry, result, spec), indent=2))
+        out = result_json(entry.name, params, args.variant, args.symmetry, result, spec)
+        if written is not None:
+            out["trace_file"] = str(written)
+        print(json.dumps(out, indent=2))
     else:
         label = (
             entry.name
             + "".join(f" {k}={v}" for k, v in params.items())
             + (f" variant={args.variant}" if args.variant else "")
         )
-        print_result(spec, label, result)
+        print_result(spec, label, result, tr)
+        if written is not None:
+            print(f"trace written to {written} (replay it with: distcheck replay {written})")
     return 0 if result.ok else 1
 
 

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from checks import html, render, shiviz, stateful, trace
+from checks import render, shiviz, stateful, trace
+from checks.html import page as html_page
 from checks.params import UsageError, build_spec
 from spec.core import Spec
 
@@ -99,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     tr = load_trace(args.trace)
     if args.html or args.shiviz:
         if args.html:
-            print(f"wrote {_write(args.html, html.page(tr, title=Path(args.trace).name))}")
+            print(f"wrote {_write(args.html, html_page(tr, title=Path(args.trace).name))}")
         if args.shiviz:
             print(f"wrote {_write(args.shiviz, shiviz.export(tr))}")
         return 0
