@@ -25,7 +25,7 @@ from checks.smt import crosscheck, induction, quorums
 from checks.smt.lock import LockEncoding
 from checks.smt.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from checks.smt.system import Encoding
-from checks.smt.twophase import TwoPhaseEncoding
+from checks.smt.twophase import TCommitEncoding, TwoPhaseEncoding
 from spec.registry import ParamInfo
 
 #: Past this many reachable states the cross-check is skipped by ``prove`` (it is
@@ -188,6 +188,7 @@ PROVABLE: dict[str, Target] = {
     target.name: target
     for target in (
         SpecProof("twophase", TwoPhaseEncoding),
+        SpecProof("tcommit", TCommitEncoding),
         SpecProof("lock", LockEncoding),
         LemmaProof(
             "quorums",

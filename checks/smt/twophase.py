@@ -1,5 +1,5 @@
-"""TwoPhase (``spec/twophase.py``) in z3, and the inductive invariant that proves
-TCConsistent.
+"""TwoPhase and TCommit (``spec/twophase.py``) in z3, and the inductive invariant
+that proves TCConsistent for TwoPhase.
 
 Where it sits: the one module in ``checks/`` that knows TwoPhase's state; it
 subclasses ``checks.smt.system.Encoding`` and is registered in
@@ -38,6 +38,10 @@ conjunction of
 From these, TCConsistent follows in every step: an RM can commit only while Commit
 is sent, and then every RM has prepared, none could abort on its own, and no Abort
 message exists for the others to obey.
+
+TCommit, the abstract problem, needs no strengthening: its only state is
+``rm_state``, and its guards (commit only when every RM is prepared or committed,
+abort only while none has committed) make TCConsistent inductive on its own.
 """
 
 from __future__ import annotations
@@ -58,12 +62,18 @@ from spec.twophase import (
     WORKING,
     Abort,
     Commit,
+    DecideAbort,
+    DecideCommit,
     Message,
+    Prepare,
     Prepared,
     RMChooseToAbort,
     RMPrepare,
     RMRcvAbortMsg,
     RMRcvCommitMsg,
+    TCAction,
+    TCommit,
+    TCState,
     TMAbort,
     TMCommit,
     TMRcvPrepared,
@@ -85,6 +95,13 @@ def tm_prepared(rm: str) -> str:
 
 def sent_prepared(rm: str) -> str:
     return f"sent_prepared[{rm}]"
+
+
+def tc_consistent(s: SymState, rms: Sequence[str]) -> z3.BoolRef:
+    """No RM has committed while another has aborted."""
+    some_committed = z3.Or(*[s.is_(rm_state(rm), COMMITTED) for rm in rms])
+    some_aborted = z3.Or(*[s.is_(rm_state(rm), ABORTED) for rm in rms])
+    return z3.Not(z3.And(some_committed, some_aborted))
 
 
 class TwoPhaseEncoding(Encoding[TPState, TPAction]):
@@ -176,13 +193,14 @@ class TwoPhaseEncoding(Encoding[TPState, TPAction]):
 
     # ------------------------------------------------------------- invariants
 
-    def tc_consistent(self, s: SymState) -> z3.BoolRef:
-        some_committed = z3.Or(*[s.is_(rm_state(rm), COMMITTED) for rm in self.rms])
-        some_aborted = z3.Or(*[s.is_(rm_state(rm), ABORTED) for rm in self.rms])
-        return z3.Not(z3.And(some_committed, some_aborted))
-
     def properties(self) -> Sequence[Predicate]:
-        return (Predicate("TCConsistent", "no RM has committed while another has aborted", self.tc_consistent),)
+        return (
+            Predicate(
+                "TCConsistent",
+                "no RM has committed while another has aborted",
+                lambda s: tc_consistent(s, self.rms),
+            ),
+        )
 
     def candidates(self) -> Sequence[Candidate]:
         rms = self.rms
@@ -236,3 +254,55 @@ class TwoPhaseEncoding(Encoding[TPState, TPAction]):
             Candidate("TPInv", "TwoPhase's inductive invariant (see checks/smt/twophase.py)", conjuncts),
             Candidate("TCConsistent", "TCConsistent alone (not inductive)", tuple(self.properties())),
         )
+
+
+class TCommitEncoding(Encoding[TCState, TCAction]):
+    """TCommit: one field per RM, three actions per RM."""
+
+    def __init__(self, spec: TCommit) -> None:
+        super().__init__(spec)
+        self.rms = spec.rms
+
+    def state_fields(self) -> Sequence[Field]:
+        return [Field(rm_state(rm), RM_STATES) for rm in self.rms]
+
+    def values(self, state: TCState) -> Mapping[str, Hashable]:
+        return {rm_state(rm): state.rm_state[rm] for rm in self.rms}
+
+    def state(self, values: Mapping[str, Hashable]) -> TCState:
+        return TCState(FrozenMap({rm: str(values[rm_state(rm)]) for rm in self.rms}))
+
+    def init(self, s: SymState) -> z3.BoolRef:
+        return z3.And(*[s.is_(rm_state(rm), WORKING) for rm in self.rms])
+
+    def actions(self) -> Sequence[TCAction]:
+        out: list[TCAction] = []
+        for rm in self.rms:
+            out += [Prepare(rm), DecideCommit(rm), DecideAbort(rm)]
+        return out
+
+    def transition(self, action: TCAction, s: SymState) -> Transition:
+        rm = action.rm
+        match action:
+            case Prepare():
+                return Transition(s.is_(rm_state(rm), WORKING), {rm_state(rm): PREPARED})
+            case DecideCommit():
+                all_ready = z3.And(*[s.is_in(rm_state(r), (PREPARED, COMMITTED)) for r in self.rms])
+                return Transition(z3.And(s.is_(rm_state(rm), PREPARED), all_ready), {rm_state(rm): COMMITTED})
+            case DecideAbort():
+                none_committed = z3.And(*[z3.Not(s.is_(rm_state(r), COMMITTED)) for r in self.rms])
+                guard = z3.And(s.is_in(rm_state(rm), (WORKING, PREPARED)), none_committed)
+                return Transition(guard, {rm_state(rm): ABORTED})
+        raise ValueError(f"not a TCommit action: {action!r}")
+
+    def properties(self) -> Sequence[Predicate]:
+        return (
+            Predicate(
+                "TCConsistent",
+                "no RM has committed while another has aborted",
+                lambda s: tc_consistent(s, self.rms),
+            ),
+        )
+
+    def candidates(self) -> Sequence[Candidate]:
+        return (Candidate("TCConsistent", "TCConsistent, inductive on its own for TCommit", tuple(self.properties())),)

@@ -10,13 +10,13 @@ import pytest
 import z3
 
 from checks.render import changes
-from checks.smt.crosscheck import reachable_states
+from checks.smt.crosscheck import cross_check, reachable_states
 from checks.smt.induction import obligations
 from checks.smt.obligations import FAILED, PROVED, Outcome, discharge
 from checks.smt.system import Candidate, Evaluator, Predicate
-from checks.smt.twophase import TwoPhaseEncoding
+from checks.smt.twophase import TCommitEncoding, TwoPhaseEncoding
 from spec.core import to_json
-from spec.twophase import VARIANTS, Config, TPState, TwoPhase, tc_consistent_tp
+from spec.twophase import VARIANTS, Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
 
 
 def prove(rms: int, variant: str | None = None, invariant: str | None = None, **options: Any) -> dict[str, Outcome]:
@@ -121,3 +121,11 @@ def test_failed_safety_decodes_a_state_breaking_the_property() -> None:
     assert not tc_consistent_tp(state)
     # The model closest to the initial state: two RMs, one committed, one aborted.
     assert sorted(state.rm_state.values()) == ["aborted", "committed"]
+
+
+@pytest.mark.parametrize("rms", [1, 2, 3, 4])
+def test_tcommit_needs_no_strengthening(rms: int) -> None:
+    encoding = TCommitEncoding(TCommit(TCConfig(rms=rms)))
+    assert cross_check(encoding).ok
+    outcomes = [discharge(o) for o in obligations(encoding, encoding.candidate(None))]
+    assert [o.result for o in outcomes] == [PROVED] * 3
