@@ -57,20 +57,20 @@ Modelling choices
     model.  The price: ``--deadlock`` reports the end of time, a state at
     ``max_time`` with no request left in which nothing can happen.
 
-State: ``now``; each client's ``status`` (idle | waiting | holding | lapsed |
-crashed: lapsed means its own clock says its lease is over),
-``token`` (its request's sequence number: its place in the queue, then its fencing
-token), ``deadline`` (the server time at which it stops trusting its lease, had its
-clock kept pace), ``lag``, ``in_flight`` (the token of its write on the way to
-storage) and ``crashed_at`` (a history variable); the server's ``queue`` of
-(token, client) in request order, ``leases`` (token ↦ holder, grant time,
-expiry), ``issued`` (requests so far) and ``last_granted`` (the newest grant's
-token); the storage's ``highest`` token accepted, the token of the write whose
-``data`` it holds, and whether it has ``rejected`` a write.
+State: ``now``; each client's ``status`` (idle, waiting, holding, lapsed: its
+own clock says its lease is over, or crashed), ``token`` (its request's sequence
+number: its place in the queue, then its fencing token), ``deadline`` (the server
+time at which it stops trusting its lease, had its clock kept pace), ``lag``,
+``in_flight`` (the token of its write on the way to storage) and ``crashed_at`` (a
+history variable); the server's ``queue`` of (token, client) in request order,
+``leases`` (token ↦ holder, grant time, expiry), ``issued`` (requests so far) and
+``last_granted`` (the newest grant's token); the storage's ``highest`` token
+accepted, the token of the write whose ``data`` it holds, and whether it has
+``rejected`` a write.
 
 Actions
     Acquire(client)      An idle client asks for the lock; the server queues it
-                         with the next token.
+                         with the next token (while fewer than max_requests).
     Grant(client)        The server grants the lock to the oldest waiter once no
                          lease is held: a lease until now + ttl.
     Renew(client)        A holder asks to extend its lease; the server extends an
@@ -87,7 +87,9 @@ Actions
     Drift(client)        A holder's clock falls one tick behind the server's.
     Crash(node)          A waiting or holding client stops for good; its write, if
                          one is in flight, still arrives.
-    Tick                 The server's clock, and every client's, advances one tick.
+    Tick                 The server's clock, and every client's, advances one tick
+                         (up to max_time); a holder whose own clock reaches its
+                         deadline lapses.
 
 Invariants
     TypeOK                every variable holds a value of its type.
