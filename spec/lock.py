@@ -395,8 +395,8 @@ class Lock(Spec[LockState, LockAction]):
         for c in self.clients:
             if self._may_grant(s, c):
                 yield Grant(c)
-        for token, lease in s.server.leases.items():
-            if not self.lease_live(s, lease):
+        for token in sorted(s.server.leases):  # a map's insertion order depends on the path taken
+            if not self.lease_live(s, s.server.leases[token]):
                 yield Expire(token)
         for c in self.clients:
             in_flight = s.clients[c].in_flight
