@@ -267,6 +267,17 @@ def test_time_and_requests_stop_at_their_bounds() -> None:
     assert Acquire("c2") not in list(spec.actions(state)) and spec.next_state(state, Acquire("c2")) is None
 
 
+def test_action_order_does_not_depend_on_how_a_state_was_built() -> None:
+    spec = lock(variant="barging")
+    state = replay(spec, [Acquire("c1"), Acquire("c2"), Grant("c2"), Release("c2"), Grant("c1"), Tick(), Tick()])
+    expired = {1: Lease("c1", 0, 2), 2: Lease("c2", 0, 2)}
+    one_way = attrs.evolve(state, server=attrs.evolve(state.server, leases=FrozenMap(expired)))
+    other_way = attrs.evolve(state, server=attrs.evolve(state.server, leases=FrozenMap(reversed(expired.items()))))
+    assert one_way == other_way
+    assert list(spec.actions(one_way)) == list(spec.actions(other_way))
+    assert [a for a in spec.actions(one_way) if isinstance(a, Expire)] == [Expire(1), Expire(2)]
+
+
 def test_unknown_or_disabled_actions_are_not_enabled() -> None:
     spec = lock()
     init = next(iter(spec.init_states()))
