@@ -12,9 +12,9 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from checks.cli_runtime import SimOptions, SimOutcome, TwoPhaseWiring, simulate
 from checks.validate import validate_events
@@ -48,6 +48,8 @@ class TwoPhaseUnderFaults(RuleBasedStateMachine):
     failing schedule shrinks to the few steps that matter.  At the end the run is
     finished without faults: every RM must then have decided, the same way."""
 
+    variant: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.sim: Simulation | None = None
@@ -68,7 +70,7 @@ class TwoPhaseUnderFaults(RuleBasedStateMachine):
         no_votes = [(f"r{refuser}", "t1")] if 0 < refuser <= rms else []
         self.spec = TwoPhase(Config(rms=rms))
         timing = twophase.Timing(vote_timeout=vote_timeout)
-        self.cluster = twophase.cluster(rms, ("t1",), no_votes, timing=timing)
+        self.cluster = twophase.cluster(rms, ("t1",), no_votes, variant=self.variant, timing=timing)
         crashable = None if tm_may_crash else tuple(n for n in self.cluster.nodes() if n != "tm")
         self.sim = Simulation(
             self.cluster.nodes(),
@@ -147,6 +149,31 @@ TestTwoPhaseUnderFaults.settings = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+class ForgetfulRMUnderFaults(TwoPhaseUnderFaults):
+    variant = "forgetful_rm"
+
+
+def test_the_state_machine_catches_a_broken_variant() -> None:
+    with pytest.raises(AssertionError) as caught:
+        run_state_machine_as_test(
+            ForgetfulRMUnderFaults,
+            settings=settings(
+                max_examples=200,
+                stateful_step_count=STEPS,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow],
+                report_multiple_bugs=False,
+                # finding is the point here; shrinking a whole stateful run takes
+                # minutes (test_hypothesis_shrinks... shows shrinking)
+                phases=[Phase.generate],
+            ),
+        )
+    message = str(caught.value)
+    assert "RMChooseToAbort" in message or "atomicity broken" in message, message
 
 
 # --------------------------------------------------------------- many seeds
