@@ -23,7 +23,7 @@ import json
 import time
 from typing import Any
 
-from checks.smt.obligations import DEFAULT_TIMEOUT_SECONDS, FAILED, PROVED, Outcome, discharge, overall
+from checks.smt.obligations import DEFAULT_TIMEOUT_SECONDS, FAILED, PROVED, SKIPPED, Outcome, discharge, overall
 from checks.smt.registry import PROVABLE, Target, find_target
 
 
@@ -114,7 +114,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
     else:
         failed = sum(o.result == FAILED for o in outcomes)
         proved = sum(o.result == PROVED for o in outcomes)
-        print(f"{result}: {proved} of {len(outcomes)} obligations proved, {failed} failed, {seconds:.2f} s")
+        skipped = sum(o.result == SKIPPED for o in outcomes)
+        also = f", {skipped} skipped" if skipped else ""
+        print(f"{result}: {proved} of {len(outcomes)} obligations proved, {failed} failed{also}, {seconds:.2f} s")
     return 0 if result == "ok" else 1
 
 
