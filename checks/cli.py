@@ -88,6 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "summary": e.summary,
                 "params": {p.name: p.default for p in e.params()},
                 "variants": dict(e.variants),
+                "variant_params": {v: dict(p) for v, p in e.variant_params.items()},
             }
             for e in REGISTRY.values()
         ]
@@ -99,7 +100,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             bounds = f" [{p.minimum}..{p.maximum}]" if p.minimum is not None or p.maximum is not None else ""
             print(f"  -p {p.name}={p.default}{bounds}  {p.help}")
         for v, text in e.variants.items():
-            print(f"  --variant {v}  {text}")
+            size = e.variant_params.get(v)
+            at = " (shown at " + " ".join(f"{k}={x}" for k, x in size.items()) + ")" if size else ""
+            print(f"  --variant {v}  {text}{at}")
     return 0
 
 
@@ -263,6 +266,7 @@ def cmd_check_all(args: argparse.Namespace) -> int:
             broken = Explorer(entry.make(variant=variant)).run()
             caught = broken.violation is not None and broken.violation.kind != "unreached"
             row["variants"][variant] = {
+                "params": entry.defaults(variant),
                 "caught": caught,
                 "invariant": broken.violation.name if broken.violation else None,
                 "steps": len(broken.violation.trace) - 1 if broken.violation and broken.violation.trace else None,

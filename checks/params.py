@@ -88,5 +88,5 @@ def build_spec(
         spec = entry.make(variant=variant, **params)
     except ValueError as exc:  # a Config rejects a combination, e.g. lock's max_drift >= ttl
         raise UsageError(f"parameters of {entry.name}: {exc}") from None
-    full = {p.name: params.get(p.name, p.default) for p in entry.params()}
+    full = {**entry.defaults(variant), **params}
     return entry, full, spec

@@ -125,15 +125,133 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """A 64-bit finaliser (splitmix64): spreads every input bit over the output."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
+    return x ^ (x >> 31)
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+_STRING_FPS: dict[str, int] = {}
+_PART_FPS: dict[object, int] = {}
+_TUPLE_SEED, _SET_SEED, _MAP_SEED, _BAG_SEED = (_digest(t) for t in ("tuple", "set", "map", "bag"))
+
+
 def fingerprint(value: object) -> int:
-    """A 64-bit fingerprint of a value, stable across processes and machines."""
-    digest = hashlib.blake2b(canonical_text(value).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    """A 64-bit fingerprint of a value, stable across processes and machines.
+
+    Built bottom-up rather than from ``canonical_text``: strings are digested
+    once (blake2b); an ordered value folds its parts' fingerprints in order; a set,
+    bag or map *adds* its members' mixed fingerprints, which needs no sorting and
+    lets ``MessageSet.send`` and ``FrozenMap.set`` update a fingerprint in O(1).
+    Parts recur from state to state (the same message in many message sets), so
+    their fingerprints are remembered by value; whole states are not.
+    Equal values have equal fingerprints (True and 1 included, as in Python).
+    """
+    kind = type(value)
+    compute = _FP_BY_TYPE.get(kind)
+    if compute is None:
+        compute = _fingerprint_function(kind)
+    return compute(value)
+
+
+def _part_fingerprint(value: object) -> int:
+    """``fingerprint`` for a part of a larger value, remembered by value."""
+    kind = type(value)
+    if kind in _UNCACHED:
+        return _FP_BY_TYPE[kind](value)
+    try:
+        return _PART_FPS[value]
+    except KeyError:
+        pass
+    fp = fingerprint(value)
+    if len(_PART_FPS) >= _PART_TEXTS_LIMIT:
+        _PART_FPS.clear()
+    _PART_FPS[value] = fp
+    return fp
+
+
+def _str_fp(value: str) -> int:
+    fp = _STRING_FPS.get(value)
+    if fp is None:
+        fp = _STRING_FPS[value] = _digest("s" + value)
+    return fp
+
+
+def _int_fp(value: int) -> int:
+    return _mix(int(value) & _MASK ^ 0x5DEECE66D)
+
+
+def _tuple_fp(value: tuple[object, ...]) -> int:
+    h = _TUPLE_SEED
+    for v in value:
+        h = _mix(h ^ _part_fingerprint(v))
+    return h
+
+
+def _set_sum(values: Iterable[object]) -> int:
+    return sum([_mix(_part_fingerprint(v)) for v in values]) & _MASK
+
+
+def _set_fp(value: frozenset[object]) -> int:
+    return _mix(_SET_SEED + _set_sum(value) & _MASK)
+
+
+def _map_term(key: object, value: object) -> int:
+    return _mix(_part_fingerprint(key) * 31 + _part_fingerprint(value) & _MASK)
+
+
+def _fingerprint_function(kind: type) -> Callable[[Any], int]:
+    """Choose (once per type) how values of ``kind`` are fingerprinted."""
+    compute: Callable[[Any], int]
+    if issubclass(kind, enum.Enum):
+
+        def compute(value: Any) -> int:
+            return _str_fp(type(value).__name__ + "." + value.name)
+
+    elif hasattr(kind, "_fingerprint"):
+
+        def compute(value: Any) -> int:
+            return value._fingerprint()  # type: ignore[no-any-return]
+
+        _UNCACHED.add(kind)  # such values remember their own fingerprint
+    elif attrs.has(kind):
+        names = _field_names(kind)
+        seed = _str_fp(kind.__name__)
+
+        def compute(value: Any) -> int:
+            h = seed
+            for name in names:
+                h = _mix(h ^ _part_fingerprint(getattr(value, name)))
+            return h
+
+    else:
+        raise TypeError(f"{kind.__name__} is not a spec value")
+    _FP_BY_TYPE[kind] = compute
+    return compute
+
+
+_FP_BY_TYPE: dict[type, Callable[[Any], int]] = {
+    str: _str_fp,
+    int: _int_fp,
+    bool: _int_fp,
+    type(None): lambda _: 0x9E3779B97F4A7C15,
+    tuple: _tuple_fp,
+    frozenset: _set_fp,
+}
+_UNCACHED: set[type] = {str, int, bool, type(None)}
 
 
 def sort_key(value: object) -> str:
     """A total order on spec values (used to give ``actions()`` a fixed order)."""
-    return canonical_text(value)
+    return _part_text(value)
 
 
 def sorted_values(values: Iterable[V]) -> list[V]:
@@ -203,6 +321,10 @@ class Bag(Generic[M]):
         parts = [str(m) if n == 1 else f"{m} ×{n}" for m, n in self.items()]
         return "⟅" + ", ".join(parts) + "⟆"
 
+    def _fingerprint(self) -> int:
+        total = sum([_mix(_part_fingerprint(m) + n & _MASK) for m, n in self._counts.items()])
+        return _mix(_BAG_SEED + total & _MASK)
+
     def _canonical_text(self) -> str:
         parts = sorted(_part_text(m) + "*" + str(n) for m, n in self._counts.items())
         return "Bag{" + ",".join(parts) + "}"
@@ -214,11 +336,11 @@ class Bag(Generic[M]):
 class FrozenMap(Mapping[K, V]):
     """An immutable, hashable mapping (TLA+'s function with a finite domain)."""
 
-    __slots__ = ("_d", "_hash")
+    __slots__ = ("_d", "_sum")
 
     def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
         self._d: dict[K, V] = dict(items)
-        self._hash: int | None = None
+        self._sum: int | None = None  # sum of the entries' fingerprint terms, once known
 
     def __getitem__(self, key: K) -> V:
         return self._d[key]
@@ -233,7 +355,16 @@ class FrozenMap(Mapping[K, V]):
         """TLA+'s ``[f EXCEPT ![key] = value]``."""
         d = dict(self._d)
         d[key] = value
-        return FrozenMap(d)
+        new = FrozenMap(d)
+        if self._sum is not None:  # update the fingerprint by one entry's term
+            old = _map_term(key, self._d[key]) if key in self._d else 0
+            new._sum = self._sum - old + _map_term(key, value) & _MASK
+        return new
+
+    def _fingerprint(self) -> int:
+        if self._sum is None:
+            self._sum = sum([_map_term(k, v) for k, v in self._d.items()]) & _MASK
+        return _mix(_MAP_SEED + self._sum & _MASK)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenMap):
@@ -241,9 +372,7 @@ class FrozenMap(Mapping[K, V]):
         return NotImplemented
 
     def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(frozenset(self._d.items()))
-        return self._hash
+        return self._fingerprint()
 
     def __repr__(self) -> str:
         return f"FrozenMap({self._d!r})"
@@ -325,14 +454,15 @@ def from_json(data: Any, types: Mapping[str, type]) -> Any:
 
 
 def value_types(*modules_or_types: object) -> dict[str, type]:
-    """The attrs classes defined in the given modules (or given directly), by name."""
+    """The attrs classes named in the given modules (defined or imported there), or
+    given directly, by name."""
     out: dict[str, type] = {}
     for item in modules_or_types:
         if isinstance(item, type):
             out[item.__name__] = item
             continue
         for name, obj in vars(item).items():
-            if isinstance(obj, type) and attrs.has(obj) and obj.__module__ == getattr(item, "__name__", None):
+            if isinstance(obj, type) and attrs.has(obj):
                 out[name] = obj
     return out
 
@@ -360,8 +490,24 @@ class Action:
 
     def __str__(self) -> str:
         names = _field_names(type(self)) if attrs.has(type(self)) else ()
-        args = ", ".join(str(getattr(self, n)) for n in names)
+        args = ", ".join(short_text(getattr(self, n)) for n in names)
         return f"{type(self).__name__}({args})" if args else type(self).__name__
+
+
+def name_set(names: Iterable[str]) -> frozenset[str]:
+    """attrs converter for a set of node names (a quorum, a partition side): a JSON
+    list comes back as a frozenset."""
+    return frozenset(names)
+
+
+def short_text(value: object) -> str:
+    """A value as people read it in a step table: sets in canonical order (never
+    Python's per-process set order), tuples in angle brackets."""
+    if isinstance(value, frozenset):
+        return "{" + ", ".join(short_text(v) for v in sorted_values(value)) + "}"
+    if isinstance(value, tuple):
+        return "⟨" + ", ".join(short_text(v) for v in value) + "⟩"
+    return str(value)
 
 
 # ------------------------------------------------------------------- the contract
@@ -518,25 +664,57 @@ class Restart(Action):
 # ----------------------------------------------------------------------- networks
 
 
-@attrs.frozen
 class MessageSet(Generic[M]):
     """TLA+-style network: a message is sent once and stays; receivers may read it
     any number of times.  Loss and duplication are implicit (a message can be
-    ignored or read twice), so there are no fault actions."""
+    ignored or read twice), so there are no fault actions.
 
-    sent: frozenset[M] = frozenset()
+    Sending keeps the set's fingerprint up to date in O(1) (specs such as Paxos
+    Commit carry dozens of messages in every state)."""
+
+    __slots__ = ("_sum", "sent")
+
+    def __init__(self, sent: Iterable[M] = frozenset()) -> None:
+        self.sent: frozenset[M] = frozenset(sent)
+        self._sum: int | None = None
 
     def send(self, *msgs: M) -> MessageSet[M]:
-        return MessageSet(self.sent | frozenset(msgs))
+        new_msgs = [m for m in msgs if m not in self.sent]
+        if not new_msgs:
+            return self
+        new = MessageSet(self.sent.union(new_msgs))
+        if self._sum is not None:
+            new._sum = self._sum + _set_sum(set(new_msgs)) & _MASK
+        return new
 
     def __contains__(self, msg: object) -> bool:
         return msg in self.sent
+
+    def __len__(self) -> int:
+        return len(self.sent)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MessageSet) and self.sent == other.sent
+
+    def __hash__(self) -> int:
+        return hash(self.sent)
+
+    def _fingerprint(self) -> int:
+        if self._sum is None:
+            self._sum = _set_sum(self.sent)
+        return _mix(_SET_SEED + self._sum & _MASK)
+
+    def _canonical_text(self) -> str:
+        return "MessageSet" + canonical_text(self.sent)
 
     def deliverable(self) -> list[M]:
         return sorted_values(self.sent)
 
     def fault_actions(self, faults: NetworkFaults) -> list[Action]:
         return []
+
+    def __repr__(self) -> str:
+        return f"MessageSet({set(self.sent)!r})"
 
     def __str__(self) -> str:
         return "{" + ", ".join(str(m) for m in self.deliverable()) + "}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from spec import consensus, lock, paxos, twophase, voting
+from spec import consensus, lock, paxos, paxoscommit, twophase, voting
 from spec.core import Spec
 
 
@@ -32,6 +32,9 @@ class SpecEntry:
     config_type: type
     build: Callable[[Any], Spec[Any, Any]] = attrs.field(eq=False)
     variants: Mapping[str, str] = attrs.field(factory=dict)
+    #: Per variant, the parameters at which its mistake shows (when the default
+    #: size is too small to show it, or too large to explore quickly).
+    variant_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     def params(self) -> list[ParamInfo]:
         """The tunable parameters: every Config field except ``variant``."""
@@ -52,9 +55,16 @@ class SpecEntry:
             )
         return out
 
+    def defaults(self, variant: str | None = None) -> dict[str, Any]:
+        """Every parameter's value when none is given: the variant's own size, if it
+        has one, else the spec's defaults."""
+        values = {p.name: p.default for p in self.params()}
+        values.update(self.variant_params.get(variant or "", {}))
+        return values
+
     def make(self, variant: str | None = None, **params: Any) -> Spec[Any, Any]:
-        """The spec for these parameter values (defaults for the rest)."""
-        return self.build(self.config_type(variant=variant, **params))
+        """The spec for these parameter values (``defaults(variant)`` for the rest)."""
+        return self.build(self.config_type(variant=variant, **{**self.defaults(variant), **params}))
 
 
 REGISTRY: dict[str, SpecEntry] = {
@@ -92,6 +102,14 @@ REGISTRY: dict[str, SpecEntry] = {
             "the consensus problem itself: at most one value is ever chosen",
             consensus.ConsensusConfig,
             consensus.Consensus,
+        ),
+        SpecEntry(
+            "paxoscommit",
+            "Gray and Lamport's Paxos Commit: 2PC with each vote decided by Paxos",
+            paxoscommit.Config,
+            paxoscommit.PaxosCommit,
+            paxoscommit.VARIANTS,
+            paxoscommit.VARIANT_PARAMS,
         ),
         SpecEntry(
             "lock",
