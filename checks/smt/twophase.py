@@ -22,7 +22,6 @@ where r1 has committed while r2 is still working satisfies it, and r2 may then
 abort on its own.  Such a state is unreachable, and TPInv says why: it is the
 conjunction of
 
-- **TCConsistent**: no RM has committed while another has aborted;
 - **RecordedWasSent**: the TM records r as prepared only if r sent Prepared;
 - **SenderLeftWorking**: an RM that sent Prepared is no longer working;
 - **CommitAfterAllPrepared**: a Commit message is sent only once the TM has
@@ -35,9 +34,11 @@ conjunction of
 - **PreparedAbortByAbort**: an RM that sent Prepared and has aborted did so
   because Abort was sent (a prepared RM keeps its promise).
 
-From these, TCConsistent follows in every step: an RM can commit only while Commit
-is sent, and then every RM has prepared, none could abort on its own, and no Abort
-message exists for the others to obey.
+TCConsistent is not among them: it follows (the obligation TPInv ⇒ TCConsistent).
+An RM has committed only if Commit was sent; then every RM has sent Prepared, so
+none aborted on its own while working, and no Abort was sent for a prepared one to
+obey.  Each conjunct is needed: without any one of them, what is left is either
+not inductive or does not imply TCConsistent (the tests check this).
 
 TCommit, the abstract problem, needs no strengthening: its only state is
 ``rm_state``, and its guards (commit only when every RM is prepared or committed,
@@ -206,7 +207,6 @@ class TwoPhaseEncoding(Encoding[TPState, TPAction]):
         rms = self.rms
 
         conjuncts = (
-            *self.properties(),
             Predicate(
                 "RecordedWasSent",
                 "the TM records an RM as prepared only if it sent Prepared",

@@ -39,7 +39,7 @@ def test_every_conjunct_of_tpinv_holds_on_every_reachable_state() -> None:
     encoding = TwoPhaseEncoding(spec)
     s = encoding.symbolic()
     conjuncts = [(c.name, Evaluator(c.formula(s), s)) for c in encoding.candidate("TPInv").conjuncts]
-    assert len(conjuncts) == 8
+    assert len(conjuncts) == 7
     for state in reachable_states(spec):
         values = encoding.values(state)
         broken = [name for name, holds in conjuncts if not holds.holds(values)]
@@ -49,6 +49,25 @@ def test_every_conjunct_of_tpinv_holds_on_every_reachable_state() -> None:
     first = next(iter(spec.init_states()))
     odd = dict(encoding.values(first), **{"sent_prepared[r1]": True})
     assert [name for name, holds in conjuncts if not holds.holds(odd)] == ["SenderLeftWorking"]
+
+
+def test_every_conjunct_of_tpinv_is_needed() -> None:
+    # Without any one conjunct, the rest is not inductive or no longer implies
+    # TCConsistent: each failure comes with a counterexample.
+    encoding = TwoPhaseEncoding(TwoPhase(Config(rms=3)))
+    full = encoding.candidate("TPInv")
+    failed_by_kind = {"Consecution": 0, "Safety(TCConsistent)": 0}
+    for dropped in full.conjuncts:
+        rest = Candidate(f"TPInv - {dropped.name}", "", tuple(c for c in full.conjuncts if c != dropped))
+        outcomes = {o.name: discharge(o) for o in obligations(encoding, rest)}
+        assert outcomes["Initiation"].result == PROVED
+        failed = [name for name, o in outcomes.items() if o.result == FAILED]
+        assert failed, f"{dropped.name} is redundant"
+        for name in failed:
+            assert outcomes[name].counterexample is not None
+            failed_by_kind[name] += 1
+    # Both kinds occur: some conjuncts carry the induction, others the safety.
+    assert all(count > 0 for count in failed_by_kind.values()), failed_by_kind
 
 
 def test_tcconsistent_alone_is_not_inductive_and_the_counterexample_is_real() -> None:
