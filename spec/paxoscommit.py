@@ -79,7 +79,6 @@ from spec.core import (
     Reachable,
     Refinement,
     Spec,
-    canonical_text,
     name_set,
     param,
     short_text,
@@ -469,26 +468,26 @@ class PaxosCommit(Spec[PCState, PCAction]):
         return any(c.bal > 0 for ins in self.rms for value in VOTE_VALUES for c in self._evidence(s, ins, value))
 
     def canonical(self, s: PCState) -> PCState:
-        """Symmetry over acceptors: the representative is the renaming of acceptors
-        with the least fingerprint-free canonical text; exact, by trying all
-        permutations of the acceptors (3! = 6 at the default size)."""
-        best: PCState | None = None
-        best_key = ""
-        for perm in self._acceptor_perms:
-            renamed = self._rename(s, perm)
-            key = canonical_text(renamed)
-            if best is None or key < best_key:
-                best, best_key = renamed, key
-        assert best is not None
-        return best
-
-    @property
-    def _acceptor_perms(self) -> list[dict[str, str]]:
-        perms = getattr(self, "_perms_cache", None)
-        if perms is None:
-            perms = [dict(zip(self.acceptors, p)) for p in itertools.permutations(self.acceptors)]
-            self._perms_cache = perms
-        return perms
+        """Symmetry over acceptors.  An acceptor's whole part in a state is its
+        signature: its state in every instance and the 1b and 2b messages it sent.
+        Acceptors are otherwise interchangeable, so handing the sorted signatures
+        to a1, a2, ... gives one exact representative per orbit (two acceptors
+        with equal signatures can be swapped without changing the state)."""
+        sent_by: dict[str, list[str]] = {acc: [] for acc in self.acceptors}
+        for m in s.msgs.sent:
+            if isinstance(m, Phase1bMsg):
+                sent_by[m.acc].append(f"1b{m.ins},{m.mbal},{m.bal},{m.val}")
+            elif isinstance(m, Phase2bMsg):
+                sent_by[m.acc].append(f"2b{m.ins},{m.bal},{m.val}")
+        signature = {
+            acc: (
+                tuple((x.mbal, x.bal, x.val) for x in (s.a_state[(ins, acc)] for ins in self.rms)),
+                tuple(sorted(sent_by[acc])),
+            )
+            for acc in self.acceptors
+        }
+        order = sorted(self.acceptors, key=signature.__getitem__)
+        return self._rename(s, dict(zip(order, self.acceptors)))
 
     def _rename(self, s: PCState, perm: dict[str, str]) -> PCState:
         def msg(m: Message) -> Message:
