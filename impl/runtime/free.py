@@ -94,11 +94,23 @@ class FreeRuntime:
 
     # ----------------------------------------------------------- lifecycle
 
-    def start(self) -> None:
+    def listen(self) -> dict[str, Address]:
+        """Open every hosted node's listening socket (``start`` does it if needed)
+        and return their addresses, to hand to the runtimes hosting the peers."""
         for node in self.nodes.values():
-            listener = socket.create_server((self.host, self.ports.get(node.name, 0)))
-            node.listener = listener
-            self.addresses[node.name] = listener.getsockname()[:2]
+            if node.listener is None:
+                listener = socket.create_server((self.host, self.ports.get(node.name, 0)))
+                node.listener = listener
+                self.addresses[node.name] = listener.getsockname()[:2]
+        return {name: self.addresses[name] for name in self.nodes}
+
+    def add_peers(self, peers: Mapping[str, Address]) -> None:
+        """Learn where nodes hosted elsewhere listen."""
+        with self._lock:
+            self.addresses.update({k: v for k, v in peers.items() if k not in self.nodes})
+
+    def start(self) -> None:
+        self.listen()
         for node in self.nodes.values():
             self._thread(f"{node.name}.accept", functools.partial(self._accept, node))
         for node in self.nodes.values():
@@ -198,7 +210,8 @@ class FreeRuntime:
                     self._incoming.remove(conn)
 
     def send(self, src: str, dst: str, msg: Message) -> None:
-        address = self.addresses.get(dst)
+        with self._lock:
+            address = self.addresses.get(dst)
         if address is None:
             raise ValueError(f"{src} sends to unknown node {dst!r}; known: {', '.join(sorted(self.addresses))}")
         frame = encode_frame(src, dict(msg))

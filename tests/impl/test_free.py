@@ -116,3 +116,36 @@ def test_bad_frames_are_rejected_logged_and_the_node_keeps_serving(tmp_path: Pat
         d for d in runtime.diagnostics if reason in d
     ]
     assert all("r1: rejected a frame" in d for d in runtime.diagnostics if reason in d)
+
+
+def test_a_restarted_coordinator_answers_from_its_log_across_runtimes(tmp_path: Path) -> None:
+    """The coordinator in its own runtime (its own process, in production), stopped
+    after a commit and started again on the same port over the same directory: it
+    rebuilds its memory from the log and answers a new client with the outcome."""
+    cluster = build(tmp_path, ("t1",), [])
+    participants = cluster.nodes()
+    del participants["tm"]
+    asked: dict[str, str] = {}
+
+    def late_client(ctx: Context) -> None:
+        asked["t1"] = twophase.transact(ctx, "tm", "t1", ["r1", "r2", "r3"], retry=FAST.client_retry)
+
+    rest = FreeRuntime(participants, tmp_path / "rest")
+    first_tm = FreeRuntime({"tm": cluster.coordinator.main}, tmp_path / "tm")
+    rest.add_peers(first_tm.listen())
+    first_tm.add_peers(rest.listen())
+    with rest:
+        with first_tm:
+            wait_for(lambda: cluster.client.outcomes.get("t1") == "committed", "the first commit")
+        assert first_tm.alive() == []
+        port = first_tm.addresses["tm"][1]
+        restarted = twophase.Coordinator("tm", FAST)
+        second_tm = FreeRuntime({"tm": restarted.main}, tmp_path / "tm", ports={"tm": port})
+        asker = FreeRuntime({"asker": late_client}, tmp_path / "asker")
+        second_tm.add_peers(rest.listen())
+        second_tm.add_peers(asker.listen())
+        asker.add_peers(second_tm.listen())
+        with second_tm, asker:
+            wait_for(lambda: asked.get("t1") == "committed", "the restarted coordinator's answer")
+            assert restarted.decision("t1") == "commit"  # recovered from its log, not decided again
+    assert rest.errors == second_tm.errors == asker.errors == []
