@@ -27,6 +27,7 @@ from checks import cli_prove, cli_runtime, cli_trace
 from checks.explore import Explorer, Result, Stats, check_refinement_of
 from checks.params import UsageError, build_spec
 from checks.render import step_table, trace_text
+from checks.swarm import swarm
 from checks.trace import Trace, from_behaviour, violation_of
 from checks.trace import default_path as default_trace_path
 from checks.trace import write as write_trace
@@ -58,6 +59,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--json", action="store_true", help="print one JSON object")
     p_check.add_argument(
         "--trace-out", metavar="FILE", help="write a counterexample trace here (default: under .distcheck/traces/)"
+    )
+    swarm_group = p_check.add_argument_group("swarm search (randomized, not exhaustive; see checks/swarm.py)")
+    swarm_group.add_argument("--swarm", type=_positive_int, metavar="N", help="run N independent random searches")
+    swarm_group.add_argument("--walks", type=_positive_int, default=200, metavar="W", help="random walks per search")
+    swarm_group.add_argument("--walk-depth", type=_positive_int, default=40, metavar="D", help="steps per walk")
+    swarm_group.add_argument("--seed", type=int, default=0, help="seed of the first search (the others follow)")
+    swarm_group.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run the searches on"
     )
     p_check.set_defaults(handler=cmd_check)
 
@@ -199,11 +208,17 @@ def write_counterexample(tr: Trace, trace_out: str | None) -> Path:
         raise UsageError(f"cannot write the trace to {trace_out}: {exc.strerror or exc}") from None
 
 
-def print_result(spec: Spec[Any, Any], label: str, result: Result, tr: Trace | None = None) -> None:
+def print_result(
+    spec: Spec[Any, Any],
+    label: str,
+    result: Result,
+    tr: Trace | None = None,
+    incomplete: str = "cut short by --max-depth",
+) -> None:
     s = result.stats
     v = result.violation
     if v is None:
-        cut = "" if result.complete else " (cut short by --max-depth)"
+        cut = "" if result.complete else f" (not exhaustive: {incomplete})"
         print(f"{label}: ok{cut}")
     elif v.kind == "unreached":
         print(f"{label}: {v.name} was never reached: {v.statement}")
@@ -228,11 +243,33 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError("--trace-out takes the counterexample of one spec; drop it with 'check all'")
         return cmd_check_all(args)
     entry, params, spec = build_spec(args.spec, args.param, args.variant)
-    result = _run(spec, args, quiet=args.json)
+    if args.scheduler and not args.swarm:
+        raise UsageError("--scheduler runs a swarm: give --swarm N as well")
+    if args.swarm and (args.symmetry or args.max_depth or args.deadlock or args.refinement):
+        raise UsageError("--swarm samples behaviours; drop --symmetry, --max-depth, --deadlock and --refinement")
+    if args.swarm:
+        try:
+            result = swarm(
+                entry.name,
+                params,
+                args.variant,
+                runs=args.swarm,
+                walks=args.walks,
+                depth=args.walk_depth,
+                seed=args.seed,
+                scheduler=args.scheduler,
+            )
+        except OSError as exc:  # the scheduler could not be reached
+            raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+    else:
+        result = _run(spec, args, quiet=args.json)
     tr = counterexample_trace(entry.name, params, args.variant, result, spec)
     written = write_counterexample(tr, args.trace_out) if tr is not None else None
     if args.json:
         out = result_json(entry.name, params, args.variant, args.symmetry, result, spec)
+        if args.swarm:
+            out["swarm"] = {"runs": args.swarm, "walks": args.walks, "walk_depth": args.walk_depth, "seed": args.seed}
+            out["swarm"]["scheduler"] = args.scheduler or "local"
         if written is not None:
             out["trace_file"] = str(written)
         print(json.dumps(out, indent=2))
@@ -242,7 +279,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             + "".join(f" {k}={v}" for k, v in params.items())
             + (f" variant={args.variant}" if args.variant else "")
         )
-        print_result(spec, label, result, tr)
+        reason = f"a swarm of {args.swarm} random searches" if args.swarm else "cut short by --max-depth"
+        print_result(spec, label, result, tr, incomplete=reason)
         if written is not None:
             print(f"trace written to {written} (replay it with: distcheck replay {written})")
     return 0 if result.ok else 1
