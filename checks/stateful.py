@@ -111,11 +111,11 @@ class SpecMachineBase(RuleBasedStateMachine):
             violation=header.violation,
         )
         type(self).last_failure = failure
-        written = ""
-        if _is_final_run():
-            path = self.trace_path or trace.default_path(header)
-            written = f"\n\ntrace written to {trace.write(failure, path)} (distcheck replay {path})"
-        raise AssertionError(f"{name} violated after {failure.length} steps\n\n{render.trace_text(failure)}{written}")
+        path = trace.write(failure, self.trace_path or trace.default_path(header))
+        raise AssertionError(
+            f"{name} violated after {failure.length} steps\n\n{render.trace_text(failure)}"
+            f"\n\ntrace written to {path} (replay it with: distcheck replay {path})"
+        )
 
 
 @functools.lru_cache(maxsize=4096)
