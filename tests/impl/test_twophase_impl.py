@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
 import pytest
@@ -307,14 +306,16 @@ def shrunk_failure(variant: str, crashable: tuple[str, ...]) -> tuple[tuple[int,
 
 @pytest.mark.parametrize("variant,crashable", [("commit_before_log", ("tm",)), ("forgetful_rm", ("r1", "r2", "r3"))])
 def test_hypothesis_shrinks_a_broken_variants_schedule_to_a_short_trace(
-    variant: str, crashable: tuple[str, ...], capsys: Any
+    variant: str, crashable: tuple[str, ...]
 ) -> None:
     drawn, outcome = shrunk_failure(variant, crashable)
     assert not outcome.ok
     crashes = [s for s in outcome.run.schedule if s.choice.kind == "crash"]
     assert len(crashes) == 1  # a crash is what exposes both bugs
-    with capsys.disabled():
-        print(f"\n{variant}: shrunk to seed {drawn[0]}, faults at steps {drawn[1]}; the failing schedule:")
-        print(outcome.run.render(compact=True))
-        if not outcome.validation.ok:
-            print(outcome.validation.message)
+    assert len(drawn[1]) == 1  # shrunk to that one fault
+    text = outcome.run.render(compact=True)
+    # The printed trace shows the crash and, last, the step that broke the protocol.
+    assert crashes[0].choice.text in text
+    assert text.splitlines()[-1].startswith(f"{outcome.run.status}: ")
+    # shown with pytest -s or -rP
+    print(f"{variant}: shrunk to seed {drawn[0]}, faults at steps {drawn[1]}; the failing schedule:\n{text}")
