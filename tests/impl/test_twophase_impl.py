@@ -117,11 +117,19 @@ class TwoPhaseUnderFaults(RuleBasedStateMachine):
         sim, cluster = self.sim, self.cluster
         if sim is None or cluster is None:
             return
+        broken = (
+            atomicity_problem(sim, cluster) is not None
+            or not validate_events(self.spec, sim.trace.events, split_key="txn").ok
+            or (sim.result is not None and not sim.result.ok)
+        )
         try:
-            while sim.result is None:
+            # An invariant already failed: report that, not what finishing the run says.
+            while not broken and sim.result is None:
                 options = sim.options()
                 sim.take(options, first_ordinary(options))
-            assert sim.result.ok, sim.result.render()
+            if broken:
+                return
+            assert sim.result is not None and sim.result.ok, sim.result.render() if sim.result else ""
             problem = atomicity_problem(sim, cluster) or WIRING.finished(sim, cluster)
             assert problem is None, problem
             v = validate_events(self.spec, sim.trace.events, split_key="txn")
