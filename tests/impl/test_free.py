@@ -15,7 +15,7 @@ import pytest
 from checks import trace as trace_file
 from checks.validate import validate_events, validate_trace
 from impl import twophase
-from impl.runtime import Context, FreeRuntime, TraceLog
+from impl.runtime import Context, FreeRuntime, RandomChoices, TraceLog, run_simulation
 from impl.runtime.storage import read_log
 from impl.runtime.tcp import encode_frame
 from spec.twophase import Config, TwoPhase
@@ -149,3 +149,37 @@ def test_a_restarted_coordinator_answers_from_its_log_across_runtimes(tmp_path: 
             wait_for(lambda: asked.get("t1") == "committed", "the restarted coordinator's answer")
             assert restarted.decision("t1") == "commit"  # recovered from its log, not decided again
     assert rest.errors == second_tm.errors == asker.errors == []
+
+
+def pipeline(results: list[int]) -> Callable[[Context], None]:
+    """One node: a producer thread hands numbers through a queue to the main thread,
+    which adds them under a lock, sleeping a little between items."""
+
+    def node(ctx: Context) -> None:
+        q = ctx.queue()
+        total = ctx.lock()
+
+        def producer() -> None:
+            for i in range(1, 6):
+                q.put(i)
+
+        ctx.spawn("producer", producer)
+        while len(results) < 5:
+            item = q.get(timeout=WAIT)
+            if item is None:
+                continue
+            with total:
+                results.append(item)
+            ctx.sleep(0.01)
+
+    return node
+
+
+def test_the_same_node_code_runs_in_both_modes(tmp_path: Path) -> None:
+    controlled: list[int] = []
+    _, result = run_simulation({"n": pipeline(controlled)}, RandomChoices(5))
+    assert result.ok, result.render()
+    free: list[int] = []
+    with FreeRuntime({"n": pipeline(free)}, tmp_path):
+        wait_for(lambda: len(free) == 5, "the pipeline in free mode")
+    assert controlled == free == [1, 2, 3, 4, 5]
