@@ -23,6 +23,11 @@ from checks.trace import Trace
 PARSER_REGEX = r"(?<event>.*)\n(?<host>\S*) (?<clock>{.*})"
 
 
+def host_name(actor: str | None) -> str:
+    """The actor as a ShiViz host: the parser reads a host as one word."""
+    return "_".join((actor or "env").split()) or "env"
+
+
 def vector_clocks(tr: Trace) -> dict[int, dict[str, int]]:
     """The vector clock of every step after the initial state, by step number."""
     sender_of: dict[int, list[int]] = {}
@@ -32,7 +37,7 @@ def vector_clocks(tr: Trace) -> dict[int, dict[str, int]]:
     latest: dict[str, dict[str, int]] = {}
     clocks: dict[int, dict[str, int]] = {}
     for step in tr.steps[1:]:
-        host = step.actor or "env"
+        host = host_name(step.actor)
         clock = dict(latest.get(host, {}))
         for sent_at in sender_of.get(step.step, []):
             for other, count in clocks.get(sent_at, {}).items():
@@ -48,7 +53,7 @@ def export(tr: Trace) -> str:
     clocks = vector_clocks(tr)
     lines = [PARSER_REGEX, ""]
     for step in tr.steps[1:]:
-        host = step.actor or "env"
+        host = host_name(step.actor)
         text = f"{step.step}: {step_action_text(step)}"
         if tr.header.violation is not None and step is tr.steps[-1]:
             text += f"  [{tr.header.violation.invariant} violated]"
