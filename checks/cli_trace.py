@@ -6,7 +6,7 @@ raises ``checks.params.UsageError`` on bad input.  The work itself lives in
 ``checks.trace`` (reading, replay), ``checks.render`` (text), ``checks.html``,
 ``checks.shiviz`` and ``checks.stateful`` (fuzz).
 
-    distcheck show TRACE [--html OUT.html] [--shiviz OUT.log]
+    distcheck show TRACE [--html OUT.html] [--shiviz OUT.log] [--python]
     distcheck replay TRACE [--json]
     distcheck fuzz SPEC [-p NAME=VALUE ...] [--variant V] [--examples N] [--steps N]
                    [--seed S] [--trace-out FILE] [--json]
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_show.add_argument("trace", help="a trace file (JSON Lines, docs/trace-format.md)")
     p_show.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML viewer instead")
     p_show.add_argument("--shiviz", metavar="OUT.log", help="write a ShiViz log (with vector clocks) instead")
+    p_show.add_argument("--python", action="store_true", help="print a Python snippet that replays the trace instead")
     p_show.set_defaults(handler=cmd_show)
 
     p_replay = sub.add_parser("replay", help="re-execute a trace on its spec and check every step")
@@ -98,6 +99,9 @@ def spec_of(tr: trace.Trace) -> Spec[Any, Any]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     tr = load_trace(args.trace)
+    if args.python:
+        print(render.python_snippet(tr))
+        return 0
     if args.html or args.shiviz:
         if args.html:
             print(f"wrote {_write(args.html, html_page(tr, title=Path(args.trace).name))}")

@@ -357,3 +357,31 @@ def state_table(state: Any) -> str:
 
 def mapping_lines(values: Mapping[str, Any]) -> str:
     return "\n".join(f"{k}: {show(v)}" for k, v in values.items())
+
+
+def python_snippet(trace: Trace) -> str:
+    """A short Python program that replays the trace's actions on its spec and fails
+    the way the trace says (like hypothesis's reproduction snippets): paste it into a
+    test to pin a counterexample as a list of actions, not as one search's path."""
+    header = trace.header
+    args = [f"variant={header.variant!r}"] if header.variant else []
+    args += [f"{k}={v!r}" for k, v in header.params.items()]
+    actions = [repr(s.action) for s in trace.steps[1:]]  # JSON read into Python: dicts, lists, True, None
+    lines = [
+        "from spec.registry import REGISTRY",
+        "",
+        f"spec = REGISTRY[{header.spec!r}].make({', '.join(args)})",
+        "state = next(iter(spec.init_states()))",
+        "for action in [",
+        *(f"    {a}," for a in actions),
+        "]:",
+        "    state = spec.next_state(state, spec.action_from_json(action))",
+        '    assert state is not None, f"{action} is not enabled"',
+        "broken = [inv.name for inv in spec.invariants() if not inv.holds(state)]",
+    ]
+    violation = header.violation
+    if violation is not None and violation.kind == "invariant":
+        lines.append(f"assert broken == [{violation.invariant!r}], broken  # {violation.statement}")
+    else:
+        lines.append("assert broken == [], broken")
+    return "\n".join(lines)

@@ -115,3 +115,12 @@ def test_shiviz_clocks_count_local_events_and_merge_on_receipt() -> None:
         assert arrow.sent_at is not None
         sent, received = clocks[arrow.sent_at - 1], clocks[arrow.received_at - 1]
         assert all(received.get(h, 0) >= n for h, n in sent.items())  # the send happened before the receipt
+
+
+@pytest.mark.parametrize("variant", list(REGISTRY["twophase"].variants))
+def test_the_python_snippet_replays_the_counterexample(variant: str) -> None:
+    tr = variant_trace(variant)
+    exec(render.python_snippet(tr), {})  # raises if an action is disabled or the invariant holds
+    cut_short = trace.Trace(tr.header, tr.steps[:-1])
+    with pytest.raises(AssertionError):
+        exec(render.python_snippet(cut_short), {})
