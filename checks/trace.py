@@ -629,15 +629,6 @@ def path_text(change: Change) -> str:
     return out.lstrip(".") or "state"
 
 
-def iter_messages(trace: Trace) -> Iterator[tuple[int, str, Any]]:
-    """(step, "sent" | "received", message) in order, for charts and exports."""
-    for step in trace.steps:
-        for msg in step.received:
-            yield step.step, "received", msg
-        for msg in step.sent:
-            yield step.step, "sent", msg
-
-
 def violation_of(name: str, statement: str, kind: str) -> TraceViolation | None:
     """The header's violation for an explorer ``Violation`` (None for "unreached",
     which has no trace)."""

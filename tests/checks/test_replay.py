@@ -16,6 +16,7 @@ from spec.registry import REGISTRY
 from tests.checks.trace_schema import assert_valid_trace_text
 
 VARIANTS = list(REGISTRY["twophase"].variants)
+EVERY_VARIANT = [(name, variant) for name, entry in REGISTRY.items() for variant in entry.variants]
 
 
 def check_to_file(variant: str, path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -124,3 +125,18 @@ def test_check_without_trace_out_writes_under_distcheck_traces(
     assert [s["state"] for s in report["violation"]["trace"]] == [s.state for s in written.steps]
     assert main(["check", "twophase"]) == 0
     assert "trace written" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("spec_name", "variant"), EVERY_VARIANT)
+def test_every_registered_variant_writes_a_valid_trace_that_replays(
+    spec_name: str, variant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cex.jsonl"
+    assert main(["check", spec_name, "--variant", variant, "--trace-out", str(path)]) == 1
+    capsys.readouterr()
+    tr = assert_valid_trace_text(path.read_text())
+    assert tr.header.violation is not None
+    assert main(["replay", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["violation"]["invariant"] == tr.header.violation.invariant
+    assert report["violation"]["step"] == tr.length and report["violation"]["matches_recorded"]
