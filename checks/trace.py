@@ -20,7 +20,7 @@ re-executing its actions, and says where and why it stops being a behaviour.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
