@@ -82,6 +82,10 @@ def test_clicking_a_step_shows_its_state_with_its_changes_highlighted(tmp_path: 
         highlighted = browser.evaluate("[...document.querySelectorAll('#state .changed')].map(n => n.dataset.path)")
         violation = browser.evaluate("document.getElementById('violation').textContent")
         screenshot = browser.screenshot(ARTIFACTS / "html-viewer.png")
+        # A dot of the space-time diagram selects its step too.
+        browser.click('circle[data-step="1"]')
+        dot_title = browser.evaluate("document.getElementById('title').textContent")
+    assert dot_title == f"Step 1 · {tr.steps[1].actor} · {tr.steps[1].action_text}"
     assert title == f"Step {chosen} · {tr.steps[chosen].actor} · {tr.steps[chosen].action_text}"
     shown = [line.strip() for line in state_text.splitlines()]
     for line in leaf_lines(tr.steps[chosen].state)[1:]:
