@@ -99,6 +99,17 @@ def spec_of(tr: trace.Trace) -> Spec[Any, Any]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     tr = load_trace(args.trace)
+    note = ""
+    if any(step.state is None for step in tr.steps):
+        # A log without states (an implementation's): show the spec's states, when
+        # the actions replay on it, so that the changes column says something.
+        try:
+            full = trace.completed(tr, spec_of(tr))
+        except UsageError:
+            full = None
+        if full is not None:
+            tr = full
+            note = "(states not recorded in the file: shown as the spec computes them by replaying the actions)\n\n"
     if args.python:
         print(render.python_snippet(tr))
         return 0
@@ -108,7 +119,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.shiviz:
             print(f"wrote {_write(args.shiviz, shiviz.export(tr))}")
         return 0
-    print(render.trace_text(tr, colour=use_colour()))
+    print(note + render.trace_text(tr, colour=use_colour()))
     return 0
 
 

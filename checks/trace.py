@@ -588,6 +588,29 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
     )
 
 
+def completed(trace: Trace, spec: Spec[Any, Any]) -> Trace | None:
+    """The trace with what its writer could not know filled in from the spec: the
+    state after every step, and the messages sent and received.  An implementation's
+    log records only actions; replaying them gives the rest.  None when the trace is
+    not a behaviour of ``spec``.  What the writer did record is kept."""
+    result = replay(trace, spec)
+    if result.outcome == "diverged":
+        return None
+    full = from_behaviour(spec, result.behaviour)
+    steps = tuple(
+        attrs.evolve(
+            spec_step,
+            actor=own.actor if own.actor is not None else spec_step.actor,
+            action_text=own.action_text or spec_step.action_text,
+            sent=own.sent or spec_step.sent,
+            received=own.received or spec_step.received,
+            extra=own.extra,
+        )
+        for own, spec_step in zip(trace.steps, full.steps)
+    )
+    return Trace(trace.header, steps)
+
+
 def _broken(spec: Spec[Any, Any], state: Any) -> TraceViolation | None:
     for inv in spec.invariants():
         if not inv.holds(state):

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import attrs
 import pytest
 
 from checks import render, shiviz, trace
@@ -124,3 +125,27 @@ def test_the_python_snippet_replays_the_counterexample(variant: str) -> None:
     cut_short = trace.Trace(tr.header, tr.steps[:-1])
     with pytest.raises(AssertionError):
         exec(render.python_snippet(cut_short), {})
+
+
+def test_show_fills_in_the_states_an_implementation_log_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = variant_trace("commit_early")
+    log = trace.Trace(
+        attrs.evolve(full.header, source="impl", violation=None),
+        tuple(trace.TraceStep(s.step, s.actor, s.action, extra={"txn": "t1"}) for s in full.steps),
+    )
+    spec = REGISTRY["twophase"].make(variant="commit_early")
+    completed = trace.completed(log, spec)
+    assert completed is not None
+    assert [s.state for s in completed.steps] == [s.state for s in full.steps]
+    assert [s.received for s in completed.steps] == [s.received for s in full.steps]
+    assert all(s.extra == {"txn": "t1"} for s in completed.steps)
+    path = trace.write(log, tmp_path / "log.jsonl")
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("(states not recorded in the file")
+    assert "rm_state[r2]: working → committed" in out
+    # A log that is not a behaviour of the spec is shown as written.
+    wrong = trace.Trace(log.header, (log.steps[0], log.steps[3]))
+    assert trace.completed(wrong, spec) is None
