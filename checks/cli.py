@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from checks import cli_prove, cli_runtime, cli_trace
 from checks.explore import Explorer, Result, Stats, check_refinement_of
+from checks.parallel import ParallelExplorer
 from checks.params import UsageError, build_spec
 from checks.render import step_table, trace_text
 from checks.swarm import swarm
@@ -56,6 +57,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--max-depth", type=_positive_int, metavar="N", help="explore at most N states deep")
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
     p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
+    p_check.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="explore on N processes (checks/parallel.py; pays off when states are cheap to send)",
+    )
     p_check.add_argument("--json", action="store_true", help="print one JSON object")
     p_check.add_argument(
         "--trace-out", metavar="FILE", help="write a counterexample trace here (default: under .distcheck/traces/)"
@@ -135,17 +143,27 @@ def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool) -> Result:
     if args.refinement:
         if spec.refinement() is None:
             raise UsageError(f"spec {spec.name!r} declares no refinement mapping; drop --refinement")
+        if args.workers > 1:
+            raise UsageError("--refinement is checked by the sequential explorer; drop --workers")
         if args.symmetry:
             raise UsageError("--refinement is checked on unreduced states; drop --symmetry")
         return check_refinement_of(spec)
     show_progress = not quiet and sys.stderr.isatty()
-    explorer = Explorer(
-        spec,
-        symmetry=args.symmetry,
-        max_depth=args.max_depth,
-        check_deadlock=args.deadlock,
-        progress=_progress_printer() if show_progress else None,
-    )
+    progress = _progress_printer() if show_progress else None
+    explorer: Explorer | ParallelExplorer
+    if args.workers > 1:
+        explorer = ParallelExplorer(
+            spec,
+            workers=args.workers,
+            symmetry=args.symmetry,
+            max_depth=args.max_depth,
+            check_deadlock=args.deadlock,
+            progress=progress,
+        )
+    else:
+        explorer = Explorer(
+            spec, symmetry=args.symmetry, max_depth=args.max_depth, check_deadlock=args.deadlock, progress=progress
+        )
     result = explorer.run()
     if show_progress:
         sys.stderr.write("\r" + " " * 100 + "\r")

@@ -233,22 +233,28 @@ class Explorer:
         while self.parents[chain[-1]] != chain[-1]:
             chain.append(self.parents[chain[-1]])
         chain.reverse()
-        canon = self._canon
-        state = next(s for s in self.spec.init_states() if fingerprint(canon(s)) == chain[0])
-        steps = [Step(None, state)]
-        for target in chain[1:]:
-            for action, nxt in self.spec.successors(state):
-                if fingerprint(canon(nxt)) == target:
-                    steps.append(Step(action, nxt))
-                    state = nxt
-                    break
-            else:  # pragma: no cover - would mean next_state is not deterministic
-                raise RuntimeError("could not replay the path: next_state is not deterministic")
-        return steps
+        return replay_chain(self.spec, chain, self._canon)
 
     def witness(self, name: str) -> list[Step]:
         """A shortest behaviour reaching reachability property ``name``."""
         return self.path_to(self.reached[name])
+
+
+def replay_chain(spec: Spec[Any, Any], chain: Sequence[int], canon: Callable[[Any], Any]) -> list[Step]:
+    """Rebuild a behaviour from the fingerprints of its (canonical) states: start
+    from the initial state whose fingerprint is ``chain[0]`` and, at each step,
+    take the action whose canonical successor has the next fingerprint."""
+    state = next(s for s in spec.init_states() if fingerprint(canon(s)) == chain[0])
+    steps = [Step(None, state)]
+    for target in chain[1:]:
+        for action, nxt in spec.successors(state):
+            if fingerprint(canon(nxt)) == target:
+                steps.append(Step(action, nxt))
+                state = nxt
+                break
+        else:  # pragma: no cover - would mean next_state is not deterministic
+            raise RuntimeError("could not replay the path: next_state is not deterministic")
+    return steps
 
 
 def _refines_step(refinement: Any, state: Any, nxt: Any) -> bool:

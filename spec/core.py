@@ -192,8 +192,8 @@ def _int_fp(value: int) -> int:
 def _tuple_fp(value: tuple[object, ...]) -> int:
     h = _TUPLE_SEED
     for v in value:
-        h = _mix(h ^ _part_fingerprint(v))
-    return h
+        h = (h ^ _part_fingerprint(v)) * 0x100000001B3 & _MASK
+    return _mix(h)
 
 
 def _set_sum(values: Iterable[object]) -> int:
@@ -227,10 +227,12 @@ def _fingerprint_function(kind: type) -> Callable[[Any], int]:
         seed = _str_fp(kind.__name__)
 
         def compute(value: Any) -> int:
+            # Fields are folded with a multiply (order matters: it is not
+            # commutative) and mixed once at the end.
             h = seed
             for name in names:
-                h = _mix(h ^ _part_fingerprint(getattr(value, name)))
-            return h
+                h = (h ^ _part_fingerprint(getattr(value, name))) * 0x100000001B3 & _MASK
+            return _mix(h)
 
     else:
         raise TypeError(f"{kind.__name__} is not a spec value")

@@ -326,8 +326,13 @@ class PaxosCommit(Spec[PCState, PCAction]):
 
     def _evidence(self, s: PCState, ins: str, value: str) -> list[Chosen]:
         """Every (ballot, quorum) in which ``ins`` chose ``value``."""
-        found = [Chosen(ins, bal, q) for bal in self.ballots for q in self.quorums]
-        return [c for c in found if self._chosen_by(s, c, value)]
+        voters = _Index.of(s.msgs).voters
+        found = []
+        for bal in self.ballots:
+            voted = voters.get((ins, bal, value))
+            if voted is not None and len(voted) >= self.quorum_size:
+                found += [Chosen(ins, bal, q) for q in self.quorums if q <= voted]
+        return found
 
     def _commit_evidence(self, s: PCState) -> Iterator[tuple[Chosen, ...]]:
         """Each way of showing that the transaction may commit: one Chosen

@@ -1,0 +1,58 @@
+"""The parallel explorer finds what the sequential one finds."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.cli import main
+from checks.explore import Explorer
+from checks.parallel import ParallelExplorer
+from spec.registry import REGISTRY
+from tests.checks.test_explore import Counters, TwoCounters
+
+CORRECT = [("twophase", {}, False), ("twophase", {"rms": 5}, True), ("paxoscommit", {}, False), ("lock", {}, False)]
+
+
+@pytest.mark.parametrize("name,params,symmetry", CORRECT)
+def test_same_counts_as_the_sequential_explorer(name: str, params: dict[str, int], symmetry: bool) -> None:
+    spec = REGISTRY[name].make(None, **params)
+    one = Explorer(spec, symmetry=symmetry).run()
+    two = ParallelExplorer(spec, workers=2, symmetry=symmetry).run()
+    assert two.result == one.result == "ok"
+    assert (two.stats.distinct_states, two.stats.generated_states, two.stats.depth) == (
+        one.stats.distinct_states,
+        one.stats.generated_states,
+        one.stats.depth,
+    )
+    assert two.reached == one.reached
+
+
+@pytest.mark.parametrize("name,variant", [(n, v) for n in ("twophase", "paxoscommit") for v in REGISTRY[n].variants])
+def test_counterexamples_are_as_short_and_replay(name: str, variant: str) -> None:
+    spec = REGISTRY[name].make(variant=variant)
+    one = Explorer(spec).run().violation
+    two = ParallelExplorer(spec, workers=3).run().violation
+    assert one is not None and two is not None
+    assert (two.name, len(two.trace)) == (one.name, len(one.trace))
+    state = two.trace[0].state
+    for step in two.trace[1:]:
+        assert spec.next_state(state, step.action) == step.state
+        state = step.state
+    assert not next(inv for inv in spec.invariants() if inv.name == two.name).holds(state)
+
+
+def test_deadlock_depth_limit_and_unreached() -> None:
+    deadlock = ParallelExplorer(TwoCounters(2), workers=2, check_deadlock=True).run()
+    assert deadlock.result == "deadlock" and deadlock.violation is not None
+    assert deadlock.violation.trace[-1].state == Counters(2, 2)
+    cut = ParallelExplorer(TwoCounters(3), workers=2, max_depth=3).run()
+    assert cut.stats.distinct_states == 6 and cut.stats.depth == 3 and not cut.complete
+    unreached = ParallelExplorer(TwoCounters(3, bound=4), workers=2).run()
+    assert unreached.violation is not None and unreached.violation.kind == "unreached"
+
+
+def test_cli_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "twophase", "--workers", "2"]) == 0
+    assert "288 distinct states" in capsys.readouterr().out
+    assert main(["check", "twophase", "--workers", "2", "--refinement"]) == 2
+    assert "drop --workers" in capsys.readouterr().err
