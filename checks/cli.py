@@ -206,7 +206,12 @@ def result_json(
 
 
 def counterexample_trace(
-    spec_name: str, params: dict[str, Any], variant: str | None, result: Result, spec: Spec[Any, Any]
+    spec_name: str,
+    params: dict[str, Any],
+    variant: str | None,
+    result: Result,
+    spec: Spec[Any, Any],
+    source: str = "explorer",
 ) -> Trace | None:
     """The explorer's counterexample as a trace (None when there is none to show)."""
     v = result.violation
@@ -214,7 +219,7 @@ def counterexample_trace(
     if v is None or header_violation is None or not v.trace:
         return None
     return from_behaviour(
-        spec, v.trace, spec_name=spec_name, params=params, variant=variant, violation=header_violation
+        spec, v.trace, spec_name=spec_name, params=params, variant=variant, violation=header_violation, source=source
     )
 
 
@@ -281,7 +286,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
     else:
         result = _run(spec, args, quiet=args.json)
-    tr = counterexample_trace(entry.name, params, args.variant, result, spec)
+    tr = counterexample_trace(entry.name, params, args.variant, result, spec, "swarm" if args.swarm else "explorer")
     written = write_counterexample(tr, args.trace_out) if tr is not None else None
     if args.json:
         out = result_json(entry.name, params, args.variant, args.symmetry, result, spec)

@@ -123,7 +123,11 @@ def show_json(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(show_json(v) for v in value) + "]"
     if is_record(value):
-        args = [show_json(v) for k, v in value.items() if k != "type"]
+        fields = [(k, v) for k, v in value.items() if k != "type"]
+        if len(fields) > 3:  # a wide record (a node's state) reads better with names
+            args = [f"{k}={show_json(v)}" for k, v in fields]
+        else:  # a message or action: short, like its str
+            args = [show_json(v) for _, v in fields]
         return f"{value['type']}({', '.join(args)})" if args else str(value["type"])
     if isinstance(value, dict) and set(value) == {"bag"}:
         return "⟅" + ", ".join(show_json(m) + ("" if n == 1 else f" ×{n}") for m, n in value["bag"]) + "⟆"

@@ -42,7 +42,7 @@ from spec.core import (
 
 FORMAT = "distcheck-trace"
 VERSION = 1
-SOURCES = ("explorer", "hypothesis", "fuzz", "simulate", "impl", "external")
+SOURCES = ("explorer", "swarm", "hypothesis", "fuzz", "simulate", "impl", "external")
 VIOLATION_KINDS = ("invariant", "deadlock", "refinement")
 
 # ------------------------------------------------------------------------- the model
@@ -648,8 +648,21 @@ def _short(value: Any) -> str:
 def path_text(change: Change) -> str:
     out = ""
     for key, kind in zip(change.path, change.kinds):
-        out += f".{key}" if kind == "field" else f"[{key}]"
+        out += f".{key}" if kind == "field" else f"[{_key_text(key)}]"
     return out.lstrip(".") or "state"
+
+
+def _key_text(key: PathKey) -> str:
+    """A map key as people write it: a composite key (stored as its JSON text)
+    becomes ``r1, a2`` rather than ``["r1", "a2"]``."""
+    if isinstance(key, str) and key[:1] == "[":
+        try:
+            parts = json.loads(key)
+        except ValueError:
+            return key
+        if isinstance(parts, list) and all(isinstance(p, (str, int)) for p in parts):
+            return ", ".join(str(p) for p in parts)
+    return str(key)
 
 
 def violation_of(name: str, statement: str, kind: str) -> TraceViolation | None:
