@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from checks import cli_prove, cli_runtime, cli_trace
 from checks.explore import Explorer, Result, Stats, check_refinement_of
 from checks.parallel import ParallelExplorer
-from checks.params import UsageError, build_spec
+from checks.params import UsageError, build_spec, positive_int
 from checks.render import step_table, trace_text
 from checks.swarm import swarm
 from checks.trace import Trace, from_behaviour, violation_of
@@ -54,12 +54,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
     p_check.add_argument("--variant", help="check a deliberately broken variant")
     p_check.add_argument("--symmetry", action="store_true", help="reduce by the spec's symmetry")
-    p_check.add_argument("--max-depth", type=_positive_int, metavar="N", help="explore at most N states deep")
+    p_check.add_argument("--max-depth", type=positive_int, metavar="N", help="explore at most N states deep")
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
     p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
     p_check.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="explore on N processes (checks/parallel.py; pays off when states are cheap to send)",
@@ -69,9 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--trace-out", metavar="FILE", help="write a counterexample trace here (default: under .distcheck/traces/)"
     )
     swarm_group = p_check.add_argument_group("swarm search (randomized, not exhaustive; see checks/swarm.py)")
-    swarm_group.add_argument("--swarm", type=_positive_int, metavar="N", help="run N independent random searches")
-    swarm_group.add_argument("--walks", type=_positive_int, default=200, metavar="W", help="random walks per search")
-    swarm_group.add_argument("--walk-depth", type=_positive_int, default=40, metavar="D", help="steps per walk")
+    swarm_group.add_argument("--swarm", type=positive_int, metavar="N", help="run N independent random searches")
+    swarm_group.add_argument("--walks", type=positive_int, default=200, metavar="W", help="random walks per search")
+    swarm_group.add_argument("--walk-depth", type=positive_int, default=40, metavar="D", help="steps per walk")
     swarm_group.add_argument("--seed", type=int, default=0, help="seed of the first search (the others follow)")
     swarm_group.add_argument(
         "--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run the searches on"
@@ -82,16 +82,6 @@ def _build_parser() -> argparse.ArgumentParser:
     for module in (cli_trace, cli_prove, cli_runtime):
         module.register(sub)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------- list

@@ -23,7 +23,7 @@ from typing import Any
 
 from checks import render, shiviz, stateful, trace
 from checks.html import page as html_page
-from checks.params import UsageError, build_spec
+from checks.params import UsageError, build_spec, non_negative_int, positive_int
 from spec.core import Spec
 
 
@@ -45,32 +45,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_fuzz.add_argument("spec", help="spec name (see distcheck list)")
     p_fuzz.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
     p_fuzz.add_argument("--variant", help="fuzz a deliberately broken variant")
-    p_fuzz.add_argument("--examples", type=_count, default=1000, metavar="N", help="behaviours to try (default 1000)")
-    p_fuzz.add_argument("--steps", type=_count, default=20, metavar="N", help="steps per behaviour (default 20)")
-    p_fuzz.add_argument("--seed", type=_seed, metavar="S", help="make the run repeatable (default: drawn and shown)")
+    p_fuzz.add_argument(
+        "--examples", type=positive_int, default=1000, metavar="N", help="behaviours to try (default 1000)"
+    )
+    p_fuzz.add_argument("--steps", type=positive_int, default=20, metavar="N", help="steps per behaviour (default 20)")
+    p_fuzz.add_argument(
+        "--seed", type=non_negative_int, metavar="S", help="make the run repeatable (default: drawn and shown)"
+    )
     p_fuzz.add_argument("--trace-out", metavar="FILE", help="write a counterexample here (default .distcheck/traces/)")
     p_fuzz.add_argument("--json", action="store_true", help="print one JSON object")
     p_fuzz.set_defaults(handler=cmd_fuzz)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
 
 
 def use_colour() -> bool:

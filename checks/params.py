@@ -7,6 +7,7 @@ message on one line and exits 2.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -90,3 +91,23 @@ def build_spec(
         raise UsageError(f"parameters of {entry.name}: {exc}") from None
     full = {**entry.defaults(variant), **params}
     return entry, full, spec
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    return _int_at_least(text, 0, "a non-negative integer")
+
+
+def _int_at_least(text: str, lowest: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value

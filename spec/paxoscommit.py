@@ -202,10 +202,7 @@ class PCState:
 
 class LeaderAction(Action):
     __slots__ = ()
-
-    @property
-    def actor(self) -> str:
-        return "leader"
+    actor_name = "leader"
 
 
 @attrs.frozen

@@ -123,10 +123,7 @@ class TPState:
 
 class TMAction(Action):
     __slots__ = ()
-
-    @property
-    def actor(self) -> str:
-        return "tm"
+    actor_name = "tm"
 
 
 @attrs.frozen
