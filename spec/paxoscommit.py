@@ -475,12 +475,12 @@ class PaxosCommit(Spec[PCState, PCAction]):
         Acceptors are otherwise interchangeable, so handing the sorted signatures
         to a1, a2, ... gives one exact representative per orbit (two acceptors
         with equal signatures can be swapped without changing the state)."""
-        sent_by: dict[str, list[str]] = {acc: [] for acc in self.acceptors}
+        sent_by: dict[str, list[tuple[object, ...]]] = {acc: [] for acc in self.acceptors}
         for m in s.msgs.sent:
             if isinstance(m, Phase1bMsg):
-                sent_by[m.acc].append(f"1b{m.ins},{m.mbal},{m.bal},{m.val}")
+                sent_by[m.acc].append((1, m.ins, m.mbal, m.bal, m.val))
             elif isinstance(m, Phase2bMsg):
-                sent_by[m.acc].append(f"2b{m.ins},{m.bal},{m.val}")
+                sent_by[m.acc].append((2, m.ins, m.bal, 0, m.val))
         signature = {
             acc: (
                 tuple((x.mbal, x.bal, x.val) for x in (s.a_state[(ins, acc)] for ins in self.rms)),
@@ -489,6 +489,8 @@ class PaxosCommit(Spec[PCState, PCAction]):
             for acc in self.acceptors
         }
         order = sorted(self.acceptors, key=signature.__getitem__)
+        if all(signature[a] == signature[b] for a, b in zip(order, self.acceptors)):
+            return s  # already canonical: keep the state (and its fingerprint)
         return self._rename(s, dict(zip(order, self.acceptors)))
 
     def _rename(self, s: PCState, perm: dict[str, str]) -> PCState:
