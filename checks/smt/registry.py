@@ -24,6 +24,7 @@ from checks.params import UsageError, build_spec, find_spec, parse_params
 from checks.smt import crosscheck, induction, quorums
 from checks.smt.lock import LockEncoding
 from checks.smt.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
+from checks.smt.paxos import PaxosEncoding, VotingEncoding
 from checks.smt.system import Encoding
 from checks.smt.twophase import TCommitEncoding, TwoPhaseEncoding
 from spec.registry import ParamInfo
@@ -190,6 +191,8 @@ PROVABLE: dict[str, Target] = {
         SpecProof("twophase", TwoPhaseEncoding),
         SpecProof("tcommit", TCommitEncoding),
         SpecProof("lock", LockEncoding),
+        SpecProof("paxos", PaxosEncoding),
+        SpecProof("voting", VotingEncoding),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",
