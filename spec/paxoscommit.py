@@ -67,7 +67,8 @@ Variants
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import attrs
 
@@ -82,7 +83,6 @@ from spec.core import (
     name_set,
     param,
     short_text,
-    sorted_values,
 )
 from spec.twophase import (
     ABORTED,
@@ -298,6 +298,19 @@ class PaxosCommit(Spec[PCState, PCAction]):
         # acceptors contains one, so nothing is lost; TLC's generated-state count
         # of 16,959,159 is for these).
         self.quorums = tuple(frozenset(q) for q in itertools.combinations(self.acceptors, quorum_size))
+        self._a_keys = frozenset((ins, acc) for ins in self.rms for acc in self.acceptors)
+        self._steps: dict[type, Callable[[PCState, Any], PCState | None]] = {
+            RMPrepare: self._rm_vote,
+            RMChooseToAbort: self._rm_vote,
+            RMRcvCommitMsg: self._rm_rcv_commit,
+            RMRcvAbortMsg: self._rm_rcv_abort,
+            Phase1a: self._phase1a,
+            Phase2a: self._phase2a,
+            LeaderCommit: self._leader_commit,
+            LeaderAbort: self._leader_abort,
+            Phase1b: self._phase1b,
+            Phase2b: self._phase2b,
+        }
 
     def init_states(self) -> Iterable[PCState]:
         blank = AcceptorState(mbal=0, bal=-1, val=NONE)
@@ -379,60 +392,72 @@ class PaxosCommit(Spec[PCState, PCAction]):
                     yield Phase2b(acc, m)
 
     def next_state(self, s: PCState, a: PCAction) -> PCState | None:
-        match a:
-            case RMPrepare(rm) | RMChooseToAbort(rm):
-                if s.rm_state.get(rm) != WORKING:
-                    return None
-                vote = PREPARED if isinstance(a, RMPrepare) else ABORTED
-                return PCState(s.rm_state.set(rm, vote), s.a_state, s.msgs.send(Phase2aMsg(rm, 0, vote)))
-            case RMRcvCommitMsg(rm):
-                if rm not in s.rm_state or Commit() not in s.msgs:
-                    return None
-                return PCState(s.rm_state.set(rm, COMMITTED), s.a_state, s.msgs)
-            case RMRcvAbortMsg(rm):
-                if rm not in s.rm_state or Abort() not in s.msgs:
-                    return None
-                return PCState(s.rm_state.set(rm, ABORTED), s.a_state, s.msgs)
-            case Phase1a(bal, ins):
-                if bal not in self.ballots[1:] or ins not in self.rms:
-                    return None
-                return PCState(s.rm_state, s.a_state, s.msgs.send(Phase1aMsg(ins, bal)))
-            case Phase2a(bal, ins, quorum):
-                if bal not in self.ballots[1:] or ins not in self.rms or quorum not in self.quorums:
-                    return None
-                value = self._phase2a_value(s, bal, ins, quorum)
-                if value is None:
-                    return None
-                return PCState(s.rm_state, s.a_state, s.msgs.send(Phase2aMsg(ins, bal, value)))
-            case LeaderCommit(evidence):
-                if not self._is_commit_evidence(s, evidence):
-                    return None
-                return PCState(s.rm_state, s.a_state, s.msgs.send(Commit()))
-            case LeaderAbort(chosen):
-                if not self._chosen_by(s, chosen, ABORTED):
-                    return None
-                return PCState(s.rm_state, s.a_state, s.msgs.send(Abort()))
-            case Phase1b(acc, m):
-                key = (m.ins, acc)
-                if m not in s.msgs or key not in s.a_state or s.a_state[key].mbal >= m.bal:
-                    return None
-                mine = s.a_state[key]
-                bal, val = (-1, NONE) if self.variant == "forget_vote" else (mine.bal, mine.val)
-                return PCState(
-                    s.rm_state,
-                    s.a_state.set(key, AcceptorState(m.bal, mine.bal, mine.val)),
-                    s.msgs.send(Phase1bMsg(m.ins, m.bal, bal, val, acc)),
-                )
-            case Phase2b(acc, m):
-                key = (m.ins, acc)
-                if m not in s.msgs or key not in s.a_state or s.a_state[key].mbal > m.bal:
-                    return None
-                return PCState(
-                    s.rm_state,
-                    s.a_state.set(key, AcceptorState(m.bal, m.bal, m.val)),
-                    s.msgs.send(Phase2bMsg(acc, m.ins, m.bal, m.val)),
-                )
-        return None
+        # One named step per action (dispatching on the action's type is much
+        # cheaper than a match over nine classes, on 17 million steps).
+        step = self._steps.get(type(a))
+        return None if step is None else step(s, a)
+
+    def _rm_vote(self, s: PCState, a: RMPrepare | RMChooseToAbort) -> PCState | None:
+        if s.rm_state.get(a.rm) != WORKING:
+            return None
+        vote = PREPARED if isinstance(a, RMPrepare) else ABORTED
+        return PCState(s.rm_state.set(a.rm, vote), s.a_state, s.msgs.send(Phase2aMsg(a.rm, 0, vote)))
+
+    def _rm_rcv_commit(self, s: PCState, a: RMRcvCommitMsg) -> PCState | None:
+        if a.rm not in s.rm_state or Commit() not in s.msgs:
+            return None
+        return PCState(s.rm_state.set(a.rm, COMMITTED), s.a_state, s.msgs)
+
+    def _rm_rcv_abort(self, s: PCState, a: RMRcvAbortMsg) -> PCState | None:
+        if a.rm not in s.rm_state or Abort() not in s.msgs:
+            return None
+        return PCState(s.rm_state.set(a.rm, ABORTED), s.a_state, s.msgs)
+
+    def _phase1a(self, s: PCState, a: Phase1a) -> PCState | None:
+        if a.bal not in self.ballots[1:] or a.ins not in self.rms:
+            return None
+        return PCState(s.rm_state, s.a_state, s.msgs.send(Phase1aMsg(a.ins, a.bal)))
+
+    def _phase2a(self, s: PCState, a: Phase2a) -> PCState | None:
+        if a.bal not in self.ballots[1:] or a.ins not in self.rms or a.quorum not in self.quorums:
+            return None
+        value = self._phase2a_value(s, a.bal, a.ins, a.quorum)
+        if value is None:
+            return None
+        return PCState(s.rm_state, s.a_state, s.msgs.send(Phase2aMsg(a.ins, a.bal, value)))
+
+    def _leader_commit(self, s: PCState, a: LeaderCommit) -> PCState | None:
+        if not self._is_commit_evidence(s, a.evidence):
+            return None
+        return PCState(s.rm_state, s.a_state, s.msgs.send(Commit()))
+
+    def _leader_abort(self, s: PCState, a: LeaderAbort) -> PCState | None:
+        if not self._chosen_by(s, a.evidence, ABORTED):
+            return None
+        return PCState(s.rm_state, s.a_state, s.msgs.send(Abort()))
+
+    def _phase1b(self, s: PCState, a: Phase1b) -> PCState | None:
+        m, key = a.msg, (a.msg.ins, a.acc)
+        mine = s.a_state.get(key)
+        if mine is None or mine.mbal >= m.bal or m not in s.msgs:
+            return None
+        bal, val = (-1, NONE) if self.variant == "forget_vote" else (mine.bal, mine.val)
+        return PCState(
+            s.rm_state,
+            s.a_state.set(key, AcceptorState(m.bal, mine.bal, mine.val)),
+            s.msgs.send(Phase1bMsg(m.ins, m.bal, bal, val, a.acc)),
+        )
+
+    def _phase2b(self, s: PCState, a: Phase2b) -> PCState | None:
+        m, key = a.msg, (a.msg.ins, a.acc)
+        mine = s.a_state.get(key)
+        if mine is None or mine.mbal > m.bal or m not in s.msgs:
+            return None
+        return PCState(
+            s.rm_state,
+            s.a_state.set(key, AcceptorState(m.bal, m.bal, m.val)),
+            s.msgs.send(Phase2bMsg(a.acc, m.ins, m.bal, m.val)),
+        )
 
     # ------------------------------------------------------------ properties
 
@@ -448,7 +473,7 @@ class PaxosCommit(Spec[PCState, PCAction]):
         return (
             set(s.rm_state) == set(self.rms)
             and all(v in RM_STATES for v in s.rm_state.values())
-            and set(s.a_state) == {(i, a) for i in self.rms for a in self.acceptors}
+            and s.a_state.keys() == self._a_keys
             and all(
                 x.mbal in self.ballots and (x.bal == -1) == (x.val == NONE) and x.bal <= x.mbal
                 for x in s.a_state.values()
@@ -531,7 +556,15 @@ class _Index:
                 self.has_2a.add((m.ins, m.bal))
             elif isinstance(m, Phase2bMsg):
                 self.voters.setdefault((m.ins, m.bal, m.val), set()).add(m.acc)
-        self.ordered_1a_2a = sorted_values(m for m in msgs.sent if isinstance(m, (Phase1aMsg, Phase2aMsg)))
+        # A fixed order that needs no canonical texts: phase, instance, ballot, value.
+        ordered: list[tuple[tuple[int, str, int, str], Phase1aMsg | Phase2aMsg]] = []
+        for m in msgs.sent:
+            if isinstance(m, Phase1aMsg):
+                ordered.append(((1, m.ins, m.bal, ""), m))
+            elif isinstance(m, Phase2aMsg):
+                ordered.append(((2, m.ins, m.bal, m.val), m))
+        ordered.sort(key=lambda pair: pair[0])
+        self.ordered_1a_2a = [m for _, m in ordered]
 
     @classmethod
     def of(cls, msgs: MessageSet[Message]) -> _Index:
