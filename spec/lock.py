@@ -150,11 +150,12 @@ Variants (deliberately broken; each is a real mistake and each is caught)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import attrs
 
-from spec.core import Action, Crash, FrozenMap, Invariant, Reachable, Spec, param, sorted_values
+from spec.core import Action, Crash, FrozenMap, Invariant, Reachable, Spec, param, sorted_values, to_json
 
 IDLE, WAITING, HOLDING, LAPSED, CRASHED = "idle", "waiting", "holding", "lapsed", "crashed"
 STATUSES = (IDLE, WAITING, HOLDING, LAPSED, CRASHED)
@@ -506,6 +507,18 @@ class Lock(Spec[LockState, LockAction]):
                     return None
                 return self._with_client(s, c, attrs.evolve(s.clients[c], lag=s.clients[c].lag + 1))
         return None
+
+    def observe(self, s: LockState, a: LockAction) -> Mapping[str, Any] | None:
+        """What an implementation logs for a step (used by trace validation).
+
+        A client cannot see its own clock drift, and a crashed client logs nothing, so
+        Drift and Crash are left for validation to infer.  Every other step is logged
+        by its action alone, without the actor: each action names the client it is
+        about, and in a real service the server decides Acquire, Renew and Release
+        and ticks the clock, so it is the server that logs them."""
+        if isinstance(a, (Drift, Crash)):
+            return None
+        return {"action": to_json(a)}
 
     @staticmethod
     def _holder(s: LockState, c: str) -> Client | None:

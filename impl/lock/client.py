@@ -1,0 +1,332 @@
+"""The client library of the lock service: what a user's node calls.
+
+Where it sits: runs inside a user's runtime node (``impl.runtime.api.Context``) and
+talks to ``impl.lock.server.LockServer`` and ``impl.lock.storage.FencedStore`` by
+messages, so it works under the controlled scheduler and over TCP alike::
+
+    client = LockClient(ctx, session="worker-7")
+    storage = FencedStorage(client)
+    with client.lock("reports", ttl=5.0, timeout=10.0) as lease:
+        storage.write("report", data, lease)       # carries lease.token, the fencing token
+
+What it does for the user:
+
+- ``lock`` queues a request (re-sent every ``retry`` seconds, with the same request
+  id, so a lost message or a restarted server costs time, not a second place in the
+  queue) and raises ``LockTimeout`` after ``timeout`` seconds.  A request given up
+  on may still be granted later; the next ``lock`` of that name picks it up.
+- While the block runs, a background thread renews the lease every third of its
+  trusted time; a refused renewal means the lease is gone.
+- ``lease.valid()`` says whether the lease can still be trusted, by this node's own
+  clock; ``FencedStorage.write`` checks it and sends the token with the write, and
+  the storage service rejects tokens older than one it has accepted (``StaleToken``).
+- Leaving the block releases the lock (retried until the server confirms) and
+  raises ``LockLost`` if the lease was lost before the block ended: whatever the
+  block did after that was not protected by the lock, except writes that storage
+  fenced.
+
+How long a lease is trusted.  The client starts timing a lease when it *sends* the
+message the server answered (a grant made in answer to that Acquire, or a
+renewal), so time in flight is on the safe side.  The server guarantees ``(ttl -
+1) * tick`` seconds from the grant (``impl.lock.server``), and this node's clock
+may run slow by up to ``drift_bound`` (a fraction), so it trusts ``(ttl - 1) *
+tick * (1 - drift_bound)`` seconds of its own clock.  A grant pushed to a waiter
+when the lock came free answers no message it can time, so the client first renews
+it and trusts it from that renewal's send.
+
+It records the client's one spec step, ``Write`` (tagged with ``lock``), just
+before the write leaves; the server records the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+from impl.runtime.api import Context, Envelope, NodeCrashed, Queue
+
+CLIENT_VARIANTS = {
+    "no_drift_margin": "the client trusts its lease for the full ttl by its own clock",
+}
+
+
+class LockTimeout(Exception):
+    """The lock was not granted within the acquire timeout."""
+
+
+class LockLost(Exception):
+    """The lease ended (by the client's clock, or the server refused to renew it)
+    before the caller was done with the lock."""
+
+
+class StaleToken(Exception):
+    """The storage service rejected a write: a newer lease has written since."""
+
+
+@attrs.frozen
+class ClientTiming:
+    """Seconds on the client's own clock, and its drift bound."""
+
+    retry: float = 0.5  # between re-sent requests
+    drift_bound: float = 0.1  # the most this node's clock may run slow, as a fraction
+
+
+@attrs.define(eq=False)
+class Lease:
+    """A granted lock.  ``token`` is the fencing token to pass to storage."""
+
+    client: LockClient
+    name: str
+    token: int
+    trusted_for: float  # seconds of the client's clock a lease is trusted from its timing message
+    trust_until: float = 0.0
+    lost: bool = False
+    released: bool = False
+
+    def valid(self) -> bool:
+        """Whether the lease can still be trusted now, by this node's clock."""
+        return self.trusted_at(self.client.ctx.now())
+
+    def trusted_at(self, local_time: float) -> bool:
+        return not self.lost and not self.released and local_time < self.trust_until
+
+    def check(self) -> None:
+        if not self.valid():
+            raise LockLost(self.describe_loss())
+
+    def describe_loss(self) -> str:
+        why = "the server refused to renew it" if self.lost else "it ran out by this node's clock before a renewal"
+        return f"lease on lock {self.name!r} (fencing token {self.token}) is no longer held: {why}"
+
+
+class LockClient:
+    """A session with the lock server.  One per node incarnation: a restarted node
+    opens a new session (a new name), as a crashed client is a new client."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        session: str,
+        server: str = "server",
+        timing: ClientTiming = ClientTiming(),
+        variant: str | None = None,
+    ) -> None:
+        if variant is not None and variant not in CLIENT_VARIANTS:
+            raise ValueError(f"unknown client variant {variant!r}; allowed: {', '.join(CLIENT_VARIANTS)}")
+        self.ctx = ctx
+        self.session = session
+        self.server = server
+        self.timing = timing
+        self.variant = variant
+        self._grants: Queue = ctx.queue()
+        self._renewals: dict[tuple[str, int], Queue] = {}
+        self._releases: dict[tuple[str, int], Queue] = {}
+        self._results: dict[str, Queue] = {}
+        self._sent_at: dict[int, float] = {}  # attempt -> when it was sent, on this clock
+        self._attempts = 0
+        self._requests = 0
+        self._pending: dict[str, str] = {}  # lock -> id of a request that may still be open
+        self.held: dict[str, Lease] = {}
+        #: (lock, fencing token, write id) of every write this session sent, oldest first
+        self.sent_writes: list[tuple[str, int, str]] = []
+        ctx.spawn("lock-client", self._dispatch)
+
+    # ----------------------------------------------------------------- public
+
+    @contextmanager
+    def lock(self, name: str, ttl: float = 5.0, timeout: float | None = None) -> Iterator[Lease]:
+        """Hold lock ``name`` for the block; see the module docstring."""
+        lease = self.acquire(name, ttl, timeout)
+        try:
+            yield lease
+        except NodeCrashed:
+            raise
+        except BaseException:
+            self.release(lease)
+            raise
+        held = lease.valid()
+        self.release(lease)
+        if not held:
+            raise LockLost(lease.describe_loss() + "; the block's work after that was not protected by the lock")
+
+    def acquire(self, name: str, ttl: float = 5.0, timeout: float | None = None) -> Lease:
+        """Wait for lock ``name`` (at most ``timeout`` seconds) and return its lease,
+        renewed in the background until ``release``."""
+        deadline = None if timeout is None else self.ctx.now() + timeout
+        req = self._pending.get(name)
+        if req is None:
+            self._requests += 1
+            req = self._pending[name] = f"{self.session}/{self._requests}"
+        while True:
+            attempt = self._new_attempt()
+            self.ctx.send(
+                self.server,
+                {"type": "Acquire", "lock": name, "session": self.session, "req": req, "attempt": attempt, "ttl": ttl},
+            )
+            lease = self._await_grant(name, req, self._wait_end(deadline))
+            if lease is not None:
+                if self._confirm(lease, deadline):
+                    del self._pending[name]
+                    self.held[name] = lease
+                    self.ctx.spawn(f"renew-{name}-{lease.token}", functools.partial(self._renew_loop, lease))
+                    return lease
+                if lease.lost:  # the grant expired before it could be confirmed: ask anew
+                    self._requests += 1
+                    req = self._pending[name] = f"{self.session}/{self._requests}"
+                    continue
+            if deadline is not None and self.ctx.now() >= deadline:
+                raise LockTimeout(f"lock {name!r} not granted within {timeout} s (session {self.session})")
+
+    def release(self, lease: Lease) -> None:
+        """Give the lock back; returns once the server has confirmed it."""
+        if lease.released:
+            return
+        lease.released = True
+        self.held.pop(lease.name, None)
+        key = (lease.name, lease.token)
+        replies = self._releases.setdefault(key, self.ctx.queue())
+        try:
+            while True:
+                self.ctx.send(
+                    self.server, {"type": "Release", "lock": lease.name, "session": self.session, "token": lease.token}
+                )
+                if replies.get(timeout=self.timing.retry) is not None:
+                    return
+        finally:
+            self._releases.pop(key, None)
+
+    # ---------------------------------------------------------------- private
+
+    def _new_attempt(self) -> int:
+        self._attempts += 1
+        self._sent_at[self._attempts] = self.ctx.now()
+        return self._attempts
+
+    def _wait_end(self, deadline: float | None) -> float:
+        end = self.ctx.now() + self.timing.retry
+        return end if deadline is None else min(end, deadline)
+
+    def _trusted_for(self, ttl_ticks: int, tick: float) -> float:
+        if self.variant == "no_drift_margin":
+            return ttl_ticks * tick  # BROKEN: no room for the tick's granularity or a slow clock
+        return (ttl_ticks - 1) * tick * (1.0 - self.timing.drift_bound)
+
+    def _await_grant(self, name: str, req: str, until: float) -> Lease | None:
+        while (left := until - self.ctx.now()) > 0:
+            msg = self._grants.get(timeout=left)
+            if msg is None:
+                return None
+            if msg.get("lock") != name or msg.get("req") != req or msg.get("type") != "Granted":
+                continue  # an answer to an earlier request, since closed
+            lease = Lease(self, name, int(msg["token"]), self._trusted_for(int(msg["ttl_ticks"]), float(msg["tick"])))
+            sent = self._sent_at.get(msg.get("attempt")) if isinstance(msg.get("attempt"), int) else None
+            if sent is not None:
+                lease.trust_until = sent + lease.trusted_for
+            return lease
+        return None
+
+    def _confirm(self, lease: Lease, deadline: float | None) -> bool:
+        """Make sure the lease can be trusted, renewing it to time it if need be."""
+        self._renewals.setdefault((lease.name, lease.token), self.ctx.queue())
+        while not lease.valid():
+            if lease.lost or (deadline is not None and self.ctx.now() >= deadline):
+                self._renewals.pop((lease.name, lease.token), None)
+                return False
+            self._renew_once(lease)
+        return True
+
+    def _renew_once(self, lease: Lease) -> None:
+        replies = self._renewals[(lease.name, lease.token)]
+        attempt = self._new_attempt()
+        msg = {"type": "Renew", "lock": lease.name, "session": self.session, "token": lease.token, "attempt": attempt}
+        self.ctx.send(self.server, msg)
+        until = self.ctx.now() + min(self.timing.retry, lease.trusted_for / 3)
+        while (left := until - self.ctx.now()) > 0:
+            reply = replies.get(timeout=left)
+            if reply is None:
+                return
+            if reply.get("type") == "Refused":
+                lease.lost = True
+                return
+            sent = self._sent_at.get(reply.get("attempt")) if isinstance(reply.get("attempt"), int) else None
+            if sent is not None:  # any renewal answered is good evidence, even a late one
+                lease.trust_until = max(lease.trust_until, sent + lease.trusted_for)
+            if reply.get("attempt") == attempt:
+                return
+
+    def _renew_loop(self, lease: Lease) -> None:
+        try:
+            while not lease.released and not lease.lost:
+                self.ctx.sleep(lease.trusted_for / 3)
+                if lease.released or lease.lost:
+                    return
+                self._renew_once(lease)
+        finally:
+            self._renewals.pop((lease.name, lease.token), None)
+
+    def _dispatch(self) -> None:
+        """The node's mailbox belongs to the library: route each reply to whoever
+        waits for it."""
+        while True:
+            item = self.ctx.receive()
+            if not isinstance(item, Envelope):
+                continue
+            msg: dict[str, Any] = dict(item.msg)
+            kind = msg.get("type")
+            key = (str(msg.get("lock")), int(msg.get("token", 0) or 0))
+            if kind in ("Granted", "Busy"):
+                self._grants.put(msg)
+            elif kind in ("Renewed", "Refused"):
+                queue = self._renewals.get(key)
+                if queue is not None:
+                    queue.put(msg)
+            elif kind == "Released":
+                queue = self._releases.get(key)
+                if queue is not None:
+                    queue.put(msg)
+            elif kind == "WriteResult":
+                queue = self._results.get(str(msg.get("wid")))
+                if queue is not None:
+                    queue.put(msg)
+            else:
+                self.ctx.log(f"ignored {kind} from {item.src}")
+
+
+class FencedStorage:
+    """Writes to the fencing storage service (``impl.lock.storage``) under a lease."""
+
+    def __init__(self, client: LockClient, node: str = "storage") -> None:
+        self.client = client
+        self.node = node
+        self._writes = 0
+
+    def write(self, key: str, value: Any, lease: Lease) -> None:
+        """Store ``value`` under ``key`` with the lease's fencing token.  Raises
+        ``LockLost`` (nothing sent) if the lease cannot be trusted now, and
+        ``StaleToken`` if storage has accepted a newer token.  A sent write is
+        re-sent until storage answers: storage decides it once, whatever the copies."""
+        ctx, session = self.client.ctx, self.client.session
+        lease.check()
+        self._writes += 1
+        wid = f"{session}:{self._writes}"
+        replies = self.client._results.setdefault(wid, ctx.queue())
+        ctx.record({"type": "Write", "client": session}, lock=lease.name)
+        self.client.sent_writes.append((lease.name, lease.token, wid))
+        msg = {"type": "Write", "wid": wid, "lock": lease.name, "token": lease.token, "session": session}
+        msg.update(key=key, value=value)
+        try:
+            while True:
+                ctx.send(self.node, msg)
+                reply = replies.get(timeout=self.client.timing.retry)
+                if reply is not None:
+                    break
+        finally:
+            self.client._results.pop(wid, None)
+        if not reply["accepted"]:
+            raise StaleToken(
+                f"storage rejected the write of {key!r} with fencing token {lease.token}: a newer lease wrote"
+            )

@@ -1,0 +1,334 @@
+"""The lock server: named locks granted as leases with fencing tokens, first come,
+first served, with the whole lease table on durable storage.
+
+Where it sits: a runtime node (``LockServer(...).main``), written on
+``impl.runtime.api`` only; ``impl.lock.client`` talks to it, ``impl.lock.storage``
+checks the tokens it hands out.  It mirrors ``spec/lock.py`` without importing it:
+each step the spec names is recorded with ``ctx.record`` (``Acquire``, ``Grant``,
+``Renew``, ``Release``, ``Expire``, ``Tick``), tagged with ``lock`` (the lock's
+name), so ``distcheck validate lock --split lock`` checks the log.
+
+Time.  The server's clock is a tick counter, advanced by a timer every ``tick``
+seconds while it has leases, and a lease lasts ``ttl`` ticks of it: tick *n* of
+the counter is the spec's ``now == n``.  A lease granted at tick *g* expires when
+the counter reaches *g + ttl*; the first tick may come at once, so a lease is
+sure to last ``(ttl - 1) * tick`` seconds after the grant, which is what clients
+budget for (``impl.lock.client``).
+
+Durability.  Every change (a queued request, a grant, a renewal, a release, an
+expiry, a tick) is appended to the log and synced *before* it is recorded and
+before anyone hears of it, and recovery replays the log through the same
+``LockState.apply`` the live server uses, so a restarted server holds exactly the
+state it had acknowledged.  The tick counter is durable too and does not move
+while the server is down: every lease in the table runs out the rest of its time
+after the restart.  That is how a restarted server waits out the longest possible
+lease before granting again, without needing to know how long it was down (its
+monotonic clock, in free mode, started again from nothing).
+
+Model bounds.  ``horizon`` (the last tick) and ``max_requests`` (requests per lock)
+exist only so that a simulated run stays inside the finite model it is validated
+against (the spec's ``max_time`` and ``max_requests``); a real server leaves them
+None.  At the horizon the clock stops: nothing expires any more, which is safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from impl.runtime.api import Context, Envelope, Message, Storage, Timer
+
+#: Broken server variants (the implementation tests must catch them).
+SERVER_VARIANTS = {
+    "volatile_leases": "a restarted server forgets its lease table and grants again at once",
+}
+
+
+@attrs.define
+class LeaseRecord:
+    holder: str
+    granted_at: int
+    expires: int
+
+
+@attrs.define
+class Request:
+    """A session's open request on one lock: queued, then granted, until it is
+    released, refused a renewal, or (never) forgotten."""
+
+    token: int
+    req: str
+    ttl: int
+    granted: bool = False
+
+
+@attrs.define
+class LockTable:
+    """One named lock, as the spec's server sees it."""
+
+    issued: int = 0
+    last_granted: int = 0
+    queue: list[int] = attrs.field(factory=list)  # tokens, oldest request first
+    leases: dict[int, LeaseRecord] = attrs.field(factory=dict)
+    requests: dict[str, Request] = attrs.field(factory=dict)  # session -> its open request
+
+    def session_of(self, token: int) -> str | None:
+        return next((s for s, r in self.requests.items() if r.token == token), None)
+
+
+@attrs.define
+class LockState:
+    """Everything the server knows; ``apply`` is the only way it changes, both live
+    and when the log is replayed after a restart."""
+
+    now: int = 0
+    locks: dict[str, LockTable] = attrs.field(factory=dict)
+
+    def table(self, name: str) -> LockTable:
+        return self.locks.setdefault(name, LockTable())
+
+    def apply(self, record: dict[str, Any]) -> None:
+        op = record["op"]
+        if op == "tick":
+            self.now = int(record["now"])
+            return
+        table = self.table(str(record["lock"]))
+        token = int(record["token"])
+        if op == "acquire":
+            table.issued = token
+            table.queue.append(token)
+            table.requests[str(record["session"])] = Request(token, str(record["req"]), int(record["ttl"]))
+        elif op == "grant":
+            session = table.session_of(token)
+            assert session is not None
+            request = table.requests[session]
+            request.granted = True
+            table.queue.remove(token)
+            table.leases[token] = LeaseRecord(session, self.now, self.now + request.ttl)
+            table.last_granted = token
+        elif op == "renew":
+            session = table.session_of(token)
+            assert session is not None
+            table.leases[token].expires = self.now + table.requests[session].ttl
+        elif op == "close":  # a release, or a renewal refused: the session is done with it
+            table.leases.pop(token, None)
+            session = table.session_of(token)
+            if session is not None:
+                del table.requests[session]
+        elif op == "expire":
+            table.leases.pop(token, None)
+        else:  # pragma: no cover - the server writes no other record
+            raise ValueError(f"unknown lock server record {record!r}")
+
+    def live(self, lease: LeaseRecord) -> bool:
+        return self.now < lease.expires
+
+
+def recover(records: Iterable[dict[str, Any]]) -> LockState:
+    """The server's state after a restart, from its log records."""
+    state = LockState()
+    for record in records:
+        state.apply(record)
+    return state
+
+
+def forget_leases(state: LockState) -> None:
+    """BROKEN (``volatile_leases``): drop every grant, as a server whose lease table
+    lived in memory only would, and keep just the queue of waiters."""
+    for table in state.locks.values():
+        table.leases.clear()
+        for session in [s for s, r in table.requests.items() if r.granted]:
+            del table.requests[session]
+
+
+class LockServer:
+    """The lock server node.  ``state`` is its memory, rebuilt from its log at every
+    start.  ``tick`` is the clock's period in seconds."""
+
+    LOG = "leases"
+
+    def __init__(
+        self,
+        name: str = "server",
+        tick: float = 1.0,
+        *,
+        horizon: int | None = None,
+        max_requests: int | None = None,
+        variant: str | None = None,
+    ) -> None:
+        if variant is not None and variant not in SERVER_VARIANTS:
+            raise ValueError(f"unknown server variant {variant!r}; allowed: {', '.join(SERVER_VARIANTS)}")
+        if tick <= 0:
+            raise ValueError(f"tick must be positive, got {tick}")
+        self.name = name
+        self.tick = tick
+        self.horizon = horizon
+        self.max_requests = max_requests
+        self.variant = variant
+        self.state = LockState()
+        self.clients: dict[str, str] = {}
+        self._clock_armed = False
+
+    # ------------------------------------------------------------------ running
+
+    def main(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.log: Storage = ctx.storage(self.LOG)
+        self.state = recover(self.log.records())
+        if self.variant == "volatile_leases":
+            forget_leases(self.state)
+        self._clock_armed = False
+        # Session -> the node it last wrote from; memory only: after a restart a
+        # waiter learns of its grant when it asks again, as it does periodically.
+        self.clients = {}
+        for name in sorted(self.state.locks):
+            self._grant_next(name, None)
+        self._arm_clock()
+        while True:
+            item = ctx.receive()
+            if isinstance(item, Timer) and item.name == "tick":
+                self._clock_armed = False
+                self._on_tick()
+            elif isinstance(item, Envelope):
+                self._on_message(item.src, item.msg)
+
+    def _commit(self, record: dict[str, Any], action: dict[str, Any], lock: str) -> None:
+        """Make a change durable, then apply it, then log the spec step; whatever the
+        caller sends afterwards leaves after all three."""
+        self.log.append(record)
+        self.log.sync()
+        self.state.apply(record)
+        self.ctx.record(action, lock=lock)
+
+    def _arm_clock(self) -> None:
+        """The clock ticks only while some lease may still need to expire; an idle
+        server waits for messages alone (and a simulated run can end)."""
+        has_leases = any(t.leases for t in self.state.locks.values())
+        at_horizon = self.horizon is not None and self.state.now >= self.horizon
+        if has_leases and not at_horizon and not self._clock_armed:
+            self.ctx.set_timer("tick", self.tick)
+            self._clock_armed = True
+
+    def _on_tick(self) -> None:
+        if self.horizon is not None and self.state.now >= self.horizon:
+            return
+        now = self.state.now + 1
+        self.log.append({"op": "tick", "now": now})
+        self.log.sync()
+        self.state.apply({"op": "tick", "now": now})
+        for name in sorted(self.state.locks):
+            self.ctx.record({"type": "Tick"}, lock=name)
+        for name in sorted(self.state.locks):
+            table = self.state.locks[name]
+            for token in sorted(table.leases):
+                if not self.state.live(table.leases[token]):
+                    self._commit(
+                        {"op": "expire", "lock": name, "token": token}, {"type": "Expire", "token": token}, name
+                    )
+            self._grant_next(name, None)
+        self._arm_clock()
+
+    # ----------------------------------------------------------------- messages
+
+    def _on_message(self, src: str, msg: Message) -> None:
+        kind = msg.get("type")
+        try:
+            name, session = str(msg["lock"]), str(msg["session"])
+        except KeyError:
+            self.ctx.log(f"ignored {kind} from {src}: no lock or session")
+            return
+        if kind == "Acquire":
+            self._on_acquire(src, name, session, msg)
+        elif kind == "Renew":
+            self._on_renew(src, name, session, int(msg["token"]), msg.get("attempt"))
+        elif kind == "Release":
+            self._on_release(src, name, session, int(msg["token"]))
+        else:
+            self.ctx.log(f"ignored {kind} from {src}")
+
+    def _on_acquire(self, src: str, name: str, session: str, msg: Message) -> None:
+        table = self.state.table(name)
+        req = str(msg["req"])
+        open_request = table.requests.get(session)
+        if open_request is not None:
+            if open_request.req != req:
+                # The session still holds (or waits for) this lock under another
+                # request; the client library never does that.  Say so, change nothing.
+                self.ctx.send(src, {"type": "Busy", "lock": name, "req": req, "token": open_request.token})
+            elif open_request.granted:
+                # A retried request for a lock already granted: the grant again, but
+                # without an attempt to time it from, since it is older than this copy.
+                self._send_grant(src, name, open_request, None)
+            return
+        if self.max_requests is not None and table.issued >= self.max_requests:
+            self.ctx.log(f"model bound: no more than {self.max_requests} requests on {name}")
+            return
+        # At least two ticks: a lease is only sure to last ttl - 1 of them.
+        ttl = max(2, math.ceil(float(msg.get("ttl", 2 * self.tick)) / self.tick - 1e-9))
+        token = table.issued + 1
+        record = {"op": "acquire", "lock": name, "token": token, "session": session, "req": req, "ttl": ttl}
+        self._commit(record, {"type": "Acquire", "client": session}, name)
+        self.clients[session] = src
+        self._grant_next(name, (session, msg.get("attempt")))
+
+    def _grant_next(self, name: str, asking: tuple[str, Any] | None) -> None:
+        """Grant ``name`` to its oldest waiter if no lease on it is live.  ``asking``
+        is the session whose request is being handled, with the attempt number it
+        sent: a grant made in answer to that very message can be timed from it."""
+        table = self.state.table(name)
+        if not table.queue or any(self.state.live(lease) for lease in table.leases.values()):
+            return
+        token = table.queue[0]
+        session = table.session_of(token)
+        assert session is not None
+        self._commit({"op": "grant", "lock": name, "token": token}, {"type": "Grant", "client": session}, name)
+        attempt = asking[1] if asking is not None and asking[0] == session else None
+        client = self.clients.get(session)
+        if client is not None:  # else it learns when it asks again
+            self._send_grant(client, name, table.requests[session], attempt)
+        self._arm_clock()
+
+    def _send_grant(self, dst: str, name: str, request: Request, attempt: Any) -> None:
+        self.ctx.send(
+            dst,
+            {
+                "type": "Granted",
+                "lock": name,
+                "req": request.req,
+                "token": request.token,
+                "ttl_ticks": request.ttl,
+                "tick": self.tick,
+                "attempt": attempt,
+            },
+        )
+
+    def _on_renew(self, src: str, name: str, session: str, token: int, attempt: Any) -> None:
+        table = self.state.table(name)
+        request = table.requests.get(session)
+        if request is None or request.token != token or not request.granted:
+            # Already released or refused (this is a late copy), or never granted.
+            self.ctx.send(src, {"type": "Refused", "lock": name, "token": token, "attempt": attempt})
+            return
+        lease = table.leases.get(token)
+        if lease is not None and self.state.live(lease):
+            self._commit({"op": "renew", "lock": name, "token": token}, {"type": "Renew", "client": session}, name)
+            self.ctx.send(
+                src,
+                {"type": "Renewed", "lock": name, "token": token, "attempt": attempt, "ttl_ticks": request.ttl},
+            )
+            return
+        # Expired: the lock may have passed on.  The session has lost it for good.
+        self._commit({"op": "close", "lock": name, "token": token}, {"type": "Renew", "client": session}, name)
+        self.ctx.send(src, {"type": "Refused", "lock": name, "token": token, "attempt": attempt})
+        self._grant_next(name, None)
+
+    def _on_release(self, src: str, name: str, session: str, token: int) -> None:
+        table = self.state.table(name)
+        request = table.requests.get(session)
+        if request is not None and request.token == token and request.granted:
+            self._commit({"op": "close", "lock": name, "token": token}, {"type": "Release", "client": session}, name)
+            self._grant_next(name, None)
+        self.ctx.send(src, {"type": "Released", "lock": name, "token": token})
