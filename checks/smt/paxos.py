@@ -148,6 +148,7 @@ class Vocabulary:
         self.quorums = [sorted(q) for q in voting.quorums]
         self.vote = vote
         self.promise = promise
+        self._choosable: dict[tuple[str, int, str], z3.BoolRef] = {}
 
     def did_not_vote_at(self, s: SymState, a: str, b: int) -> z3.BoolRef:
         return z3.And(*[z3.Not(self.vote(s, a, b, v)) for v in self.vals])
@@ -156,9 +157,17 @@ class Vocabulary:
         return z3.And(self.promise(s, a) > b, self.did_not_vote_at(s, a, b))
 
     def none_other_choosable_at(self, s: SymState, b: int, v: str) -> z3.BoolRef:
-        return z3.Or(
-            *[z3.And(*[z3.Or(self.vote(s, a, b, v), self.cannot_vote_at(s, a, b)) for a in q]) for q in self.quorums]
-        )
+        # Every vote's SafeAt repeats these formulas; z3 shares equal terms, but
+        # building them again in Python is what dominates Initiation at 7 acceptors.
+        key = (s.tag, b, v)
+        if key not in self._choosable:
+            self._choosable[key] = z3.Or(
+                *[
+                    z3.And(*[z3.Or(self.vote(s, a, b, v), self.cannot_vote_at(s, a, b)) for a in q])
+                    for q in self.quorums
+                ]
+            )
+        return self._choosable[key]
 
     def safe_at(self, s: SymState, b: int, v: str) -> z3.BoolRef:
         return z3.And(*[self.none_other_choosable_at(s, c, v) for c in range(b)])
