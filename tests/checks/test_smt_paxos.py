@@ -17,7 +17,7 @@ from checks.cli import main
 from checks.smt.crosscheck import cross_check, reachable_states
 from checks.smt.induction import obligations
 from checks.smt.obligations import FAILED, PROVED, Outcome, discharge
-from checks.smt.paxos import PaxosEncoding, VotingEncoding, max_bal
+from checks.smt.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
 from checks.smt.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
 from spec.core import Restart
 from spec.paxos import VARIANTS as PAXOS_VARIANTS
@@ -190,15 +190,13 @@ class ProposerIgnoresReports(PaxosEncoding):
     """Altered copy: Phase2a lets a proposer with a quorum of promises propose any
     value, whatever was reported (the spec's ignore_reported_value, in z3 only)."""
 
-    def transition(self, action: PaxosAction, s: SymState) -> Transition:
-        step = super().transition(action, s)
-        if isinstance(action, Phase2a):
-            self.variant, saved = "ignore_reported_value", self.variant
-            try:
-                return super().transition(action, s)
-            finally:
-                self.variant = saved
-        return step
+    def proposable(self, s: SymState, b: int, v: str) -> z3.BoolRef:
+        return z3.Or(
+            *[
+                z3.And(*[z3.Or(*[s[sent_1b(a, b, mb, mv)] for mb, mv in self.reports]) for a in q])
+                for q in self.words.quorums
+            ]
+        )
 
 
 class PromiseNotRecorded(PaxosEncoding):
