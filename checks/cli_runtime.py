@@ -246,9 +246,11 @@ class PausingChoices(ChoiceSource):
         nodes: Sequence[str],
         rng: random.Random,
         rate: float = 0.02,
-        advances: tuple[int, int] = (1, 4),
+        advances: tuple[int, int] = (1, 6),
+        at_send_rate: float = 0.1,
     ) -> None:
         self.inner = inner
+        self.at_send_rate = at_send_rate
         self.nodes = tuple(nodes)
         self.rng = rng
         self.rate = rate
@@ -262,7 +264,15 @@ class PausingChoices(ChoiceSource):
 
     def choose(self, options: Sequence[Choice]) -> int:
         runnable = sorted({self.node_of(o) for o in options} & set(self.nodes))
-        if runnable and self.rng.random() < self.rate:
+        # A pause strikes anywhere, but hurts most just before a message leaves (the
+        # client checked its lease, then stalls before its write goes out), so a
+        # node about to send is paused more often.
+        sending = sorted({self.node_of(o) for o in options if o.text.endswith("(send)")} & set(self.nodes))
+        if sending and self.rng.random() < self.at_send_rate:
+            runnable = sending
+        elif not (runnable and self.rng.random() < self.rate):
+            runnable = []
+        if runnable:
             node = self.rng.choice(runnable)
             if node not in self.paused:
                 self.paused[node] = self.rng.randint(*self.advances)

@@ -511,12 +511,13 @@ class Lock(Spec[LockState, LockAction]):
     def observe(self, s: LockState, a: LockAction) -> Mapping[str, Any] | None:
         """What an implementation logs for a step (used by trace validation).
 
-        A client cannot see its own clock drift, and a crashed client logs nothing, so
-        Drift and Crash are left for validation to infer.  Every other step is logged
-        by its action alone, without the actor: each action names the client it is
-        about, and in a real service the server decides Acquire, Renew and Release
-        and ticks the clock, so it is the server that logs them."""
-        if isinstance(a, (Drift, Crash)):
+        A client cannot see its own clock drift, so Drift is left for validation to
+        infer.  Every other step is logged by its action alone, without the actor:
+        each action names the client it is about, and in a real service the server
+        decides Acquire, Renew and Release and ticks the clock, so it is the server
+        that logs them.  (A crash need not be logged: a client that stops is, to
+        the spec, a client that takes no more steps.)"""
+        if isinstance(a, Drift):
             return None
         return {"action": to_json(a)}
 
