@@ -64,13 +64,13 @@ the vote; the same holds for Voting's ``unsafe_vote`` and
 
 Where z3 stops.  The encoding is quantifier-free: SafeAt expands into one
 disjunction per lower ballot over the quorums, the Paxos state has
-A · (B+1) · (B+2) · (V+1) one-bit 1b fields, and Next has B · (1+V) · (1+A)
+A · (B+1) · (B+2) · (V+1) one-bit 1b fields, and Next has (B+1) · (1+V) · (1+A)
 actions.  Consecution is one query over all of them, and its time grows with
 their product: 0.2 s at the default 3 acceptors, 2 values, ballots 0..1; about a
-minute at 7 / 3 / 0..3 and two minutes at 5 / 3 / 0..5 (both proved); at the
-spec's largest parameters, 7 acceptors, 5 values, ballots 0..5, z3 does not
-finish it in 600 s and reports unknown, while Initiation and Safety(Agreement)
-are still proved.  No step of the argument breaks: each single action's query
+minute at 7 / 3 / 0..3 and two minutes at 5 / 3 / 0..5 (both proved); at 7
+acceptors, 3 values, ballots 0..5 z3 does not finish it in 300 s, nor at the
+spec's largest parameters (7 / 5 / 0..5) in 600 s, and reports unknown, while
+Initiation and Safety(Agreement) are still proved.  No step of the argument breaks: each single action's query
 stays under half a second at 5 / 3 / 0..3, it is their number and the size of
 every SafeAt that grow.  Measurements in ``docs/proofs.md``.
 """
