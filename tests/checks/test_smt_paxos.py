@@ -95,7 +95,7 @@ def test_votinginv_proves_agreement(params: dict[str, int]) -> None:
 
 @pytest.mark.slow
 def test_paxosinv_proves_agreement_for_five_acceptors_three_values_four_ballots() -> None:
-    # About 20 s, nearly all of it Consecution (see docs/proofs.md for the sizes measured).
+    # About 8 s, nearly all of it Consecution (docs/proofs.md lists the sizes measured).
     outcomes = prove(paxos(acceptors=5, values=3, max_ballot=3))
     assert results(outcomes) == dict.fromkeys(outcomes, PROVED)
 
