@@ -20,6 +20,7 @@ from checks.params import build_spec
 from checks.validate import validate_events
 from impl.lock import server as lock_server
 from impl.runtime import Choice, ChoiceSource, Context, FaultPolicy, RandomChoices, Simulation, TraceLog
+from tests.impl.schedules import draw_option
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)
 WIRING = LockWiring()
@@ -157,13 +158,7 @@ class LockServiceUnderFaults(RuleBasedStateMachine):
         options = self.sim.options()
         if not options:
             return
-        ordinary = [i for i, o in enumerate(options) if not o.fault]
-        faults = [i for i, o in enumerate(options) if o.fault]
-        if faults and (not ordinary or data.draw(st.integers(0, 19), label="fault?") == 19):
-            pick = faults[data.draw(st.integers(0, len(faults) - 1), label="fault")]
-        else:
-            pick = ordinary[data.draw(st.integers(0, 255), label="step") % len(ordinary)]
-        self.sim.take(options, pick)
+        self.sim.take(options, draw_option(data, options))
 
     @rule(worker=st.sampled_from(["w1", "w2"]), advances=st.integers(1, 4))
     def pause(self, worker: str, advances: int) -> None:

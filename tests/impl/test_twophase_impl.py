@@ -20,6 +20,7 @@ from checks.validate import validate_events
 from impl import twophase
 from impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
 from spec.twophase import Config, TwoPhase
+from tests.impl.schedules import draw_option
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)
 WIRING = TwoPhaseWiring()
@@ -87,18 +88,7 @@ class TwoPhaseUnderFaults(RuleBasedStateMachine):
         options = self.sim.options()
         if not options:
             return
-        ordinary = [i for i, o in enumerate(options) if not o.fault]
-        faults = [i for i, o in enumerate(options) if o.fault]
-        # About one step in twenty is a fault (while the budget lasts); shrinking the
-        # first draw to 0 turns a fault back into an ordinary step.
-        if faults and (not ordinary or data.draw(st.integers(0, 19), label="fault?") == 19):
-            pick = faults[data.draw(st.integers(0, len(faults) - 1), label="fault")]
-        else:
-            # Modulo a wide range rather than integers(0, n - 1): hypothesis favours
-            # the ends of a range, and the last ordinary option is advancing the
-            # clock, which would then fire every timeout early.
-            pick = ordinary[data.draw(st.integers(0, 255), label="step") % len(ordinary)]
-        self.sim.take(options, pick)
+        self.sim.take(options, draw_option(data, options))
 
     @invariant()
     def atomic(self) -> None:
