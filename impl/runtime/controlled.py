@@ -16,22 +16,28 @@ in a fixed order, and asks the choice source to pick one:
 ``run``               resume a thread whose wait is satisfied
 ``deliver``           move a message from the network into its receiver's mailbox
                       (without ``reorder``, only the oldest message of each
-                      sender→receiver channel; a node that is down loses it)
+                      sender→receiver channel; a node that is down loses it, and
+                      so does the network when the message crosses a partition)
 ``advance``           move virtual time to the next timer or timeout deadline
 ``restart``           bring a crashed node back: ``main`` runs again from the top
+``heal``              end the partition in force: every node reaches every other
 ``drop``              fault: lose a message in flight
 ``duplicate``         fault: deliver a message in flight one extra time
 ``crash``             fault: stop a node; its threads unwind with ``NodeCrashed``,
                       its mailbox and timers are lost, and its storage loses every
                       record appended but not synced
+``partition``         fault: cut one node off from every other node (one partition
+                      at a time: a minority/majority split is what small clusters
+                      need); a message crossing the cut is lost when delivered,
+                      and a node still reaches itself
 ====================  ==============================================================
 
 Faults are allowed during the first ``fault_steps`` steps, within the policy's
-budgets; afterwards the run heals (every crashed node is restarted before anything
-else happens) so that a protocol's recovery and termination can be checked.  Yield points come *before*
-the operation: what a thread does between two yield points happens atomically,
-which is what lets a node make a record durable and log its trace step with no
-crash in between.
+budgets; afterwards the run heals (the partition is healed, then every crashed node
+is restarted, before anything else happens) so that a protocol's recovery and
+termination can be checked.  Yield points come *before* the operation: what a
+thread does between two yield points happens atomically, which is what lets a node
+make a record durable and log its trace step with no crash in between.
 
 The run ends when a check fails (``check`` after every step, ``final_check`` at the
 end), a thread raises, nothing is enabled, or ``max_steps`` is reached.  Nothing
@@ -72,7 +78,7 @@ from impl.runtime.storage import DurableLog, read_log
 from impl.runtime.strategies import Choice, ChoiceSource
 from impl.runtime.tracelog import TraceLog
 
-FAULTS = ("crash", "drop", "duplicate", "reorder")
+FAULTS = ("crash", "drop", "duplicate", "reorder", "partition")
 
 
 @attrs.frozen
@@ -83,9 +89,11 @@ class FaultPolicy:
     drop: bool = False
     duplicate: bool = False
     reorder: bool = False
+    partition: bool = False
     max_crashes: int = 3
     max_drops: int = 4
     max_duplicates: int = 4
+    max_partitions: int = 2
     #: nodes that may crash (None: every node)
     crashable: tuple[str, ...] | None = None
 
@@ -140,13 +148,14 @@ class RunResult:
     def render(self, compact: bool = False) -> str:
         """The run as a readable trace: each step's choice, then, indented, the
         protocol steps it recorded.  ``compact`` keeps only the steps that recorded
-        something, injected a fault, crashed or restarted a node (and the last one),
-        and says how many ordinary steps lie between them."""
+        something, injected a fault, restarted a node or healed a partition (and the
+        last one), and says how many ordinary steps lie between them."""
         lines = []
         width = len(str(len(self.schedule)))
         skipped = 0
         for s in self.schedule:
-            shown = s.events or s.notes or s.choice.fault or s.choice.kind == "restart" or s is self.schedule[-1]
+            shown = s.events or s.notes or s.choice.fault or s.choice.kind in ("restart", "heal")
+            shown = shown or s is self.schedule[-1]
             if compact and not shown:
                 skipped += 1
                 continue
@@ -251,7 +260,9 @@ class Simulation:
         self.network: list[_Packet] = []
         #: every message ever sent, as (sender, receiver, message)
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
-        self.crashes = self.drops = self.duplicates = 0
+        self.crashes = self.drops = self.duplicates = self.partitions = 0
+        #: the node cut off from every other node by the partition in force, if any
+        self.isolated: str | None = None
         self.schedule: list[StepRecord] = []
         self._seq = 0
         self._back = threading.Semaphore(0)
@@ -270,6 +281,10 @@ class Simulation:
 
     def is_up(self, node: str) -> bool:
         return self.nodes[node].up
+
+    def cut(self, src: str, dst: str) -> bool:
+        """Whether the partition in force separates ``src`` from ``dst``."""
+        return self.isolated is not None and src != dst and self.isolated in (src, dst)
 
     def durable_records(self, node: str, log: str) -> list[dict[str, Any]]:
         """The records of ``node``'s log ``log`` that a crash now would keep."""
@@ -387,11 +402,16 @@ class Simulation:
 
     def _options(self, faulty: bool) -> list[Choice]:
         out: list[Choice] = []
+        heal = Choice("heal", "network", "heal the partition")
         down = [node for node in self.nodes.values() if not node.up]
-        if down and not faulty:
-            # Healing: once faults are over, crashed nodes come back first, so that
-            # recovery and termination are checked however the choices fall.
-            return [Choice("restart", node.name, f"restart {node.name}") for node in down]
+        if not faulty:
+            # Healing: once faults are over, the network is whole again and crashed
+            # nodes come back first, so that recovery and termination are checked
+            # however the choices fall.
+            if self.isolated is not None:
+                return [heal]
+            if down:
+                return [Choice("restart", node.name, f"restart {node.name}") for node in down]
         for node in self.nodes.values():
             for t in node.live_threads():
                 if self._enabled(t):
@@ -406,6 +426,8 @@ class Simulation:
         for node in self.nodes.values():
             if not node.up:
                 out.append(Choice("restart", node.name, f"restart {node.name}"))
+        if self.isolated is not None:
+            out.append(heal)
         if not faulty:
             return out
         f = self.faults
@@ -418,6 +440,9 @@ class Simulation:
             for node in self.nodes.values():
                 if node.up and (f.crashable is None or node.name in f.crashable):
                     out.append(Choice("crash", node.name, f"crash {node.name}", fault=True))
+        if f.partition and self.partitions < f.max_partitions and self.isolated is None and len(self.nodes) > 1:
+            for node in self.nodes.values():
+                out.append(Choice("partition", node.name, f"isolate {node.name}", fault=True))
         return out
 
     # ---------------------------------------------------------------- apply
@@ -429,7 +454,9 @@ class Simulation:
         elif kind == "deliver":
             p = self._take(choice.agent)
             dst = self.nodes[p.dst]
-            if dst.up:
+            if self.cut(p.src, p.dst):
+                self._pending_notes.append(f"lost: {self.isolated} is cut off")
+            elif dst.up:
                 dst.mailbox.append(Envelope(p.src, p.msg))
             else:
                 self._pending_notes.append(f"lost: {p.dst} is down")
@@ -448,6 +475,11 @@ class Simulation:
         elif kind == "crash":
             self._crash(self.nodes[choice.agent])
             self.crashes += 1
+        elif kind == "partition":
+            self.isolated = choice.agent
+            self.partitions += 1
+        elif kind == "heal":
+            self.isolated = None
         elif kind == "restart":
             node = self.nodes[choice.agent]
             node.up = True

@@ -1,5 +1,6 @@
 """The controlled runtime on its own: determinism, replay, virtual time, crashes
-losing unsynced writes, deadlock detection, PCT, locks and queues, the durable log."""
+losing unsynced writes, partitions, deadlock detection, PCT, locks and queues, the
+durable log."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from impl.runtime import (
     PCTChoices,
     RandomChoices,
     ReplayChoices,
+    RunResult,
     Simulation,
     Timer,
     TraceLog,
     run_simulation,
 )
+from impl.runtime.controlled import FAULTS
 from impl.runtime.storage import DurableLog, encode_record, read_log
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)
@@ -303,3 +306,232 @@ def test_crash_unwinds_the_nodes_threads() -> None:
     # (closing stops the threads the same way a crash does)
     assert unwound == ["main", "main"]
     assert [s.choice.kind for s in result.schedule][:3] == ["run", "crash", "restart"]
+
+
+# ------------------------------------------------------------------ partitions
+
+
+def partition_program(got: dict[str, list[str]]) -> dict[str, Callable[[Context], None]]:
+    """a sends one message to each of a, b and c; every node records what reaches it.
+    The tests cut a off (or c) before the messages are delivered."""
+
+    def sender(ctx: Context) -> None:
+        for dst in ("a", "b", "c"):
+            ctx.send(dst, {"type": "N", "to": dst})
+        receiver(ctx)
+
+    def receiver(ctx: Context) -> None:
+        while True:
+            item = ctx.receive()
+            assert isinstance(item, Envelope)
+            got[ctx.name].append(f"{item.src}→{item.msg['to']}")
+
+    return {"a": sender, "b": receiver, "c": receiver}
+
+
+def test_a_message_across_the_cut_is_lost_and_one_within_a_side_arrives() -> None:
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    # isolate c after a has sent everything (a's main: start, 3 sends), then deliver
+    sim = Simulation(
+        partition_program(got),
+        Scripted(
+            [
+                "run a.main (start)",
+                "run a.main",
+                "run a.main",
+                "run a.main",
+                "isolate c",
+                "deliver",
+                "deliver",
+                "deliver",
+            ]
+        ),
+        FaultPolicy(partition=True, max_partitions=1),
+    )
+    result = sim.run()
+    assert result.ok, result.render()
+    assert sim.partitions == 1
+    assert got == {"a": ["a→a"], "b": ["a→b"], "c": []}
+    lost = [note for s in result.schedule for note in s.notes]
+    assert lost == ["lost: c is cut off"]
+    # the cut shows in the rendered trace, also in compact form
+    for text in (result.render(), result.render(compact=True)):
+        assert "isolate c" in text and "(lost: c is cut off)" in text and "heal the partition" in text
+
+
+def test_the_isolated_side_reaches_only_itself() -> None:
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    sim = Simulation(
+        partition_program(got),
+        Scripted(
+            [
+                "run a.main (start)",
+                "isolate a",
+                "run a.main",
+                "run a.main",
+                "run a.main",
+                "deliver",
+                "deliver",
+                "deliver",
+            ]
+        ),
+        FaultPolicy(partition=True, max_partitions=1),
+    )
+    result = sim.run()
+    assert result.ok, result.render()
+    assert got == {"a": ["a→a"], "b": [], "c": []}
+    assert sorted(note for s in result.schedule for note in s.notes) == ["lost: a is cut off"] * 2
+    assert sim.cut("a", "b") is False  # healed by the end of the run
+    assert sim.isolated is None
+
+
+def test_heal_restores_delivery() -> None:
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    sim = Simulation(
+        partition_program(got),
+        Scripted(["run a.main (start)", "isolate b", "run a.main", "heal the partition", "run a.main", "run a.main"]),
+        FaultPolicy(partition=True, max_partitions=1),
+    )
+    # drive by hand to look at the state between steps
+    sim.start()
+    try:
+        cut_seen: list[bool] = []
+        while sim.result is None:
+            options = sim.options()
+            sim.take(options, sim.choices.choose(options))
+            cut_seen.append(sim.cut("a", "b"))
+        result = sim.result
+    finally:
+        sim.close()
+    assert result.ok, result.render()
+    assert cut_seen[:3] == [False, True, True] and not any(cut_seen[3:])
+    # the message sent to b while it was cut off was only delivered after the heal
+    assert got == {"a": ["a→a"], "b": ["a→b"], "c": ["a→c"]}
+    assert not any(s.notes for s in result.schedule)
+    kinds = [s.choice.kind for s in result.schedule]
+    assert kinds.index("partition") < kinds.index("heal") < kinds.index("deliver")
+    compact = result.render(compact=True)
+    assert "isolate b" in compact and "heal the partition" in compact
+
+
+def test_heal_is_an_ordinary_option_offered_only_while_a_partition_is_in_force() -> None:
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    sim = Simulation(partition_program(got), Scripted([]), FaultPolicy(partition=True))
+    sim.start()
+    try:
+        options = sim.options()
+        assert not any(o.kind == "heal" for o in options)
+        offered = [o for o in options if o.kind == "partition"]
+        assert [(o.agent, o.text, o.fault) for o in offered] == [
+            ("a", "isolate a", True),
+            ("b", "isolate b", True),
+            ("c", "isolate c", True),
+        ]
+        sim.take(options, options.index(offered[1]))
+        options = sim.options()
+        assert Choice("heal", "network", "heal the partition") in options
+        assert not any(o.kind == "partition" for o in options)  # one partition at a time
+    finally:
+        sim.close()
+
+
+def test_the_healing_phase_heals_the_partition_before_anything_else() -> None:
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    # isolate a at step 2, then fault_steps ends: the very next step must heal,
+    # though a's thread could run and nothing has been delivered yet
+    sim = Simulation(
+        partition_program(got),
+        Scripted(["run a.main (start)", "isolate a"]),
+        FaultPolicy(partition=True, crash=True),
+        fault_steps=2,
+    )
+    sim.start()
+    try:
+        for wanted in ("run a.main (start)", "isolate a"):
+            options = sim.options()
+            sim.take(options, next(i for i, o in enumerate(options) if o.text == wanted))
+        assert sim.isolated == "a"
+        assert sim.options() == [Choice("heal", "network", "heal the partition")]
+        sim.take(sim.options(), 0)
+        assert sim.isolated is None
+        assert not any(o.fault for o in sim.options())
+        while sim.result is None:
+            sim.take(sim.options(), 0)
+        result = sim.result
+    finally:
+        sim.close()
+    assert result.ok, result.render()
+    assert got == {"a": ["a→a"], "b": ["a→b"], "c": ["a→c"]}
+
+
+def test_the_healing_phase_heals_before_restarting_crashed_nodes() -> None:
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    sim = Simulation(
+        partition_program(got),
+        Scripted(["run a.main (start)", "crash b", "isolate c"]),
+        FaultPolicy(partition=True, crash=True),
+        fault_steps=3,
+    )
+    result = sim.run()
+    assert result.ok, result.render()
+    assert [s.choice.kind for s in result.schedule][:5] == ["run", "crash", "partition", "heal", "restart"]
+
+
+def test_the_partition_budget_is_respected() -> None:
+    def idle(ctx: Context) -> None:
+        ctx.sleep(100)
+
+    for budget in (0, 1, 3):
+        # always isolate someone when allowed, and heal at once
+        sim = Simulation(
+            {"a": idle, "b": idle, "c": idle},
+            Scripted(["isolate", "heal"] * 10),
+            FaultPolicy(partition=True, max_partitions=budget),
+        )
+        result = sim.run()
+        assert result.ok, result.render()
+        kinds = [s.choice.kind for s in result.schedule]
+        assert sim.partitions == budget
+        assert kinds.count("partition") == budget and kinds.count("heal") == budget
+        assert kinds[: 2 * budget] == ["partition", "heal"] * budget
+
+
+def test_partitions_are_not_offered_unless_the_policy_allows_them() -> None:
+    def idle(ctx: Context) -> None:
+        ctx.sleep(1)
+
+    for faults in (FaultPolicy(), FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)):
+        sim = Simulation({"a": idle, "b": idle}, Scripted([]), faults)
+        sim.start()
+        try:
+            assert not any(o.kind in ("partition", "heal") for o in sim.options())
+        finally:
+            sim.close()
+
+
+def test_a_partitioned_run_replays_exactly() -> None:
+    faults = FaultPolicy(partition=True, drop=True, max_partitions=3)
+
+    def run(choices: ChoiceSource) -> RunResult:
+        _, result = run_simulation(twophase.cluster(3).nodes(), choices, faults, trace=TraceLog("twophase"))
+        return result
+
+    runs = [run(RandomChoices(seed, fault_rate=0.3)) for seed in range(12)]
+    partitioned = [r for r in runs if any(s.choice.kind == "partition" for s in r.schedule)]
+    assert partitioned  # some seed does cut a node off
+    assert any("is cut off" in r.render() for r in partitioned)  # and loses a message to it
+    for first in partitioned:
+        replayed = run(ReplayChoices(first.indices))
+        assert replayed.render() == first.render()
+        assert replayed.trace.text() == first.trace.text()
+
+
+def test_fault_policy_parses_partition_and_rejects_unknown_faults() -> None:
+    policy = FaultPolicy.parse("partition")
+    assert policy.partition and not policy.crash and policy.max_partitions == 2
+    both = FaultPolicy.parse("crash, partition", max_partitions=5)
+    assert both.crash and both.partition and both.max_partitions == 5
+    assert both.names() == ["crash", "partition"]
+    assert "partition" in FAULTS
+    with pytest.raises(ValueError, match=r"unknown fault\(s\) partiton; allowed: .*partition"):
+        FaultPolicy.parse("crash,partiton")
