@@ -1,0 +1,610 @@
+"""Multi-Paxos: a replicated log with a stable leader, serving a key-value store.
+
+Where it sits: written on ``impl.runtime`` only, so the same code runs under the
+controlled scheduler (tests, ``distcheck simulate paxos``) and in free mode over
+TCP.  It mirrors ``spec/paxos.py`` without importing it: the log is a sequence of
+slots, each decided by one instance of single-decree Paxos, and every Paxos step
+is recorded with ``ctx.record`` in the spec's vocabulary (``Phase1a``, ``Phase1b``,
+``Phase2a``, ``Phase2b``), so that ``distcheck validate`` can check each slot
+against the spec (docs/paxos.md, "The replicated log", says how).
+
+Using it::
+
+    system = cluster(replicas=3, workloads={"c1": [put("x", 1), get("x")]})
+    # run system.nodes() in a runtime; or, inside any client node:
+    kv = KVClient(ctx, ["r1", "r2", "r3"])
+    kv.put("x", 1); kv.cas("x", 1, 2); kv.get("x")      # → "ok", True, 2
+
+Every replica ``r1..rN`` is an acceptor, a learner and a would-be leader, and
+applies the chosen log to its own copy of the key-value store.
+
+- **Ballots** are integers partitioned among replicas (ballot mod N is the
+  replica's index), so no two replicas share one.  A replica logs and syncs a
+  ballot before using it, and never reuses one after a restart: reusing a ballot
+  could put two different values in one ballot of one slot.
+- **Phase 1, once for all slots.**  A replica that has not heard from a leader
+  for its election timeout becomes a candidate: it sends ``Prepare(ballot, from)``
+  for every slot from its first unchosen one on.  An acceptor that has promised
+  no higher ballot promises this one (synced) and answers ``Promise`` with its
+  last vote in each of those slots; otherwise ``Nack`` with its promise.
+- **Phase 2, per slot.**  With a quorum of promises the candidate leads: in each
+  slot some promise reported a vote for, it proposes the value of the
+  highest-ballot vote reported; in a gap below the highest such slot it proposes
+  a no-op; every slot above is free for new commands.  Client commands take the
+  next free slot.  An acceptor votes (``Accept`` → ``Accepted``) for a ballot not
+  below its promise, syncing the vote first.  With a quorum of votes for one
+  ballot the value is chosen: the leader announces ``Chosen`` and applies it.
+- **Stable leader.**  The leader sends ``Heartbeat`` with its first unchosen slot;
+  a follower that hears one resets its election timer, and one that lags asks
+  for the missing entries (``CatchUp`` → ``Entries``).  A leader steps down when
+  it hears of a higher ballot.
+- **Commands and clients.**  A command carries its client and a sequence number;
+  the store applies each one at most once (a session table remembers the last
+  result per client), because a command can be chosen in two slots when a client
+  re-sends it to a new leader.  Reads go through the log too, so every result is
+  consistent with the log's one sequential order.
+- **Durability.**  An acceptor's promises and votes are synced before it answers
+  (the only state whose loss breaks safety); a proposer's ballots likewise.
+  Chosen entries are appended without a sync: a lost one is learned again from
+  the leader or, after a new election, from the acceptors' votes.
+
+Variants (deliberately broken, for the checks to catch)
+
+=========================  =======================================================
+``forgotten_vote``         An acceptor syncs its promises but keeps its votes in
+                           memory: after a crash it reports "no vote", and a new
+                           leader may choose another value in that slot.
+``ignore_reported_value``  A new leader does not re-propose the values reported in
+                           phase 1 and fills those slots with no-ops, overwriting
+                           values that may already be chosen.
+=========================  =======================================================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from impl.runtime.api import Context, Envelope, Message, Storage, Timer
+
+VARIANTS = {
+    "forgotten_vote": "an acceptor keeps its votes in memory only, so a crash forgets them",
+    "ignore_reported_value": "a new leader fills the slots reported in phase 1 with no-ops",
+}
+
+NOOP: dict[str, Any] = {"id": "noop"}
+FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
+
+
+@attrs.frozen
+class Timing:
+    """Seconds (virtual in controlled mode)."""
+
+    heartbeat: float = 1.0
+    #: a replica stands for election when it has heard from no leader or candidate
+    #: for ``election_timeout + index * election_stagger`` seconds (staggered, so that
+    #: replicas do not all stand at once), doubled after each candidacy that failed
+    election_timeout: float = 60.0
+    election_stagger: float = 30.0
+    #: how often a candidate or leader re-sends what has not been answered
+    retry: float = 1.0
+    client_retry: float = 10.0
+
+
+def _check_variant(variant: str | None) -> None:
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+
+
+def command_id(cmd: Mapping[str, Any]) -> str:
+    """The value a slot decides, as the trace names it: ``c1:3`` or ``noop``."""
+    return str(cmd["id"])
+
+
+# ------------------------------------------------------------------ state machine
+
+
+def apply_op(store: Mapping[str, Any], op: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The key-value store's sequential semantics: the new store and the result."""
+    key = str(op["key"])
+    kind = op["op"]
+    if kind == "get":
+        return dict(store), store.get(key)
+    if kind == "put":
+        return {**store, key: op["value"]}, "ok"
+    if kind == "cas":
+        if store.get(key) == op["expected"]:
+            return {**store, key: op["value"]}, True
+        return dict(store), False
+    raise ValueError(f"unknown operation {kind!r}; allowed: get, put, cas")
+
+
+def put(key: str, value: Any) -> dict[str, Any]:
+    return {"op": "put", "key": key, "value": value}
+
+
+def get(key: str) -> dict[str, Any]:
+    return {"op": "get", "key": key}
+
+
+def cas(key: str, expected: Any, value: Any) -> dict[str, Any]:
+    return {"op": "cas", "key": key, "expected": expected, "value": value}
+
+
+@attrs.define
+class KeyValueStore:
+    """The replicated state machine: the store and, per client, the last command
+    applied and its result (so a command chosen twice is applied once)."""
+
+    data: dict[str, Any] = attrs.field(factory=dict)
+    sessions: dict[str, tuple[int, Any]] = attrs.field(factory=dict)
+
+    def apply(self, cmd: Mapping[str, Any]) -> None:
+        if command_id(cmd) == NOOP["id"]:
+            return
+        client, seq = str(cmd["client"]), int(cmd["seq"])
+        last = self.sessions.get(client)
+        if last is not None and last[0] >= seq:
+            return  # already applied (chosen again in a later slot)
+        self.data, result = apply_op(self.data, cmd["op"])
+        self.sessions[client] = (seq, result)
+
+    def result(self, client: str, seq: int) -> tuple[bool, Any]:
+        """(applied?, result) of a client's command, if it is the last one applied."""
+        last = self.sessions.get(client)
+        if last is not None and last[0] == seq:
+            return True, last[1]
+        return False, None
+
+
+# ------------------------------------------------------------------------ replica
+
+
+class Replica:
+    """One replica.  Its memory is rebuilt from its logs at every start of ``main``.
+    ``learned`` (kept across restarts, for checkers) lists every (slot, command id)
+    this replica ever learned was chosen."""
+
+    ACCEPTOR_LOG = "acceptor"
+    CHOSEN_LOG = "chosen"
+
+    def __init__(self, name: str, peers: Sequence[str], timing: Timing = Timing(), variant: str | None = None) -> None:
+        _check_variant(variant)
+        if name not in peers:
+            raise ValueError(f"replica {name!r} is not among its peers {list(peers)}")
+        self.name = name
+        self.peers = tuple(peers)
+        self.index = self.peers.index(name)
+        self.quorum = len(self.peers) // 2 + 1
+        self.timing = timing
+        self.variant = variant
+        self.learned: list[tuple[int, str]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        # acceptor
+        self.promised = -1
+        self.votes: dict[int, tuple[int, dict[str, Any]]] = {}
+        # learner and state machine
+        self.chosen: dict[int, dict[str, Any]] = {}
+        self.applied = 0  # slots below this are chosen and applied
+        self.store = KeyValueStore()
+        # proposer
+        self.role = FOLLOWER
+        self.ballot = -1  # the ballot this replica leads or stands in
+        self.highest_seen = -1
+        self.leader: str | None = None
+        self.failed_candidacies = 0
+        self.from_slot = 0
+        self.promises: dict[str, dict[int, tuple[int, dict[str, Any]]]] = {}
+        self.proposals: dict[int, dict[str, Any]] = {}
+        self.accepts: dict[int, set[str]] = {}
+        self.next_slot = 0
+        self.waiting: dict[str, tuple[str, dict[str, Any]]] = {}  # command id → (client, command)
+
+    # ----------------------------------------------------------------- start
+
+    def main(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._reset()
+        self.acceptor_log: Storage = ctx.storage(self.ACCEPTOR_LOG)
+        self.chosen_log: Storage = ctx.storage(self.CHOSEN_LOG)
+        for r in self.acceptor_log.records():
+            if "promise" in r:
+                self.promised = max(self.promised, int(r["promise"]))
+            elif "ballot" in r:
+                self.highest_seen = max(self.highest_seen, int(r["ballot"]))
+            elif "vote" in r:
+                self.votes[int(r["vote"])] = (int(r["bal"]), dict(r["cmd"]))
+                self.promised = max(self.promised, int(r["bal"]))
+        self.highest_seen = max(self.highest_seen, self.promised)
+        for r in self.chosen_log.records():
+            self.chosen.setdefault(int(r["slot"]), dict(r["cmd"]))
+        self._apply_chosen()
+        self._arm_election()
+        while True:
+            item = ctx.receive()
+            if isinstance(item, Timer):
+                self._on_timer(item.name)
+            elif isinstance(item, Envelope):
+                self._on_message(item.src, item.msg)
+
+    def _arm_election(self) -> None:
+        """(Re)start the wait before standing: called at start, after standing, and
+        whenever a leader or candidate with a ballot not below our promise is heard."""
+        t = self.timing
+        backoff = 2 ** min(self.failed_candidacies, 4)
+        self.ctx.set_timer("election", (t.election_timeout + self.index * t.election_stagger) * backoff)
+
+    def _broadcast(self, msg: Message) -> None:
+        for peer in self.peers:
+            self.ctx.send(peer, msg)
+
+    # -------------------------------------------------------------- dispatch
+
+    def _on_timer(self, name: str) -> None:
+        if name == "election":
+            if self.role == CANDIDATE:
+                self.failed_candidacies += 1
+            if self.role != LEADER:
+                self._stand()
+            self._arm_election()
+        elif name == "heartbeat" and self.role == LEADER:
+            # Timers are armed before the sends: time may pass while a node is busy.
+            self.ctx.set_timer("heartbeat", self.timing.heartbeat)
+            self._broadcast({"type": "Heartbeat", "bal": self.ballot, "leader": self.name, "commit": self.applied})
+        elif name == "retry":
+            self._retry()
+
+    def _on_message(self, src: str, msg: Message) -> None:
+        kind = msg.get("type")
+        bal = int(msg.get("bal", -1))
+        if bal > self.highest_seen:
+            self.highest_seen = bal
+        if kind == "Prepare":
+            self._on_prepare(src, bal, int(msg["from"]))
+        elif kind == "Promise":
+            self._on_promise(str(msg["acc"]), bal, msg)
+        elif kind == "Nack":
+            self.highest_seen = max(self.highest_seen, int(msg["promised"]))
+            if self.role != FOLLOWER and int(msg["promised"]) > self.ballot:
+                self._step_down(None)
+        elif kind == "Accept":
+            self._on_accept(src, bal, int(msg["slot"]), dict(msg["cmd"]))
+        elif kind == "Accepted":
+            self._on_accepted(str(msg["acc"]), bal, int(msg["slot"]))
+        elif kind == "Chosen":
+            self._learn(int(msg["slot"]), dict(msg["cmd"]))
+        elif kind == "Heartbeat":
+            self._on_heartbeat(src, bal, int(msg["commit"]))
+        elif kind == "CatchUp":
+            entries = [[s, self.chosen[s]] for s in range(int(msg["from"]), int(msg["upto"])) if s in self.chosen]
+            if entries:
+                self.ctx.send(src, {"type": "Entries", "entries": entries})
+        elif kind == "Entries":
+            for slot, cmd in msg["entries"]:
+                self._learn(int(slot), dict(cmd))
+        elif kind == "Request":
+            self._on_request(src, dict(msg["cmd"]))
+        else:
+            self.ctx.log(f"ignored {kind} from {src}")
+
+    # -------------------------------------------------------------- acceptor
+
+    def _on_prepare(self, src: str, bal: int, from_slot: int) -> None:
+        if bal < self.promised:
+            self.ctx.send(src, {"type": "Nack", "bal": bal, "promised": self.promised})
+            return
+        if bal > self.promised:
+            self.acceptor_log.append({"promise": bal})
+            self.acceptor_log.sync()
+            self.promised = bal
+            self.ctx.record({"type": "Phase1b", "acceptor": self.name, "bal": bal}, from_slot=from_slot)
+            if self.role != FOLLOWER and bal > self.ballot:
+                self._step_down(None)
+            if src != self.name:
+                self._arm_election()  # a candidate is at work: give it time
+        # bal == promised: a repeated Prepare; the promise stands, answer again.
+        votes = [[slot, vb, cmd] for slot, (vb, cmd) in sorted(self.votes.items()) if slot >= from_slot]
+        self.ctx.send(src, {"type": "Promise", "bal": bal, "from": from_slot, "acc": self.name, "votes": votes})
+
+    def _on_accept(self, src: str, bal: int, slot: int, cmd: dict[str, Any]) -> None:
+        if bal < self.promised:
+            self.ctx.send(src, {"type": "Nack", "bal": bal, "promised": self.promised})
+            return
+        if self.votes.get(slot) != (bal, cmd):
+            if self.variant != "forgotten_vote":  # BROKEN in that variant: the vote is not durable
+                self.acceptor_log.append({"vote": slot, "bal": bal, "cmd": cmd})
+                self.acceptor_log.sync()
+            self.promised = bal
+            self.votes[slot] = (bal, cmd)
+            self.ctx.record({"type": "Phase2b", "acceptor": self.name, "bal": bal, "val": command_id(cmd)}, slot=slot)
+        if self.role != FOLLOWER and bal > self.ballot:
+            self._step_down(src)
+        if src != self.name:
+            self.leader = src
+            self._arm_election()
+        self.ctx.send(src, {"type": "Accepted", "bal": bal, "slot": slot, "acc": self.name, "val": command_id(cmd)})
+
+    # -------------------------------------------------------------- proposer
+
+    def _stand(self) -> None:
+        """Become a candidate with a fresh ballot, durable before it is used."""
+        round_ = max(self.highest_seen, self.ballot) // len(self.peers) + 1
+        ballot = round_ * len(self.peers) + self.index
+        self.acceptor_log.append({"ballot": ballot})
+        self.acceptor_log.sync()
+        self.role, self.ballot, self.highest_seen, self.leader = CANDIDATE, ballot, ballot, None
+        self.from_slot = self.applied
+        self.promises = {}
+        self.proposals, self.accepts = {}, {}
+        self.ctx.record({"type": "Phase1a", "bal": ballot}, from_slot=self.from_slot)
+        self.ctx.set_timer("retry", self.timing.retry)
+        self._broadcast({"type": "Prepare", "bal": ballot, "from": self.from_slot})
+
+    def _on_promise(self, acc: str, bal: int, msg: Message) -> None:
+        if self.role != CANDIDATE or bal != self.ballot or int(msg["from"]) != self.from_slot:
+            return
+        self.promises[acc] = {int(s): (int(vb), dict(cmd)) for s, vb, cmd in msg["votes"]}
+        if len(self.promises) >= self.quorum:
+            self._lead()
+
+    def _lead(self) -> None:
+        """Phase 1 is done: re-propose what the promises reported, fill the gaps."""
+        self.role, self.leader = LEADER, self.name
+        self.failed_candidacies = 0
+        self.ctx.set_timer("heartbeat", 0.0)
+        reported: dict[int, tuple[int, dict[str, Any]]] = {}
+        for votes in self.promises.values():
+            for slot, (vb, cmd) in votes.items():
+                if slot not in reported or vb > reported[slot][0]:
+                    reported[slot] = (vb, cmd)
+        top = max([*reported, *self.chosen, self.from_slot - 1])
+        self.next_slot = top + 1
+        for slot in range(self.from_slot, top + 1):
+            if slot in self.chosen:
+                continue
+            if slot in reported and self.variant != "ignore_reported_value":
+                self._propose(slot, reported[slot][1])
+            else:
+                self._propose(slot, NOOP)  # BROKEN in ignore_reported_value for reported slots
+        for key, (client, cmd) in list(self.waiting.items()):
+            done, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
+            if done:
+                del self.waiting[key]
+                self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+            else:
+                self._submit(client, cmd)
+
+    def _propose(self, slot: int, cmd: dict[str, Any]) -> None:
+        self.proposals[slot] = cmd
+        self.accepts[slot] = set()
+        self.ctx.record({"type": "Phase2a", "bal": self.ballot, "val": command_id(cmd)}, slot=slot)
+        self._broadcast({"type": "Accept", "bal": self.ballot, "slot": slot, "cmd": cmd})
+
+    def _on_accepted(self, acc: str, bal: int, slot: int) -> None:
+        if self.role != LEADER or bal != self.ballot or slot not in self.proposals:
+            return
+        self.accepts[slot].add(acc)
+        if len(self.accepts[slot]) >= self.quorum and slot not in self.chosen:
+            cmd = self.proposals[slot]
+            self._learn(slot, cmd)
+            self._broadcast({"type": "Chosen", "slot": slot, "cmd": cmd})
+
+    def _retry(self) -> None:
+        if self.role == FOLLOWER:
+            return
+        self.ctx.set_timer("retry", self.timing.retry)
+        if self.role == CANDIDATE:
+            for peer in self.peers:
+                if peer not in self.promises:
+                    self.ctx.send(peer, {"type": "Prepare", "bal": self.ballot, "from": self.from_slot})
+        elif self.role == LEADER:
+            for slot, cmd in sorted(self.proposals.items()):
+                if slot in self.chosen:
+                    continue
+                for peer in self.peers:
+                    if peer not in self.accepts[slot]:
+                        self.ctx.send(peer, {"type": "Accept", "bal": self.ballot, "slot": slot, "cmd": cmd})
+
+    def _step_down(self, leader: str | None) -> None:
+        self.role, self.leader = FOLLOWER, leader
+        self.proposals, self.accepts, self.promises = {}, {}, {}
+        self.ctx.cancel_timer("heartbeat")
+        self.ctx.cancel_timer("retry")
+
+    def _on_heartbeat(self, src: str, bal: int, commit: int) -> None:
+        if bal < self.promised or (self.role != FOLLOWER and bal <= self.ballot):
+            return
+        if self.role != FOLLOWER:
+            self._step_down(src)
+        self.leader = src
+        self.failed_candidacies = 0
+        self._arm_election()
+        if self.applied < commit:
+            self.ctx.send(src, {"type": "CatchUp", "from": self.applied, "upto": commit})
+
+    # --------------------------------------------------------------- clients
+
+    def _on_request(self, client: str, cmd: dict[str, Any]) -> None:
+        done, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
+        if done:
+            self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+        elif self.role == LEADER:
+            self.waiting[command_id(cmd)] = (client, cmd)
+            self._submit(client, cmd)
+        elif self.role == CANDIDATE:
+            self.waiting[command_id(cmd)] = (client, cmd)  # proposed once elected
+        else:
+            self.ctx.send(client, {"type": "Redirect", "seq": cmd["seq"], "leader": self.leader})
+
+    def _submit(self, client: str, cmd: dict[str, Any]) -> None:
+        if any(command_id(c) == command_id(cmd) for s, c in self.proposals.items() if s not in self.chosen):
+            return  # already in flight in this ballot
+        slot = self.next_slot
+        self.next_slot += 1
+        self._propose(slot, cmd)
+
+    # --------------------------------------------------------------- learner
+
+    def _learn(self, slot: int, cmd: dict[str, Any]) -> None:
+        if slot in self.chosen:
+            return
+        self.chosen[slot] = cmd
+        self.learned.append((slot, command_id(cmd)))
+        # No sync: a chosen entry lost in a crash is learned again (module docstring).
+        self.chosen_log.append({"slot": slot, "cmd": cmd})
+        self._apply_chosen()
+
+    def _apply_chosen(self) -> None:
+        while self.applied in self.chosen:
+            cmd = self.chosen[self.applied]
+            self.store.apply(cmd)
+            self.applied += 1
+            waiting = self.waiting.pop(command_id(cmd), None)
+            if waiting is not None:
+                client, _ = waiting
+                _, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
+                self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+
+
+# ------------------------------------------------------------------------- client
+
+
+@attrs.define
+class HistoryEntry:
+    client: str
+    op: dict[str, Any]
+    call: int
+    ret: int | None = None
+    result: Any = None
+
+
+class History:
+    """What clients invoked and what they were answered, in one real-time order
+    (a shared counter: in controlled mode one thread runs at a time; in free mode
+    the lock orders the events)."""
+
+    def __init__(self) -> None:
+        self.entries: list[HistoryEntry] = []
+        self._clock = 0
+        self._lock = threading.Lock()
+
+    def call(self, client: str, op: Mapping[str, Any]) -> HistoryEntry:
+        with self._lock:
+            self._clock += 1
+            entry = HistoryEntry(client, dict(op), self._clock)
+            self.entries.append(entry)
+            return entry
+
+    def ret(self, entry: HistoryEntry, result: Any) -> None:
+        with self._lock:
+            self._clock += 1
+            entry.ret, entry.result = self._clock, result
+
+
+class KVClient:
+    """The client API.  Each call blocks until the operation is applied and returns
+    its result, re-sending to the leader (or, without a hint, the next replica)
+    every ``retry`` seconds; a re-sent command is applied once."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        replicas: Sequence[str],
+        history: History | None = None,
+        retry: float = Timing().client_retry,
+    ) -> None:
+        self.ctx = ctx
+        self.name = ctx.name
+        self.replicas = tuple(replicas)
+        self.history = history
+        self.retry = retry
+        self.seq = 0
+        self.target = 0
+
+    def put(self, key: str, value: Any) -> Any:
+        return self.execute(put(key, value))
+
+    def get(self, key: str) -> Any:
+        return self.execute(get(key))
+
+    def cas(self, key: str, expected: Any, value: Any) -> Any:
+        return self.execute(cas(key, expected, value))
+
+    def execute(self, op: Mapping[str, Any]) -> Any:
+        apply_op({}, op)  # refuses an unknown operation here, not in every replica
+        self.seq += 1
+        cmd = {"id": f"{self.name}:{self.seq}", "client": self.name, "seq": self.seq, "op": dict(op)}
+        entry = self.history.call(self.name, op) if self.history is not None else None
+        while True:
+            self.ctx.send(self.replicas[self.target], {"type": "Request", "cmd": cmd})
+            deadline = self.ctx.now() + self.retry
+            redirected = False
+            while not redirected and (left := deadline - self.ctx.now()) > 0:
+                item = self.ctx.receive(timeout=left)
+                if not isinstance(item, Envelope) or item.msg.get("seq") != self.seq:
+                    continue
+                if item.msg.get("type") == "Reply":
+                    if entry is not None and self.history is not None:
+                        self.history.ret(entry, item.msg["result"])
+                    return item.msg["result"]
+                if item.msg.get("type") == "Redirect":
+                    hint = item.msg.get("leader")
+                    self.target = (
+                        self.replicas.index(hint) if hint in self.replicas else (self.target + 1) % len(self.replicas)
+                    )
+                    redirected = True
+            if not redirected:
+                self.target = (self.target + 1) % len(self.replicas)
+
+
+class Workload:
+    """A client node that runs ``ops`` one after another and keeps the results."""
+
+    def __init__(self, name: str, replicas: Sequence[str], ops: Sequence[Mapping[str, Any]], history: History) -> None:
+        self.name = name
+        self.replicas = tuple(replicas)
+        self.ops = [dict(op) for op in ops]
+        self.history = history
+        self.results: list[Any] = []
+
+    def main(self, ctx: Context) -> None:
+        client = KVClient(ctx, self.replicas, self.history)
+        self.results = []
+        for op in self.ops:
+            self.results.append(client.execute(op))
+
+
+@attrs.define
+class Cluster:
+    """Replicas and client workloads wired together: ``nodes()`` is what a runtime runs."""
+
+    replicas: list[Replica]
+    clients: list[Workload]
+    history: History
+
+    def nodes(self) -> dict[str, Callable[[Context], None]]:
+        out: dict[str, Callable[[Context], None]] = {r.name: r.main for r in self.replicas}
+        out.update({c.name: c.main for c in self.clients})
+        return out
+
+
+def cluster(
+    replicas: int = 3,
+    workloads: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+    variant: str | None = None,
+    timing: Timing = Timing(),
+) -> Cluster:
+    """Replicas ``r1..rN`` and one client node per workload (name → operations)."""
+    _check_variant(variant)
+    if replicas < 1:
+        raise ValueError(f"a cluster needs at least 1 replica, got {replicas}")
+    names = [f"r{i}" for i in range(1, replicas + 1)]
+    history = History()
+    workloads = workloads if workloads is not None else {"c1": [put("x", 1), get("x")]}
+    clients = [Workload(name, names, list(ops), history) for name, ops in workloads.items()]
+    return Cluster([Replica(n, names, timing, variant) for n in names], clients, history)
