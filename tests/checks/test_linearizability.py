@@ -1,0 +1,420 @@
+"""``checks.linearizability``: histories a sequential execution could produce are
+accepted with a witness that replays and respects real time; stale reads, double
+cas successes and lost updates are refused with a message naming the key and the
+operations; operations that never returned may or may not take effect; malformed
+input and oversized searches fail loudly instead of answering wrongly."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from checks.linearizability import (
+    HistoryTooLarge,
+    KeyValue,
+    Linearizability,
+    Operation,
+    check_history,
+    same_result,
+)
+
+
+def put(client: str, call: int, ret: int | None, key: str, value: Any) -> Operation:
+    return Operation(client, call, ret, {"op": "put", "key": key, "value": value}, "ok")
+
+
+def get(client: str, call: int, ret: int | None, key: str, result: Any) -> Operation:
+    return Operation(client, call, ret, {"op": "get", "key": key}, result)
+
+
+def cas(client: str, call: int, ret: int | None, key: str, expected: Any, value: Any, result: bool) -> Operation:
+    return Operation(client, call, ret, {"op": "cas", "key": key, "expected": expected, "value": value}, result)
+
+
+def assert_witness(history: Sequence[Operation], outcome: Linearizability) -> None:
+    """The witness is a linearization: every completed operation exactly once, an
+    operation that never returned at most once, the model gives each completed one
+    its recorded result, and no operation precedes one that returned before it was
+    invoked."""
+    assert outcome.ok, outcome.message
+    assert outcome.order is not None
+    order = outcome.order
+    ids = [id(o) for o in order]
+    assert len(ids) == len(set(ids))
+    assert set(ids) <= {id(o) for o in history}
+    assert {id(o) for o in history if o.ret is not None} <= set(ids)
+    model = KeyValue()
+    states: dict[Any, Any] = {}
+    for operation in order:
+        key = operation.op["key"]
+        states[key], result = model.step(states.get(key, model.init()), operation.op)
+        if operation.ret is not None:
+            assert same_result(result, operation.result), operation
+    for i, earlier in enumerate(order):
+        for later in order[i + 1 :]:
+            assert later.ret is None or later.ret >= earlier.call, (earlier, later)
+
+
+# --- sequential and concurrent histories ----------------------------------------------------------
+
+
+def sequential_history() -> list[Operation]:
+    return [
+        get("c1", 0, 1, "x", None),
+        put("c1", 2, 3, "x", 1),
+        get("c2", 4, 5, "x", 1),
+        cas("c2", 6, 7, "x", 1, 2, True),
+        cas("c1", 8, 9, "x", 1, 3, False),
+        get("c1", 10, 11, "x", 2),
+    ]
+
+
+def test_sequential_history_is_accepted_in_its_own_order() -> None:
+    history = sequential_history()
+    outcome = check_history(history)
+    assert_witness(history, outcome)
+    assert outcome.order == tuple(history)
+
+
+def test_sequential_history_with_a_wrong_final_read_is_refused() -> None:
+    history = [*sequential_history()[:-1], get("c1", 10, 11, "x", 3)]
+    outcome = check_history(history)
+    assert not outcome.ok
+    assert outcome.order is None
+    assert "c1 get(x) → 3 [call 10, ret 11]" in outcome.message
+    assert "the model answers 2" in outcome.message
+
+
+@pytest.mark.parametrize("seen", [1, 2])
+def test_concurrent_puts_can_be_ordered_either_way(seen: int) -> None:
+    history = [put("c1", 0, 3, "x", 1), put("c2", 1, 4, "x", 2), get("c3", 5, 6, "x", seen)]
+    outcome = check_history(history)
+    assert_witness(history, outcome)
+    assert outcome.order is not None
+    assert outcome.order[1].op["value"] == seen
+
+
+def test_a_read_of_a_value_neither_concurrent_put_wrote_is_refused() -> None:
+    history = [put("c1", 0, 3, "x", 1), put("c2", 1, 4, "x", 2), get("c3", 5, 6, "x", 3)]
+    assert not check_history(history).ok
+
+
+def test_a_read_concurrent_with_a_put_may_see_the_old_or_the_new_value() -> None:
+    for seen in (1, 2):
+        history = [put("c1", 0, 1, "x", 1), put("c1", 2, 5, "x", 2), get("c2", 3, 4, "x", seen)]
+        assert_witness(history, check_history(history))
+
+
+def test_stale_read_is_refused_naming_the_key_and_the_read() -> None:
+    history = [
+        put("c1", 0, 1, "x", 1),
+        put("c2", 2, 3, "x", 2),
+        get("c3", 4, 5, "x", 1),
+    ]
+    outcome = check_history(history)
+    assert not outcome.ok
+    assert "key x" in outcome.message
+    assert "c3 get(x) → 1 [call 4, ret 5]" in outcome.message
+    assert "\n" not in outcome.message
+
+
+def test_results_must_match_exactly_so_true_is_not_one() -> None:
+    history = [put("c1", 0, 1, "x", 1), get("c2", 2, 3, "x", True)]
+    assert not check_history(history).ok
+    assert check_history([put("c1", 0, 1, "x", 1), get("c2", 2, 3, "x", 1)]).ok
+
+
+# --- cas and lost updates -------------------------------------------------------------------------
+
+
+def test_cas_succeeding_twice_on_the_same_expected_value_is_refused() -> None:
+    history = [
+        put("c0", 0, 1, "x", 0),
+        cas("c1", 2, 5, "x", 0, 1, True),
+        cas("c2", 3, 6, "x", 0, 2, True),
+    ]
+    outcome = check_history(history)
+    assert not outcome.ok
+    assert "key x" in outcome.message
+    assert "cas(x, 0, 2) → True" in outcome.message or "cas(x, 0, 1) → True" in outcome.message
+
+
+def test_cas_race_with_one_winner_is_accepted() -> None:
+    history = [
+        put("c0", 0, 1, "x", 0),
+        cas("c1", 2, 5, "x", 0, 1, True),
+        cas("c2", 3, 6, "x", 0, 2, False),
+        get("c3", 7, 8, "x", 1),
+    ]
+    assert_witness(history, check_history(history))
+
+
+def counter_increments(second_cas_wins: bool, final: int) -> list[Operation]:
+    """Two clients increment a counter by read-then-cas; both read 0."""
+    return [
+        put("c0", 0, 1, "n", 0),
+        get("c1", 2, 3, "n", 0),
+        get("c2", 4, 5, "n", 0),
+        cas("c1", 6, 7, "n", 0, 1, True),
+        cas("c2", 8, 9, "n", 0, 1, second_cas_wins),
+        get("c3", 10, 11, "n", final),
+    ]
+
+
+def test_lost_update_through_cas_is_refused() -> None:
+    outcome = check_history(counter_increments(second_cas_wins=True, final=1))
+    assert not outcome.ok
+    assert "key n" in outcome.message
+    assert "c2 cas(n, 0, 1) → True [call 8, ret 9]" in outcome.message
+
+
+def test_increment_whose_cas_failed_is_accepted() -> None:
+    history = counter_increments(second_cas_wins=False, final=1)
+    assert_witness(history, check_history(history))
+
+
+def test_lost_update_seen_as_two_reads_disagreeing_on_the_last_write_is_refused() -> None:
+    history = [
+        put("c1", 0, 3, "x", 1),
+        put("c2", 1, 4, "x", 2),
+        get("c3", 5, 6, "x", 1),
+        get("c4", 7, 8, "x", 2),
+    ]
+    outcome = check_history(history)
+    assert not outcome.ok
+    assert "key x" in outcome.message
+
+
+# --- operations that never returned ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("took_effect", [True, False])
+def test_an_operation_that_never_returned_may_or_may_not_take_effect(took_effect: bool) -> None:
+    pending = put("c2", 2, None, "x", 2)
+    history = [
+        put("c1", 0, 1, "x", 1),
+        pending,
+        get("c3", 4, 5, "x", 2 if took_effect else 1),
+        get("c3", 6, 7, "x", 2 if took_effect else 1),
+    ]
+    outcome = check_history(history)
+    assert_witness(history, outcome)
+    assert outcome.order is not None
+    assert (pending in outcome.order) is took_effect
+
+
+def test_an_operation_that_never_returned_cannot_take_effect_before_its_call() -> None:
+    history = [put("c1", 0, 1, "x", 1), get("c3", 2, 3, "x", 2), put("c2", 5, None, "x", 2)]
+    outcome = check_history(history)
+    assert not outcome.ok
+    assert "c3 get(x) → 2 [call 2, ret 3]" in outcome.message
+
+
+def test_an_operation_that_never_returned_takes_effect_at_most_once() -> None:
+    history = [
+        put("c1", 0, 1, "x", 1),
+        put("c2", 2, None, "x", 2),
+        get("c3", 3, 4, "x", 2),
+        put("c1", 5, 6, "x", 1),
+        get("c3", 7, 8, "x", 2),
+    ]
+    assert not check_history(history).ok
+
+
+def test_the_result_of_an_operation_that_never_returned_is_ignored() -> None:
+    history = [put("c1", 0, 1, "x", 1), cas("c2", 2, None, "x", 1, 2, False), get("c3", 3, 4, "x", 2)]
+    assert_witness(history, check_history(history))
+
+
+# --- partitioning ---------------------------------------------------------------------------------
+
+
+def many_keys(keys: int, stale_key: int | None) -> list[Operation]:
+    history: list[Operation] = []
+    for k in range(keys):
+        base = 10 * k
+        key = f"k{k}"
+        history.append(put(f"c{k}", base, base + 4, key, k))
+        history.append(put(f"d{k}", base + 1, base + 5, key, -k))
+        history.append(get(f"e{k}", base + 6, base + 7, key, k if k != stale_key else 1000))
+    return history
+
+
+def test_many_independent_keys_are_accepted_with_a_witness() -> None:
+    history = many_keys(60, None)
+    outcome = check_history(history)
+    assert_witness(history, outcome)
+    assert "60 independent sub-histories" in outcome.message
+
+
+def test_a_violation_on_one_key_among_many_is_found_and_named() -> None:
+    outcome = check_history(many_keys(60, 37))
+    assert not outcome.ok
+    assert "key k37" in outcome.message
+    assert "e37 get(k37) → 1000 [call 376, ret 377]" in outcome.message
+    assert "k36" not in outcome.message
+
+
+def test_witness_respects_real_time_across_keys() -> None:
+    history = [
+        put("c1", 0, 10, "x", 1),
+        put("c2", 1, 2, "y", 1),
+        get("c3", 3, 4, "y", 1),
+        get("c4", 5, 6, "x", 1),
+        put("c5", 11, 12, "y", 2),
+    ]
+    outcome = check_history(history)
+    assert_witness(history, outcome)
+
+
+# --- bad input and oversized searches -------------------------------------------------------------
+
+
+def test_return_before_call_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="returns at 2, before its call at 5") as info:
+        check_history([put("c1", 5, 2, "x", 1)])
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_operation_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown operation 'incr'") as info:
+        check_history([Operation("c1", 0, 1, {"op": "incr", "key": "x"}, 1)])
+    assert "\n" not in str(info.value)
+
+
+def test_operation_missing_a_field_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="lacks expected"):
+        check_history([Operation("c1", 0, 1, {"op": "cas", "key": "x", "value": 1}, True)])
+
+
+def test_search_beyond_max_steps_raises_instead_of_answering() -> None:
+    # Many concurrent writes and a read of a value none wrote: refusing it needs
+    # the search to try every subset of writes.
+    history = [put(f"c{i}", i, 100 + i, "x", i) for i in range(14)]
+    history.append(get("r", 50, 200, "x", -1))
+    with pytest.raises(HistoryTooLarge, match="exceeded 500 steps on key x"):
+        check_history(history, max_steps=500)
+    assert not check_history(history).ok
+
+
+# --- property: what a sequential execution produced is accepted ------------------------------------
+
+
+@attrs.frozen
+class Generated:
+    history: list[Operation]
+    completed_gets: list[int]
+
+
+@st.composite
+def executed_histories(draw: st.DrawFn, force_get: bool = False, max_ops: int = 12) -> Generated:
+    """Run random operations one after another on the model (operation i takes
+    effect at time 100·i), then give each an interval around that point; some never
+    return, and of those some took effect and some did not."""
+    n = draw(st.integers(1, max_ops))
+    forced = draw(st.integers(0, n - 1)) if force_get else -1
+    model = KeyValue()
+    states: dict[str, Any] = {}
+    drafts: list[tuple[int, int | None, dict[str, Any], Any]] = []
+    for i in range(n):
+        key = draw(st.sampled_from(["x", "y"]))
+        kind = "get" if i == forced else draw(st.sampled_from(["put", "get", "cas"]))
+        value = draw(st.integers(1, 3))
+        op: dict[str, Any] = {"op": kind, "key": key}
+        if kind != "get":
+            op["value"] = value
+        if kind == "cas":
+            op["expected"] = draw(st.sampled_from([None, 1, 2, 3]))
+        returned = i == forced or draw(st.integers(0, 5)) > 0
+        took_effect = returned or draw(st.booleans())
+        result: Any = None
+        if took_effect:
+            states[key], result = model.step(states.get(key), op)
+        point = 100 * i
+        call = point - draw(st.integers(1, 250))
+        ret = point + draw(st.integers(1, 250)) if returned else None
+        drafts.append((call, ret, op, result))
+    # Positions in one global order of events: rank the times.  A response and an
+    # invocation at the same time belong to operations already in that order.
+    events = sorted(
+        [(call, 1, i) for i, (call, _, _, _) in enumerate(drafts)]
+        + [(ret, 0, i) for i, (_, ret, _, _) in enumerate(drafts) if ret is not None]
+    )
+    calls: dict[int, int] = {}
+    rets: dict[int, int] = {}
+    for position, (_, is_call, i) in enumerate(events):
+        (calls if is_call else rets)[i] = position
+    history = [
+        Operation(f"c{i}", calls[i], rets.get(i), op, result if ret is not None else None)
+        for i, (_, ret, op, result) in enumerate(drafts)
+    ]
+    gets = [i for i, o in enumerate(history) if o.op["op"] == "get" and o.ret is not None]
+    return Generated(history, gets)
+
+
+@given(executed_histories())
+def test_histories_of_a_sequential_execution_are_accepted(generated: Generated) -> None:
+    assert_witness(generated.history, check_history(generated.history))
+
+
+@given(executed_histories(force_get=True), st.data())
+def test_a_read_of_a_value_never_written_is_refused(generated: Generated, data: st.DataObject) -> None:
+    assert generated.completed_gets
+    index = data.draw(st.sampled_from(generated.completed_gets))
+    history = list(generated.history)
+    history[index] = attrs.evolve(history[index], result=99)
+    outcome = check_history(history)
+    assert not outcome.ok
+    assert f"key {history[index].op['key']}" in outcome.message
+    assert check_history(generated.history).ok
+
+
+def linearizable_by_brute_force(history: Sequence[Operation]) -> bool:
+    """Every order of the completed operations and of each subset of the ones that
+    never returned, checked directly against the definition."""
+    completed = [o for o in history if o.ret is not None]
+    pending = [o for o in history if o.ret is None]
+    model = KeyValue()
+    for size in range(len(pending) + 1):
+        for chosen in itertools.combinations(pending, size):
+            for order in itertools.permutations([*completed, *chosen]):
+                if any(
+                    later.ret is not None and later.ret < earlier.call
+                    for i, earlier in enumerate(order)
+                    for later in order[i + 1 :]
+                ):
+                    continue
+                states: dict[Any, Any] = {}
+                for operation in order:
+                    key = operation.op["key"]
+                    states[key], result = model.step(states.get(key), operation.op)
+                    if operation.ret is not None and not same_result(result, operation.result):
+                        break
+                else:
+                    return True
+    return False
+
+
+@given(executed_histories(max_ops=6), st.data())
+def test_agrees_with_brute_force_on_small_histories_with_perturbed_results(
+    generated: Generated, data: st.DataObject
+) -> None:
+    history = [
+        attrs.evolve(o, result=data.draw(st.sampled_from([None, 1, 2, 3])))
+        if o.op["op"] == "get" and data.draw(st.booleans())
+        else attrs.evolve(o, result=not o.result)
+        if o.op["op"] == "cas" and o.ret is not None and data.draw(st.booleans())
+        else o
+        for o in generated.history
+    ]
+    outcome = check_history(history)
+    event("linearizable" if outcome.ok else "not linearizable")
+    assert outcome.ok == linearizable_by_brute_force(history), outcome.message
+    if outcome.ok:
+        assert_witness(history, outcome)
