@@ -40,7 +40,10 @@ thread does between two yield points happens atomically, which is what lets a no
 make a record durable and log its trace step with no crash in between.
 
 The run ends when a check fails (``check`` after every step, ``final_check`` at the
-end), a thread raises, nothing is enabled, or ``max_steps`` is reached.  Nothing
+end), a thread raises, nothing is enabled, ``until`` says the work is done (for
+systems that never go quiet, such as a replicated log with heartbeats; asked only
+once faults are over and every node is up and connected), or ``max_steps`` is
+reached.  Nothing
 enabled while some thread waits for a lock or queue (not for a message: a server
 waiting for work is idle, not stuck) is a **deadlock**.  Everything the run did is
 in the result's schedule: the choice made at each step and the trace events that
@@ -96,6 +99,11 @@ class FaultPolicy:
     max_partitions: int = 2
     #: nodes that may crash (None: every node)
     crashable: tuple[str, ...] | None = None
+    #: the nodes a partition separates (None: every node).  With the servers of a
+    #: replicated service here and its clients left out, a partition cuts one
+    #: server off from the other servers while clients still reach it: the split
+    #: that lets a deposed leader go on answering clients.
+    partitioned: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, text: str, **budgets: Any) -> FaultPolicy:
@@ -247,6 +255,7 @@ class Simulation:
         directory: Path | None = None,
         check: Callable[[Simulation], str | None] | None = None,
         final_check: Callable[[Simulation], str | None] | None = None,
+        until: Callable[[Simulation], bool] | None = None,
     ) -> None:
         self.nodes = {name: _Node(name, main) for name, main in nodes.items()}
         self.choices = choices
@@ -256,6 +265,7 @@ class Simulation:
         self.trace = trace if trace is not None else TraceLog("unknown")
         self.check = check
         self.final_check = final_check
+        self.until = until
         self.now = 0.0
         self.network: list[_Packet] = []
         #: every message ever sent, as (sender, receiver, message)
@@ -284,7 +294,10 @@ class Simulation:
 
     def cut(self, src: str, dst: str) -> bool:
         """Whether the partition in force separates ``src`` from ``dst``."""
-        return self.isolated is not None and src != dst and self.isolated in (src, dst)
+        if self.isolated is None or src == dst or self.isolated not in (src, dst):
+            return False
+        among = self.faults.partitioned
+        return among is None or (src in among and dst in among)
 
     def durable_records(self, node: str, log: str) -> list[dict[str, Any]]:
         """The records of ``node``'s log ``log`` that a crash now would keep."""
@@ -350,6 +363,12 @@ class Simulation:
             if problem is not None:
                 self.result = self._result("violation", problem, step)
                 return
+        healed = self.isolated is None and all(n.up for n in self.nodes.values())
+        if self.until is not None and step >= self.fault_steps and healed and self.until(self):
+            # A system that never goes quiet (heartbeats, election timers) is done
+            # when the caller says so, once faults are over.
+            self._finish(step, f"done after {step} steps")
+            return
         if self._options(faulty=step < self.fault_steps):
             if step >= self.max_steps:
                 self.result = self._result("step_limit", f"still running after {step} steps", step)
@@ -363,12 +382,15 @@ class Simulation:
         if stuck:
             self.result = self._result("deadlock", "deadlock: " + "; ".join(stuck), step)
             return
+        self._finish(step, f"quiescent after {step} steps")
+
+    def _finish(self, step: int, message: str) -> None:
         if self.final_check is not None:
             problem = self.final_check(self)
             if problem is not None:
                 self.result = self._result("violation", problem, step)
                 return
-        self.result = self._result("ok", f"quiescent after {step} steps", step)
+        self.result = self._result("ok", message, step)
 
     def _result(self, status: str, message: str, steps: int) -> RunResult:
         return RunResult(status, message, steps, self.schedule, self.trace)
@@ -442,7 +464,8 @@ class Simulation:
                     out.append(Choice("crash", node.name, f"crash {node.name}", fault=True))
         if f.partition and self.partitions < f.max_partitions and self.isolated is None and len(self.nodes) > 1:
             for node in self.nodes.values():
-                out.append(Choice("partition", node.name, f"isolate {node.name}", fault=True))
+                if f.partitioned is None or node.name in f.partitioned:
+                    out.append(Choice("partition", node.name, f"isolate {node.name}", fault=True))
         return out
 
     # ---------------------------------------------------------------- apply

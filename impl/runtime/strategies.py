@@ -64,19 +64,31 @@ def _split(options: Sequence[Choice]) -> tuple[list[int], list[int]]:
 class RandomChoices(ChoiceSource):
     """``clock_weight``: how likely advancing the clock is next to any one other
     ordinary option; below 1 so that timeouts race with messages often but do not
-    cut short most runs."""
+    cut short most runs.  ``heal_weight`` likewise for healing a partition: low, so
+    that a partition usually outlasts a failure detector's timeout (a leader cut
+    off for a few steps only is never replaced)."""
 
-    def __init__(self, seed: int, fault_rate: float = 0.1, clock_weight: float = 0.25) -> None:
+    def __init__(
+        self, seed: int, fault_rate: float = 0.1, clock_weight: float = 0.25, heal_weight: float = 0.02
+    ) -> None:
         self.rng = random.Random(seed)
         self.fault_rate = fault_rate
         self.clock_weight = clock_weight
+        self.heal_weight = heal_weight
 
     def choose(self, options: Sequence[Choice]) -> int:
         ordinary, faults = _split(options)
         if faults and (not ordinary or self.rng.random() < self.fault_rate):
             return self.rng.choice(faults)
-        weights = [self.clock_weight if options[i].kind == "advance" else 1.0 for i in ordinary]
+        weights = [self._weight(options[i].kind) for i in ordinary]
         return self.rng.choices(ordinary, weights)[0]
+
+    def _weight(self, kind: str) -> float:
+        if kind == "advance":
+            return self.clock_weight
+        if kind == "heal":
+            return self.heal_weight
+        return 1.0
 
 
 class PCTChoices(ChoiceSource):
