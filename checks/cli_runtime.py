@@ -32,10 +32,13 @@ from typing import Any
 import attrs
 
 from checks import trace as trace_file
+from checks.linearizability import Operation, check_history
 from checks.params import UsageError, build_spec
+from checks.paxos_log import validate_log
 from checks.render import state_table
 from checks.validate import Mismatch, Validation, Validator, action_text, validate_events, validate_trace
 from impl import lock as impl_lock
+from impl import paxos as impl_paxos
 from impl import twophase as impl_twophase
 from impl.lock import server as lock_server
 from impl.lock import storage as lock_storage
@@ -58,6 +61,7 @@ from impl.runtime.api import Lock as NodeLock
 from impl.runtime.api import Message
 from spec import lock as spec_lock
 from spec.core import FrozenMap, MessageSet, Spec
+from spec.paxos import Paxos
 from spec.twophase import Abort, Commit, Prepared, TPState
 
 STRATEGIES = ("random", "pct")
@@ -76,8 +80,10 @@ class Wiring(ABC):
     #: parameters used unless the command line sets them (the spec's defaults may
     #: be too small a model for a run of the implementation to fit in)
     default_params: tuple[str, ...] = ()
+    #: scheduler steps per run unless ``--steps`` says otherwise (faults in the first half)
+    default_steps: int = 2000
 
-    def wrap_choices(self, choices: ChoiceSource, seed: int) -> ChoiceSource:
+    def wrap_choices(self, choices: ChoiceSource, seed: int, system: Any, faults: FaultPolicy) -> ChoiceSource:
         """The scheduler's choices for one run; a wiring may add its own faults."""
         return choices
 
@@ -88,9 +94,35 @@ class Wiring(ABC):
     @abstractmethod
     def nodes(self, system: Any) -> dict[str, NodeMain]: ...
 
-    @abstractmethod
     def abstract(self, sim: Simulation, system: Any) -> Any:
         """The spec state that the implementation's real state stands for."""
+        raise NotImplementedError(f"{type(self).__name__} checks the implementation's state with check_state")
+
+    def check_state(self, spec: Spec[Any, Any], sim: Simulation, system: Any) -> str | None:
+        """After every step: what is wrong with the implementation's state, or None.
+        By default, the spec's invariants on the abstraction of that state."""
+        state = self.abstract(sim, system)
+        for inv in spec.invariants():
+            if not inv.holds(state):
+                return f"{inv.name} violated: {inv.statement}\n{state_table(state)}"
+        return None
+
+    #: whether the trace is validated event by event during the run (so the run
+    #: stops at the first unexplained event) or only once, at the end
+    incremental_trace: bool = True
+
+    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+        """Is the run's trace a behaviour of the spec?"""
+        return validate_events(spec, events, split_key=self.split_key)
+
+    def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
+        """The faults the scheduler may inject into this system (e.g. which nodes may crash)."""
+        return faults
+
+    def done(self, sim: Simulation, system: Any) -> bool:
+        """For a system that never goes quiet: has the run done its work (asked only
+        once faults are over and every node is up)?"""
+        return False
 
     @abstractmethod
     def finished(self, sim: Simulation, system: Any) -> str | None:
@@ -342,7 +374,7 @@ class LockWiring(Wiring):
         )
         return LockSystem(system, clocks, int(params.get("clients", 4)), ttl, {})
 
-    def wrap_choices(self, choices: ChoiceSource, seed: int) -> ChoiceSource:
+    def wrap_choices(self, choices: ChoiceSource, seed: int, system: Any, faults: FaultPolicy) -> ChoiceSource:
         return PausingChoices(choices, ("w1", "w2"), random.Random(f"pauses {seed}"))
 
     def nodes(self, system: Any) -> dict[str, NodeMain]:
@@ -438,6 +470,170 @@ class LockWiring(Wiring):
         return None
 
 
+class PaxosWiring(Wiring):
+    """``impl.paxos`` (replicas r1..rN, N = ``acceptors``, and two clients running a
+    few random key-value operations) against ``spec.paxos``, slot by slot.
+
+    Checked after every step, on the implementation's real state: Agreement in
+    every slot, both for what the acceptors voted (a value is chosen in a slot once
+    a quorum sent Accepted for it in one ballot; every Accepted ever sent counts)
+    and for what each replica learned.  At the end: every client finished, every
+    replica applied the same log to the same store, and the clients' results are
+    linearizable (``checks.linearizability``).  The trace is validated at the end,
+    each slot against spec/paxos (``checks.paxos_log``).  Clients do not crash;
+    replicas do."""
+
+    spec_name = "paxos"
+    variants = impl_paxos.VARIANTS
+    split_key = "slot"
+    default_params = ("acceptors=3",)
+    incremental_trace = False
+    # Elections, heartbeats and retries make a run of a replicated log long.
+    default_steps = 5000
+    clients = ("c1", "c2")
+    keys = ("x", "y")
+
+    def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
+        replicas = int(params.get("acceptors", 3))
+        workloads = {c: [self.random_op(rng) for _ in range(rng.randint(2, 4))] for c in self.clients}
+        return PaxosSystem(impl_paxos.cluster(replicas, workloads, variant))
+
+    def random_op(self, rng: random.Random) -> dict[str, Any]:
+        key = rng.choice(self.keys)
+        kind = rng.choice(("put", "get", "cas"))
+        if kind == "put":
+            return impl_paxos.put(key, rng.randint(1, 3))
+        if kind == "get":
+            return impl_paxos.get(key)
+        return impl_paxos.cas(key, rng.choice((None, 1, 2, 3)), rng.randint(1, 3))
+
+    def nodes(self, system: Any) -> dict[str, NodeMain]:
+        paxos_system: PaxosSystem = system
+        return paxos_system.cluster.nodes()
+
+    def wrap_choices(self, choices: ChoiceSource, seed: int, system: Any, faults: FaultPolicy) -> ChoiceSource:
+        paxos_system: PaxosSystem = system
+        if not (faults.crash and faults.partition):
+            return choices
+        return LeaderNemesis(choices, paxos_system.cluster.replicas, random.Random(f"nemesis {seed}"))
+
+    def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
+        paxos_system: PaxosSystem = system
+        replicas = tuple(r.name for r in paxos_system.cluster.replicas)
+        return attrs.evolve(faults, crashable=replicas, partitioned=replicas)
+
+    def check_state(self, spec: Spec[Any, Any], sim: Simulation, system: Any) -> str | None:
+        paxos_system: PaxosSystem = system
+        replicas = paxos_system.cluster.replicas
+        quorum = len(replicas) // 2 + 1
+        for src, _, msg in sim.sent[paxos_system.seen :]:
+            if msg.get("type") != "Accepted":
+                continue
+            slot, bal, val = int(msg["slot"]), int(msg["bal"]), str(msg["val"])
+            voters = paxos_system.votes.setdefault((slot, bal, val), set())
+            voters.add(src)
+            if len(voters) >= quorum:
+                paxos_system.chosen.setdefault(slot, {}).setdefault(val, (bal, tuple(sorted(voters))))
+        paxos_system.seen = len(sim.sent)
+        for slot, values in sorted(paxos_system.chosen.items()):
+            if len(values) > 1:
+                how = "; ".join(f"{v} in ballot {b} by {', '.join(who)}" for v, (b, who) in sorted(values.items()))
+                return f"Agreement violated in slot {slot}: two values chosen: {how}"
+        learned: dict[int, dict[str, str]] = {}
+        for r in replicas:
+            for slot, val in r.learned:
+                learned.setdefault(slot, {}).setdefault(val, r.name)
+        for slot, by in sorted(learned.items()):
+            if len(by) > 1:
+                how = ", ".join(f"{who} learned {v}" for v, who in sorted(by.items()))
+                return f"Agreement violated in slot {slot}: replicas learned different values: {how}"
+        return None
+
+    def done(self, sim: Simulation, system: Any) -> bool:
+        paxos_system: PaxosSystem = system
+        cluster = paxos_system.cluster
+        if any(len(c.results) < len(c.ops) for c in cluster.clients):
+            return False
+        known = max((slot + 1 for r in cluster.replicas for slot in r.chosen), default=0)
+        return all(r.applied == known for r in cluster.replicas)
+
+    def finished(self, sim: Simulation, system: Any) -> str | None:
+        paxos_system: PaxosSystem = system
+        cluster = paxos_system.cluster
+        for c in cluster.clients:
+            if len(c.results) < len(c.ops):
+                return f"client {c.name} finished {len(c.results)} of its {len(c.ops)} operations"
+        logs = {r.name: [impl_paxos.command_id(r.chosen[s]) for s in range(r.applied)] for r in cluster.replicas}
+        if len({tuple(log) for log in logs.values()}) > 1:
+            return "replicas applied different logs: " + "; ".join(f"{n}: {log}" for n, log in logs.items())
+        stores = {r.name: r.store.data for r in cluster.replicas}
+        if any(data != stores[cluster.replicas[0].name] for data in stores.values()):
+            return f"replicas hold different stores: {stores}"
+        history = [Operation(e.client, e.call, e.ret, e.op, e.result) for e in cluster.history.entries]
+        verdict = check_history(history)
+        if not verdict.ok:
+            return f"the clients' results are not linearizable: {verdict.message}"
+        return None
+
+    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+        replicas = spec.config.acceptors if isinstance(spec, Paxos) else 3
+        return validate_log(events, [f"r{i}" for i in range(1, replicas + 1)])
+
+
+class LeaderNemesis(ChoiceSource):
+    """A targeted fault, as Jepsen's nemeses aim at the primary: in about half the
+    runs, once some replica leads, cut one follower off from the other replicas,
+    let the leader get a value chosen by the remaining bare majority, crash the
+    leader, then heal.  The next leader must find that value in the votes the
+    survivors remember; random faults alone rarely line these steps up.  Every
+    other choice is the inner source's, without crashes and partitions until the
+    nemesis is done (so that their budgets are left for it)."""
+
+    def __init__(self, inner: ChoiceSource, replicas: Sequence[impl_paxos.Replica], rng: random.Random) -> None:
+        self.inner = inner
+        self.replicas = list(replicas)
+        self.rng = rng
+        self.phase = "wait" if rng.random() < 0.5 else "off"
+        self.leader: impl_paxos.Replica | None = None
+        self.learned = 0
+
+    def choose(self, options: Sequence[Choice]) -> int:
+        texts = [o.text for o in options]
+        if self.phase == "wait":
+            leaders = [r for r in self.replicas if r.role == impl_paxos.LEADER]
+            followers = [r for r in self.replicas if r.role != impl_paxos.LEADER]
+            if leaders and followers:
+                cut = f"isolate {self.rng.choice(followers).name}"
+                if cut in texts:
+                    self.leader, self.learned, self.phase = leaders[0], len(leaders[0].learned), "cut"
+                    return texts.index(cut)
+        elif self.phase == "cut" and self.leader is not None:
+            crash = f"crash {self.leader.name}"
+            if len(self.leader.learned) > self.learned and crash in texts:
+                self.phase = "crashed"
+                return texts.index(crash)
+        elif self.phase == "crashed" and "heal the partition" in texts:
+            self.phase = "off"
+            return texts.index("heal the partition")
+        if self.phase != "off":
+            # Until it is done, the nemesis owns the crash and partition budgets.
+            kept = [i for i, o in enumerate(options) if o.kind not in ("crash", "partition", "heal")]
+            if kept:
+                return kept[self.inner.choose([options[i] for i in kept])]
+        return self.inner.choose(options)
+
+
+@attrs.define
+class PaxosSystem:
+    cluster: impl_paxos.Cluster
+    #: (slot, ballot, value) -> the acceptors that sent Accepted for it
+    votes: dict[tuple[int, int, str], set[str]] = attrs.field(factory=dict)
+    #: slot -> value -> (ballot, voters) for each value a quorum voted for
+    chosen: dict[int, dict[str, tuple[int, tuple[str, ...]]]] = attrs.field(factory=dict)
+    #: how many of ``sim.sent`` have been read
+    seen: int = 0
+
+
 @attrs.define
 class LockSystem:
     service: impl_lock.Service
@@ -448,7 +644,7 @@ class LockSystem:
     crashed_at: dict[str, int]
 
 
-WIRINGS: dict[str, Wiring] = {w.spec_name: w for w in (TwoPhaseWiring(), LockWiring())}
+WIRINGS: dict[str, Wiring] = {w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring())}
 
 
 def find_wiring(name: str) -> Wiring:
@@ -512,44 +708,40 @@ def simulate(
     the end, and the trace the nodes recorded is validated against the spec."""
     system = wiring.build(params, options.variant, environment or random.Random(options.seed))
     if choices is None:
-        choices = wiring.wrap_choices(make_choices(options), options.seed)
+        choices = wiring.wrap_choices(make_choices(options), options.seed, system, options.faults)
     tracelog = TraceLog(wiring.spec_name, params, None, source="simulate")
     if options.variant is not None:
         tracelog.header["impl_variant"] = options.variant
-    invariants = spec.invariants()
     validator = Validator(spec, split_key=wiring.split_key)
     fed = 0
 
     def check(sim: Simulation) -> str | None:
         nonlocal fed
         # The trace first: a run stops at the first event the spec cannot explain.
-        while options.check_trace and fed < len(tracelog.events):
+        while options.check_trace and wiring.incremental_trace and fed < len(tracelog.events):
             fed += 1
             mismatch = validator.feed(tracelog.events[fed - 1])
             if mismatch is not None:
                 return f"the trace is not a behaviour of {spec.name}: {mismatch.reason}"
         if not options.check_invariants:
             return None
-        state = wiring.abstract(sim, system)
-        for inv in invariants:
-            if not inv.holds(state):
-                return f"{inv.name} violated: {inv.statement}\n{state_table(state)}"
-        return None
+        return wiring.check_state(spec, sim, system)
 
     sim = Simulation(
         wiring.nodes(system),
         choices,
-        options.faults,
+        wiring.fault_policy(options.faults, system),
         fault_steps=options.steps // 2,
         max_steps=options.steps,
         trace=tracelog,
         check=check,
         final_check=lambda s: wiring.finished(s, system),
+        until=lambda s: wiring.done(s, system),
     )
     run = sim.run()
     # Validate the whole trace once more from scratch: a run that stopped on an
     # invariant still tells whether its trace was a behaviour up to there.
-    validation = validate_events(spec, tracelog.events, split_key=wiring.split_key)
+    validation = wiring.validate(spec, tracelog.events)
     if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
         return SimOutcome("invalid_trace", validation.message, run, validation)
     return SimOutcome(run.status, run.message, run, validation)
@@ -570,15 +762,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.variant is not None and args.variant not in wiring.variants:
         allowed = ", ".join(wiring.variants) or "none"
         raise UsageError(f"unknown implementation variant {args.variant!r} for {entry.name}; allowed: {allowed}")
-    if args.steps < 10:
-        raise UsageError(f"--steps must be at least 10, got {args.steps}")
+    steps = wiring.default_steps if args.steps is None else args.steps
     faults = _fault_policy(args.faults)
     started = time.perf_counter()
     passed = 0
     failure: tuple[int, SimOutcome] | None = None
     last: SimOutcome | None = None
     for seed in range(args.seed, args.seed + args.runs):
-        options = SimOptions(seed, args.strategy, faults, args.steps, args.pct_depth, args.variant)
+        options = SimOptions(seed, args.strategy, faults, steps, args.pct_depth, args.variant)
         last = simulate(spec, wiring, params, options)
         if not last.ok:
             failure = (seed, last)
@@ -595,7 +786,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         + f" --seed {failure[0] if failure else args.seed} --strategy {args.strategy}"
         + (f" --pct-depth {args.pct_depth}" if args.strategy == "pct" else "")
         + (f" --faults {','.join(faults.names())}" if faults.names() else "")
-        + f" --steps {args.steps}"
+        + f" --steps {steps}"
         + (f" --variant {args.variant}" if args.variant else "")
     )
     if args.json:
@@ -742,12 +933,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--runs", type=_int_at_least(1), default=1, help="run seeds SEED..SEED+RUNS-1 (default 1)")
     p.add_argument("--strategy", choices=STRATEGIES, default="random", help="where choices come from")
     p.add_argument("--pct-depth", type=_int_at_least(1), default=3, help="PCT bug depth d (default 3)")
-    p.add_argument("--faults", default="", help="comma-separated: crash, drop, duplicate, reorder (default none)")
+    p.add_argument(
+        "--faults", default="", help="comma-separated: crash, drop, duplicate, reorder, partition (default none)"
+    )
     p.add_argument(
         "--steps",
         type=_int_at_least(10),
-        default=2000,
-        help="most scheduler steps per run; faults only in the first half (default 2000)",
+        default=None,
+        help="most scheduler steps per run; faults only in the first half (default 2000; paxos 5000)",
     )
     p.add_argument("--variant", help="a deliberately broken implementation variant")
     p.add_argument("--trace-out", metavar="FILE", help="write the (first failing, else last) run's trace")

@@ -57,6 +57,11 @@ Variants (deliberately broken, for the checks to catch)
 ``ignore_reported_value``  A new leader does not re-propose the values reported in
                            phase 1 and fills those slots with no-ops, overwriting
                            values that may already be chosen.
+``local_reads``            The leader answers a read from its own store, without
+                           putting it in the log.  A leader that has been replaced
+                           but has not heard of it yet returns a stale value: every
+                           slot still agrees and every trace is valid, but the
+                           clients' results are not linearizable.
 =========================  =======================================================
 """
 
@@ -73,6 +78,7 @@ from impl.runtime.api import Context, Envelope, Message, Storage, Timer
 VARIANTS = {
     "forgotten_vote": "an acceptor keeps its votes in memory only, so a crash forgets them",
     "ignore_reported_value": "a new leader fills the slots reported in phase 1 with no-ops",
+    "local_reads": "the leader answers reads from its own store instead of through the log",
 }
 
 NOOP: dict[str, Any] = {"id": "noop"}
@@ -198,6 +204,7 @@ class Replica:
         self.highest_seen = -1
         self.leader: str | None = None
         self.failed_candidacies = 0
+        self.heard = False  # from a leader or candidate, in this failure-detector period
         self.from_slot = 0
         self.promises: dict[str, dict[int, tuple[int, dict[str, Any]]]] = {}
         self.proposals: dict[int, dict[str, Any]] = {}
@@ -233,11 +240,17 @@ class Replica:
                 self._on_message(item.src, item.msg)
 
     def _arm_election(self) -> None:
-        """(Re)start the wait before standing: called at start, after standing, and
-        whenever a leader or candidate with a ballot not below our promise is heard."""
+        """The failure detector's period.  At its end a replica stands unless it has
+        heard from a leader or candidate during the period (``heard``).  Counting
+        silent periods rather than measuring time since the last message keeps a
+        busy leader, whose heartbeat timer fires late, from being taken for dead."""
         t = self.timing
         backoff = 2 ** min(self.failed_candidacies, 4)
         self.ctx.set_timer("election", (t.election_timeout + self.index * t.election_stagger) * backoff)
+
+    def _heard(self, src: str) -> None:
+        if src != self.name:
+            self.heard = True
 
     def _broadcast(self, msg: Message) -> None:
         for peer in self.peers:
@@ -249,8 +262,9 @@ class Replica:
         if name == "election":
             if self.role == CANDIDATE:
                 self.failed_candidacies += 1
-            if self.role != LEADER:
+            if self.role != LEADER and not self.heard:
                 self._stand()
+            self.heard = False
             self._arm_election()
         elif name == "heartbeat" and self.role == LEADER:
             # Timers are armed before the sends: time may pass while a node is busy.
@@ -277,6 +291,7 @@ class Replica:
         elif kind == "Accepted":
             self._on_accepted(str(msg["acc"]), bal, int(msg["slot"]))
         elif kind == "Chosen":
+            self._heard(src)
             self._learn(int(msg["slot"]), dict(msg["cmd"]))
         elif kind == "Heartbeat":
             self._on_heartbeat(src, bal, int(msg["commit"]))
@@ -305,8 +320,7 @@ class Replica:
             self.ctx.record({"type": "Phase1b", "acceptor": self.name, "bal": bal}, from_slot=from_slot)
             if self.role != FOLLOWER and bal > self.ballot:
                 self._step_down(None)
-            if src != self.name:
-                self._arm_election()  # a candidate is at work: give it time
+            self._heard(src)  # a candidate is at work: give it time
         # bal == promised: a repeated Prepare; the promise stands, answer again.
         votes = [[slot, vb, cmd] for slot, (vb, cmd) in sorted(self.votes.items()) if slot >= from_slot]
         self.ctx.send(src, {"type": "Promise", "bal": bal, "from": from_slot, "acc": self.name, "votes": votes})
@@ -326,7 +340,7 @@ class Replica:
             self._step_down(src)
         if src != self.name:
             self.leader = src
-            self._arm_election()
+            self._heard(src)
         self.ctx.send(src, {"type": "Accepted", "bal": bal, "slot": slot, "acc": self.name, "val": command_id(cmd)})
 
     # -------------------------------------------------------------- proposer
@@ -423,7 +437,7 @@ class Replica:
             self._step_down(src)
         self.leader = src
         self.failed_candidacies = 0
-        self._arm_election()
+        self._heard(src)
         if self.applied < commit:
             self.ctx.send(src, {"type": "CatchUp", "from": self.applied, "upto": commit})
 
@@ -433,6 +447,11 @@ class Replica:
         done, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
         if done:
             self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+        elif self.variant == "local_reads" and self.role == LEADER and cmd["op"]["op"] == "get":
+            # BROKEN: a leader that has been replaced without knowing it yet answers
+            # from a store that may miss writes the new leader has committed.
+            _, value = apply_op(self.store.data, cmd["op"])
+            self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": value})
         elif self.role == LEADER:
             self.waiting[command_id(cmd)] = (client, cmd)
             self._submit(client, cmd)
@@ -543,8 +562,8 @@ class KVClient:
         while True:
             self.ctx.send(self.replicas[self.target], {"type": "Request", "cmd": cmd})
             deadline = self.ctx.now() + self.retry
-            redirected = False
-            while not redirected and (left := deadline - self.ctx.now()) > 0:
+            followed = False
+            while (left := deadline - self.ctx.now()) > 0:
                 item = self.ctx.receive(timeout=left)
                 if not isinstance(item, Envelope) or item.msg.get("seq") != self.seq:
                     continue
@@ -554,11 +573,15 @@ class KVClient:
                     return item.msg["result"]
                 if item.msg.get("type") == "Redirect":
                     hint = item.msg.get("leader")
-                    self.target = (
-                        self.replicas.index(hint) if hint in self.replicas else (self.target + 1) % len(self.replicas)
-                    )
-                    redirected = True
-            if not redirected:
+                    known = hint in self.replicas and hint != self.replicas[self.target]
+                    self.target = self.replicas.index(hint) if known else (self.target + 1) % len(self.replicas)
+                    if known and not followed:
+                        # Follow a hint at once, but only one per period: two replicas
+                        # naming each other, or none knowing a leader, must not make
+                        # the client spin without time passing.
+                        followed = True
+                        self.ctx.send(self.replicas[self.target], {"type": "Request", "cmd": cmd})
+            if not followed:
                 self.target = (self.target + 1) % len(self.replicas)
 
 
