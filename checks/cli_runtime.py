@@ -34,9 +34,17 @@ import attrs
 from checks import trace as trace_file
 from checks.linearizability import Operation, check_history
 from checks.params import UsageError, build_spec
-from checks.paxos_log import validate_log
+from checks.paxos_log import LogTraceError, log_acceptors, validate_log
 from checks.render import state_table
-from checks.validate import Mismatch, Validation, Validator, action_text, validate_events, validate_trace
+from checks.validate import (
+    Mismatch,
+    Validation,
+    Validator,
+    action_text,
+    trace_events,
+    validate_events,
+    validate_trace,
+)
 from impl import lock as impl_lock
 from impl import paxos as impl_paxos
 from impl import twophase as impl_twophase
@@ -894,7 +902,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace} line 1: {exc}") from None
     if args.max_states < 1:
         raise UsageError(f"--max-states must be positive, got {args.max_states}")
-    result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
+    if isinstance(spec, Paxos) and args.split != "slot" and any("from_slot" in s.extra for s in recorded.steps):
+        raise UsageError(
+            f"{args.trace} is a replicated log (its events carry from_slot); validate it with --split slot"
+        )
+    if isinstance(spec, Paxos) and args.split == "slot":
+        # A replicated log: each slot against single-decree Paxos (checks/paxos_log.py).
+        events = trace_events(recorded)
+        try:
+            acceptors = log_acceptors(events, spec.config.acceptors)
+        except LogTraceError as exc:
+            raise UsageError(f"{args.trace}: {exc}") from None
+        result = validate_log(events, acceptors)
+    else:
+        result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
     if result.outcome == "too_large":
         raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
     if args.json:
@@ -950,7 +971,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     v = sub.add_parser("validate", help="check that a recorded trace is a behaviour of a spec")
     v.add_argument("spec", help="spec name (must match the trace's header)")
     v.add_argument("trace", help="trace file (JSON Lines, docs/trace-format.md)")
-    v.add_argument("--split", metavar="KEY", help="validate each value of this event key on its own (e.g. txn)")
+    v.add_argument(
+        "--split",
+        metavar="KEY",
+        help="validate each value of this event key on its own (e.g. txn); for paxos, "
+        "--split slot validates a replicated log slot by slot (docs/paxos.md)",
+    )
     v.add_argument("--max-states", type=int, default=200_000, help="give up beyond this many possible states")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(handler=cmd_validate)

@@ -25,6 +25,7 @@ is reported in the trace's own names (node, ballot, command).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -105,6 +106,19 @@ def project(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> li
         config = Config(acceptors=len(acceptors), values=max(1, len(values)), max_ballot=max(0, len(ballots) - 1))
         out.append(SlotTrace(slot, tuple(translated), config))
     return out
+
+
+def log_acceptors(events: Sequence[Mapping[str, Any]], count: int) -> list[str]:
+    """The acceptors of a trace file: the names its events use, in natural order
+    (r2 before r10), padded to ``count`` with names no event uses (an acceptor that
+    never acted still counts towards quorums)."""
+    used = sorted(
+        {str(a["acceptor"]) for e in events for a in [e.get("action")] if isinstance(a, Mapping) and "acceptor" in a},
+        key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)],
+    )
+    if len(used) > count:
+        raise LogTraceError(f"the trace names {len(used)} acceptors ({', '.join(used)}) but its header says {count}")
+    return used + [f"(silent acceptor {i})" for i in range(1, count - len(used) + 1)]
 
 
 def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> Validation:

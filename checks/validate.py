@@ -245,13 +245,7 @@ def validate_trace(
 ) -> Validation:
     """Check a trace read by ``checks.trace``; step 0 is the initial state and must,
     if it records a state, be an initial state of the spec."""
-    events: list[dict[str, Any]] = []
-    for step in trace.steps[1:]:
-        event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
-        if step.state is not None:
-            event["state"] = step.state
-        event.update(step.extra)
-        events.append(event)
+    events = trace_events(trace)
     first = trace.steps[0] if trace.steps else None
     inits = list(spec.init_states())
     if first is not None and first.state is not None:
@@ -266,6 +260,19 @@ def validate_trace(
             )
             return Validation("mismatch", len(events), 0, mismatch, mismatch.reason)
     return validate_events(spec, events, split_key=split_key, max_states=max_states, initial=inits)
+
+
+def trace_events(trace: Trace) -> list[dict[str, Any]]:
+    """A trace file's steps after step 0 as events (step, actor, action, state if
+    recorded, and every extra key)."""
+    events: list[dict[str, Any]] = []
+    for step in trace.steps[1:]:
+        event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
+        if step.state is not None:
+            event["state"] = step.state
+        event.update(step.extra)
+        events.append(event)
+    return events
 
 
 def action_text(action: Any) -> str:

@@ -9,15 +9,18 @@ the bug is visible to more than one."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from checks.cli import main
 from checks.cli_runtime import PaxosWiring, SimOptions, SimOutcome, simulate
 from checks.paxos_log import project, validate_log
 from impl import paxos
@@ -275,3 +278,36 @@ def test_validate_log_agrees_with_the_run() -> None:
     tampered[i] = {**tampered[i], "action": {**tampered[i]["action"], "val": "forged"}}
     verdict = validate_log(tampered, ["r1", "r2", "r3"])
     assert not verdict.ok and verdict.mismatch is not None and verdict.mismatch.step == tampered[i]["step"]
+
+
+# ----------------------------------------------------------------------- the CLI
+
+
+def test_simulate_and_validate_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "run.jsonl"
+    assert main(["simulate", "paxos", "--seed", "3", "--faults", "crash,partition", "--trace-out", str(trace)]) == 0
+    assert "ok: 1 schedule(s) passed" in capsys.readouterr().out
+    assert main(["validate", "paxos", str(trace), "--split", "slot"]) == 0
+    assert "events explained, in" in capsys.readouterr().out
+    # Without --split slot, one clear line says how to validate a replicated log.
+    assert main(["validate", "paxos", str(trace)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--split slot" in err
+    # A forged vote is refused, in the trace's own names.
+    lines = trace.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if '"Phase2b"' in line)
+    forged = json.loads(lines[i])
+    forged["action"]["val"] = "forged"
+    lines[i] = json.dumps(forged)
+    trace.write_text("\n".join(lines) + "\n")
+    assert main(["validate", "paxos", str(trace), "--split", "slot"]) == 1
+    assert "for forged" in capsys.readouterr().out
+
+
+def test_simulate_catches_a_variant_and_prints_its_replay(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["simulate", "paxos", "--runs", "20", "--faults", "crash,drop,partition", "--variant", "ignore_reported_value"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "replay: distcheck simulate paxos" in out and "--variant ignore_reported_value" in out
