@@ -535,3 +535,228 @@ def test_fault_policy_parses_partition_and_rejects_unknown_faults() -> None:
     assert "partition" in FAULTS
     with pytest.raises(ValueError, match=r"unknown fault\(s\) partiton; allowed: .*partition"):
         FaultPolicy.parse("crash,partiton")
+
+
+# ----------------------------------------------------------- until: work done
+
+
+def ticker(ticks: list[float]) -> Callable[[Context], None]:
+    """A node that never goes quiet (a heartbeat): it sleeps one time unit, forever."""
+
+    def node(ctx: Context) -> None:
+        while True:
+            ctx.sleep(1)
+            ticks.append(ctx.now())
+
+    return node
+
+
+def test_until_ends_a_run_that_never_goes_quiet_but_only_once_faults_are_over() -> None:
+    asked: list[int] = []
+
+    def always(sim: Simulation) -> bool:
+        asked.append(len(sim.schedule))
+        return True
+
+    sim = Simulation({"a": ticker([]), "b": ticker([])}, RandomChoices(1), FaultPolicy(), fault_steps=10, until=always)
+    result = sim.run()
+    assert result.status == "ok", result.render()
+    assert result.steps == 10 and result.message == "done after 10 steps"
+    assert asked == [10]  # never asked during the fault steps
+    # without until the same system runs to the step limit
+    _, endless = run_simulation({"a": ticker([]), "b": ticker([])}, RandomChoices(1), fault_steps=10, max_steps=60)
+    assert endless.status == "step_limit"
+
+
+def test_until_ends_the_run_at_the_first_step_it_says_so() -> None:
+    ticks: list[float] = []
+    asked: list[int] = []
+
+    def five_ticks(sim: Simulation) -> bool:
+        asked.append(len(sim.schedule))
+        return len(ticks) >= 5
+
+    sim = Simulation({"a": ticker(ticks)}, RandomChoices(0), fault_steps=3, max_steps=500, until=five_ticks)
+    result = sim.run()
+    assert result.status == "ok", result.render()
+    assert len(ticks) == 5  # not one tick more: the run ended the step the fifth was taken
+    assert asked == list(range(3, result.steps + 1))
+    assert result.message == f"done after {result.steps} steps" and result.steps > 3
+    # until never true: the run goes on to the step limit
+    never = Simulation({"a": ticker([])}, RandomChoices(0), fault_steps=3, max_steps=40, until=lambda s: False)
+    assert never.run().status == "step_limit"
+
+
+def test_final_check_still_runs_when_until_ends_the_run() -> None:
+    checked: list[int] = []
+
+    def final(sim: Simulation) -> str | None:
+        checked.append(len(sim.schedule))
+        return "the store lost a write"
+
+    sim = Simulation(
+        {"a": ticker([])}, RandomChoices(0), fault_steps=4, max_steps=100, until=lambda s: True, final_check=final
+    )
+    result = sim.run()
+    assert result.status == "violation" and result.message == "the store lost a write"
+    assert checked == [4]
+
+
+@pytest.mark.parametrize(
+    ("script", "fault_steps", "first_asked", "healing"),
+    [
+        (["run a.main (start)", "isolate a"], 2, 3, ["heal"]),
+        (["run a.main (start)", "crash a"], 2, 3, ["restart"]),
+        (["run a.main (start)", "crash b", "isolate c"], 3, 5, ["heal", "restart"]),
+    ],
+    ids=["partition", "crash", "both"],
+)
+def test_until_is_not_asked_while_a_node_is_down_or_cut_off(
+    script: list[str], fault_steps: int, first_asked: int, healing: list[str]
+) -> None:
+    asked: list[tuple[int, str | None, list[str]]] = []
+
+    def until(sim: Simulation) -> bool:
+        down = [n for n in sim.nodes if not sim.is_up(n)]
+        asked.append((len(sim.schedule), sim.isolated, down))
+        return True
+
+    nodes = {name: ticker([]) for name in ("a", "b", "c")}
+    sim = Simulation(
+        nodes, Scripted(script), FaultPolicy(crash=True, partition=True), fault_steps=fault_steps, until=until
+    )
+    result = sim.run()
+    assert result.status == "ok", result.render()
+    # the fault came at the last fault step; until was first asked once it was repaired
+    assert asked == [(first_asked, None, [])]
+    assert result.steps == first_asked
+    kinds = [s.choice.kind for s in result.schedule]
+    assert kinds[fault_steps:] == healing
+
+
+# ------------------------------------------------ partitions among some nodes
+
+
+def servers_and_client(got: dict[str, list[str]]) -> dict[str, Callable[[Context], None]]:
+    """a sends to b (a server) and to d (a client); d sends to a.  Every node records
+    what reaches it."""
+
+    def receive_forever(ctx: Context) -> None:
+        while True:
+            item = ctx.receive()
+            assert isinstance(item, Envelope)
+            got[ctx.name].append(f"{item.src}→{ctx.name}")
+
+    def a(ctx: Context) -> None:
+        ctx.send("b", {"type": "N"})
+        ctx.send("d", {"type": "N"})
+        receive_forever(ctx)
+
+    def d(ctx: Context) -> None:
+        ctx.send("a", {"type": "N"})
+        receive_forever(ctx)
+
+    return {"a": a, "b": receive_forever, "c": receive_forever, "d": d}
+
+
+def test_partitioned_limits_the_nodes_that_can_be_isolated() -> None:
+    got: dict[str, list[str]] = {n: [] for n in "abcd"}
+    faults = FaultPolicy(partition=True, partitioned=("a", "b", "c"))
+    sim = Simulation(servers_and_client(got), Scripted([]), faults)
+    sim.start()
+    try:
+        offered = [o.text for o in sim.options() if o.kind == "partition"]
+        assert offered == ["isolate a", "isolate b", "isolate c"]
+    finally:
+        sim.close()
+    # without the limit, every node may be cut off
+    everyone = Simulation(servers_and_client(got), Scripted([]), FaultPolicy(partition=True))
+    everyone.start()
+    try:
+        assert [o.text for o in everyone.options() if o.kind == "partition"] == [f"isolate {n}" for n in "abcd"]
+    finally:
+        everyone.close()
+
+
+def test_an_isolated_server_still_reaches_the_clients_but_not_the_other_servers() -> None:
+    got: dict[str, list[str]] = {n: [] for n in "abcd"}
+    sim = Simulation(
+        servers_and_client(got),
+        Scripted(
+            [
+                "run a.main (start)",
+                "run a.main",
+                "run a.main",
+                "run d.main (start)",
+                "run d.main",
+                "isolate a",
+                "deliver a→b",
+                "deliver a→d",
+                "deliver d→a",
+            ]
+        ),
+        FaultPolicy(partition=True, max_partitions=1, partitioned=("a", "b", "c")),
+    )
+    sim.start()
+    try:
+        while sim.result is None:
+            options = sim.options()
+            sim.take(options, sim.choices.choose(options))
+            if sim.isolated == "a":
+                assert sim.cut("a", "b") and sim.cut("c", "a")
+                assert not sim.cut("a", "d") and not sim.cut("d", "a") and not sim.cut("b", "c")
+        result = sim.result
+    finally:
+        sim.close()
+    assert result.ok, result.render()
+    delivered = [s.choice.text.split(" ")[1] for s in result.schedule if s.choice.kind == "deliver"]
+    assert delivered == ["a→b", "a→d", "d→a"]  # all three delivered while a was cut off
+    assert got == {"a": ["d→a"], "b": [], "c": [], "d": ["a→d"]}
+    assert [note for s in result.schedule for note in s.notes] == ["lost: a is cut off"]
+
+
+# ------------------------------------------------------ rare heals, counted
+
+
+def test_a_low_heal_weight_makes_heal_a_rare_choice() -> None:
+    options = [
+        Choice("run", "a.main", "run a.main"),
+        Choice("deliver", "msg1", "deliver a→b"),
+        Choice("heal", "network", "heal the partition"),
+        Choice("partition", "b", "isolate b", fault=True),
+    ]
+
+    def heals(heal_weight: float) -> int:
+        choices = RandomChoices(7, fault_rate=0.0, heal_weight=heal_weight)
+        return sum(options[choices.choose(options)].kind == "heal" for _ in range(3000))
+
+    rare, even = heals(0.02), heals(1.0)
+    assert 0 < rare < 100  # about 1 in 100 of 3000
+    assert 800 < even < 1200  # about 1 in 3
+    assert RandomChoices(7).heal_weight == 0.02  # and rare is the default
+
+
+def test_a_low_heal_weight_keeps_partitions_in_force_longer_in_a_run() -> None:
+    def run(heal_weight: float) -> tuple[int, int]:
+        nodes = {name: ticker([]) for name in ("a", "b", "c")}
+        sim = Simulation(
+            nodes,
+            RandomChoices(3, fault_rate=0.3, heal_weight=heal_weight),
+            FaultPolicy(partition=True, max_partitions=1000),
+            fault_steps=600,
+            max_steps=600,
+        )
+        result = sim.run()
+        assert result.status == "step_limit"
+        kinds = [s.choice.kind for s in result.schedule]
+        cut_steps = 0
+        isolated = False
+        for kind in kinds:
+            isolated = kind == "partition" or (isolated and kind != "heal")
+            cut_steps += isolated
+        return kinds.count("heal"), cut_steps
+
+    rare_heals, rare_cut = run(0.02)
+    even_heals, even_cut = run(1.0)
+    assert rare_heals * 4 < even_heals
+    assert rare_cut > even_cut
