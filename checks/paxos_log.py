@@ -64,12 +64,20 @@ def project(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> li
     """Every slot's events, renamed into the spec's vocabulary (module docstring)."""
     slots: set[int] = set()
     for e in events:
-        kind = _action(e)["type"]
+        action = _action(e)
+        kind = action["type"]
         key = "from_slot" if kind in PHASE1 else "slot"
-        if not isinstance(e.get(key), int):
-            raise LogTraceError(f"step {e.get('step')}: a {kind} event needs an integer {key!r}")
-        if kind in PHASE2:
-            slots.add(int(e["slot"]))
+        fields: dict[str, Any] = {key: e.get(key), "bal": action.get("bal")}
+        for name, value in fields.items():
+            if not _is_int(value) or value < 0:
+                raise LogTraceError(f"step {e.get('step')}: a {kind} event needs a non-negative integer {name!r}")
+        if kind in ("Phase1b", "Phase2b") and not isinstance(action.get("acceptor"), str):
+            raise LogTraceError(f"step {e.get('step')}: a {kind} event needs an 'acceptor' name")
+        if kind in PHASE2 and not isinstance(action.get("val"), str):
+            raise LogTraceError(f"step {e.get('step')}: a {kind} event needs a 'val' (the command's id)")
+        # A phase 1 event is checked at least in the first slot it covers, even when
+        # no slot from there on has phase 2 events yet (a leader elected last).
+        slots.add(int(e[key]))
     names = {a: f"a{i}" for i, a in enumerate(acceptors, 1)}
     out: list[SlotTrace] = []
     for slot in sorted(slots):
@@ -119,6 +127,10 @@ def log_acceptors(events: Sequence[Mapping[str, Any]], count: int) -> list[str]:
     if len(used) > count:
         raise LogTraceError(f"the trace names {len(used)} acceptors ({', '.join(used)}) but its header says {count}")
     return used + [f"(silent acceptor {i})" for i in range(1, count - len(used) + 1)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> Validation:
