@@ -588,15 +588,23 @@ class KVClient:
 class Workload:
     """A client node that runs ``ops`` one after another and keeps the results."""
 
-    def __init__(self, name: str, replicas: Sequence[str], ops: Sequence[Mapping[str, Any]], history: History) -> None:
+    def __init__(
+        self,
+        name: str,
+        replicas: Sequence[str],
+        ops: Sequence[Mapping[str, Any]],
+        history: History,
+        retry: float = Timing().client_retry,
+    ) -> None:
         self.name = name
+        self.retry = retry
         self.replicas = tuple(replicas)
         self.ops = [dict(op) for op in ops]
         self.history = history
         self.results: list[Any] = []
 
     def main(self, ctx: Context) -> None:
-        client = KVClient(ctx, self.replicas, self.history)
+        client = KVClient(ctx, self.replicas, self.history, self.retry)
         self.results = []
         for op in self.ops:
             self.results.append(client.execute(op))
@@ -629,5 +637,5 @@ def cluster(
     names = [f"r{i}" for i in range(1, replicas + 1)]
     history = History()
     workloads = workloads if workloads is not None else {"c1": [put("x", 1), get("x")]}
-    clients = [Workload(name, names, list(ops), history) for name, ops in workloads.items()]
+    clients = [Workload(name, names, list(ops), history, timing.client_retry) for name, ops in workloads.items()]
     return Cluster([Replica(n, names, timing, variant) for n in names], clients, history)
