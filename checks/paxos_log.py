@@ -1,10 +1,10 @@
 """Validating a Multi-Paxos trace against single-decree Paxos, one log slot at a time.
 
-Where it sits: ``distcheck simulate paxos`` (``checks/cli_runtime.py``) and
+Where it sits: ``distcheck simulate paxos`` (``checks/wiring/paxos.py``) and
 ``distcheck validate paxos TRACE --split slot`` call ``validate_log`` on the events
 an implementation of a replicated log recorded (ours is ``impl/paxos.py``; any
 other, in any language, can log the same events).  Like the wirings in
-``cli_runtime``, this is one protocol's glue between implementation and spec.
+``checks/wiring/``, this is one protocol's glue between implementation and spec.
 
 A replicated log runs one instance of Paxos per slot, but runs phase 1 once for
 all of them: a ``Prepare`` for ballot b covers every slot from some index on, and

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from checks.cli_runtime import PaxosWiring, SimOptions, simulate
+from checks.conformance import SimOptions, simulate
 from checks.paxos_log import LogTraceError, SlotTrace, project, validate_log
+from checks.wiring import PaxosWiring
 from impl.runtime import FaultPolicy
 from spec.paxos import Config, Paxos
 

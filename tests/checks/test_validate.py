@@ -14,9 +14,10 @@ import pytest
 
 from checks import trace as trace_file
 from checks.cli import main
-from checks.cli_runtime import SimOptions, TwoPhaseWiring, simulate
+from checks.conformance import SimOptions, simulate
 from checks.explore import Explorer
 from checks.validate import validate_events, validate_trace
+from checks.wiring import TwoPhaseWiring
 from impl.runtime import FaultPolicy
 from spec.twophase import Config, TMAction, TPState, TwoPhase
 from tests.checks.trace_schema import assert_valid_trace_text

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from checks.cli_runtime import LockSystem, LockWiring, PausingChoices, SimOptions, SimOutcome, SlowClock, simulate
+from checks.conformance import SimOptions, SimOutcome, simulate
 from checks.params import build_spec
 from checks.validate import validate_events
+from checks.wiring import LockSystem, LockWiring, PausingChoices, SlowClock
 from impl.lock import server as lock_server
 from impl.runtime import Choice, ChoiceSource, Context, FaultPolicy, RandomChoices, Simulation, TraceLog
 from tests.impl.schedules import draw_option

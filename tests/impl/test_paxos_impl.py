@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from checks.cli import main
-from checks.cli_runtime import PaxosWiring, SimOptions, SimOutcome, simulate
+from checks.conformance import SimOptions, SimOutcome, simulate
 from checks.paxos_log import project, validate_log
+from checks.wiring import PaxosWiring
 from impl import paxos
 from impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
 from spec.paxos import Config, Paxos

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from checks.cli_runtime import SimOptions, SimOutcome, TwoPhaseWiring, simulate
+from checks.conformance import SimOptions, SimOutcome, simulate
 from checks.validate import validate_events
+from checks.wiring import TwoPhaseWiring
 from impl import twophase
 from impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
 from spec.twophase import Config, TwoPhase
