@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,19 +18,11 @@ from impl.runtime import Context, FreeRuntime, RandomChoices, TraceLog, run_simu
 from impl.runtime.storage import read_log
 from impl.runtime.tcp import encode_frame
 from spec.twophase import Config, TwoPhase
+from tests.impl.waiting import WAIT, wait_for
 
 # A vote timeout far above what loopback needs, so a loaded machine cannot turn
 # the expected commit into a timeout abort.
 FAST = twophase.Timing(vote_timeout=15.0, retry_interval=0.2, client_retry=1.0)
-WAIT = 30.0  # seconds: the most a test waits before it gives up (and fails)
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def build(tmp_path: Path, transactions: tuple[str, ...], no_votes: list[tuple[str, str]]) -> twophase.Cluster:

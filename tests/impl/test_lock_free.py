@@ -5,8 +5,6 @@ trace validated against spec/lock."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from checks import trace as trace_file
@@ -16,17 +14,9 @@ from impl.lock import storage as lock_storage
 from impl.runtime import Context, FreeRuntime, TraceLog
 from impl.runtime.storage import read_log
 from spec.lock import Config, Lock
+from tests.impl.waiting import WAIT, wait_for
 
-WAIT = 30.0  # seconds: the most the test waits before it gives up (and fails)
 TICK = 0.2  # the server's tick: a 0.6 s lease is 3 ticks, as in the spec's ttl=3
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_two_clients_share_a_lock_over_tcp_with_fencing(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ replica took over with a higher ballot."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,11 @@ from checks.linearizability import Operation, check_history
 from checks.paxos_log import validate_log
 from impl import paxos
 from impl.runtime import Context, FreeRuntime, TraceLog
+from tests.impl.waiting import wait_for
 
-WAIT = 20.0  # seconds: the most a test waits for something before it gives up (and fails)
 REPLICAS = ["r1", "r2", "r3"]
 # Short timings, so that an election takes about a second rather than a minute.
 TIMING = paxos.Timing(heartbeat=0.05, retry=0.1, election_timeout=0.5, election_stagger=0.25, client_retry=0.5)
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 Step = Callable[[paxos.KVClient], Any]
