@@ -25,7 +25,7 @@ from typing import Any
 from checks import trace as trace_file
 from checks.conformance import STRATEGIES, SimOptions, SimOutcome, simulate
 from checks.params import UsageError, build_spec
-from checks.paxos_log import LogTraceError, log_acceptors, validate_log
+from checks.paxos_log import LogTraceError, log_acceptors, project, validate_log
 from checks.render import state_table
 from checks.validate import Validation, action_text, trace_events, validate_trace
 from checks.wiring import WIRINGS, find_wiring
@@ -189,6 +189,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         events = trace_events(recorded)
         try:
             acceptors = log_acceptors(events, spec.config.acceptors)
+            project(events, acceptors)  # a malformed event is bad input, not a mismatch
         except LogTraceError as exc:
             raise UsageError(f"{args.trace}: {exc}") from None
         result = validate_log(events, acceptors)

@@ -127,7 +127,9 @@ class PaxosWiring(Wiring):
         return None
 
     def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
-        replicas = spec.config.acceptors if isinstance(spec, Paxos) else 3
+        if not isinstance(spec, Paxos):
+            raise TypeError(f"the replicated log validates against spec/paxos, not {type(spec).__name__}")
+        replicas = spec.config.acceptors
         return validate_log(events, [f"r{i}" for i in range(1, replicas + 1)])
 
 

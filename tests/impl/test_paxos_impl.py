@@ -303,6 +303,13 @@ def test_simulate_and_validate_from_the_command_line(tmp_path: Path, capsys: pyt
     trace.write_text("\n".join(lines) + "\n")
     assert main(["validate", "paxos", str(trace), "--split", "slot"]) == 1
     assert "for forged" in capsys.readouterr().out
+    # A malformed step is bad input: one line and exit 2, not a mismatch.
+    del forged["action"]["bal"]
+    lines[i] = json.dumps(forged)
+    trace.write_text("\n".join(lines) + "\n")
+    assert main(["validate", "paxos", str(trace), "--split", "slot"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a non-negative integer 'bal'" in err
 
 
 def test_simulate_catches_a_variant_and_prints_its_replay(capsys: pytest.CaptureFixture[str]) -> None:
