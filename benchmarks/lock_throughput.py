@@ -36,8 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from impl.lock import ClientTiming, LockClient, LockServer
-from impl.runtime import Context, FreeRuntime
+from distcheck.impl.lock import ClientTiming, LockClient, LockServer
+from distcheck.impl.runtime import Context, FreeRuntime
 
 
 def percentile(values: list[float], p: float) -> float:

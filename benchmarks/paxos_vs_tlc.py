@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tlc import find_tlc, run_tlc
 
-from checks.explore import explore
-from spec.paxos import Config, Paxos
+from distcheck.checks.search.explore import explore
+from distcheck.spec.paxos import Config, Paxos
 
 MODULE = Path(__file__).resolve().parent / "tla" / "Paxos.tla"
 CFG = """CONSTANTS

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tlc import find_tlc, run_tlc
 
-from checks.explore import explore
-from spec.paxoscommit import Config, PaxosCommit
+from distcheck.checks.search.explore import explore
+from distcheck.spec.paxoscommit import Config, PaxosCommit
 
 MODULE = Path(__file__).resolve().parent / "tla" / "PaxosCommit.tla"
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tlc import find_tlc, run_tlc
 
-from checks.explore import explore
-from spec.twophase import Config, TwoPhase
+from distcheck.checks.search.explore import explore
+from distcheck.spec.twophase import Config, TwoPhase
 
 MODULE = Path(__file__).resolve().parent / "tla" / "TwoPhase.tla"
 

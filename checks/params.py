@@ -11,13 +11,13 @@ import argparse
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from spec.core import Spec
-from spec.registry import REGISTRY, ParamInfo, SpecEntry
+from distcheck.spec.core import Spec
+from distcheck.spec.registry import REGISTRY, ParamInfo, SpecEntry
 
 
 class HasParams(Protocol):
     """Anything with named parameters: a spec entry, or a provable target that is
-    not an executable spec (``checks.smt.registry``)."""
+    not an executable spec (``checks.proofs.registry``)."""
 
     @property
     def name(self) -> str: ...

@@ -73,7 +73,7 @@ from typing import Any
 
 import attrs
 
-from impl.runtime.api import Context, Envelope, Message, Storage, Timer
+from distcheck.impl.runtime.api import Context, Envelope, Message, Storage, Timer
 
 VARIANTS = {
     "forgotten_vote": "an acceptor keeps its votes in memory only, so a crash forgets them",

@@ -61,7 +61,7 @@ from typing import Any
 
 import attrs
 
-from impl.runtime.api import Context, Envelope, Message, Storage, Timer
+from distcheck.impl.runtime.api import Context, Envelope, Message, Storage, Timer
 
 WORKING, PREPARED, COMMITTED, ABORTED = "working", "prepared", "committed", "aborted"
 COMMIT, ABORT = "commit", "abort"

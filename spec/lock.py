@@ -103,7 +103,7 @@ Invariants
     FirstComeFirstServed  no waiting client asked before the client most recently
                           granted the lock.
     (MutualExclusion and LeaseValidity together give what users rely on: at any
-    instant at most one client trusts that it holds the lock.  checks/smt/lock.py
+    instant at most one client trusts that it holds the lock.  checks/proofs/lock.py
     proves all five from an inductive invariant: ``distcheck prove lock``.)
 
 Reachable (each must hold in some state)
@@ -155,7 +155,7 @@ from typing import Any
 
 import attrs
 
-from spec.core import Action, Crash, FrozenMap, Invariant, Reachable, Spec, param, sorted_values, to_json
+from distcheck.spec.core import Action, Crash, FrozenMap, Invariant, Reachable, Spec, param, sorted_values, to_json
 
 IDLE, WAITING, HOLDING, LAPSED, CRASHED = "idle", "waiting", "holding", "lapsed", "crashed"
 STATUSES = (IDLE, WAITING, HOLDING, LAPSED, CRASHED)

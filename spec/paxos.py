@@ -103,8 +103,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from spec.consensus import agreement, value_names
-from spec.core import (
+from distcheck.spec.consensus import agreement, value_names
+from distcheck.spec.core import (
     Action,
     FrozenMap,
     Invariant,
@@ -116,7 +116,7 @@ from spec.core import (
     param,
     sorted_values,
 )
-from spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, acceptor_names
+from distcheck.spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, acceptor_names
 
 VARIANTS = {
     "broken_promise": "an acceptor votes in a ballot below one it has promised",

@@ -72,7 +72,7 @@ from typing import Any
 
 import attrs
 
-from spec.core import (
+from distcheck.spec.core import (
     Action,
     FrozenMap,
     Invariant,
@@ -84,7 +84,7 @@ from spec.core import (
     param,
     short_text,
 )
-from spec.twophase import (
+from distcheck.spec.twophase import (
     ABORTED,
     COMMITTED,
     PREPARED,

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from spec import consensus, lock, paxos, paxoscommit, twophase, voting
-from spec.core import Spec
+from distcheck.spec import consensus, lock, paxos, paxoscommit, twophase, voting
+from distcheck.spec.core import Spec
 
 
 @attrs.frozen

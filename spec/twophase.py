@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from spec.core import (
+from distcheck.spec.core import (
     Action,
     FrozenMap,
     Invariant,

@@ -72,8 +72,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from spec.consensus import Consensus, ConsensusConfig, ConsensusState, agreement, value_names
-from spec.core import Action, FrozenMap, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState, agreement, value_names
+from distcheck.spec.core import Action, FrozenMap, Invariant, Reachable, Refinement, Spec, param
 
 #: The ballot number of "no ballot": an acceptor's promise before it has made one,
 #: and the ballot of its last vote before it has voted.

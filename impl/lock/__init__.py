@@ -7,10 +7,10 @@ key-value service that enforces fencing tokens), ``workers`` (ready-made nodes a
 a whole service, for simulation and examples).  docs/lock-service.md describes it.
 """
 
-from impl.lock.client import ClientTiming, FencedStorage, Lease, LockClient, LockLost, LockTimeout, StaleToken
-from impl.lock.server import LockServer
-from impl.lock.storage import FencedStore
-from impl.lock.workers import VARIANTS, Service, Worker, service
+from distcheck.impl.lock.client import ClientTiming, FencedStorage, Lease, LockClient, LockLost, LockTimeout, StaleToken
+from distcheck.impl.lock.server import LockServer
+from distcheck.impl.lock.storage import FencedStore
+from distcheck.impl.lock.workers import VARIANTS, Service, Worker, service
 
 __all__ = [
     "VARIANTS",

@@ -47,7 +47,7 @@ from typing import Any
 
 import attrs
 
-from impl.runtime.api import Context, Envelope, NodeCrashed, Queue
+from distcheck.impl.runtime.api import Context, Envelope, NodeCrashed, Queue
 
 CLIENT_VARIANTS = {
     "no_drift_margin": "the client trusts its lease for the full ttl by its own clock",

@@ -39,7 +39,7 @@ from typing import Any
 
 import attrs
 
-from impl.runtime.api import Context, Envelope, Message, Storage, Timer
+from distcheck.impl.runtime.api import Context, Envelope, Message, Storage, Timer
 
 #: Broken server variants (the implementation tests must catch them).
 SERVER_VARIANTS = {

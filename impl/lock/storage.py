@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from impl.runtime.api import Context, Envelope, Message, Storage
+from distcheck.impl.runtime.api import Context, Envelope, Message, Storage
 
 STORAGE_VARIANTS = {
     "unfenced_storage": "storage applies every write, whatever its fencing token",

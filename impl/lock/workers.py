@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from impl.lock.client import ClientTiming, FencedStorage, LockClient, LockLost, LockTimeout, StaleToken
-from impl.lock.server import LockServer
-from impl.lock.storage import FencedStore
-from impl.runtime.api import Context
+from distcheck.impl.lock.client import ClientTiming, FencedStorage, LockClient, LockLost, LockTimeout, StaleToken
+from distcheck.impl.lock.server import LockServer
+from distcheck.impl.lock.storage import FencedStore
+from distcheck.impl.runtime.api import Context
 
 VARIANTS = {
     "unfenced_storage": "storage applies every write, whatever its fencing token",

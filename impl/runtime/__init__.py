@@ -6,11 +6,29 @@ scheduler with faults, ``free`` on OS threads over TCP; ``storage`` is the durab
 log both use; ``tracelog`` writes the trace format that ``distcheck validate`` reads.
 """
 
-from impl.runtime.api import Context, Envelope, Lock, Message, NodeCrashed, NodeMain, Queue, Received, Storage, Timer
-from impl.runtime.controlled import FaultPolicy, RunResult, Simulation, StepRecord, run_simulation
-from impl.runtime.free import FreeRuntime
-from impl.runtime.strategies import Choice, ChoiceSource, DrawChoices, PCTChoices, RandomChoices, ReplayChoices
-from impl.runtime.tracelog import TraceLog
+from distcheck.impl.runtime.api import (
+    Context,
+    Envelope,
+    Lock,
+    Message,
+    NodeCrashed,
+    NodeMain,
+    Queue,
+    Received,
+    Storage,
+    Timer,
+)
+from distcheck.impl.runtime.controlled import FaultPolicy, RunResult, Simulation, StepRecord, run_simulation
+from distcheck.impl.runtime.free import FreeRuntime
+from distcheck.impl.runtime.strategies import (
+    Choice,
+    ChoiceSource,
+    DrawChoices,
+    PCTChoices,
+    RandomChoices,
+    ReplayChoices,
+)
+from distcheck.impl.runtime.tracelog import TraceLog
 
 __all__ = [
     "Choice",

@@ -65,7 +65,7 @@ from typing import Any
 
 import attrs
 
-from impl.runtime.api import (
+from distcheck.impl.runtime.api import (
     Context,
     Envelope,
     Lock,
@@ -77,9 +77,9 @@ from impl.runtime.api import (
     Storage,
     Timer,
 )
-from impl.runtime.storage import DurableLog, read_log
-from impl.runtime.strategies import Choice, ChoiceSource
-from impl.runtime.tracelog import TraceLog
+from distcheck.impl.runtime.storage import DurableLog, read_log
+from distcheck.impl.runtime.strategies import Choice, ChoiceSource
+from distcheck.impl.runtime.tracelog import TraceLog
 
 FAULTS = ("crash", "drop", "duplicate", "reorder", "partition")
 

@@ -30,10 +30,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from impl.runtime.api import Context, Envelope, Lock, Message, NodeCrashed, NodeMain, Queue, Received, Storage, Timer
-from impl.runtime.storage import DurableLog
-from impl.runtime.tcp import DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame
-from impl.runtime.tracelog import TraceLog
+from distcheck.impl.runtime.api import (
+    Context,
+    Envelope,
+    Lock,
+    Message,
+    NodeCrashed,
+    NodeMain,
+    Queue,
+    Received,
+    Storage,
+    Timer,
+)
+from distcheck.impl.runtime.storage import DurableLog
+from distcheck.impl.runtime.tcp import DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame
+from distcheck.impl.runtime.tracelog import TraceLog
 
 Address = tuple[str, int]
 

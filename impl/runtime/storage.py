@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from impl.runtime.api import Storage
+from distcheck.impl.runtime.api import Storage
 
 _HEADER = struct.Struct(">II")
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from checks.cli import main
-from spec.registry import REGISTRY
+from distcheck.checks.cli import main
+from distcheck.spec.registry import REGISTRY
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -114,6 +114,8 @@ def test_check_all_summary(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_console_script_runs_without_traceback() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "checks.cli", "check", "twophase", "-p", "rms=99"], capture_output=True, text=True
+        [sys.executable, "-m", "distcheck.checks.cli", "check", "twophase", "-p", "rms=99"],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr

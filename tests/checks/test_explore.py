@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 import attrs
 import pytest
 
-from checks.explore import Explorer, explore
-from spec.core import Action, Invariant, Reachable, Spec
+from distcheck.checks.search.explore import Explorer, explore
+from distcheck.spec.core import Action, Invariant, Reachable, Spec
 
 
 @attrs.frozen

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from checks import trace
-from checks.cli import main
-from checks.explore import Explorer
-from spec.registry import REGISTRY
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import Explorer
+from distcheck.checks.traces import trace
+from distcheck.spec.registry import REGISTRY
 from tests.checks.trace_schema import assert_valid_trace_text
 
 VARIANTS = list(REGISTRY["twophase"].variants)

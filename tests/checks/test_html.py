@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from checks import trace
-from checks.cli import main
-from checks.explore import Explorer
-from checks.html import page
-from checks.render import show_json
-from spec.registry import REGISTRY
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import Explorer
+from distcheck.checks.traces import trace
+from distcheck.checks.traces.html import page
+from distcheck.checks.traces.render import show_json
+from distcheck.spec.registry import REGISTRY
 from tests.checks.browser import Chromium, find_chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

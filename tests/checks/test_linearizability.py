@@ -15,7 +15,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from checks.linearizability import (
+from distcheck.checks.histories.linearizability import (
     HistoryTooLarge,
     KeyValue,
     Linearizability,

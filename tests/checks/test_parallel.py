@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from checks.cli import main
-from checks.explore import Explorer
-from checks.parallel import ParallelExplorer
-from spec.registry import REGISTRY
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import Explorer
+from distcheck.checks.search.parallel import ParallelExplorer
+from distcheck.spec.registry import REGISTRY
 from tests.checks.test_explore import Counters, TwoCounters
 
 CORRECT = [("twophase", {}, False), ("twophase", {"rms": 5}, True), ("paxoscommit", {}, False), ("lock", {}, False)]

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from checks.conformance import SimOptions, simulate
-from checks.paxos_log import LogTraceError, SlotTrace, project, validate_log
-from checks.wiring import PaxosWiring
-from impl.runtime import FaultPolicy
-from spec.paxos import Config, Paxos
+from distcheck.checks.conformance.simulate import SimOptions, simulate
+from distcheck.checks.conformance.wiring import PaxosWiring
+from distcheck.checks.conformance.wiring.paxos_log import LogTraceError, SlotTrace, project, validate_log
+from distcheck.impl.runtime import FaultPolicy
+from distcheck.spec.paxos import Config, Paxos
 
 REPLICAS = ["r1", "r2", "r3"]
 

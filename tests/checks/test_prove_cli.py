@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from checks.cli import main
+from distcheck.checks.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

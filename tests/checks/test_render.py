@@ -11,10 +11,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from checks import render, shiviz, trace
-from checks.cli import main
-from checks.explore import Explorer
-from spec.registry import REGISTRY
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import Explorer
+from distcheck.checks.traces import render, shiviz, trace
+from distcheck.spec.registry import REGISTRY
 
 
 def variant_trace(variant: str) -> trace.Trace:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.cli import main
+from distcheck.checks.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

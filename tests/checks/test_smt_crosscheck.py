@@ -9,12 +9,12 @@ from collections.abc import Hashable, Mapping, Sequence
 import pytest
 import z3
 
-from checks.smt.crosscheck import cross_check, reachable_states
-from checks.smt.obligations import FAILED, PROVED, discharge
-from checks.smt.registry import PROVABLE, SpecProof
-from checks.smt.system import Encoding, Evaluator, Field, Predicate, SymState, Transition, free_variables
-from checks.smt.twophase import TwoPhaseEncoding, rm_state
-from spec.twophase import (
+from distcheck.checks.proofs.crosscheck import cross_check, reachable_states
+from distcheck.checks.proofs.obligations import FAILED, PROVED, discharge
+from distcheck.checks.proofs.registry import PROVABLE, SpecProof
+from distcheck.checks.proofs.system import Encoding, Evaluator, Field, Predicate, SymState, Transition, free_variables
+from distcheck.checks.proofs.twophase import TwoPhaseEncoding, rm_state
+from distcheck.spec.twophase import (
     COMMITTED,
     VARIANTS,
     Config,
@@ -166,7 +166,7 @@ def test_a_spec_changed_under_its_encoding_fails_the_cross_check() -> None:
 def test_the_altered_encoding_would_also_change_the_proof() -> None:
     # Why the cross-check matters: with the commit guard weakened, the proof of the
     # correct spec's encoding fails although the spec itself is correct.
-    from checks.smt.induction import obligations
+    from distcheck.checks.proofs.induction import obligations
 
     encoding = CommitWithoutWaiting(TwoPhase(Config(rms=2)))
     outcomes = {o.name: discharge(o).result for o in obligations(encoding, encoding.candidate(None))}
@@ -176,7 +176,7 @@ def test_the_altered_encoding_would_also_change_the_proof() -> None:
 def test_a_step_leaving_a_field_domain_breaks_consecution() -> None:
     # Inv′ includes the field domains, so the proof cannot pass on a step whose
     # successor is not a state of the bounded instance; the cross-check says so too.
-    from checks.smt.induction import obligations
+    from distcheck.checks.proofs.induction import obligations
 
     encoding = CommitOverflows(TwoPhase(Config(rms=2)))
     outcome = discharge(obligations(encoding, encoding.candidate(None))[1])

@@ -11,13 +11,25 @@ from typing import Any
 import pytest
 import z3
 
-from checks.cli import main
-from checks.smt.crosscheck import cross_check, reachable_states
-from checks.smt.induction import obligations
-from checks.smt.lock import LockEncoding
-from checks.smt.obligations import FAILED, PROVED, Outcome, discharge
-from checks.smt.system import Evaluator, Field, SymState, Transition
-from spec.lock import HOLDING, VARIANTS, AcceptWrite, Config, Grant, Lock, LockAction, LockState, Release, Renew, Tick
+from distcheck.checks.cli import main
+from distcheck.checks.proofs.crosscheck import cross_check, reachable_states
+from distcheck.checks.proofs.induction import obligations
+from distcheck.checks.proofs.lock import LockEncoding
+from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
+from distcheck.checks.proofs.system import Evaluator, Field, SymState, Transition
+from distcheck.spec.lock import (
+    HOLDING,
+    VARIANTS,
+    AcceptWrite,
+    Config,
+    Grant,
+    Lock,
+    LockAction,
+    LockState,
+    Release,
+    Renew,
+    Tick,
+)
 
 PROPERTIES = ["MutualExclusion", "LeaseValidity", "FencedWrites", "AutomaticRelease", "FirstComeFirstServed"]
 

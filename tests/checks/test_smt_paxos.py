@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 import z3
 
-from checks.cli import main
-from checks.smt.crosscheck import cross_check, reachable_states
-from checks.smt.induction import obligations
-from checks.smt.obligations import FAILED, PROVED, Outcome, discharge
-from checks.smt.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
-from checks.smt.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
-from spec.core import Restart
-from spec.paxos import VARIANTS as PAXOS_VARIANTS
-from spec.paxos import Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
-from spec.voting import VARIANTS as VOTING_VARIANTS
-from spec.voting import VoteFor, Voting, VotingConfig
+from distcheck.checks.cli import main
+from distcheck.checks.proofs.crosscheck import cross_check, reachable_states
+from distcheck.checks.proofs.induction import obligations
+from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
+from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
+from distcheck.checks.proofs.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
+from distcheck.spec.core import Restart
+from distcheck.spec.paxos import VARIANTS as PAXOS_VARIANTS
+from distcheck.spec.paxos import Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
+from distcheck.spec.voting import VARIANTS as VOTING_VARIANTS
+from distcheck.spec.voting import VoteFor, Voting, VotingConfig
 
 # The smallest instance on which every variant of both specs differs from the
 # correct spec (two acceptors: a quorum is both of them, or either one in

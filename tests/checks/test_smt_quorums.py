@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from checks.smt.obligations import FAILED, PROVED, Outcome, discharge
-from checks.smt.quorums import check_params, obligations
+from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
+from distcheck.checks.proofs.quorums import check_params, obligations
 
 
 def run(**params: int) -> dict[str, Outcome]:

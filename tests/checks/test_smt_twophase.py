@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import z3
 
-from checks.render import changes
-from checks.smt.crosscheck import cross_check, reachable_states
-from checks.smt.induction import obligations
-from checks.smt.obligations import FAILED, PROVED, Outcome, discharge
-from checks.smt.system import Candidate, Evaluator, Predicate
-from checks.smt.twophase import TCommitEncoding, TwoPhaseEncoding
-from spec.core import to_json
-from spec.twophase import VARIANTS, Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
+from distcheck.checks.proofs.crosscheck import cross_check, reachable_states
+from distcheck.checks.proofs.induction import obligations
+from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
+from distcheck.checks.proofs.system import Candidate, Evaluator, Predicate
+from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
+from distcheck.checks.traces.render import changes
+from distcheck.spec.core import to_json
+from distcheck.spec.twophase import VARIANTS, Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
 
 
 def prove(rms: int, variant: str | None = None, invariant: str | None = None, **options: Any) -> dict[str, Outcome]:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from checks import trace
-from checks.explore import Step
-from checks.stateful import spec_machine
-from spec.twophase import Config, RMRcvCommitMsg, TCommit, TMCommit, TwoPhase
+from distcheck.checks.search.explore import Step
+from distcheck.checks.search.stateful import spec_machine
+from distcheck.checks.traces import trace
+from distcheck.spec.twophase import Config, RMRcvCommitMsg, TCommit, TMCommit, TwoPhase
 from tests.checks.trace_schema import assert_valid_trace_text
 
 # The one-line declarations (run under the HYPOTHESIS_PROFILE settings).

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from checks.cli import main
-from checks.explore import explore
-from checks.swarm import shorten, swarm, violates
-from spec.registry import REGISTRY
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import explore
+from distcheck.checks.search.swarm import shorten, swarm, violates
+from distcheck.spec.registry import REGISTRY
 
 VARIANTS = [(name, v) for name in ("twophase", "paxoscommit") for v in REGISTRY[name].variants]
 
@@ -45,7 +45,7 @@ def test_swarm_of_a_correct_spec_samples_only_reachable_states() -> None:
 
 
 def test_shorten_cuts_loops_and_needless_steps() -> None:
-    from spec.twophase import RMChooseToAbort, RMPrepare, RMRcvCommitMsg, TMCommit, TMRcvPrepared
+    from distcheck.spec.twophase import RMChooseToAbort, RMPrepare, RMRcvCommitMsg, TMCommit, TMRcvPrepared
 
     spec = REGISTRY["twophase"].make(variant="commit_early")
     detour = [RMPrepare("r3"), TMRcvPrepared("r3"), TMRcvPrepared("r3")]  # a stutter loop and a needless step

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from checks import trace
-from checks.explore import Explorer
-from spec.core import Spec
-from spec.registry import REGISTRY
+from distcheck.checks.search.explore import Explorer
+from distcheck.checks.traces import trace
+from distcheck.spec.core import Spec
+from distcheck.spec.registry import REGISTRY
 from tests.checks.trace_schema import assert_valid_trace_text
 
 VARIANTS = list(REGISTRY["twophase"].variants)

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from checks import trace as trace_file
-from checks.cli import main
-from checks.conformance import SimOptions, simulate
-from checks.explore import Explorer
-from checks.validate import validate_events, validate_trace
-from checks.wiring import TwoPhaseWiring
-from impl.runtime import FaultPolicy
-from spec.twophase import Config, TMAction, TPState, TwoPhase
+from distcheck.checks.cli import main
+from distcheck.checks.conformance.simulate import SimOptions, simulate
+from distcheck.checks.conformance.validate import validate_events, validate_trace
+from distcheck.checks.conformance.wiring import TwoPhaseWiring
+from distcheck.checks.search.explore import Explorer
+from distcheck.checks.traces import trace as trace_file
+from distcheck.impl.runtime import FaultPolicy
+from distcheck.spec.twophase import Config, TMAction, TPState, TwoPhase
 from tests.checks.trace_schema import assert_valid_trace_text
 
 SPEC = TwoPhase(Config(rms=3))

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 
-from checks import trace
+from distcheck.checks.traces import trace
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "trace-format.schema.json"
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from checks import trace as trace_file
-from checks.validate import validate_events, validate_trace
-from impl import twophase
-from impl.runtime import Context, FreeRuntime, RandomChoices, TraceLog, run_simulation
-from impl.runtime.storage import read_log
-from impl.runtime.tcp import encode_frame
-from spec.twophase import Config, TwoPhase
+from distcheck.checks.conformance.validate import validate_events, validate_trace
+from distcheck.checks.traces import trace as trace_file
+from distcheck.impl import twophase
+from distcheck.impl.runtime import Context, FreeRuntime, RandomChoices, TraceLog, run_simulation
+from distcheck.impl.runtime.storage import read_log
+from distcheck.impl.runtime.tcp import encode_frame
+from distcheck.spec.twophase import Config, TwoPhase
 from tests.impl.waiting import WAIT, wait_for
 
 # A vote timeout far above what loopback needs, so a loaded machine cannot turn

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from checks import trace as trace_file
-from checks.validate import validate_trace
-from impl.lock import ClientTiming, FencedStorage, FencedStore, LockClient, LockServer, LockTimeout
-from impl.lock import storage as lock_storage
-from impl.runtime import Context, FreeRuntime, TraceLog
-from impl.runtime.storage import read_log
-from spec.lock import Config, Lock
+from distcheck.checks.conformance.validate import validate_trace
+from distcheck.checks.traces import trace as trace_file
+from distcheck.impl.lock import ClientTiming, FencedStorage, FencedStore, LockClient, LockServer, LockTimeout
+from distcheck.impl.lock import storage as lock_storage
+from distcheck.impl.runtime import Context, FreeRuntime, TraceLog
+from distcheck.impl.runtime.storage import read_log
+from distcheck.spec.lock import Config, Lock
 from tests.impl.waiting import WAIT, wait_for
 
 TICK = 0.2  # the server's tick: a 0.6 s lease is 3 ticks, as in the spec's ttl=3

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from checks.conformance import SimOptions, SimOutcome, simulate
-from checks.params import build_spec
-from checks.validate import validate_events
-from checks.wiring import LockSystem, LockWiring, PausingChoices, SlowClock
-from impl.lock import server as lock_server
-from impl.runtime import Choice, ChoiceSource, Context, FaultPolicy, RandomChoices, Simulation, TraceLog
+from distcheck.checks.conformance.simulate import SimOptions, SimOutcome, simulate
+from distcheck.checks.conformance.validate import validate_events
+from distcheck.checks.conformance.wiring import LockSystem, LockWiring, PausingChoices, SlowClock
+from distcheck.checks.params import build_spec
+from distcheck.impl.lock import server as lock_server
+from distcheck.impl.runtime import Choice, ChoiceSource, Context, FaultPolicy, RandomChoices, Simulation, TraceLog
 from tests.impl.schedules import draw_option
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)

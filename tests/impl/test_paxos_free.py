@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from checks.linearizability import Operation, check_history
-from checks.paxos_log import validate_log
-from impl import paxos
-from impl.runtime import Context, FreeRuntime, TraceLog
+from distcheck.checks.conformance.wiring.paxos_log import validate_log
+from distcheck.checks.histories.linearizability import Operation, check_history
+from distcheck.impl import paxos
+from distcheck.impl.runtime import Context, FreeRuntime, TraceLog
 from tests.impl.waiting import wait_for
 
 REPLICAS = ["r1", "r2", "r3"]

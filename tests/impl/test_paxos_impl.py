@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from checks.cli import main
-from checks.conformance import SimOptions, SimOutcome, simulate
-from checks.paxos_log import project, validate_log
-from checks.wiring import PaxosWiring
-from impl import paxos
-from impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
-from spec.paxos import Config, Paxos
+from distcheck.checks.cli import main
+from distcheck.checks.conformance.simulate import SimOptions, SimOutcome, simulate
+from distcheck.checks.conformance.wiring import PaxosWiring
+from distcheck.checks.conformance.wiring.paxos_log import project, validate_log
+from distcheck.impl import paxos
+from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
+from distcheck.spec.paxos import Config, Paxos
 from tests.impl.schedules import draw_option
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True, partition=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from impl import twophase
-from impl.runtime import (
+from distcheck.impl import twophase
+from distcheck.impl.runtime import (
     Choice,
     ChoiceSource,
     Context,
@@ -28,8 +28,8 @@ from impl.runtime import (
     TraceLog,
     run_simulation,
 )
-from impl.runtime.controlled import FAULTS
-from impl.runtime.storage import DurableLog, encode_record, read_log
+from distcheck.impl.runtime.controlled import FAULTS
+from distcheck.impl.runtime.storage import DurableLog, encode_record, read_log
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)
 

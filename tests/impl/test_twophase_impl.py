@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from checks.conformance import SimOptions, SimOutcome, simulate
-from checks.validate import validate_events
-from checks.wiring import TwoPhaseWiring
-from impl import twophase
-from impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
-from spec.twophase import Config, TwoPhase
+from distcheck.checks.conformance.simulate import SimOptions, SimOutcome, simulate
+from distcheck.checks.conformance.validate import validate_events
+from distcheck.checks.conformance.wiring import TwoPhaseWiring
+from distcheck.impl import twophase
+from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
+from distcheck.spec.twophase import Config, TwoPhase
 from tests.impl.schedules import draw_option
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)

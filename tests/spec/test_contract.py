@@ -17,9 +17,9 @@ from typing import Any
 import attrs
 import pytest
 
-from checks.explore import explore
-from spec.core import Spec, canonical_text, fingerprint, to_json
-from spec.registry import REGISTRY
+from distcheck.checks.search.explore import explore
+from distcheck.spec.core import Spec, canonical_text, fingerprint, to_json
+from distcheck.spec.registry import REGISTRY
 
 SAMPLE = 1500  # states per spec: enough to cover every action kind at default sizes
 
@@ -108,9 +108,9 @@ def test_every_reachability_property_is_reached_and_invariants_hold(spec: Spec[A
 
 _FINGERPRINT_SCRIPT = """
 import json, sys
-from spec.registry import REGISTRY
+from distcheck.spec.registry import REGISTRY
 from tests.spec.test_contract import reachable_sample
-from spec.core import fingerprint
+from distcheck.spec.core import fingerprint
 out = {}
 for name, entry in REGISTRY.items():
     spec = entry.make()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spec.core import (
+from distcheck.spec.core import (
     Bag,
     BagNetwork,
     Crash,

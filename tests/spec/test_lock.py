@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from checks.cli import main
-from checks.explore import explore
-from spec.core import Crash, FrozenMap, Invariant, Reachable, canonical_text
-from spec.lock import (
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import explore
+from distcheck.spec.core import Crash, FrozenMap, Invariant, Reachable, canonical_text
+from distcheck.spec.lock import (
     HOLDING,
     LAPSED,
     VARIANTS,

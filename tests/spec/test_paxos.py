@@ -20,11 +20,11 @@ from typing import Any
 import attrs
 import pytest
 
-from checks.cli import main
-from checks.explore import Result, check_refinement_of, explore
-from spec.consensus import Consensus, ConsensusConfig, ConsensusState
-from spec.core import FrozenMap, Invariant, MessageSet, Refinement, Restart, to_json
-from spec.paxos import (
+from distcheck.checks.cli import main
+from distcheck.checks.search.explore import Result, check_refinement_of, explore
+from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState
+from distcheck.spec.core import FrozenMap, Invariant, MessageSet, Refinement, Restart, to_json
+from distcheck.spec.paxos import (
     VARIANTS,
     Config,
     Message,
@@ -38,7 +38,7 @@ from spec.paxos import (
     Phase2a,
     Phase2b,
 )
-from spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, quorum_system
+from distcheck.spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, quorum_system
 
 # ------------------------------------------------------------------------ helpers
 

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from checks.explore import check_refinement_of, explore
-from spec.core import FrozenMap, MessageSet, canonical_text, to_json
-from spec.paxoscommit import (
+from distcheck.checks.search.explore import check_refinement_of, explore
+from distcheck.spec.core import FrozenMap, MessageSet, canonical_text, to_json
+from distcheck.spec.paxoscommit import (
     Chosen,
     Config,
     LeaderAbort,
@@ -29,7 +29,7 @@ from spec.paxoscommit import (
     Phase2b,
     Phase2bMsg,
 )
-from spec.twophase import RMPrepare, RMRcvAbortMsg, RMRcvCommitMsg
+from distcheck.spec.twophase import RMPrepare, RMRcvAbortMsg, RMRcvCommitMsg
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_type_invariant_rejects_a_vote_above_the_promise() -> None:
     spec = PaxosCommit(Config(rms=1, acceptors=1, max_ballot=1))
     init = next(iter(spec.init_states()))
     type_ok = next(inv for inv in spec.invariants() if inv.name == "TypeOK")
-    from spec.paxoscommit import AcceptorState
+    from distcheck.spec.paxoscommit import AcceptorState
 
     bad = PCState(init.rm_state, FrozenMap({("r1", "a1"): AcceptorState(0, 1, "prepared")}), MessageSet())
     assert type_ok.holds(init) and not type_ok.holds(bad)

@@ -9,9 +9,9 @@ from typing import Any
 import attrs
 import pytest
 
-from checks.explore import check_refinement_of, explore
-from spec.core import FrozenMap, MessageSet, canonical_text
-from spec.twophase import (
+from distcheck.checks.search.explore import check_refinement_of, explore
+from distcheck.spec.core import FrozenMap, MessageSet, canonical_text
+from distcheck.spec.twophase import (
     Config,
     Prepared,
     RMChooseToAbort,

@@ -1,0 +1,379 @@
+"""The ``distcheck`` command.
+
+Where it sits: the front door; wires the registry (``spec.registry``) to the
+checking machinery (``checks.explore``, ``checks.render``).
+
+Exit codes, for every subcommand: 0 checked and fine; 1 a property failed (the
+counterexample is printed); 2 bad usage or bad input (one line on stderr saying
+what is wrong and what is allowed; never a traceback).
+
+    distcheck list [--json]
+    distcheck check SPEC [-p NAME=VALUE ...] [--variant V] [--symmetry]
+                    [--max-depth N] [--deadlock] [--refinement] [--json]
+    distcheck check all [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from distcheck.checks.cli import prove as cli_prove
+from distcheck.checks.cli import runtime as cli_runtime
+from distcheck.checks.cli import trace as cli_trace
+from distcheck.checks.params import UsageError, build_spec, positive_int
+from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of
+from distcheck.checks.search.parallel import ParallelExplorer
+from distcheck.checks.search.swarm import swarm
+from distcheck.checks.traces.render import step_table, trace_text
+from distcheck.checks.traces.trace import Trace, from_behaviour, violation_of
+from distcheck.checks.traces.trace import default_path as default_trace_path
+from distcheck.checks.traces.trace import write as write_trace
+from distcheck.spec.core import Spec, to_json
+from distcheck.spec.registry import REGISTRY
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="distcheck", description="Check distributed-protocol specifications.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_list = sub.add_parser("list", help="list specs, their parameters and variants")
+    p_list.add_argument("--json", action="store_true", help="machine-readable output")
+    p_list.set_defaults(handler=cmd_list)
+
+    p_check = sub.add_parser("check", help="explore a spec exhaustively (or 'all' registered specs)")
+    p_check.add_argument("spec", help="spec name, or 'all'")
+    p_check.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
+    p_check.add_argument("--variant", help="check a deliberately broken variant")
+    p_check.add_argument("--symmetry", action="store_true", help="reduce by the spec's symmetry")
+    p_check.add_argument("--max-depth", type=positive_int, metavar="N", help="explore at most N states deep")
+    p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
+    p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
+    p_check.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="explore on N processes (checks/parallel.py; pays off when states are cheap to send)",
+    )
+    p_check.add_argument("--json", action="store_true", help="print one JSON object")
+    p_check.add_argument(
+        "--trace-out", metavar="FILE", help="write a counterexample trace here (default: under .distcheck/traces/)"
+    )
+    swarm_group = p_check.add_argument_group("swarm search (randomized, not exhaustive; see checks/swarm.py)")
+    swarm_group.add_argument("--swarm", type=positive_int, metavar="N", help="run N independent random searches")
+    swarm_group.add_argument("--walks", type=positive_int, default=200, metavar="W", help="random walks per search")
+    swarm_group.add_argument("--walk-depth", type=positive_int, default=40, metavar="D", help="steps per walk")
+    swarm_group.add_argument("--seed", type=int, default=0, help="seed of the first search (the others follow)")
+    swarm_group.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run the searches on"
+    )
+    p_check.set_defaults(handler=cmd_check)
+
+    # Each further group of subcommands lives in its own module with register(sub).
+    for module in (cli_trace, cli_prove, cli_runtime):
+        module.register(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.json:
+        out = [
+            {
+                "name": e.name,
+                "summary": e.summary,
+                "params": {p.name: p.default for p in e.params()},
+                "variants": dict(e.variants),
+                "variant_params": {v: dict(p) for v, p in e.variant_params.items()},
+            }
+            for e in REGISTRY.values()
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    for e in REGISTRY.values():
+        print(f"{e.name}: {e.summary}")
+        for p in e.params():
+            bounds = f" [{p.minimum}..{p.maximum}]" if p.minimum is not None or p.maximum is not None else ""
+            print(f"  -p {p.name}={p.default}{bounds}  {p.help}")
+        for v, text in e.variants.items():
+            size = e.variant_params.get(v)
+            at = " (shown at " + " ".join(f"{k}={x}" for k, x in size.items()) + ")" if size else ""
+            print(f"  --variant {v}  {text}{at}")
+    return 0
+
+
+# -------------------------------------------------------------------------- check
+
+
+def _progress_printer() -> Any:
+    def report(stats: Stats) -> None:
+        sys.stderr.write(
+            f"\r  {stats.distinct_states:,} distinct, {stats.generated_states:,} generated, "
+            f"depth {stats.depth}, queue {stats.queue:,}, {stats.states_per_second:,.0f} states/s "
+        )
+        sys.stderr.flush()
+
+    return report
+
+
+def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool) -> Result:
+    if args.symmetry and not spec.has_symmetry():
+        raise UsageError(f"spec {spec.name!r} declares no symmetry; drop --symmetry")
+    if args.refinement:
+        if spec.refinement() is None:
+            raise UsageError(f"spec {spec.name!r} declares no refinement mapping; drop --refinement")
+        if args.workers > 1:
+            raise UsageError("--refinement is checked by the sequential explorer; drop --workers")
+        if args.symmetry:
+            raise UsageError("--refinement is checked on unreduced states; drop --symmetry")
+        return check_refinement_of(spec)
+    show_progress = not quiet and sys.stderr.isatty()
+    progress = _progress_printer() if show_progress else None
+    explorer: Explorer | ParallelExplorer
+    if args.workers > 1:
+        explorer = ParallelExplorer(
+            spec,
+            workers=args.workers,
+            symmetry=args.symmetry,
+            max_depth=args.max_depth,
+            check_deadlock=args.deadlock,
+            progress=progress,
+        )
+    else:
+        explorer = Explorer(
+            spec, symmetry=args.symmetry, max_depth=args.max_depth, check_deadlock=args.deadlock, progress=progress
+        )
+    result = explorer.run()
+    if show_progress:
+        sys.stderr.write("\r" + " " * 100 + "\r")
+    return result
+
+
+def result_json(
+    spec_name: str, params: dict[str, Any], variant: str | None, symmetry: bool, result: Result, spec: Spec[Any, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "spec": spec_name,
+        "params": params,
+        "variant": variant,
+        "symmetry": symmetry,
+        "result": result.result,
+        "distinct_states": result.stats.distinct_states,
+        "generated_states": result.stats.generated_states,
+        "depth": result.stats.depth,
+        "seconds": round(result.stats.seconds, 3),
+        "complete": result.complete,
+    }
+    if result.violation is not None:
+        v = result.violation
+        out["violation"] = {
+            "invariant": v.name,
+            "kind": v.kind,
+            "statement": v.statement,
+            "trace": [
+                {
+                    "step": i,
+                    "actor": None if s.action is None else spec.actor(s.action),
+                    "action": None if s.action is None else to_json(s.action),
+                    "action_text": "Init" if s.action is None else str(s.action),
+                    "state": to_json(s.state),
+                }
+                for i, s in enumerate(v.trace)
+            ],
+        }
+    return out
+
+
+def counterexample_trace(
+    spec_name: str,
+    params: dict[str, Any],
+    variant: str | None,
+    result: Result,
+    spec: Spec[Any, Any],
+    source: str = "explorer",
+) -> Trace | None:
+    """The explorer's counterexample as a trace (None when there is none to show)."""
+    v = result.violation
+    header_violation = None if v is None else violation_of(v.name, v.statement, v.kind)
+    if v is None or header_violation is None or not v.trace:
+        return None
+    return from_behaviour(
+        spec, v.trace, spec_name=spec_name, params=params, variant=variant, violation=header_violation, source=source
+    )
+
+
+def write_counterexample(tr: Trace, trace_out: str | None) -> Path:
+    """Write a failure's trace to ``trace_out``, or under .distcheck/traces/."""
+    try:
+        return write_trace(tr, trace_out or default_trace_path(tr.header))
+    except OSError as exc:
+        raise UsageError(f"cannot write the trace to {trace_out}: {exc.strerror or exc}") from None
+
+
+def print_result(
+    spec: Spec[Any, Any],
+    label: str,
+    result: Result,
+    tr: Trace | None = None,
+    incomplete: str = "cut short by --max-depth",
+) -> None:
+    s = result.stats
+    v = result.violation
+    if v is None:
+        cut = "" if result.complete else f" (not exhaustive: {incomplete})"
+        print(f"{label}: ok{cut}")
+    elif v.kind == "unreached":
+        print(f"{label}: {v.name} was never reached: {v.statement}")
+    else:
+        what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated"}[v.kind]
+        print(f"{label}: {v.name} {what} after {len(v.trace) - 1} steps\n")
+        if tr is not None:
+            print(trace_text(tr, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+        else:
+            print(step_table([(st.action, st.state) for st in v.trace], actor=spec.actor))
+            print(f"\n{v.name}: {v.statement}")
+    print(
+        f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, depth {s.depth}, {s.seconds:.2f} s"
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.spec == "all":
+        if args.param or args.variant or args.symmetry or args.max_depth or args.refinement:
+            raise UsageError("'check all' runs every spec at its default size; it takes only --json and --deadlock")
+        if args.trace_out:
+            raise UsageError("--trace-out takes the counterexample of one spec; drop it with 'check all'")
+        return cmd_check_all(args)
+    entry, params, spec = build_spec(args.spec, args.param, args.variant)
+    if args.scheduler and not args.swarm:
+        raise UsageError("--scheduler runs a swarm: give --swarm N as well")
+    if args.swarm and (args.symmetry or args.max_depth or args.deadlock or args.refinement):
+        raise UsageError("--swarm samples behaviours; drop --symmetry, --max-depth, --deadlock and --refinement")
+    if args.swarm:
+        try:
+            result = swarm(
+                entry.name,
+                params,
+                args.variant,
+                runs=args.swarm,
+                walks=args.walks,
+                depth=args.walk_depth,
+                seed=args.seed,
+                scheduler=args.scheduler,
+            )
+        except OSError as exc:  # the scheduler could not be reached
+            raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+    else:
+        result = _run(spec, args, quiet=args.json)
+    tr = counterexample_trace(entry.name, params, args.variant, result, spec, "swarm" if args.swarm else "explorer")
+    written = write_counterexample(tr, args.trace_out) if tr is not None else None
+    if args.json:
+        out = result_json(entry.name, params, args.variant, args.symmetry, result, spec)
+        if args.swarm:
+            out["swarm"] = {"runs": args.swarm, "walks": args.walks, "walk_depth": args.walk_depth, "seed": args.seed}
+            out["swarm"]["scheduler"] = args.scheduler or "local"
+        if written is not None:
+            out["trace_file"] = str(written)
+        print(json.dumps(out, indent=2))
+    else:
+        label = (
+            entry.name
+            + "".join(f" {k}={v}" for k, v in params.items())
+            + (f" variant={args.variant}" if args.variant else "")
+        )
+        reason = f"a swarm of {args.swarm} random searches" if args.swarm else "cut short by --max-depth"
+        print_result(spec, label, result, tr, incomplete=reason)
+        if written is not None:
+            print(f"trace written to {written} (replay it with: distcheck replay {written})")
+    return 0 if result.ok else 1
+
+
+def cmd_check_all(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for entry in REGISTRY.values():
+        spec = entry.make()
+        params = {p.name: p.default for p in entry.params()}
+        result = Explorer(spec, check_deadlock=args.deadlock).run()
+        row = result_json(entry.name, params, None, False, result, spec)
+        if result.ok and spec.refinement() is not None:
+            refined = check_refinement_of(spec)
+            row["refinement"] = refined.result
+            failed |= not refined.ok
+        row["variants"] = {}
+        failed |= not result.ok
+        for variant in entry.variants:
+            broken = Explorer(entry.make(variant=variant)).run()
+            caught = broken.violation is not None and broken.violation.kind != "unreached"
+            row["variants"][variant] = {
+                "params": entry.defaults(variant),
+                "caught": caught,
+                "invariant": broken.violation.name if broken.violation else None,
+                "steps": len(broken.violation.trace) - 1 if broken.violation and broken.violation.trace else None,
+            }
+            failed |= not caught
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_summary_table(rows))
+    return 1 if failed else 0
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> str:
+    header = ("spec", "result", "distinct", "depth", "seconds", "variants caught")
+    body = []
+    for r in rows:
+        result = r["result"]
+        if "violation" in r:
+            result += f" ({r['violation']['invariant']})"
+        if r.get("refinement") == "ok":
+            result += ", refines"
+        variants = ", ".join(
+            f"{name} {'✓' if v['caught'] else '✗ MISSED'}"
+            + (f" ({v['invariant']}, {v['steps']} steps)" if v["caught"] else "")
+            for name, v in r["variants"].items()
+        )
+        body.append(
+            (r["spec"], result, f"{r['distinct_states']:,}", str(r["depth"]), f"{r['seconds']:.2f}", variants or "-")
+        )
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *body]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        if row is header:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 15)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except UsageError as exc:
+        print(f"distcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distcheck: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader (e.g. `| head`) went away: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Subcommands for traces: show, replay, fuzz.
+
+Where it sits: ``checks/cli.py`` calls ``register`` to add these subcommands; each
+sets ``handler`` (a function of the parsed arguments returning the exit code) and
+raises ``checks.params.UsageError`` on bad input.  The work itself lives in
+``checks.trace`` (reading, replay), ``checks.render`` (text), ``checks.html``,
+``checks.shiviz`` and ``checks.stateful`` (fuzz).
+
+    distcheck show TRACE [--html OUT.html] [--shiviz OUT.log] [--python]
+    distcheck replay TRACE [--json]
+    distcheck fuzz SPEC [-p NAME=VALUE ...] [--variant V] [--examples N] [--steps N]
+                   [--seed S] [--trace-out FILE] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from distcheck.checks.params import UsageError, build_spec, non_negative_int, positive_int
+from distcheck.checks.search import stateful
+from distcheck.checks.traces import render, shiviz, trace
+from distcheck.checks.traces.html import page as html_page
+from distcheck.spec.core import Spec
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add this module's subcommands to the ``distcheck`` parser."""
+    p_show = sub.add_parser("show", help="print a trace file as a step table (or write HTML / ShiViz)")
+    p_show.add_argument("trace", help="a trace file (JSON Lines, docs/trace-format.md)")
+    p_show.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML viewer instead")
+    p_show.add_argument("--shiviz", metavar="OUT.log", help="write a ShiViz log (with vector clocks) instead")
+    p_show.add_argument("--python", action="store_true", help="print a Python snippet that replays the trace instead")
+    p_show.set_defaults(handler=cmd_show)
+
+    p_replay = sub.add_parser("replay", help="re-execute a trace on its spec and check every step")
+    p_replay.add_argument("trace", help="a trace file (JSON Lines, docs/trace-format.md)")
+    p_replay.add_argument("--json", action="store_true", help="print one JSON object")
+    p_replay.set_defaults(handler=cmd_replay)
+
+    p_fuzz = sub.add_parser("fuzz", help="search random behaviours with hypothesis and shrink a failing one")
+    p_fuzz.add_argument("spec", help="spec name (see distcheck list)")
+    p_fuzz.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
+    p_fuzz.add_argument("--variant", help="fuzz a deliberately broken variant")
+    p_fuzz.add_argument(
+        "--examples", type=positive_int, default=1000, metavar="N", help="behaviours to try (default 1000)"
+    )
+    p_fuzz.add_argument("--steps", type=positive_int, default=20, metavar="N", help="steps per behaviour (default 20)")
+    p_fuzz.add_argument(
+        "--seed", type=non_negative_int, metavar="S", help="make the run repeatable (default: drawn and shown)"
+    )
+    p_fuzz.add_argument("--trace-out", metavar="FILE", help="write a counterexample here (default .distcheck/traces/)")
+    p_fuzz.add_argument("--json", action="store_true", help="print one JSON object")
+    p_fuzz.set_defaults(handler=cmd_fuzz)
+
+
+def use_colour() -> bool:
+    """Colour only for a person at a terminal (and never when NO_COLOR is set)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def load_trace(path: str) -> trace.Trace:
+    try:
+        return trace.read(path)
+    except trace.TraceFormatError as exc:
+        raise UsageError(f"malformed trace {exc}") from None
+
+
+def spec_of(tr: trace.Trace) -> Spec[Any, Any]:
+    """The spec a trace's header names, built with the header's parameters."""
+    raw = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in tr.header.params.items()]
+    try:
+        return build_spec(tr.header.spec, raw, tr.header.variant)[2]
+    except UsageError as exc:
+        raise UsageError(f"trace header: {exc}") from None
+
+
+# -------------------------------------------------------------------------- show
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    tr = load_trace(args.trace)
+    note = ""
+    if any(step.state is None for step in tr.steps):
+        # A log without states (an implementation's): show the spec's states, when
+        # the actions replay on it, so that the changes column says something.
+        try:
+            full = trace.completed(tr, spec_of(tr))
+        except UsageError:
+            full = None
+        if full is not None:
+            tr = full
+            note = "(states not recorded in the file: shown as the spec computes them by replaying the actions)\n\n"
+    if args.python:
+        print(render.python_snippet(tr))
+        return 0
+    if args.html or args.shiviz:
+        if args.html:
+            print(f"wrote {_write(args.html, html_page(tr, title=Path(args.trace).name))}")
+        if args.shiviz:
+            print(f"wrote {_write(args.shiviz, shiviz.export(tr))}")
+        return 0
+    print(note + render.trace_text(tr, colour=use_colour()))
+    return 0
+
+
+def _write(path: str, text: str) -> Path:
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return out
+
+
+# ------------------------------------------------------------------------ replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    tr = load_trace(args.trace)
+    spec = spec_of(tr)
+    result = trace.replay(tr, spec)
+    if result.outcome == "diverged":
+        raise UsageError(f"{args.trace} is not a behaviour of {tr.header.spec}: {result.reason}")
+    if args.json:
+        out: dict[str, Any] = {
+            "trace": args.trace,
+            "spec": tr.header.spec,
+            "params": dict(tr.header.params),
+            "variant": tr.header.variant,
+            "result": result.outcome,
+            "steps": tr.length,
+        }
+        if result.violation is not None:
+            out["violation"] = {
+                "invariant": result.violation.invariant,
+                "statement": result.violation.statement,
+                "kind": result.violation.kind,
+                "step": result.step,
+                "matches_recorded": result.matches_recorded,
+            }
+        print(json.dumps(out, indent=2))
+    elif result.outcome == "violation":
+        print(f"{args.trace}: reproduced: {result.reason}")
+    else:
+        print(f"{args.trace}: a clean behaviour of {tr.header.spec} ({tr.length} steps): {result.reason}")
+    return result.exit_code
+
+
+# -------------------------------------------------------------------------- fuzz
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    entry, params, spec = build_spec(args.spec, args.param, args.variant)
+    outcome = stateful.fuzz(
+        spec,
+        examples=args.examples,
+        steps=args.steps,
+        seed=args.seed,
+        spec_name=entry.name,
+        params=params,
+        variant=args.variant,
+        trace_path=args.trace_out,
+    )
+    written = None
+    if outcome.trace is not None:
+        written = str(args.trace_out or trace.default_path(outcome.trace.header))
+    if args.json:
+        out: dict[str, Any] = {
+            "spec": entry.name,
+            "params": params,
+            "variant": args.variant,
+            "result": outcome.result,
+            "examples": outcome.examples,
+            "seconds": round(outcome.seconds, 3),
+            "seed": outcome.seed,
+            "steps": args.steps,
+        }
+        if outcome.trace is not None and outcome.trace.header.violation is not None:
+            v = outcome.trace.header.violation
+            out["violation"] = {
+                "invariant": v.invariant,
+                "kind": v.kind,
+                "statement": v.statement,
+                "trace": trace.steps_json(outcome.trace),
+            }
+            out["trace_file"] = written
+        print(json.dumps(out, indent=2))
+    else:
+        label = entry.name + "".join(f" {k}={v}" for k, v in params.items())
+        label += f" variant={args.variant}" if args.variant else ""
+        runs = f"{outcome.examples:,} examples, seed {outcome.seed}, {outcome.seconds:.2f} s"
+        if outcome.trace is None:
+            print(f"{label}: ok ({runs}; up to {args.steps} steps each)")
+        else:
+            print(f"{label}: {_violated(outcome.trace)} after {outcome.trace.length} steps, shrunk ({runs})\n")
+            print(render.trace_text(outcome.trace, colour=use_colour()))
+            print(f"\ntrace written to {written}")
+    return 0 if outcome.trace is None else 1
+
+
+def _violated(tr: trace.Trace) -> str:
+    v = tr.header.violation
+    return f"{v.invariant} violated" if v is not None else "failed"

@@ -1,0 +1,187 @@
+"""Conformance of an implementation to its spec, under a controlled scheduler.
+
+Where it sits: the generic half of ``distcheck simulate`` and of the tests of every
+implementation.  A ``Wiring`` (one per implemented protocol, in ``checks/conformance/wiring/``)
+says how to build the implementation's nodes (``impl/``), how to check its real
+state after every step (by default: the spec's invariants on an abstraction of
+that state), how to validate its trace against the spec, and what a finished run
+must have achieved.  ``simulate`` runs one wiring once under
+``impl.runtime.Simulation`` with a choice source (seeded random, PCT, or
+hypothesis drawing each choice) and returns what happened.  This is, with the CLI
+and the tests, where spec, implementation and checks meet (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from distcheck.checks.conformance.validate import Validation, Validator, validate_events
+from distcheck.checks.traces.render import state_table
+from distcheck.impl.runtime import (
+    ChoiceSource,
+    FaultPolicy,
+    NodeMain,
+    PCTChoices,
+    RandomChoices,
+    RunResult,
+    Simulation,
+    TraceLog,
+)
+from distcheck.spec.core import Spec
+
+STRATEGIES = ("random", "pct")
+
+
+class Wiring(ABC):
+    """How ``simulate`` runs one protocol's implementation against its spec."""
+
+    spec_name: str = ""
+    #: the implementation's deliberately broken variants (name → what is wrong)
+    variants: Mapping[str, str] = {}
+    #: the event key that separates independent protocol instances in the trace
+    split_key: str | None = None
+    #: parameters used unless the command line sets them (the spec's defaults may
+    #: be too small a model for a run of the implementation to fit in)
+    default_params: tuple[str, ...] = ()
+    #: scheduler steps per run unless ``--steps`` says otherwise (faults in the first half)
+    default_steps: int = 2000
+
+    def wrap_choices(self, choices: ChoiceSource, seed: int, system: Any, faults: FaultPolicy) -> ChoiceSource:
+        """The scheduler's choices for one run; a wiring may add its own faults."""
+        return choices
+
+    @abstractmethod
+    def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
+        """A fresh implementation (its environment's choices drawn from ``rng``)."""
+
+    @abstractmethod
+    def nodes(self, system: Any) -> dict[str, NodeMain]: ...
+
+    def abstract(self, sim: Simulation, system: Any) -> Any:
+        """The spec state that the implementation's real state stands for."""
+        raise NotImplementedError(f"{type(self).__name__} checks the implementation's state with check_state")
+
+    def check_state(self, spec: Spec[Any, Any], sim: Simulation, system: Any) -> str | None:
+        """After every step: what is wrong with the implementation's state, or None.
+        By default, the spec's invariants on the abstraction of that state."""
+        state = self.abstract(sim, system)
+        for inv in spec.invariants():
+            if not inv.holds(state):
+                return f"{inv.name} violated: {inv.statement}\n{state_table(state)}"
+        return None
+
+    #: whether the trace is validated event by event during the run (so the run
+    #: stops at the first unexplained event) or only once, at the end
+    incremental_trace: bool = True
+
+    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+        """Is the run's trace a behaviour of the spec?"""
+        return validate_events(spec, events, split_key=self.split_key)
+
+    def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
+        """The faults the scheduler may inject into this system (e.g. which nodes may crash)."""
+        return faults
+
+    def done(self, sim: Simulation, system: Any) -> bool:
+        """For a system that never goes quiet: has the run done its work (asked only
+        once faults are over and every node is up)?"""
+        return False
+
+    @abstractmethod
+    def finished(self, sim: Simulation, system: Any) -> str | None:
+        """At the end of a run (no faults left, nothing more to do): what is wrong, or None."""
+
+
+@attrs.frozen
+class SimOptions:
+    seed: int = 0
+    strategy: str = "random"
+    faults: FaultPolicy = FaultPolicy()
+    #: the most scheduler steps a run may take; faults only in the first half, so
+    #: that the run can recover and finish
+    steps: int = 2000
+    pct_depth: int = 3
+    variant: str | None = None
+    #: the two independent checks, each of which can be turned off to show that
+    #: the other one alone catches a broken variant
+    check_invariants: bool = True
+    check_trace: bool = True
+
+
+@attrs.frozen
+class SimOutcome:
+    """status: ok, or why the run failed: violation (an invariant of the spec on the
+    abstraction, or the end-of-run check), deadlock, error (a node raised),
+    step_limit (did not finish), invalid_trace (the trace is not a behaviour)."""
+
+    status: str
+    message: str
+    run: RunResult
+    validation: Validation
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def make_choices(options: SimOptions) -> ChoiceSource:
+    if options.strategy == "pct":
+        return PCTChoices(options.seed, depth=options.pct_depth, expected_steps=max(options.steps // 4, 2))
+    return RandomChoices(options.seed)
+
+
+def simulate(
+    spec: Spec[Any, Any],
+    wiring: Wiring,
+    params: Mapping[str, Any],
+    options: SimOptions,
+    choices: ChoiceSource | None = None,
+    environment: random.Random | None = None,
+) -> SimOutcome:
+    """One controlled run: the spec's invariants are checked on the abstraction of
+    the implementation's state after every step, the wiring's end-of-run check at
+    the end, and the trace the nodes recorded is validated against the spec."""
+    system = wiring.build(params, options.variant, environment or random.Random(options.seed))
+    if choices is None:
+        choices = wiring.wrap_choices(make_choices(options), options.seed, system, options.faults)
+    tracelog = TraceLog(wiring.spec_name, params, None, source="simulate")
+    if options.variant is not None:
+        tracelog.header["impl_variant"] = options.variant
+    validator = Validator(spec, split_key=wiring.split_key)
+    fed = 0
+
+    def check(sim: Simulation) -> str | None:
+        nonlocal fed
+        # The trace first: a run stops at the first event the spec cannot explain.
+        while options.check_trace and wiring.incremental_trace and fed < len(tracelog.events):
+            fed += 1
+            mismatch = validator.feed(tracelog.events[fed - 1])
+            if mismatch is not None:
+                return f"the trace is not a behaviour of {spec.name}: {mismatch.reason}"
+        if not options.check_invariants:
+            return None
+        return wiring.check_state(spec, sim, system)
+
+    sim = Simulation(
+        wiring.nodes(system),
+        choices,
+        wiring.fault_policy(options.faults, system),
+        fault_steps=options.steps // 2,
+        max_steps=options.steps,
+        trace=tracelog,
+        check=check,
+        final_check=lambda s: wiring.finished(s, system),
+        until=lambda s: wiring.done(s, system),
+    )
+    run = sim.run()
+    # Validate the whole trace once more from scratch: a run that stopped on an
+    # invariant still tells whether its trace was a behaviour up to there.
+    validation = wiring.validate(spec, tracelog.events)
+    if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
+        return SimOutcome("invalid_trace", validation.message, run, validation)
+    return SimOutcome(run.status, run.message, run, validation)

@@ -1,0 +1,38 @@
+"""One wiring per implemented protocol: how ``distcheck simulate`` and the tests run
+that implementation against its spec (``checks.conformance.simulate.Wiring``).
+
+This is the one place besides ``checks/proofs/`` where ``checks/`` holds protocol-
+specific code: each module maps one implementation's real state to its spec's
+vocabulary, which no generic code can know.
+"""
+
+from __future__ import annotations
+
+from distcheck.checks.conformance.simulate import Wiring
+from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring, PausingChoices, SlowClock
+from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
+from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
+from distcheck.checks.params import UsageError
+
+WIRINGS: dict[str, Wiring] = {w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring())}
+
+
+def find_wiring(name: str) -> Wiring:
+    wiring = WIRINGS.get(name)
+    if wiring is None:
+        raise UsageError(f"no implementation of {name!r} to simulate; implemented: {', '.join(WIRINGS)}")
+    return wiring
+
+
+__all__ = [
+    "WIRINGS",
+    "LeaderNemesis",
+    "LockSystem",
+    "LockWiring",
+    "PausingChoices",
+    "PaxosSystem",
+    "PaxosWiring",
+    "SlowClock",
+    "TwoPhaseWiring",
+    "find_wiring",
+]

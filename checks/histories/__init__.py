@@ -1,0 +1,2 @@
+"""Client histories of real systems, checked against sequential models
+(``linearizability``)."""

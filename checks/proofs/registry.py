@@ -1,0 +1,211 @@
+"""The provable targets: what ``distcheck prove NAME`` can prove, by name.
+
+Where it sits: between the CLI (``checks/cli/prove.py``) and the protocol modules
+of ``checks/proofs``.  Two kinds of target:
+
+- ``SpecProof``: an executable spec from ``spec.registry`` with a z3 ``Encoding``.
+  Its obligations are the cross-check (the encoding says what the spec does, on
+  every reachable state) followed by Init ⇒ Inv, Inv ∧ Next ⇒ Inv′ and Inv ⇒ P for
+  its safety properties.  Parameters and variants are the spec's own.
+- ``LemmaProof``: a set of lemmas with parameters of their own (``quorums``).
+
+A new protocol adds a module with its ``Encoding`` and one line in ``PROVABLE``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from distcheck.checks.params import UsageError, build_spec, find_spec, parse_params
+from distcheck.checks.proofs import crosscheck, induction, quorums
+from distcheck.checks.proofs.lock import LockEncoding
+from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
+from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
+from distcheck.checks.proofs.system import Encoding
+from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
+from distcheck.spec.registry import ParamInfo
+
+#: Past this many reachable states the cross-check is skipped by ``prove`` (it is
+#: linear in the states; the tests cross-check the same encodings on smaller sizes).
+CROSS_CHECK_LIMIT = 30_000
+
+
+@attrs.frozen
+class Plan:
+    """What ``prove`` will run: parameter values (defaults filled in), the candidate
+    invariant (None for lemmas) and the obligations, in order."""
+
+    params: dict[str, Any]
+    invariant: str | None
+    obligations: list[Obligation]
+
+
+class Target(ABC):
+    name: str
+    summary: str
+
+    @abstractmethod
+    def params(self) -> list[ParamInfo]: ...
+
+    def variants(self) -> Mapping[str, str]:
+        return {}
+
+    def invariants(self) -> Sequence[str]:
+        """Names of the candidate invariants a user may pick (first: the default)."""
+        return ()
+
+    @abstractmethod
+    def plan(
+        self,
+        raw_params: Sequence[str],
+        *,
+        variant: str | None = None,
+        invariant: str | None = None,
+        cross_check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> Plan:
+        """The obligations for these options; UsageError on bad ones."""
+
+
+class SpecProof(Target):
+    def __init__(self, spec_name: str, encoding: Callable[[Any], Encoding[Any, Any]]) -> None:
+        self.name = spec_name
+        self.entry = find_spec(spec_name)
+        self.summary = f"inductive invariant of {spec_name}: {self.entry.summary}"
+        self.encoding = encoding
+
+    def params(self) -> list[ParamInfo]:
+        return self.entry.params()
+
+    def variants(self) -> Mapping[str, str]:
+        return self.entry.variants
+
+    def invariants(self) -> Sequence[str]:
+        return [c.name for c in self.encoding(self.entry.make()).candidates()]
+
+    def plan(
+        self,
+        raw_params: Sequence[str],
+        *,
+        variant: str | None = None,
+        invariant: str | None = None,
+        cross_check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> Plan:
+        _, params, spec = build_spec(self.name, raw_params, variant)
+        try:
+            encoding = self.encoding(spec)
+            candidate = encoding.candidate(invariant)
+        except (KeyError, ValueError) as exc:
+            raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
+        reachable = _ReachableOnce(spec)
+
+        def check_encoding() -> Verdict:
+            if not cross_check:
+                return Verdict(SKIPPED, detail="--no-cross-check")
+            states = reachable.states()
+            if states is None:
+                return Verdict(
+                    SKIPPED,
+                    detail=f"more than {CROSS_CHECK_LIMIT:,} reachable states; the tests cross-check smaller sizes",
+                )
+            return crosscheck.cross_check(encoding, states).verdict()
+
+        obligations = [
+            Obligation("CrossCheck", "the z3 encoding takes exactly the spec's steps", check_encoding),
+            *induction.obligations(encoding, candidate, is_reachable=reachable.contains, timeout=timeout),
+        ]
+        return Plan(params, candidate.name, obligations)
+
+
+class _ReachableOnce:
+    """The spec's reachable states, computed on first use and shared by the
+    cross-check and the counterexample's "is this state reachable?" note."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.computed = False
+        self.found: list[Any] | None = None
+        self.members: frozenset[Any] = frozenset()
+
+    def states(self) -> list[Any] | None:
+        if not self.computed:
+            self.computed = True
+            try:
+                self.found = crosscheck.reachable_states(self.spec, limit=CROSS_CHECK_LIMIT)
+                self.members = frozenset(self.found)
+            except ValueError:
+                self.found = None
+        return self.found
+
+    def contains(self, state: Any) -> bool | None:
+        """Whether ``state`` is reachable; None when the instance is too large to say."""
+        return None if self.states() is None else state in self.members
+
+
+class LemmaProof(Target):
+    def __init__(
+        self,
+        name: str,
+        summary: str,
+        params: Sequence[ParamInfo],
+        check: Callable[[Mapping[str, Any]], dict[str, int]],
+        obligations: Callable[..., list[Obligation]],
+    ) -> None:
+        self.name = name
+        self.summary = summary
+        self._params = list(params)
+        self._check = check
+        self._obligations = obligations
+
+    def params(self) -> list[ParamInfo]:
+        return self._params
+
+    def plan(
+        self,
+        raw_params: Sequence[str],
+        *,
+        variant: str | None = None,
+        invariant: str | None = None,
+        cross_check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> Plan:
+        if variant is not None:
+            raise UsageError(f"{self.name} has no variants; drop --variant")
+        if invariant is not None:
+            raise UsageError(f"{self.name} is a set of lemmas, not an induction; drop --invariant")
+        try:
+            params = self._check(parse_params(self, raw_params))
+        except ValueError as exc:
+            raise UsageError(f"{self.name}: {exc}") from None
+        return Plan(params, None, self._obligations(params, timeout=timeout))
+
+
+PROVABLE: dict[str, Target] = {
+    target.name: target
+    for target in (
+        SpecProof("twophase", TwoPhaseEncoding),
+        SpecProof("tcommit", TCommitEncoding),
+        SpecProof("lock", LockEncoding),
+        SpecProof("paxos", PaxosEncoding),
+        SpecProof("voting", VotingEncoding),
+        LemmaProof(
+            "quorums",
+            "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",
+            quorums.PARAMS,
+            quorums.check_params,
+            quorums.obligations,
+        ),
+    )
+}
+
+
+def find_target(name: str) -> Target:
+    target = PROVABLE.get(name)
+    if target is None:
+        raise UsageError(f"nothing to prove called {name!r}; provable: {', '.join(PROVABLE)}")
+    return target

@@ -1,0 +1,298 @@
+"""Exhaustive breadth-first exploration of a spec (the model checker).
+
+Where it sits: used by the CLI (``distcheck check``), the tests and the benchmarks;
+it sees a spec only through the contract of ``spec.core``.
+
+What it checks, in the manner of TLC:
+
+- every invariant on every reachable state; a violation comes with a *shortest*
+  counterexample, because states are checked when BFS first discovers them;
+- every reachability ("sometimes") property is reached by some state, else the
+  run fails: a vacuous spec cannot pass;
+- optionally, deadlock (a state with no successor at all), the refinement mapping
+  (every step maps to an abstract step or a stutter), a depth limit, and the spec's
+  state constraint ``within_bounds`` (successors outside it are discarded, as
+  TLC does with CONSTRAINT);
+- symmetry reduction through ``spec.canonical``: one representative per orbit.
+
+Memory: the seen set maps a state's 64-bit fingerprint to its parent's fingerprint
+and keeps no states; only the BFS frontier holds states.  A counterexample is
+rebuilt by replaying from an initial state and choosing, at each step, the action
+whose (canonical) successor has the next fingerprint on the path, so it works under
+symmetry as well and yields real, unreduced states.
+
+Counting follows TLC: ``generated_states`` counts initial states plus every
+successor computed (stutters included); ``depth`` is the number of states on the
+longest shortest path from an initial state (so a spec with only its initial state
+has depth 1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from distcheck.spec.core import Spec, fingerprint
+
+
+@attrs.frozen
+class Step:
+    """One step of a behaviour: the action taken (None for the initial state) and
+    the state it led to."""
+
+    action: Any
+    state: Any
+
+
+@attrs.frozen
+class Violation:
+    """A failed property with its counterexample.
+
+    kind: "invariant", "deadlock", "refinement" or "unreached" (a reachability
+    property no state satisfied; its trace is empty).
+    """
+
+    kind: str
+    name: str
+    statement: str
+    trace: tuple[Step, ...]
+
+
+@attrs.define
+class Stats:
+    distinct_states: int = 0
+    generated_states: int = 0
+    depth: int = 0
+    queue: int = 0
+    seconds: float = 0.0
+
+    @property
+    def states_per_second(self) -> float:
+        return self.distinct_states / self.seconds if self.seconds > 0 else 0.0
+
+
+@attrs.frozen
+class Result:
+    """The outcome: "ok", "violation" or "deadlock", with statistics."""
+
+    result: str
+    stats: Stats
+    violation: Violation | None = None
+    complete: bool = True  # False when a depth limit cut the search short
+    reached: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+ProgressCallback = Callable[[Stats], None]
+
+
+class Explorer:
+    """BFS over a spec.  ``run()`` returns a ``Result``; ``path_to(fp)`` rebuilds the
+    behaviour that reaches a fingerprint (used for counterexamples and witnesses)."""
+
+    def __init__(
+        self,
+        spec: Spec[Any, Any],
+        *,
+        symmetry: bool = False,
+        max_depth: int | None = None,
+        check_deadlock: bool = False,
+        check_refinement: bool = False,
+        progress: ProgressCallback | None = None,
+        progress_interval: float = 1.0,
+    ) -> None:
+        if symmetry and check_refinement:
+            raise ValueError("refinement is checked on unreduced states: use it without symmetry")
+        if check_refinement and spec.refinement() is None:
+            raise ValueError(f"spec {spec.name!r} declares no refinement mapping")
+        self.spec = spec
+        self.symmetry = symmetry
+        self.max_depth = max_depth
+        self.check_deadlock = check_deadlock
+        self.check_refinement = check_refinement
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.parents: dict[int, int] = {}  # fingerprint -> parent fingerprint (itself for an initial state)
+        self.reached: dict[str, int] = {}  # reachability property -> first fingerprint that satisfied it
+
+    def _canon(self, state: Any) -> Any:
+        return self.spec.canonical(state) if self.symmetry else state
+
+    def run(self) -> Result:
+        spec = self.spec
+        started = time.perf_counter()
+        last_report = started
+        stats = Stats()
+        invariants = list(spec.invariants())
+        pending = {p.name: p for p in spec.reachable()}
+        parents = self.parents
+        canon = spec.canonical if self.symmetry else None
+        # Skip calls that cannot change anything (17 million of them on a large model).
+        within = spec.within_bounds if type(spec).within_bounds is not Spec.within_bounds else None
+        refinement = spec.refinement() if self.check_refinement else None
+        queue: deque[tuple[Any, int, int]] = deque()
+        truncated = False
+
+        def finish(result: str, violation: Violation | None) -> Result:
+            stats.seconds = time.perf_counter() - started
+            stats.queue = len(queue)
+            return Result(result, stats, violation, complete=not truncated, reached=tuple(sorted(self.reached)))
+
+        def discover(state: Any, fp: int, depth: int) -> Violation | None:
+            """Record a newly seen state; return the first invariant it breaks."""
+            stats.distinct_states += 1
+            if depth + 1 > stats.depth:
+                stats.depth = depth + 1
+            for inv in invariants:
+                if not inv.holds(state):
+                    return Violation("invariant", inv.name, inv.statement, tuple(self.path_to(fp)))
+            if pending:
+                for name in [n for n, p in pending.items() if p.holds(state)]:
+                    self.reached[name] = fp
+                    del pending[name]
+            queue.append((state, fp, depth))
+            return None
+
+        for init in spec.init_states():
+            stats.generated_states += 1
+            state = canon(init) if canon else init
+            fp = fingerprint(state)
+            if fp in parents:
+                continue
+            parents[fp] = fp
+            violation = discover(state, fp, 0)
+            if violation:
+                return finish("violation", violation)
+
+        actions, next_state, popleft = spec.actions, spec.next_state, queue.popleft
+        while queue:
+            state, fp, depth = popleft()
+            if self.max_depth is not None and depth + 1 >= self.max_depth:
+                truncated = truncated or any(True for _ in spec.successors(state))
+                continue
+            successors = 0
+            for action in actions(state):
+                nxt = next_state(state, action)
+                if nxt is None:
+                    continue
+                successors += 1
+                stats.generated_states += 1
+                if refinement is not None and not _refines_step(refinement, state, nxt):
+                    trace = (*self.path_to(fp), Step(action, nxt))
+                    return finish(
+                        "violation",
+                        Violation(
+                            "refinement",
+                            f"Refines{refinement.abstract.name.capitalize()}",
+                            f"every step maps to a {refinement.abstract.name} step or a stutter",
+                            trace,
+                        ),
+                    )
+                if within is not None and not within(nxt):
+                    continue
+                if canon is not None:
+                    nxt = canon(nxt)
+                nfp = fingerprint(nxt)
+                if nfp in parents:
+                    continue
+                parents[nfp] = fp
+                violation = discover(nxt, nfp, depth + 1)
+                if violation:
+                    return finish("violation", violation)
+            if successors == 0 and self.check_deadlock:
+                return finish(
+                    "deadlock",
+                    Violation(
+                        "deadlock",
+                        "Deadlock",
+                        "some action is enabled in every reachable state",
+                        tuple(self.path_to(fp)),
+                    ),
+                )
+            if self.progress is not None:
+                now = time.perf_counter()
+                if now - last_report >= self.progress_interval:
+                    last_report = now
+                    stats.seconds = now - started
+                    stats.queue = len(queue)
+                    self.progress(stats)
+
+        if pending:
+            name, prop = next(iter(sorted(pending.items())))
+            return finish("violation", Violation("unreached", name, prop.statement, ()))
+        return finish("ok", None)
+
+    def path_to(self, fp: int) -> list[Step]:
+        """The behaviour from an initial state to the state with fingerprint ``fp``,
+        as real (unreduced) states."""
+        chain = [fp]
+        while self.parents[chain[-1]] != chain[-1]:
+            chain.append(self.parents[chain[-1]])
+        chain.reverse()
+        return replay_chain(self.spec, chain, self._canon)
+
+    def witness(self, name: str) -> list[Step]:
+        """A shortest behaviour reaching reachability property ``name``."""
+        return self.path_to(self.reached[name])
+
+
+def replay_chain(spec: Spec[Any, Any], chain: Sequence[int], canon: Callable[[Any], Any]) -> list[Step]:
+    """Rebuild a behaviour from the fingerprints of its (canonical) states: start
+    from the initial state whose fingerprint is ``chain[0]`` and, at each step,
+    take the action whose canonical successor has the next fingerprint."""
+    state = next(s for s in spec.init_states() if fingerprint(canon(s)) == chain[0])
+    steps = [Step(None, state)]
+    for target in chain[1:]:
+        for action, nxt in spec.successors(state):
+            if fingerprint(canon(nxt)) == target:
+                steps.append(Step(action, nxt))
+                state = nxt
+                break
+        else:  # pragma: no cover - would mean next_state is not deterministic
+            raise RuntimeError("could not replay the path: next_state is not deterministic")
+    return steps
+
+
+def _refines_step(refinement: Any, state: Any, nxt: Any) -> bool:
+    abstract = refinement.abstract
+    a, b = refinement.mapping(state), refinement.mapping(nxt)
+    return a == b or any(t == b for _, t in abstract.successors(a))
+
+
+def explore(spec: Spec[Any, Any], **options: Any) -> Result:
+    """Explore ``spec`` exhaustively; options as for ``Explorer``."""
+    return Explorer(spec, **options).run()
+
+
+def check_refinement_of(spec: Spec[Any, Any]) -> Result:
+    """Explore ``spec`` checking its refinement mapping on every step, plus that its
+    initial states map to the abstract spec's initial states."""
+    refinement = spec.refinement()
+    if refinement is None:
+        raise ValueError(f"spec {spec.name!r} declares no refinement mapping")
+    abstract_inits = set(refinement.abstract.init_states())
+    for init in spec.init_states():
+        if refinement.mapping(init) not in abstract_inits:
+            return Result(
+                "violation",
+                Stats(),
+                Violation(
+                    "refinement",
+                    "RefinesInit",
+                    "every initial state maps to an abstract initial state",
+                    (Step(None, init),),
+                ),
+            )
+    return explore(spec, check_refinement=True)
+
+
+def check_invariants(spec: Spec[Any, Any], state: Any) -> Sequence[str]:
+    """Names of the invariants ``state`` breaks."""
+    return [inv.name for inv in spec.invariants() if not inv.holds(state)]

@@ -1,0 +1,391 @@
+"""Text rendering of behaviours: the numbered step table and, for message-passing
+specs, the message-sequence chart, shown wherever a counterexample is printed (the
+CLI, pytest and hypothesis failures).
+
+Where it sits: used by the CLI, ``checks.stateful`` and the trace tools.  It renders
+a ``checks.trace.Trace`` (the JSON form every source shares), so a trace from the
+explorer, from hypothesis or from another program's log reads the same; a behaviour
+held as spec values (``step_table``) is turned into a trace first.  Each row gives
+the step number, the actor, the action, and only what changed (old → new), so a
+reader follows the story without re-reading whole states.  Output fits 100 columns
+and carries colour only when asked to (the CLI asks when stdout is a terminal).
+``show``, ``changes`` and ``state_table`` render spec values directly, for tools
+that hold single states rather than traces.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from distcheck.checks.traces.trace import (
+    ABSENT,
+    Change,
+    Trace,
+    TraceHeader,
+    TraceStep,
+    actors,
+    diff,
+    is_record,
+    path_text,
+)
+from distcheck.spec.core import Bag, BagNetwork, FifoNetwork, FrozenMap, MessageSet, sorted_values, to_json
+
+
+def show(value: Any) -> str:
+    """A short human form of a spec value."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, frozenset):
+        return "{" + ", ".join(show(v) for v in sorted_values(value)) + "}"
+    if isinstance(value, tuple):
+        return "⟨" + ", ".join(show(v) for v in value) + "⟩"
+    if isinstance(value, (FrozenMap, Bag, MessageSet, BagNetwork, FifoNetwork)):
+        return str(value)
+    if attrs.has(type(value)) and type(value).__str__ is object.__str__:  # type: ignore[comparison-overlap]
+        fields = ", ".join(f"{f.name}={show(getattr(value, f.name))}" for f in attrs.fields(type(value)))
+        return f"{type(value).__name__}({fields})"
+    return str(value)
+
+
+def changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """What differs between two values, one line per changed part: ``path: old → new``
+    for plain values, ``path[key]: ...`` inside maps, ``path +x -y`` for sets."""
+    if old == new:
+        return []
+    if attrs.has(type(old)) and type(old) is type(new) and not isinstance(old, (MessageSet, BagNetwork, FifoNetwork)):
+        out: list[str] = []
+        for f in attrs.fields(type(old)):
+            out += changes(getattr(old, f.name), getattr(new, f.name), f"{path}.{f.name}" if path else f.name)
+        return out
+    if isinstance(old, FrozenMap) and isinstance(new, FrozenMap):
+        out = []
+        for key in sorted_values(set(old) | set(new)):
+            out += changes(old.get(key, "∅"), new.get(key, "∅"), f"{path}[{show(key)}]")
+        return out
+    members = _members(old), _members(new)
+    if members[0] is not None and members[1] is not None:
+        added = [m for m in members[1] if m not in members[0]]
+        removed = [m for m in members[0] if m not in members[1]]
+        parts = [f"+{show(m)}" for m in added] + [f"-{show(m)}" for m in removed]
+        if not parts:  # multiplicities changed
+            return [f"{path}: {show(old)} → {show(new)}"]
+        return [f"{path} " + " ".join(parts)]
+    return [f"{path}: {show(old)} → {show(new)}"]
+
+
+def _members(value: Any) -> list[Any] | None:
+    if isinstance(value, frozenset):
+        return sorted_values(value)
+    if isinstance(value, MessageSet):
+        return value.deliverable()
+    if isinstance(value, BagNetwork):
+        return value.deliverable()
+    return None
+
+
+def step_table(
+    steps: Sequence[tuple[Any, Any]],
+    *,
+    actor: Any = None,
+    width: int | None = None,
+) -> str:
+    """Render a behaviour given as (action, state) spec values, the first with action
+    None.  ``actor(action)`` names who takes a step (default: the action's ``actor``)."""
+    who = actor or (lambda a: getattr(a, "actor", "env"))
+    out = [TraceStep(0, None, None, to_json(steps[0][1]))]
+    for i in range(1, len(steps)):
+        action, state = steps[i]
+        out.append(TraceStep(i, who(action), to_json(action), to_json(state), show(action)))
+    return trace_table(Trace(TraceHeader(""), tuple(out)), width=width)
+
+
+def _width(width: int | None) -> int:
+    return width or min(shutil.get_terminal_size((100, 24)).columns, 100)
+
+
+# ----------------------------------------------------------- traces (JSON values)
+
+
+def show_json(value: Any) -> str:
+    """A short human form of a value in its JSON form: records as ``Type(a, b)``
+    (like an action's ``str``), maps as ``[k ↦ v]``, bags as ``⟅m ×2⟆``."""
+    if isinstance(value, str):
+        return value
+    if value is ABSENT:
+        return "∅"
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(show_json(v) for v in value) + "]"
+    if is_record(value):
+        fields = [(k, v) for k, v in value.items() if k != "type"]
+        if len(fields) > 3:  # a wide record (a node's state) reads better with names
+            args = [f"{k}={show_json(v)}" for k, v in fields]
+        else:  # a message or action: short, like its str
+            args = [show_json(v) for _, v in fields]
+        return f"{value['type']}({', '.join(args)})" if args else str(value["type"])
+    if isinstance(value, dict) and set(value) == {"bag"}:
+        return "⟅" + ", ".join(show_json(m) + ("" if n == 1 else f" ×{n}") for m, n in value["bag"]) + "⟆"
+    if isinstance(value, dict) and set(value) == {"map"}:
+        return "[" + ", ".join(f"{show_json(k)} ↦ {show_json(v)}" for k, v in value["map"]) + "]"
+    if isinstance(value, dict):
+        return "[" + ", ".join(f"{k} ↦ {show_json(v)}" for k, v in value.items()) + "]"
+    return str(value)
+
+
+def change_text(change: Change) -> str:
+    """One change as a line: ``path: old → new`` or ``path +added -removed``."""
+    path = path_text(change)
+    if change.is_members:
+        return (
+            path
+            + " "
+            + " ".join([f"+{show_json(m)}" for m in change.added] + [f"-{show_json(m)}" for m in change.removed])
+        )
+    return f"{path}: {show_json(change.old)} → {show_json(change.new)}"
+
+
+def describe_json(state: Any) -> list[str]:
+    """A whole state, one line per top-level field."""
+    if is_record(state):
+        return [f"{k} = {show_json(v)}" for k, v in state.items() if k != "type"]
+    if isinstance(state, dict):
+        return [f"{k} = {show_json(v)}" for k, v in state.items()]
+    return [show_json(state)]
+
+
+def step_action_text(step: TraceStep) -> str:
+    if step.action is None:
+        return "Init"
+    return step.action_text if step.action_text is not None else show_json(step.action)
+
+
+def step_changes(trace: Trace, index: int) -> list[str]:
+    """What step ``index`` changed, as lines (the whole state for step 0)."""
+    step = trace.steps[index]
+    if step.state is None:
+        return ["(state not recorded)"]
+    if index == 0:
+        return describe_json(step.state)
+    before = trace.steps[index - 1].state
+    if before is None:
+        return describe_json(step.state)
+    return [change_text(c) for c in diff(before, step.state)] or ["(no change)"]
+
+
+def trace_table(trace: Trace, *, width: int | None = None, highlight: int | None = None, colour: bool = False) -> str:
+    """The numbered step table: step, actor, action, and only what changed.
+    ``highlight`` marks one step (the violating one) in bold when ``colour`` is on."""
+    width = _width(width)
+    rows: list[tuple[str, str, str, list[str]]] = [
+        (str(s.step), s.actor or "", step_action_text(s), step_changes(trace, i)) for i, s in enumerate(trace.steps)
+    ]
+    w_num = max(len(r[0]) for r in rows)
+    w_actor = max(5, *(len(r[1]) for r in rows))
+    w_action = min(max(6, *(len(r[2]) for r in rows)), 34)
+    head = f"{'#':>{w_num}}  {'actor':<{w_actor}}  {'action':<{w_action}}  changes"
+    lines = [head, "-" * min(width, max(len(head), 60))]
+    indent = " " * (w_num + w_actor + w_action + 6)
+    room = max(20, width - len(indent))
+    for index, (num, act, action, diff_lines) in enumerate(rows):
+        if len(action) > w_action:
+            diff_lines = [f"({action})", *diff_lines]
+            action = action[: w_action - 1] + "…"
+        first = True
+        for change in _wrap(diff_lines, room):
+            if first:
+                line = f"{num:>{w_num}}  {act:<{w_actor}}  {action:<{w_action}}  {change}"
+                first = False
+            else:
+                line = indent + change
+            lines.append(_bold(line) if colour and index == highlight else line)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _bold(text: str) -> str:
+    return f"\x1b[1m{text}\x1b[0m"
+
+
+def _red(text: str) -> str:
+    return f"\x1b[31;1m{text}\x1b[0m"
+
+
+@attrs.frozen
+class Arrow:
+    """A message drawn from the step that sent it to a step that received it."""
+
+    message: Any
+    sender: str | None  # None: no earlier step of the trace sent it
+    sent_at: int | None
+    receiver: str
+    received_at: int
+
+
+def arrows(trace: Trace) -> list[Arrow]:
+    """Every receipt in the trace, matched to the latest earlier step that sent an
+    equal message (docs/trace-format.md, "Messages")."""
+    out: list[Arrow] = []
+    sent: list[tuple[int, str | None, Any]] = []
+    for step in trace.steps:
+        for msg in step.received:
+            origin = next(((i, who) for i, who, m in reversed(sent) if m == msg), (None, None))
+            out.append(Arrow(msg, origin[1], origin[0], step.actor or "?", step.step))
+        sent += [(step.step, step.actor, m) for m in step.sent]
+    return out
+
+
+def has_messages(trace: Trace) -> bool:
+    return any(s.sent or s.received for s in trace.steps)
+
+
+def lanes(trace: Trace) -> list[str]:
+    """The nodes that get a lane: every actor, in order of first appearance."""
+    return actors(trace)
+
+
+def sequence_chart(trace: Trace, *, width: int | None = None) -> str:
+    """An ASCII message-sequence chart: a column per node, time going down, a ``*``
+    where a node takes a step and an arrow for each message received, drawn on the
+    row of the receipt from the sender's lane.  Notes on the right name the action."""
+    width = _width(width)
+    nodes = lanes(trace)
+    margin = max(3, len(str(len(trace.steps)))) + 1
+    lane_w = max(6, min(14, (width - margin - 44) // max(1, len(nodes))))
+    centre = {node: margin + k * lane_w + lane_w // 2 for k, node in enumerate(nodes)}
+    chart_w = margin + lane_w * len(nodes)
+    note_room = max(10, width - chart_w - 2)
+
+    def row(number: str, cells: dict[int, str], note: str) -> str:
+        line = list(number.rjust(margin - 1) + " " + " " * (chart_w - margin))
+        for node in nodes:
+            line[centre[node]] = "|"
+        for col, ch in cells.items():
+            line[col] = ch
+        text = "".join(line)
+        if len(note) > note_room:
+            note = note[: note_room - 1] + "…"
+        return (text + "  " + note).rstrip()
+
+    header = list(" " * chart_w)
+    for node in nodes:
+        name = node[: lane_w - 1]
+        start = centre[node] - len(name) // 2
+        header[start : start + len(name)] = list(name)
+    lines = ["".join(header).rstrip()]
+    by_step: dict[int, list[Arrow]] = {}
+    for arrow in arrows(trace):
+        by_step.setdefault(arrow.received_at, []).append(arrow)
+    for step in trace.steps[1:]:
+        number = str(step.step)
+        for arrow in by_step.get(step.step, []):
+            lines.append(row(number, _arrow_cells(arrow, centre, margin), _arrow_note(arrow)))
+            number = ""
+        cells = {centre[step.actor]: "*"} if step.actor in centre else {}
+        note = step_action_text(step)
+        if step.sent:
+            note += "  sends " + ", ".join(show_json(m) for m in step.sent)
+        lines.append(row(number, cells, note))
+    return "\n".join(lines)
+
+
+def _arrow_cells(arrow: Arrow, centre: dict[str, int], margin: int) -> dict[int, str]:
+    end = centre.get(arrow.receiver)
+    if end is None:
+        return {}
+    start = centre.get(arrow.sender, margin) if arrow.sender is not None else margin
+    if start == end:
+        return {end: "@"}
+    lo, hi = min(start, end), max(start, end)
+    cells = {col: "-" for col in range(lo + 1, hi)}
+    if start < end:
+        cells[end - 1] = ">"
+    else:
+        cells[end + 1] = "<"
+    label = show_json(arrow.message)
+    run = hi - lo - 3  # dashes, less the arrow head and a dash on each side of the label
+    if len(label) <= run:
+        first = lo + 2 + (run - len(label)) // 2
+        for k, ch in enumerate(label):
+            cells[first + k] = ch
+    cells[start] = "+" if arrow.sender is not None else "?"
+    return cells
+
+
+def _arrow_note(arrow: Arrow) -> str:
+    origin = f"sent at step {arrow.sent_at}" if arrow.sender is not None else "sender not in the trace"
+    return f"{arrow.receiver} receives {show_json(arrow.message)} ({origin})"
+
+
+def trace_text(trace: Trace, *, width: int | None = None, colour: bool = False) -> str:
+    """Everything a person needs to follow a counterexample: the step table, the
+    message-sequence chart when messages flow, and the violated property."""
+    violation = trace.header.violation
+    highlight = len(trace.steps) - 1 if violation is not None else None
+    parts = [trace_table(trace, width=width, highlight=highlight, colour=colour)]
+    if has_messages(trace):
+        parts.append("Message sequence chart\n\n" + sequence_chart(trace, width=width))
+    if violation is not None:
+        line = f"{violation.invariant}: {violation.statement}" if violation.statement else violation.invariant
+        if violation.kind != "invariant":
+            line += f" ({violation.kind})"
+        parts.append(_red(line) if colour else line)
+    return "\n\n".join(parts)
+
+
+def _describe(state: Any) -> Iterable[str]:
+    if attrs.has(type(state)):
+        for f in attrs.fields(type(state)):
+            yield f"{f.name} = {show(getattr(state, f.name))}"
+    else:
+        yield show(state)
+
+
+def _wrap(lines: Iterable[str], room: int) -> Iterable[str]:
+    for line in lines:
+        while len(line) > room:
+            cut = line.rfind(" ", 0, room)
+            cut = cut if cut > room // 2 else room
+            yield line[:cut]
+            line = "  " + line[cut:].lstrip()
+        yield line
+
+
+def state_table(state: Any) -> str:
+    return "\n".join(_describe(state))
+
+
+def mapping_lines(values: Mapping[str, Any]) -> str:
+    return "\n".join(f"{k}: {show(v)}" for k, v in values.items())
+
+
+def python_snippet(trace: Trace) -> str:
+    """A short Python program that replays the trace's actions on its spec and fails
+    the way the trace says (like hypothesis's reproduction snippets): paste it into a
+    test to pin a counterexample as a list of actions, not as one search's path."""
+    header = trace.header
+    args = [f"variant={header.variant!r}"] if header.variant else []
+    args += [f"{k}={v!r}" for k, v in header.params.items()]
+    actions = [repr(s.action) for s in trace.steps[1:]]  # JSON read into Python: dicts, lists, True, None
+    lines = [
+        "from spec.registry import REGISTRY",
+        "",
+        f"spec = REGISTRY[{header.spec!r}].make({', '.join(args)})",
+        "state = next(iter(spec.init_states()))",
+        "for action in [",
+        *(f"    {a}," for a in actions),
+        "]:",
+        "    state = spec.next_state(state, spec.action_from_json(action))",
+        '    assert state is not None, f"{action} is not enabled"',
+        "broken = [inv.name for inv in spec.invariants() if not inv.holds(state)]",
+    ]
+    violation = header.violation
+    if violation is not None and violation.kind == "invariant":
+        lines.append(f"assert broken == [{violation.invariant!r}], broken  # {violation.statement}")
+    else:
+        lines.append("assert broken == [], broken")
+    return "\n".join(lines)

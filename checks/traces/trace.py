@@ -1,0 +1,680 @@
+"""The trace model: one behaviour of a protocol, from any source, on disk and in memory.
+
+Where it sits: every tool that writes, reads or shows a behaviour goes through this
+module: the explorer's counterexamples (``distcheck check``), the hypothesis harness
+(``checks.stateful``, ``distcheck fuzz``), our implementations' logs and logs written by
+programs in other languages.  ``docs/trace-format.md`` is the specification of the file
+format and ``docs/trace-format.schema.json`` its JSON Schema; this module reads and
+writes exactly that.  It knows specs only through ``spec.core``'s contract.
+
+A trace is a header (spec, parameters, variant, source, the violated property if any)
+and numbered steps.  Step 0 is the initial state; each later step names its actor, its
+action in the spec's vocabulary, the resulting state (optional for implementations,
+which may not know the global state), and for message-passing specs the messages the
+step sent and received.  Actions, states and messages are kept in their JSON form
+(``spec.core.to_json``): that form is what other languages write, so it is the one
+thing every tool here agrees on.  ``replay`` turns a trace back into spec values by
+re-executing its actions, and says where and why it stops being a behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from distcheck.checks.search.explore import Step
+from distcheck.spec.core import (
+    Action,
+    BagNetwork,
+    Drop,
+    Duplicate,
+    FifoNetwork,
+    FrozenMap,
+    MessageSet,
+    Spec,
+    from_json,
+    to_json,
+)
+
+FORMAT = "distcheck-trace"
+VERSION = 1
+SOURCES = ("explorer", "swarm", "hypothesis", "fuzz", "simulate", "impl", "external")
+VIOLATION_KINDS = ("invariant", "deadlock", "refinement")
+
+# ------------------------------------------------------------------------- the model
+
+
+@attrs.frozen
+class TraceViolation:
+    """The property a trace violates: its name, one line of English, and its kind."""
+
+    invariant: str
+    statement: str = ""
+    kind: str = "invariant"
+
+
+@attrs.frozen
+class TraceHeader:
+    """Line 1 of a trace file."""
+
+    spec: str
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    variant: str | None = None
+    source: str = "external"
+    violation: TraceViolation | None = None
+    version: int = VERSION
+
+
+@attrs.frozen
+class TraceStep:
+    """One step.  ``action`` and ``state`` are JSON forms; ``action`` is None only for
+    step 0, ``state`` is None when the writer did not know it."""
+
+    step: int
+    actor: str | None
+    action: Any
+    state: Any = None
+    action_text: str | None = None
+    sent: tuple[Any, ...] = ()
+    received: tuple[Any, ...] = ()
+    extra: Mapping[str, Any] = attrs.field(factory=dict)  # keys this version does not define, kept as written
+
+
+@attrs.frozen
+class Trace:
+    header: TraceHeader
+    steps: tuple[TraceStep, ...]
+
+    @property
+    def length(self) -> int:
+        """The number of steps after the initial state."""
+        return len(self.steps) - 1
+
+
+class TraceFormatError(ValueError):
+    """A trace file that does not follow the format: ``line`` is 1-based (0: the file
+    as a whole), ``reason`` says what is wrong."""
+
+    def __init__(self, origin: str, line: int, reason: str) -> None:
+        self.origin, self.line, self.reason = origin, line, reason
+        where = f"{origin}:{line}" if line else origin
+        super().__init__(f"{where}: {reason}")
+
+
+# --------------------------------------------------------------- building from a spec
+
+
+def from_behaviour(
+    spec: Spec[Any, Any],
+    steps: Sequence[Step],
+    *,
+    spec_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    variant: str | None = None,
+    source: str = "explorer",
+    violation: TraceViolation | None = None,
+) -> Trace:
+    """The trace of a behaviour given as spec values (the explorer's or hypothesis's).
+
+    ``params`` defaults to the spec's Config fields other than ``variant``; sent and
+    received messages are worked out from the state's network fields (see
+    ``messages_of_step``)."""
+    config = getattr(spec, "config", None)
+    if params is None:
+        params = {}
+        if config is not None and attrs.has(type(config)):
+            params = {f.name: getattr(config, f.name) for f in attrs.fields(type(config)) if f.name != "variant"}
+    if variant is None and config is not None:
+        variant = getattr(config, "variant", None)
+    header = TraceHeader(spec_name or spec.name, dict(params), variant, source, violation)
+    out = [TraceStep(0, None, None, to_json(steps[0].state))]
+    for i in range(1, len(steps)):
+        action, before, after = steps[i].action, steps[i - 1].state, steps[i].state
+        sent, received = messages_of_step(spec, before, action, after)
+        out.append(
+            TraceStep(
+                i,
+                spec.actor(action),
+                to_json(action),
+                to_json(after),
+                str(action),
+                tuple(to_json(m) for m in sent),
+                tuple(to_json(m) for m in received),
+            )
+        )
+    return Trace(header, tuple(out))
+
+
+_NETWORKS = (MessageSet, BagNetwork, FifoNetwork)
+
+
+def network_fields(state: Any) -> list[str]:
+    """Names of the state's top-level fields that hold a ``spec.core`` network model."""
+    if not attrs.has(type(state)):
+        return []
+    return [f.name for f in attrs.fields(type(state)) if isinstance(getattr(state, f.name), _NETWORKS)]
+
+
+def messages_of_step(spec: Spec[Any, Any], before: Any, action: Any, after: Any) -> tuple[list[Any], list[Any]]:
+    """(sent, received) for one step of a message-passing spec.
+
+    Sent: the copies the step added to a network.  Received: the messages the step
+    needs, i.e. those whose removal from the network would disable the action.  That
+    one rule covers all three network models, including TLA+-style message sets where
+    a receive removes nothing.  Network faults (drop, duplicate) send and receive
+    nothing: they are the network's doing, not a node's."""
+    if isinstance(action, (Drop, Duplicate)):
+        return [], []
+    sent: list[Any] = []
+    received: list[Any] = []
+    for name in network_fields(before):
+        old, new = getattr(before, name), getattr(after, name)
+        sent += _added(old, new)
+        for msg in _members(old):
+            without = attrs.evolve(before, **{name: _without(old, msg)})
+            if spec.next_state(without, action) is None:
+                received.append(msg)
+    return sent, received
+
+
+def _members(net: Any) -> list[Any]:
+    if isinstance(net, FifoNetwork):
+        seen: list[Any] = []
+        for queue in net.channels.values():
+            seen += [m for m in queue if m not in seen]
+        return seen
+    return list(net.deliverable())
+
+
+def _added(old: Any, new: Any) -> list[Any]:
+    if isinstance(old, MessageSet):
+        return [m for m in new.deliverable() if m not in old]
+    if isinstance(old, BagNetwork):
+        return [m for m in new.deliverable() for _ in range(new.in_flight.count(m) - old.in_flight.count(m))]
+    out: list[Any] = []
+    for channel, queue in new.channels.items():
+        before = old.channels.get(channel, ())
+        out += list(queue[len(before) :]) if queue[: len(before)] == before else []
+    return out
+
+
+def _without(net: Any, msg: Any) -> Any:
+    if isinstance(net, MessageSet):
+        return MessageSet(net.sent - {msg})
+    if isinstance(net, BagNetwork):
+        return BagNetwork(type(net.in_flight)({m: n for m, n in net.in_flight.items() if m != msg}))
+    channels = {ch: tuple(m for m in q if m != msg) for ch, q in net.channels.items()}
+    return FifoNetwork(FrozenMap({ch: q for ch, q in channels.items() if q}))
+
+
+# ------------------------------------------------------------------- JSON Lines I/O
+
+
+def header_json(header: TraceHeader) -> dict[str, Any]:
+    v = header.violation
+    return {
+        "format": FORMAT,
+        "version": header.version,
+        "spec": header.spec,
+        "params": dict(header.params),
+        "variant": header.variant,
+        "source": header.source,
+        "violation": None if v is None else {"invariant": v.invariant, "statement": v.statement, "kind": v.kind},
+    }
+
+
+def step_json(step: TraceStep) -> dict[str, Any]:
+    out: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
+    if step.action_text is not None:
+        out["action_text"] = step.action_text
+    if step.state is not None:
+        out["state"] = step.state
+    if step.sent:
+        out["sent"] = list(step.sent)
+    if step.received:
+        out["received"] = list(step.received)
+    out.update(step.extra)
+    return out
+
+
+def steps_json(trace: Trace) -> list[dict[str, Any]]:
+    """The steps as JSON objects (what ``--json`` outputs put under ``violation.trace``)."""
+    return [step_json(s) for s in trace.steps]
+
+
+def dumps(trace: Trace) -> str:
+    """The trace as JSON Lines text (ending in a newline)."""
+    lines = [header_json(trace.header), *(step_json(s) for s in trace.steps)]
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+
+DEFAULT_DIR = Path(".distcheck") / "traces"
+
+
+def default_path(header: TraceHeader, directory: str | Path = DEFAULT_DIR) -> Path:
+    """Where a failure's trace goes when no path is given: one file per spec, variant,
+    property and source, so the latest counterexample of a kind replaces the last."""
+    parts = [
+        header.spec,
+        header.variant,
+        header.violation.invariant if header.violation else "behaviour",
+        header.source,
+    ]
+    name = "-".join(p for p in parts if p)
+    return Path(directory) / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.jsonl"
+
+
+def write(trace: Trace, path: str | Path) -> Path:
+    """Write the trace to ``path`` (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(trace), encoding="utf-8")
+    return path
+
+
+def read(path: str | Path) -> Trace:
+    """Read a trace file; ``TraceFormatError`` names the line and what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceFormatError(str(path), 0, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceFormatError(str(path), 0, f"cannot read the file: {exc}") from None
+    return loads(text, str(path))
+
+
+def loads(text: str, origin: str = "<trace>") -> Trace:
+    """Parse JSON Lines text.  Blank lines are not allowed between steps: line numbers
+    are how errors are reported and how people find a step in the file."""
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise TraceFormatError(origin, 0, "empty file: expected a header line and at least step 0")
+    header = _parse_header(_parse_json(origin, 1, lines[0]), origin)
+    steps = tuple(_parse_step(_parse_json(origin, n, line), origin, n) for n, line in enumerate(lines[1:], start=2))
+    if not steps:
+        raise TraceFormatError(
+            origin, 1, "the header is not followed by any step (step 0, the initial state, is required)"
+        )
+    return Trace(header, steps)
+
+
+def _parse_json(origin: str, line_no: int, line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TraceFormatError(origin, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise TraceFormatError(origin, line_no, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+_HEADER_KEYS = ("format", "version", "spec", "params", "variant", "source", "violation")
+
+
+def _parse_header(data: dict[str, Any], origin: str) -> TraceHeader:
+    def bad(reason: str) -> TraceFormatError:
+        return TraceFormatError(origin, 1, f"header: {reason}")
+
+    if data.get("format") != FORMAT:
+        raise bad(f'"format" must be "{FORMAT}", got {json.dumps(data.get("format"))}')
+    if data.get("version") != VERSION:
+        raise bad(f'"version" {json.dumps(data.get("version"))} is not supported; this reader knows version {VERSION}')
+    missing = [k for k in _HEADER_KEYS if k not in data]
+    if missing:
+        raise bad(f"missing key(s) {', '.join(missing)}")
+    if not isinstance(data["spec"], str) or not data["spec"]:
+        raise bad('"spec" must be a non-empty string (a name from distcheck list)')
+    if not isinstance(data["params"], dict):
+        raise bad('"params" must be an object of parameter values')
+    if data["variant"] is not None and not isinstance(data["variant"], str):
+        raise bad('"variant" must be a string or null')
+    if data["source"] not in SOURCES:
+        raise bad(f'"source" must be one of {", ".join(SOURCES)}, got {json.dumps(data["source"])}')
+    violation = None
+    raw = data["violation"]
+    if raw is not None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("invariant"), str):
+            raise bad('"violation" must be null or an object with a string "invariant"')
+        kind = raw.get("kind", "invariant")
+        if kind not in VIOLATION_KINDS:
+            raise bad(f'violation "kind" must be one of {", ".join(VIOLATION_KINDS)}, got {json.dumps(kind)}')
+        violation = TraceViolation(raw["invariant"], str(raw.get("statement", "")), kind)
+    return TraceHeader(data["spec"], data["params"], data["variant"], data["source"], violation, data["version"])
+
+
+_STEP_KEYS = ("step", "actor", "action", "action_text", "state", "sent", "received")
+
+
+def _parse_step(data: dict[str, Any], origin: str, line_no: int) -> TraceStep:
+    expected = line_no - 2
+
+    def bad(reason: str) -> TraceFormatError:
+        return TraceFormatError(origin, line_no, f"step {expected}: {reason}")
+
+    for key in ("step", "actor", "action"):
+        if key not in data:
+            raise bad(f'missing key "{key}"')
+    if data["step"] != expected or isinstance(data["step"], bool):
+        raise bad(f'"step" must be {expected} (steps are numbered 0, 1, 2, ... one per line), got {data["step"]!r}')
+    if expected == 0:
+        if data["action"] is not None:
+            raise bad('step 0 is the initial state: its "action" must be null')
+    elif not isinstance(data["action"], dict) or not isinstance(data["action"].get("type"), str):
+        raise bad('"action" must be an object with a string "type" (the action\'s name)')
+    if data["actor"] is not None and not isinstance(data["actor"], str):
+        raise bad('"actor" must be a string or null')
+    if "action_text" in data and not isinstance(data["action_text"], str):
+        raise bad('"action_text" must be a string')
+    for key in ("sent", "received"):
+        if key in data and not isinstance(data[key], list):
+            raise bad(f'"{key}" must be a list of messages')
+    return TraceStep(
+        expected,
+        data["actor"],
+        data["action"],
+        data.get("state"),
+        data.get("action_text"),
+        tuple(data.get("sent", ())),
+        tuple(data.get("received", ())),
+        {k: v for k, v in data.items() if k not in _STEP_KEYS},
+    )
+
+
+# ---------------------------------------------------------------- JSON-level changes
+
+
+class _Absent:
+    """The value on the side of a change where a key does not exist."""
+
+    def __repr__(self) -> str:
+        return "∅"
+
+
+ABSENT: Any = _Absent()
+
+PathKey = str | int
+
+
+@attrs.frozen
+class Change:
+    """One changed part of a state, in JSON form.
+
+    ``path`` walks records (by field, shown ``.field``) and maps (by key, shown
+    ``[key]``).  A change to a list is a change of members (``added``/``removed``)
+    unless only the order moved; any other change is ``old`` → ``new``."""
+
+    path: tuple[PathKey, ...]
+    kinds: tuple[str, ...]  # for each path element: "field" or "key"
+    old: Any = None
+    new: Any = None
+    added: tuple[Any, ...] = ()
+    removed: tuple[Any, ...] = ()
+
+    @property
+    def is_members(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def is_record(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("type"), str)
+
+
+def _map_entries(value: Any) -> dict[str, Any] | None:
+    """A JSON map as key → value (keys of non-string maps as their JSON text)."""
+    if not isinstance(value, dict) or is_record(value):
+        return None
+    if set(value) == {"map"} and isinstance(value["map"], list):
+        return {json.dumps(k, sort_keys=True): v for k, v in value["map"]}
+    if set(value) == {"bag"}:
+        return None
+    return value
+
+
+def multiset(value: Any) -> list[Any] | None:
+    """The members of a JSON list or bag, with repeats; None for anything else."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and set(value) == {"bag"} and isinstance(value["bag"], list):
+        return [m for m, n in value["bag"] for _ in range(n)]
+    return None
+
+
+def diff(old: Any, new: Any) -> list[Change]:
+    """What differs between two JSON states, one ``Change`` per changed part."""
+    out: list[Change] = []
+    _diff(old, new, (), (), out)
+    return out
+
+
+def _diff(old: Any, new: Any, path: tuple[PathKey, ...], kinds: tuple[str, ...], out: list[Change]) -> None:
+    if old == new:
+        return
+    if is_record(old) and is_record(new) and old["type"] == new["type"]:
+        for key in [k for k in old if k != "type"] + [k for k in new if k not in old]:
+            _diff(old.get(key, ABSENT), new.get(key, ABSENT), (*path, key), (*kinds, "field"), out)
+        return
+    old_map, new_map = _map_entries(old), _map_entries(new)
+    if old_map is not None and new_map is not None:
+        for key in list(old_map) + [k for k in new_map if k not in old_map]:
+            _diff(old_map.get(key, ABSENT), new_map.get(key, ABSENT), (*path, key), (*kinds, "key"), out)
+        return
+    old_items, new_items = multiset(old), multiset(new)
+    if old_items is not None and new_items is not None:
+        added, removed = _subtract(new_items, old_items), _subtract(old_items, new_items)
+        if added or removed:
+            out.append(Change(path, kinds, old, new, tuple(added), tuple(removed)))
+            return
+    out.append(Change(path, kinds, old, new))
+
+
+def _subtract(items: list[Any], minus: list[Any]) -> list[Any]:
+    rest = list(minus)
+    out = []
+    for item in items:
+        if item in rest:
+            rest.remove(item)
+        else:
+            out.append(item)
+    return out
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+@attrs.frozen
+class ReplayResult:
+    """What re-executing a trace on its spec showed.
+
+    outcome: "violation" (a property fails at ``step``), "clean" (a behaviour of the
+    spec on which every invariant holds) or "diverged" (``step`` is the first one the
+    spec does not explain; ``reason`` says why).  ``behaviour`` holds the spec's
+    values for every step replayed before the outcome was known."""
+
+    outcome: str
+    reason: str
+    behaviour: tuple[Step, ...]
+    step: int | None = None
+    violation: TraceViolation | None = None
+    matches_recorded: bool = True  # for "violation": is it the one the header records?
+
+    @property
+    def exit_code(self) -> int:
+        return {"violation": 1, "clean": 0}.get(self.outcome, 2)
+
+
+def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
+    """Re-execute the trace's actions on ``spec`` (built for the trace's header) and
+    check the recorded actor and state of every step.
+
+    The first failure of a property is the outcome, unless the trace goes on and a
+    later step diverges: a trace must be a behaviour all the way through.  A header
+    that records a violation which does not happen is reported as a divergence at
+    the last step."""
+    steps = trace.steps
+    behaviour: list[Step] = []
+
+    def diverged(at: int, reason: str) -> ReplayResult:
+        return ReplayResult("diverged", f"step {at}: {reason}", tuple(behaviour), at)
+
+    inits = list(spec.init_states())
+    first = steps[0]
+    if first.state is None:
+        if len(inits) != 1:
+            return diverged(0, f"records no state and the spec has {len(inits)} initial states to choose from")
+        state = inits[0]
+    else:
+        matching = [s for s in inits if to_json(s) == first.state]
+        if not matching:
+            return diverged(
+                0, "the recorded state is not an initial state of the spec: " + _explain(inits[0], first.state)
+            )
+        state = matching[0]
+    behaviour.append(Step(None, state))
+    found = _broken(spec, state)
+    found_at = 0 if found else None
+    types = spec.value_types()
+    for step in steps[1:]:
+        i = step.step
+        try:
+            action = from_json(step.action, types)
+        except ValueError as exc:
+            return diverged(i, f"the action is not one of the spec's: {exc}")
+        if not isinstance(action, Action):
+            return diverged(i, f"{step.action.get('type')} is a value of the spec but not an action")
+        nxt = spec.next_state(state, action)
+        if nxt is None:
+            return diverged(i, f"{action} is not enabled in the state after step {i - 1}")
+        actor = spec.actor(action)
+        if step.actor is not None and step.actor != actor:
+            return diverged(i, f"{action} is taken by {actor}, but the trace says {step.actor}")
+        if step.state is not None and to_json(nxt) != step.state:
+            return diverged(
+                i, f"after {action} the recorded state differs from the spec's: " + _explain(nxt, step.state)
+            )
+        refinement_broken = _breaks_refinement(spec, state, nxt, trace.header.violation)
+        state = nxt
+        behaviour.append(Step(action, state))
+        if found is None:
+            found = refinement_broken or _broken(spec, state)
+            found_at = i if found else None
+
+    recorded = trace.header.violation
+    if found is None and recorded is not None and recorded.kind == "deadlock":
+        if not any(True for _ in spec.successors(state)):
+            found, found_at = recorded, len(steps) - 1
+    if found is None:
+        if recorded is not None:
+            return diverged(
+                len(steps) - 1,
+                f"the header records {recorded.invariant} violated, but every property holds on replay",
+            )
+        return ReplayResult("clean", "every step is a step of the spec and every invariant holds", tuple(behaviour))
+    matches = recorded is not None and recorded.invariant == found.invariant
+    note = "" if matches else f" (the header records {recorded.invariant if recorded else 'no violation'})"
+    return ReplayResult(
+        "violation",
+        f"{found.invariant} is violated at step {found_at}{note}: {found.statement}",
+        tuple(behaviour),
+        found_at,
+        found,
+        matches,
+    )
+
+
+def completed(trace: Trace, spec: Spec[Any, Any]) -> Trace | None:
+    """The trace with what its writer could not know filled in from the spec: the
+    state after every step, and the messages sent and received.  An implementation's
+    log records only actions; replaying them gives the rest.  None when the trace is
+    not a behaviour of ``spec``.  What the writer did record is kept."""
+    result = replay(trace, spec)
+    if result.outcome == "diverged":
+        return None
+    full = from_behaviour(spec, result.behaviour)
+    steps = tuple(
+        attrs.evolve(
+            spec_step,
+            actor=own.actor if own.actor is not None else spec_step.actor,
+            action_text=own.action_text or spec_step.action_text,
+            sent=own.sent or spec_step.sent,
+            received=own.received or spec_step.received,
+            extra=own.extra,
+        )
+        for own, spec_step in zip(trace.steps, full.steps)
+    )
+    return Trace(trace.header, steps)
+
+
+def _broken(spec: Spec[Any, Any], state: Any) -> TraceViolation | None:
+    for inv in spec.invariants():
+        if not inv.holds(state):
+            return TraceViolation(inv.name, inv.statement, "invariant")
+    return None
+
+
+def _breaks_refinement(
+    spec: Spec[Any, Any], state: Any, nxt: Any, recorded: TraceViolation | None
+) -> TraceViolation | None:
+    # Only checked when the trace claims a refinement failure: the mapping is an
+    # optional, separately requested check, as in ``distcheck check --refinement``.
+    refinement = spec.refinement()
+    if recorded is None or recorded.kind != "refinement" or refinement is None:
+        return None
+    a, b = refinement.mapping(state), refinement.mapping(nxt)
+    if a == b or any(t == b for _, t in refinement.abstract.successors(a)):
+        return None
+    return recorded
+
+
+def _explain(spec_state: Any, recorded: Any) -> str:
+    """The first few differences between the spec's state and the recorded one."""
+    changes = diff(to_json(spec_state), recorded)
+    parts = [f"{path_text(c)}: spec has {_short(c.old)}, trace has {_short(c.new)}" for c in changes[:3]]
+    more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+    return "; ".join(parts) + more if parts else "they differ"
+
+
+def _short(value: Any) -> str:
+    text = "∅" if value is ABSENT else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def path_text(change: Change) -> str:
+    out = ""
+    for key, kind in zip(change.path, change.kinds):
+        out += f".{key}" if kind == "field" else f"[{_key_text(key)}]"
+    return out.lstrip(".") or "state"
+
+
+def _key_text(key: PathKey) -> str:
+    """A map key as people write it: a composite key (stored as its JSON text)
+    becomes ``r1, a2`` rather than ``["r1", "a2"]``."""
+    if isinstance(key, str) and key[:1] == "[":
+        try:
+            parts = json.loads(key)
+        except ValueError:
+            return key
+        if isinstance(parts, list) and all(isinstance(p, (str, int)) for p in parts):
+            return ", ".join(str(p) for p in parts)
+    return str(key)
+
+
+def violation_of(name: str, statement: str, kind: str) -> TraceViolation | None:
+    """The header's violation for an explorer ``Violation`` (None for "unreached",
+    which has no trace)."""
+    return None if kind == "unreached" else TraceViolation(name, statement, kind)
+
+
+def actors(trace: Trace) -> list[str]:
+    """The nodes that act in the trace, in order of first appearance."""
+    out: list[str] = []
+    for step in trace.steps:
+        if step.actor is not None and step.actor not in out:
+            out.append(step.actor)
+    return out
