@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY, ParamInfo, SpecEntry
 
 

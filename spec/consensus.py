@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from distcheck.spec.core import Action, Invariant, Reachable, Spec, param
+from distcheck.spec.contract import Action, Invariant, Reachable, Spec, param
 
 
 def value_names(n: int) -> tuple[str, ...]:

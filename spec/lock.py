@@ -155,7 +155,10 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec.core import Action, Crash, FrozenMap, Invariant, Reachable, Spec, param, sorted_values, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Action, Invariant, Reachable, Spec, param
+from distcheck.spec.network import Crash
+from distcheck.spec.values import FrozenMap, sorted_values
 
 IDLE, WAITING, HOLDING, LAPSED, CRASHED = "idle", "waiting", "holding", "lapsed", "crashed"
 STATUSES = (IDLE, WAITING, HOLDING, LAPSED, CRASHED)

@@ -104,18 +104,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import attrs
 
 from distcheck.spec.consensus import agreement, value_names
-from distcheck.spec.core import (
-    Action,
-    FrozenMap,
-    Invariant,
-    MessageSet,
-    Reachable,
-    Refinement,
-    Restart,
-    Spec,
-    param,
-    sorted_values,
-)
+from distcheck.spec.contract import Action, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.network import MessageSet, Restart
+from distcheck.spec.values import FrozenMap, sorted_values
 from distcheck.spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, acceptor_names
 
 VARIANTS = {

@@ -72,18 +72,8 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec.core import (
-    Action,
-    FrozenMap,
-    Invariant,
-    MessageSet,
-    Reachable,
-    Refinement,
-    Spec,
-    name_set,
-    param,
-    short_text,
-)
+from distcheck.spec.contract import Action, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.network import MessageSet
 from distcheck.spec.twophase import (
     ABORTED,
     COMMITTED,
@@ -102,6 +92,7 @@ from distcheck.spec.twophase import (
     all_in,
     tc_consistent,
 )
+from distcheck.spec.values import FrozenMap, name_set, short_text
 
 NONE = "none"  # an acceptor's value before it has voted
 VOTE_VALUES = (PREPARED, ABORTED)

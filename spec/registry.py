@@ -6,13 +6,13 @@ spec here and nowhere else.  A new spec module adds one ``SpecEntry`` below.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from distcheck.spec import consensus, lock, paxos, paxoscommit, twophase, voting
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 
 
 @attrs.frozen
@@ -30,11 +30,18 @@ class SpecEntry:
     name: str
     summary: str
     config_type: type
-    build: Callable[[Any], Spec[Any, Any]] = attrs.field(eq=False)
-    variants: Mapping[str, str] = attrs.field(factory=dict)
-    #: Per variant, the parameters at which its mistake shows (when the default
-    #: size is too small to show it, or too large to explore quickly).
-    variant_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    build: type[Spec[Any, Any]] = attrs.field(eq=False)
+
+    @property
+    def variants(self) -> Mapping[str, str]:
+        """Each variant's name and one-line description, as the spec declares them."""
+        return {name: info.description for name, info in self.build.variants().items()}
+
+    @property
+    def variant_params(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per variant, the parameters at which its mistake shows (when the default
+        size is too small to show it, or too large to explore quickly)."""
+        return {name: info.params for name, info in self.build.variants().items() if info.params}
 
     def params(self) -> list[ParamInfo]:
         """The tunable parameters: every Config field except ``variant``."""
@@ -75,7 +82,6 @@ REGISTRY: dict[str, SpecEntry] = {
             "Lamport's two-phase commit: a TM, RMs and a message set",
             twophase.Config,
             twophase.TwoPhase,
-            twophase.VARIANTS,
         ),
         SpecEntry(
             "tcommit",
@@ -88,14 +94,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "Lamport's single-decree Paxos: acceptors, ballots and a message set",
             paxos.Config,
             paxos.Paxos,
-            paxos.VARIANTS,
         ),
         SpecEntry(
             "voting",
             "Lamport's Voting: the abstraction of Paxos that Paxos refines",
             voting.VotingConfig,
             voting.Voting,
-            voting.VARIANTS,
         ),
         SpecEntry(
             "consensus",
@@ -108,15 +112,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "Gray and Lamport's Paxos Commit: 2PC with each vote decided by Paxos",
             paxoscommit.Config,
             paxoscommit.PaxosCommit,
-            paxoscommit.VARIANTS,
-            paxoscommit.VARIANT_PARAMS,
         ),
         SpecEntry(
             "lock",
             "a lock service with leases, clock drift, fencing tokens and FIFO waiters",
             lock.Config,
             lock.Lock,
-            lock.VARIANTS,
         ),
     )
 }

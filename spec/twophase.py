@@ -38,44 +38,26 @@ Reachable (each must hold in some state)
 Refinement: every TwoPhase step maps, through ``rm_state``, to a TCommit step or a
 stutter.
 
-Variants (deliberately broken; each is caught by TCConsistent)
-
-=====================  ==========================================================
-``commit_early``       The TM commits without waiting for every RM to prepare, so
-                       an RM still working can abort on its own.
-``abort_after_prepare`` An RM aborts on its own after it has prepared, breaking the
-                       promise its Prepared message made.
-``forgetful_tm``       The TM does not log its decision: after a restart it presumes
-                       abort although it had already sent Commit.
-=====================  ==========================================================
+Variants: deliberately broken versions, each a real mistake caught by
+TCConsistent, declared at the end of this module as a subclass that overrides the
+one rule it breaks (``commit_early``: TMCommit; ``abort_after_prepare``:
+RMChooseToAbort; ``forgetful_tm``: TMAbort).  ``TwoPhase.variants()`` lists them
+with their one-line descriptions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
-from distcheck.spec.core import (
-    Action,
-    FrozenMap,
-    Invariant,
-    MessageSet,
-    Reachable,
-    Refinement,
-    Spec,
-    param,
-)
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, param, rule, variant
+from distcheck.spec.network import MessageSet
+from distcheck.spec.values import FrozenMap
 
 WORKING, PREPARED, COMMITTED, ABORTED = "working", "prepared", "committed", "aborted"
 RM_STATES = (WORKING, PREPARED, COMMITTED, ABORTED)
 INIT, DONE = "init", "done"
-
-VARIANTS = {
-    "commit_early": "the TM commits before every RM has prepared",
-    "abort_after_prepare": "an RM aborts on its own after it has prepared",
-    "forgetful_tm": "the TM does not log its decision and presumes abort after a restart",
-}
 
 
 def rm_names(n: int) -> tuple[str, ...]:
@@ -123,7 +105,7 @@ class TPState:
 
 class TMAction(Action):
     __slots__ = ()
-    actor_name = "tm"
+    ACTOR = "tm"
 
 
 @attrs.frozen
@@ -143,21 +125,25 @@ class TMAbort(TMAction):
 
 @attrs.frozen
 class RMPrepare(Action):
+    ACTOR = "rm"
     rm: str
 
 
 @attrs.frozen
 class RMChooseToAbort(Action):
+    ACTOR = "rm"
     rm: str
 
 
 @attrs.frozen
 class RMRcvCommitMsg(Action):
+    ACTOR = "rm"
     rm: str
 
 
 @attrs.frozen
 class RMRcvAbortMsg(Action):
+    ACTOR = "rm"
     rm: str
 
 
@@ -179,7 +165,7 @@ class TwoPhase(Spec[TPState, TPAction]):
     def __init__(self, config: Config = Config()) -> None:
         self.config = config
         self.rms = rm_names(config.rms)
-        self.variant = config.variant
+        self.all_rms = frozenset(self.rms)
 
     def init_states(self) -> Iterable[TPState]:
         yield TPState(
@@ -189,78 +175,65 @@ class TwoPhase(Spec[TPState, TPAction]):
             msgs=MessageSet(),
         )
 
-    def actions(self, s: TPState) -> Iterator[TPAction]:
-        # Every action whose guard holds, in a fixed order: TM first, then each RM.
-        for rm in self.rms:
-            if self._tm_can_receive_prepared(s, rm):
-                yield TMRcvPrepared(rm)
-        if self._tm_can_commit(s):
-            yield TMCommit()
-        if self._tm_can_abort(s):
-            yield TMAbort()
-        for rm in self.rms:
-            if s.rm_state[rm] == WORKING:
-                yield RMPrepare(rm)
-            if self._rm_can_choose_to_abort(s, rm):
-                yield RMChooseToAbort(rm)
-            if Commit() in s.msgs:
-                yield RMRcvCommitMsg(rm)
-            if Abort() in s.msgs:
-                yield RMRcvAbortMsg(rm)
+    def next(self) -> Next:
+        # TPNext: the TM's steps, then each RM's, in this fixed order.
+        return (
+            Exists("rm", self.rms, self.tm_rcv_prepared),
+            self.tm_commit,
+            self.tm_abort,
+            Exists(
+                "rm", self.rms, self.rm_prepare, self.rm_choose_to_abort, self.rm_rcv_commit_msg, self.rm_rcv_abort_msg
+            ),
+        )
 
-    # Guards, one per action, named so that variants read as a change to one guard.
+    @rule(TMRcvPrepared)
+    def tm_rcv_prepared(self, s: TPState, rm: str) -> TPState | None:
+        """The undecided TM records an RM's Prepared message."""
+        if s.tm_state != INIT or Prepared(rm) not in s.msgs:
+            return None
+        return attrs.evolve(s, tm_prepared=s.tm_prepared | {rm})
 
-    def _tm_can_receive_prepared(self, s: TPState, rm: str) -> bool:
-        return s.tm_state == INIT and Prepared(rm) in s.msgs
+    @rule(TMCommit)
+    def tm_commit(self, s: TPState) -> TPState | None:
+        """The undecided TM, with every RM prepared, decides commit and sends Commit."""
+        if s.tm_state != INIT or s.tm_prepared != self.all_rms:
+            return None
+        return attrs.evolve(s, tm_state=DONE, msgs=s.msgs.send(Commit()))
 
-    def _tm_can_commit(self, s: TPState) -> bool:
-        if self.variant == "commit_early":
-            return s.tm_state == INIT
-        return s.tm_state == INIT and s.tm_prepared == frozenset(self.rms)
+    @rule(TMAbort)
+    def tm_abort(self, s: TPState) -> TPState | None:
+        """The undecided TM decides abort and sends Abort."""
+        if s.tm_state != INIT:
+            return None
+        return attrs.evolve(s, tm_state=DONE, msgs=s.msgs.send(Abort()))
 
-    def _tm_can_abort(self, s: TPState) -> bool:
-        if self.variant == "forgetful_tm":
-            # With no decision record, a recovering TM cannot tell "done" from
-            # "init", so it may abort after having committed.
-            return Abort() not in s.msgs
-        return s.tm_state == INIT
+    @rule(RMPrepare)
+    def rm_prepare(self, s: TPState, rm: str) -> TPState | None:
+        """A working RM prepares and sends Prepared."""
+        if s.rm_state[rm] != WORKING:
+            return None
+        return attrs.evolve(s, rm_state=s.rm_state.set(rm, PREPARED), msgs=s.msgs.send(Prepared(rm)))
 
-    def _rm_can_choose_to_abort(self, s: TPState, rm: str) -> bool:
-        if self.variant == "abort_after_prepare":
-            return s.rm_state[rm] in (WORKING, PREPARED)
-        return s.rm_state[rm] == WORKING
+    @rule(RMChooseToAbort)
+    def rm_choose_to_abort(self, s: TPState, rm: str) -> TPState | None:
+        """A working RM aborts on its own."""
+        if s.rm_state[rm] != WORKING:
+            return None
+        return attrs.evolve(s, rm_state=s.rm_state.set(rm, ABORTED))
 
-    def next_state(self, s: TPState, a: TPAction) -> TPState | None:
-        match a:
-            case TMRcvPrepared(rm):
-                if not self._tm_can_receive_prepared(s, rm):
-                    return None
-                return attrs.evolve(s, tm_prepared=s.tm_prepared | {rm})
-            case TMCommit():
-                if not self._tm_can_commit(s):
-                    return None
-                return attrs.evolve(s, tm_state=DONE, msgs=s.msgs.send(Commit()))
-            case TMAbort():
-                if not self._tm_can_abort(s):
-                    return None
-                return attrs.evolve(s, tm_state=DONE, msgs=s.msgs.send(Abort()))
-            case RMPrepare(rm):
-                if s.rm_state.get(rm) != WORKING:
-                    return None
-                return attrs.evolve(s, rm_state=s.rm_state.set(rm, PREPARED), msgs=s.msgs.send(Prepared(rm)))
-            case RMChooseToAbort(rm):
-                if rm not in s.rm_state or not self._rm_can_choose_to_abort(s, rm):
-                    return None
-                return attrs.evolve(s, rm_state=s.rm_state.set(rm, ABORTED))
-            case RMRcvCommitMsg(rm):
-                if rm not in s.rm_state or Commit() not in s.msgs:
-                    return None
-                return attrs.evolve(s, rm_state=s.rm_state.set(rm, COMMITTED))
-            case RMRcvAbortMsg(rm):
-                if rm not in s.rm_state or Abort() not in s.msgs:
-                    return None
-                return attrs.evolve(s, rm_state=s.rm_state.set(rm, ABORTED))
-        return None
+    @rule(RMRcvCommitMsg)
+    def rm_rcv_commit_msg(self, s: TPState, rm: str) -> TPState | None:
+        """An RM receives Commit and commits."""
+        if Commit() not in s.msgs:
+            return None
+        return attrs.evolve(s, rm_state=s.rm_state.set(rm, COMMITTED))
+
+    @rule(RMRcvAbortMsg)
+    def rm_rcv_abort_msg(self, s: TPState, rm: str) -> TPState | None:
+        """An RM receives Abort and aborts."""
+        if Abort() not in s.msgs:
+            return None
+        return attrs.evolve(s, rm_state=s.rm_state.set(rm, ABORTED))
 
     def invariants(self) -> Sequence[Invariant[TPState]]:
         return (
@@ -326,6 +299,7 @@ class TCState:
 class Prepare(Action):
     """An RM prepares."""
 
+    ACTOR = "rm"
     rm: str
 
 
@@ -333,6 +307,7 @@ class Prepare(Action):
 class DecideCommit(Action):
     """A prepared RM commits; allowed only when every RM is prepared or committed."""
 
+    ACTOR = "rm"
     rm: str
 
 
@@ -340,6 +315,7 @@ class DecideCommit(Action):
 class DecideAbort(Action):
     """A working or prepared RM aborts; allowed only while no RM has committed."""
 
+    ACTOR = "rm"
     rm: str
 
 
@@ -366,38 +342,29 @@ class TCommit(Spec[TCState, TCAction]):
     def init_states(self) -> Iterable[TCState]:
         yield TCState(FrozenMap({rm: WORKING for rm in self.rms}))
 
-    def _can_commit(self, s: TCState) -> bool:
-        return all(v in (PREPARED, COMMITTED) for v in s.rm_state.values())
+    def next(self) -> Next:
+        return (Exists("rm", self.rms, self.prepare, self.decide_commit, self.decide_abort),)
 
-    def _not_committed(self, s: TCState) -> bool:
-        return all(v != COMMITTED for v in s.rm_state.values())
-
-    def actions(self, s: TCState) -> Iterator[TCAction]:
-        for rm in self.rms:
-            if s.rm_state[rm] == WORKING:
-                yield Prepare(rm)
-            if s.rm_state[rm] == PREPARED and self._can_commit(s):
-                yield DecideCommit(rm)
-            if s.rm_state[rm] in (WORKING, PREPARED) and self._not_committed(s):
-                yield DecideAbort(rm)
-
-    def next_state(self, s: TCState, a: TCAction) -> TCState | None:
-        rm = a.rm
-        if rm not in s.rm_state:
+    @rule(Prepare)
+    def prepare(self, s: TCState, rm: str) -> TCState | None:
+        """A working RM prepares."""
+        if s.rm_state[rm] != WORKING:
             return None
-        match a:
-            case Prepare():
-                ok = s.rm_state[rm] == WORKING
-                new = PREPARED
-            case DecideCommit():
-                ok = s.rm_state[rm] == PREPARED and self._can_commit(s)
-                new = COMMITTED
-            case DecideAbort():
-                ok = s.rm_state[rm] in (WORKING, PREPARED) and self._not_committed(s)
-                new = ABORTED
-            case _:
-                return None
-        return TCState(s.rm_state.set(rm, new)) if ok else None
+        return TCState(s.rm_state.set(rm, PREPARED))
+
+    @rule(DecideCommit)
+    def decide_commit(self, s: TCState, rm: str) -> TCState | None:
+        """A prepared RM commits, once every RM is prepared or committed."""
+        if s.rm_state[rm] != PREPARED or not all(v in (PREPARED, COMMITTED) for v in s.rm_state.values()):
+            return None
+        return TCState(s.rm_state.set(rm, COMMITTED))
+
+    @rule(DecideAbort)
+    def decide_abort(self, s: TCState, rm: str) -> TCState | None:
+        """A working or prepared RM aborts, while no RM has committed."""
+        if s.rm_state[rm] not in (WORKING, PREPARED) or COMMITTED in s.rm_state.values():
+            return None
+        return TCState(s.rm_state.set(rm, ABORTED))
 
     def invariants(self) -> Sequence[Invariant[TCState]]:
         return (
@@ -416,3 +383,40 @@ class TCommit(Spec[TCState, TCAction]):
             Reachable("AllCommitted", "every RM has committed", lambda s: all_in(s.rm_state, COMMITTED)),
             Reachable("AllAborted", "every RM has aborted", lambda s: all_in(s.rm_state, ABORTED)),
         )
+
+
+# ------------------------------------------------------------------------ variants
+# Each a real mistake, as a subclass that overrides the one rule it breaks.
+
+
+@variant("commit_early", "the TM commits before every RM has prepared")
+class CommitEarly(TwoPhase):
+    @rule(TMCommit)
+    def tm_commit(self, s: TPState) -> TPState | None:
+        """The undecided TM decides commit without waiting for every Prepared, so an
+        RM still working can abort on its own."""
+        if s.tm_state != INIT:
+            return None
+        return attrs.evolve(s, tm_state=DONE, msgs=s.msgs.send(Commit()))
+
+
+@variant("abort_after_prepare", "an RM aborts on its own after it has prepared")
+class AbortAfterPrepare(TwoPhase):
+    @rule(RMChooseToAbort)
+    def rm_choose_to_abort(self, s: TPState, rm: str) -> TPState | None:
+        """A working or prepared RM aborts on its own, breaking the promise its
+        Prepared message made."""
+        if s.rm_state[rm] not in (WORKING, PREPARED):
+            return None
+        return attrs.evolve(s, rm_state=s.rm_state.set(rm, ABORTED))
+
+
+@variant("forgetful_tm", "the TM does not log its decision and presumes abort after a restart")
+class ForgetfulTM(TwoPhase):
+    @rule(TMAbort)
+    def tm_abort(self, s: TPState) -> TPState | None:
+        """With no decision record, a recovering TM cannot tell "done" from "init", so
+        it may abort after having sent Commit."""
+        if Abort() in s.msgs:
+            return None
+        return attrs.evolve(s, tm_state=DONE, msgs=s.msgs.send(Abort()))

@@ -73,7 +73,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import attrs
 
 from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState, agreement, value_names
-from distcheck.spec.core import Action, FrozenMap, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.contract import Action, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.values import FrozenMap
 
 #: The ballot number of "no ballot": an acceptor's promise before it has made one,
 #: and the ballot of its last vote before it has voted.

@@ -34,7 +34,8 @@ from distcheck.checks.traces.render import step_table, trace_text
 from distcheck.checks.traces.trace import Trace, from_behaviour, violation_of
 from distcheck.checks.traces.trace import default_path as default_trace_path
 from distcheck.checks.traces.trace import write as write_trace
-from distcheck.spec.core import Spec, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY
 
 

@@ -25,7 +25,7 @@ from distcheck.checks.params import UsageError, build_spec, non_negative_int, po
 from distcheck.checks.search import stateful
 from distcheck.checks.traces import render, shiviz, trace
 from distcheck.checks.traces.html import page as html_page
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

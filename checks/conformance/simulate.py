@@ -32,7 +32,7 @@ from distcheck.impl.runtime import (
     Simulation,
     TraceLog,
 )
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 
 STRATEGIES = ("random", "pct")
 

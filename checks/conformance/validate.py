@@ -34,7 +34,9 @@ from typing import Any
 import attrs
 
 from distcheck.checks.traces.trace import Trace
-from distcheck.spec.core import Spec, fingerprint, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Spec
+from distcheck.spec.values import fingerprint
 
 DEFAULT_MAX_STATES = 200_000
 

@@ -36,7 +36,8 @@ import z3
 from distcheck.checks.proofs.obligations import FAILED, PROVED, Counterexample, Verdict, find_model
 from distcheck.checks.proofs.system import Encoding, Evaluator, SymState
 from distcheck.checks.traces.render import show, state_table
-from distcheck.spec.core import Spec, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Spec
 
 
 @attrs.frozen

@@ -40,7 +40,7 @@ from distcheck.checks.proofs.obligations import (
 )
 from distcheck.checks.proofs.system import Candidate, Encoding, Predicate, SymState, bool_value
 from distcheck.checks.traces.render import changes, show, state_table
-from distcheck.spec.core import to_json
+from distcheck.spec.codec import to_json
 
 
 def obligations(

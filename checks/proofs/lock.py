@@ -58,7 +58,8 @@ from collections.abc import Hashable, Mapping, Sequence
 import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
-from distcheck.spec.core import Crash, FrozenMap
+from distcheck.spec.network import Crash
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.lock import (
     CRASHED,
     HOLDING,

@@ -83,7 +83,8 @@ from typing import Any
 import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
-from distcheck.spec.core import FrozenMap, MessageSet, Restart
+from distcheck.spec.network import MessageSet, Restart
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.paxos import (
     Message,
     Msg1a,

@@ -31,7 +31,7 @@ from typing import Generic, TypeVar
 import attrs
 import z3
 
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 
 S = TypeVar("S")
 A = TypeVar("A")

@@ -52,7 +52,8 @@ from collections.abc import Hashable, Mapping, Sequence
 import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
-from distcheck.spec.core import FrozenMap, MessageSet
+from distcheck.spec.network import MessageSet
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.twophase import (
     ABORTED,
     COMMITTED,

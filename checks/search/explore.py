@@ -36,7 +36,8 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec.core import Spec, fingerprint
+from distcheck.spec.contract import Spec
+from distcheck.spec.values import fingerprint
 
 
 @attrs.frozen
@@ -171,17 +172,14 @@ class Explorer:
             if violation:
                 return finish("violation", violation)
 
-        actions, next_state, popleft = spec.actions, spec.next_state, queue.popleft
+        successors_of, popleft = spec.successors, queue.popleft
         while queue:
             state, fp, depth = popleft()
             if self.max_depth is not None and depth + 1 >= self.max_depth:
-                truncated = truncated or any(True for _ in spec.successors(state))
+                truncated = truncated or bool(successors_of(state))
                 continue
             successors = 0
-            for action in actions(state):
-                nxt = next_state(state, action)
-                if nxt is None:
-                    continue
+            for action, nxt in successors_of(state):
                 successors += 1
                 stats.generated_states += 1
                 if refinement is not None and not _refines_step(refinement, state, nxt):

@@ -30,7 +30,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from distcheck.checks.search.explore import ProgressCallback, Result, Stats, Violation, replay_chain
-from distcheck.spec.core import Spec, fingerprint
+from distcheck.spec.contract import Spec
+from distcheck.spec.values import fingerprint
 
 
 def _worker(
@@ -79,10 +80,7 @@ def _worker(
             last_level = command[1]
             for state, fp in frontier:
                 successors = 0
-                for action in spec.actions(state):
-                    nxt = spec.next_state(state, action)
-                    if nxt is None:
-                        continue
+                for action, nxt in spec.successors(state):
                     successors += 1
                     if last_level:  # depth limit: only note that something lies beyond
                         truncated = True

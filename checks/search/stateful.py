@@ -33,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from distcheck.checks.search.explore import Step
 from distcheck.checks.traces import render, trace
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 
 
 class SpecMachineBase(RuleBasedStateMachine):

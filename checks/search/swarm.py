@@ -29,8 +29,10 @@ from typing import Any
 import attrs
 
 from distcheck.checks.search.explore import Result, Stats, Step, Violation
-from distcheck.spec.core import Spec, fingerprint, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY
+from distcheck.spec.values import fingerprint
 
 #: Fingerprints a task reports for the merged distinct-state count (beyond it,
 #: the count is a lower bound and the result says so).

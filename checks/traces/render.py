@@ -33,7 +33,9 @@ from distcheck.checks.traces.trace import (
     is_record,
     path_text,
 )
-from distcheck.spec.core import Bag, BagNetwork, FifoNetwork, FrozenMap, MessageSet, sorted_values, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.network import MessageSet, Network
+from distcheck.spec.values import Bag, FrozenMap, sorted_values
 
 
 def show(value: Any) -> str:
@@ -44,7 +46,7 @@ def show(value: Any) -> str:
         return "{" + ", ".join(show(v) for v in sorted_values(value)) + "}"
     if isinstance(value, tuple):
         return "⟨" + ", ".join(show(v) for v in value) + "⟩"
-    if isinstance(value, (FrozenMap, Bag, MessageSet, BagNetwork, FifoNetwork)):
+    if isinstance(value, (FrozenMap, Bag, MessageSet)) or isinstance(value, Network):
         return str(value)
     if attrs.has(type(value)) and type(value).__str__ is object.__str__:  # type: ignore[comparison-overlap]
         fields = ", ".join(f"{f.name}={show(getattr(value, f.name))}" for f in attrs.fields(type(value)))
@@ -57,7 +59,7 @@ def changes(old: Any, new: Any, path: str = "") -> list[str]:
     for plain values, ``path[key]: ...`` inside maps, ``path +x -y`` for sets."""
     if old == new:
         return []
-    if attrs.has(type(old)) and type(old) is type(new) and not isinstance(old, (MessageSet, BagNetwork, FifoNetwork)):
+    if attrs.has(type(old)) and type(old) is type(new) and not isinstance(old, Network):
         out: list[str] = []
         for f in attrs.fields(type(old)):
             out += changes(getattr(old, f.name), getattr(new, f.name), f"{path}.{f.name}" if path else f.name)
@@ -81,9 +83,7 @@ def changes(old: Any, new: Any, path: str = "") -> list[str]:
 def _members(value: Any) -> list[Any] | None:
     if isinstance(value, frozenset):
         return sorted_values(value)
-    if isinstance(value, MessageSet):
-        return value.deliverable()
-    if isinstance(value, BagNetwork):
+    if isinstance(value, Network):
         return value.deliverable()
     return None
 

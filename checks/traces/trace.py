@@ -27,18 +27,9 @@ from typing import Any
 import attrs
 
 from distcheck.checks.search.explore import Step
-from distcheck.spec.core import (
-    Action,
-    BagNetwork,
-    Drop,
-    Duplicate,
-    FifoNetwork,
-    FrozenMap,
-    MessageSet,
-    Spec,
-    from_json,
-    to_json,
-)
+from distcheck.spec.codec import from_json, to_json
+from distcheck.spec.contract import Action, Spec
+from distcheck.spec.network import Network
 
 FORMAT = "distcheck-trace"
 VERSION = 1
@@ -149,14 +140,12 @@ def from_behaviour(
     return Trace(header, tuple(out))
 
 
-_NETWORKS = (MessageSet, BagNetwork, FifoNetwork)
-
-
 def network_fields(state: Any) -> list[str]:
-    """Names of the state's top-level fields that hold a ``spec.core`` network model."""
+    """Names of the state's top-level fields that hold a network model
+    (``distcheck.spec.network.Network``)."""
     if not attrs.has(type(state)):
         return []
-    return [f.name for f in attrs.fields(type(state)) if isinstance(getattr(state, f.name), _NETWORKS)]
+    return [f.name for f in attrs.fields(type(state)) if isinstance(getattr(state, f.name), Network)]
 
 
 def messages_of_step(spec: Spec[Any, Any], before: Any, action: Any, after: Any) -> tuple[list[Any], list[Any]]:
@@ -164,51 +153,21 @@ def messages_of_step(spec: Spec[Any, Any], before: Any, action: Any, after: Any)
 
     Sent: the copies the step added to a network.  Received: the messages the step
     needs, i.e. those whose removal from the network would disable the action.  That
-    one rule covers all three network models, including TLA+-style message sets where
-    a receive removes nothing.  Network faults (drop, duplicate) send and receive
-    nothing: they are the network's doing, not a node's."""
-    if isinstance(action, (Drop, Duplicate)):
+    one rule covers every network model, including TLA+-style message sets where a
+    receive removes nothing.  A step of the network itself (an action whose actor is
+    ``net``: a loss, a duplication) sends and receives nothing."""
+    if getattr(action, "actor", None) == "net":
         return [], []
     sent: list[Any] = []
     received: list[Any] = []
     for name in network_fields(before):
         old, new = getattr(before, name), getattr(after, name)
-        sent += _added(old, new)
-        for msg in _members(old):
-            without = attrs.evolve(before, **{name: _without(old, msg)})
+        sent += new.added_since(old)
+        for msg in old.deliverable():
+            without = attrs.evolve(before, **{name: old.without(msg)})
             if spec.next_state(without, action) is None:
                 received.append(msg)
     return sent, received
-
-
-def _members(net: Any) -> list[Any]:
-    if isinstance(net, FifoNetwork):
-        seen: list[Any] = []
-        for queue in net.channels.values():
-            seen += [m for m in queue if m not in seen]
-        return seen
-    return list(net.deliverable())
-
-
-def _added(old: Any, new: Any) -> list[Any]:
-    if isinstance(old, MessageSet):
-        return [m for m in new.deliverable() if m not in old]
-    if isinstance(old, BagNetwork):
-        return [m for m in new.deliverable() for _ in range(new.in_flight.count(m) - old.in_flight.count(m))]
-    out: list[Any] = []
-    for channel, queue in new.channels.items():
-        before = old.channels.get(channel, ())
-        out += list(queue[len(before) :]) if queue[: len(before)] == before else []
-    return out
-
-
-def _without(net: Any, msg: Any) -> Any:
-    if isinstance(net, MessageSet):
-        return MessageSet(net.sent - {msg})
-    if isinstance(net, BagNetwork):
-        return BagNetwork(type(net.in_flight)({m: n for m, n in net.in_flight.items() if m != msg}))
-    channels = {ch: tuple(m for m in q if m != msg) for ch, q in net.channels.items()}
-    return FifoNetwork(FrozenMap({ch: q for ch, q in channels.items() if q}))
 
 
 # ------------------------------------------------------------------- JSON Lines I/O

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from distcheck.checks.search.explore import Explorer, explore
-from distcheck.spec.core import Action, Invariant, Reachable, Spec
+from distcheck.spec.contract import Action, Invariant, Reachable, Spec
 
 
 @attrs.frozen

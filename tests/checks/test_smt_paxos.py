@@ -19,7 +19,7 @@ from distcheck.checks.proofs.induction import obligations
 from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
 from distcheck.checks.proofs.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
-from distcheck.spec.core import Restart
+from distcheck.spec.network import Restart
 from distcheck.spec.paxos import VARIANTS as PAXOS_VARIANTS
 from distcheck.spec.paxos import Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
 from distcheck.spec.voting import VARIANTS as VOTING_VARIANTS

@@ -15,7 +15,7 @@ from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, dischar
 from distcheck.checks.proofs.system import Candidate, Evaluator, Predicate
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.checks.traces.render import changes
-from distcheck.spec.core import to_json
+from distcheck.spec.codec import to_json
 from distcheck.spec.twophase import VARIANTS, Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
 
 

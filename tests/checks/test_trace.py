@@ -11,7 +11,7 @@ import pytest
 
 from distcheck.checks.search.explore import Explorer
 from distcheck.checks.traces import trace
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY
 from tests.checks.trace_schema import assert_valid_trace_text
 

@@ -18,7 +18,9 @@ import attrs
 import pytest
 
 from distcheck.checks.search.explore import explore
-from distcheck.spec.core import Spec, canonical_text, fingerprint, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Spec
+from distcheck.spec.values import canonical_text, fingerprint
 from distcheck.spec.registry import REGISTRY
 
 SAMPLE = 1500  # states per spec: enough to cover every action kind at default sizes
@@ -110,7 +112,7 @@ _FINGERPRINT_SCRIPT = """
 import json, sys
 from distcheck.spec.registry import REGISTRY
 from tests.spec.test_contract import reachable_sample
-from distcheck.spec.core import fingerprint
+from distcheck.spec.values import fingerprint
 out = {}
 for name, entry in REGISTRY.items():
     spec = entry.make()

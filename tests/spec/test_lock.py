@@ -12,7 +12,9 @@ import pytest
 
 from distcheck.checks.cli import main
 from distcheck.checks.search.explore import explore
-from distcheck.spec.core import Crash, FrozenMap, Invariant, Reachable, canonical_text
+from distcheck.spec.contract import Invariant, Reachable
+from distcheck.spec.network import Crash
+from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.lock import (
     HOLDING,
     LAPSED,

@@ -23,7 +23,10 @@ import pytest
 from distcheck.checks.cli import main
 from distcheck.checks.search.explore import Result, check_refinement_of, explore
 from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState
-from distcheck.spec.core import FrozenMap, Invariant, MessageSet, Refinement, Restart, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.contract import Invariant, Refinement
+from distcheck.spec.network import MessageSet, Restart
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.paxos import (
     VARIANTS,
     Config,

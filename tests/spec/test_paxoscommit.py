@@ -12,7 +12,9 @@ import json
 import pytest
 
 from distcheck.checks.search.explore import check_refinement_of, explore
-from distcheck.spec.core import FrozenMap, MessageSet, canonical_text, to_json
+from distcheck.spec.codec import to_json
+from distcheck.spec.network import MessageSet
+from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.paxoscommit import (
     Chosen,
     Config,

@@ -10,7 +10,8 @@ import attrs
 import pytest
 
 from distcheck.checks.search.explore import check_refinement_of, explore
-from distcheck.spec.core import FrozenMap, MessageSet, canonical_text
+from distcheck.spec.network import MessageSet
+from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.twophase import (
     Config,
     Prepared,

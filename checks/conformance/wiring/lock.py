@@ -28,7 +28,7 @@ from distcheck.impl.runtime import (
 from distcheck.impl.runtime.api import Lock as NodeLock
 from distcheck.impl.runtime.api import Message
 from distcheck.spec import lock as spec_lock
-from distcheck.spec.core import FrozenMap
+from distcheck.spec.values import FrozenMap
 
 
 class SlowClock(Context):

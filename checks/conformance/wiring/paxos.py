@@ -17,7 +17,7 @@ from distcheck.checks.conformance.wiring.paxos_log import validate_log
 from distcheck.checks.histories.linearizability import Operation, check_history
 from distcheck.impl import paxos as impl_paxos
 from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, NodeMain, Simulation
-from distcheck.spec.core import Spec
+from distcheck.spec.contract import Spec
 from distcheck.spec.paxos import Paxos
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from distcheck.checks.conformance.simulate import Wiring
 from distcheck.impl import twophase as impl_twophase
 from distcheck.impl.runtime import NodeMain, Simulation
-from distcheck.spec.core import FrozenMap, MessageSet
+from distcheck.spec.network import MessageSet
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.twophase import Abort, Commit, Prepared, TPState
 
 
