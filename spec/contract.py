@@ -388,7 +388,7 @@ def _rule_action(spec: Spec[Any, Any], method: Callable[..., Any]) -> type:
         action = getattr(candidate, "__rule_action__", None)
         if action is not None:
             return action  # type: ignore[no-any-return]
-    raise TypeError(f"{type(spec).__name__}.next() names {name or method!r}, which is not a @rule method")
+    raise TypeError(f"{type(spec).__name__}.next() names {name or repr(method)}, which is not a @rule method")
 
 
 def _compile(

@@ -187,7 +187,7 @@ def result_json(
             "trace": [
                 {
                     "step": i,
-                    "actor": None if s.action is None else spec.actor(s.action),
+                    "actor": None if s.action is None else s.action.actor,
                     "action": None if s.action is None else to_json(s.action),
                     "action_text": "Init" if s.action is None else str(s.action),
                     "state": to_json(s.state),

@@ -138,7 +138,7 @@ def _consecution(
         "",
         "state before the step" + _reachability_note(reachable, candidate.name) + ":",
         _indent(state_table(before)),
-        f"step: {encoding.spec.actor(action)}  {show(action)}",
+        f"step: {action.actor}  {show(action)}",
         _indent(step_lines),
     ]
     if spec_after != after:

@@ -58,8 +58,6 @@ from collections.abc import Hashable, Mapping, Sequence
 import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
-from distcheck.spec.network import Crash
-from distcheck.spec.values import FrozenMap
 from distcheck.spec.lock import (
     CRASHED,
     HOLDING,
@@ -86,6 +84,8 @@ from distcheck.spec.lock import (
     Tick,
     Write,
 )
+from distcheck.spec.network import Crash
+from distcheck.spec.values import FrozenMap
 
 ABSENT = 0  # z3 index of None in every field that allows it
 

@@ -84,7 +84,6 @@ import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
 from distcheck.spec.network import MessageSet, Restart
-from distcheck.spec.values import FrozenMap
 from distcheck.spec.paxos import (
     Message,
     Msg1a,
@@ -99,6 +98,7 @@ from distcheck.spec.paxos import (
     Phase2a,
     Phase2b,
 )
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.voting import NO_BALLOT, IncreaseMaxBal, VoteFor, Voting, VotingAction, VotingState
 
 # ------------------------------------------------------------------- field names

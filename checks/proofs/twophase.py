@@ -53,7 +53,6 @@ import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
 from distcheck.spec.network import MessageSet
-from distcheck.spec.values import FrozenMap
 from distcheck.spec.twophase import (
     ABORTED,
     COMMITTED,
@@ -83,6 +82,7 @@ from distcheck.spec.twophase import (
     TPState,
     TwoPhase,
 )
+from distcheck.spec.values import FrozenMap
 
 ENCODED_VARIANTS = frozenset({"commit_early", "abort_after_prepare", "forgetful_tm"})
 

@@ -80,7 +80,7 @@ def _worker(
             last_level = command[1]
             for state, fp in frontier:
                 successors = 0
-                for action, nxt in spec.successors(state):
+                for _action, nxt in spec.successors(state):
                     successors += 1
                     if last_level:  # depth limit: only note that something lies beyond
                         truncated = True

@@ -129,7 +129,7 @@ def from_behaviour(
         out.append(
             TraceStep(
                 i,
-                spec.actor(action),
+                action.actor,
                 to_json(action),
                 to_json(after),
                 str(action),
@@ -510,7 +510,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
         nxt = spec.next_state(state, action)
         if nxt is None:
             return diverged(i, f"{action} is not enabled in the state after step {i - 1}")
-        actor = spec.actor(action)
+        actor = action.actor
         if step.actor is not None and step.actor != actor:
             return diverged(i, f"{action} is taken by {actor}, but the trace says {step.actor}")
         if step.state is not None and to_json(nxt) != step.state:

@@ -16,7 +16,6 @@ from distcheck.checks.proofs.system import Encoding, Evaluator, Field, Predicate
 from distcheck.checks.proofs.twophase import TwoPhaseEncoding, rm_state
 from distcheck.spec.twophase import (
     COMMITTED,
-    VARIANTS,
     Config,
     RMRcvAbortMsg,
     TMAbort,
@@ -27,7 +26,7 @@ from distcheck.spec.twophase import (
 )
 
 
-@pytest.mark.parametrize("variant", [None, *sorted(VARIANTS)])
+@pytest.mark.parametrize("variant", [None, *sorted(TwoPhase.variants())])
 @pytest.mark.parametrize("rms", [1, 2, 3])
 def test_twophase_encoding_agrees_with_the_spec(rms: int, variant: str | None) -> None:
     spec = TwoPhase(Config(rms=rms, variant=variant))

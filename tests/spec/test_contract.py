@@ -20,8 +20,8 @@ import pytest
 from distcheck.checks.search.explore import explore
 from distcheck.spec.codec import to_json
 from distcheck.spec.contract import Spec
-from distcheck.spec.values import canonical_text, fingerprint
 from distcheck.spec.registry import REGISTRY
+from distcheck.spec.values import canonical_text, fingerprint
 
 SAMPLE = 1500  # states per spec: enough to cover every action kind at default sizes
 

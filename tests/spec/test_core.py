@@ -8,9 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distcheck.spec.codec import from_json, to_json, value_types
-
 from distcheck.spec.network import Crash, MessageSet
-
 from distcheck.spec.values import Bag, FrozenMap, canonical_text, fingerprint
 
 words = st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8)

@@ -11,20 +11,28 @@ import pytest
 
 from distcheck.checks.search.explore import check_refinement_of, explore
 from distcheck.spec.network import MessageSet
-from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.twophase import (
+    Abort,
+    Commit,
     Config,
+    DecideAbort,
+    DecideCommit,
+    Prepare,
     Prepared,
     RMChooseToAbort,
     RMPrepare,
+    RMRcvAbortMsg,
     RMRcvCommitMsg,
     TCConfig,
     TCommit,
+    TCState,
+    TMAbort,
     TMCommit,
     TMRcvPrepared,
     TPState,
     TwoPhase,
 )
+from distcheck.spec.values import FrozenMap, canonical_text
 
 
 @pytest.mark.parametrize(
@@ -140,3 +148,138 @@ def test_type_invariant_detects_ill_typed_states() -> None:
     assert type_ok.holds(init)
     assert not type_ok.holds(attrs.evolve(init, tm_state="confused"))
     assert not type_ok.holds(attrs.evolve(init, tm_prepared=frozenset({"r7"})))
+
+
+# ------------------------------------------------------------------------------
+# Each guard, each invariant clause and each reachability property, on hand-built
+# states: a change to any one of them makes one of these fail.
+
+RMS2 = Config(rms=2)
+
+
+def tp(rm_state: dict[str, str], tm_state: str = "init", prepared: set[str] | None = None, msgs: Any = ()) -> TPState:
+    return TPState(FrozenMap(rm_state), tm_state, frozenset(prepared or ()), MessageSet(frozenset(msgs)))
+
+
+W, P, C, A = "working", "prepared", "committed", "aborted"
+
+
+@pytest.mark.parametrize(
+    "action,enabled,disabled",
+    [
+        # TMRcvPrepared(rm): the TM is undecided and rm's Prepared was sent.
+        (
+            TMRcvPrepared("r1"),
+            tp({"r1": P, "r2": W}, msgs=[Prepared("r1")]),
+            tp({"r1": P, "r2": W}, "done", msgs=[Prepared("r1")]),
+        ),
+        (
+            TMRcvPrepared("r1"),
+            tp({"r1": P, "r2": W}, msgs=[Prepared("r1")]),
+            tp({"r1": W, "r2": P}, msgs=[Prepared("r2")]),
+        ),
+        # TMCommit: undecided, and every RM's Prepared recorded.
+        (TMCommit(), tp({"r1": P, "r2": P}, prepared={"r1", "r2"}), tp({"r1": P, "r2": P}, prepared={"r1"})),
+        (TMCommit(), tp({"r1": P, "r2": P}, prepared={"r1", "r2"}), tp({"r1": P, "r2": P}, "done", {"r1", "r2"})),
+        # TMAbort: undecided.
+        (TMAbort(), tp({"r1": P, "r2": P}, prepared={"r1", "r2"}), tp({"r1": W, "r2": W}, "done")),
+        # RMPrepare / RMChooseToAbort: a working RM.
+        (RMPrepare("r2"), tp({"r1": P, "r2": W}), tp({"r1": W, "r2": P})),
+        (RMChooseToAbort("r2"), tp({"r1": P, "r2": W}), tp({"r1": W, "r2": P})),
+        # RMRcvCommitMsg / RMRcvAbortMsg: the decision was sent.
+        (
+            RMRcvCommitMsg("r1"),
+            tp({"r1": P, "r2": P}, "done", msgs=[Commit()]),
+            tp({"r1": P, "r2": P}, "done", msgs=[Abort()]),
+        ),
+        (
+            RMRcvAbortMsg("r1"),
+            tp({"r1": P, "r2": P}, "done", msgs=[Abort()]),
+            tp({"r1": P, "r2": P}, "done", msgs=[Commit()]),
+        ),
+    ],
+    ids=lambda v: str(v) if not isinstance(v, TPState) else "",
+)
+def test_each_twophase_guard(action: Any, enabled: TPState, disabled: TPState) -> None:
+    spec = TwoPhase(RMS2)
+    assert spec.next_state(enabled, action) is not None and action in spec.actions(enabled)
+    assert spec.next_state(disabled, action) is None and action not in spec.actions(disabled)
+
+
+def test_each_twophase_effect() -> None:
+    spec = TwoPhase(RMS2)
+    s = tp({"r1": W, "r2": W})
+    assert spec.next_state(s, RMPrepare("r1")) == tp({"r1": P, "r2": W}, msgs=[Prepared("r1")])
+    assert spec.next_state(s, RMChooseToAbort("r1")) == tp({"r1": A, "r2": W})
+    assert spec.next_state(s, TMAbort()) == tp({"r1": W, "r2": W}, "done", msgs=[Abort()])
+    s = tp({"r1": P, "r2": P}, prepared={"r1"}, msgs=[Prepared("r1"), Prepared("r2")])
+    assert spec.next_state(s, TMRcvPrepared("r2")) == attrs.evolve(s, tm_prepared=frozenset({"r1", "r2"}))
+    s = attrs.evolve(s, tm_prepared=frozenset({"r1", "r2"}))
+    assert spec.next_state(s, TMCommit()) == attrs.evolve(s, tm_state="done", msgs=s.msgs.send(Commit()))
+    s = tp({"r1": P, "r2": C}, "done", {"r1", "r2"}, [Commit()])
+    assert spec.next_state(s, RMRcvCommitMsg("r1")) == attrs.evolve(s, rm_state=FrozenMap({"r1": C, "r2": C}))
+    s = tp({"r1": P, "r2": W}, "done", msgs=[Abort()])
+    assert spec.next_state(s, RMRcvAbortMsg("r1")) == attrs.evolve(s, rm_state=FrozenMap({"r1": A, "r2": W}))
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        tp({"r1": W}),  # an RM missing
+        tp({"r1": W, "r2": W, "r3": W}),  # an RM too many
+        tp({"r1": W, "r2": "confused"}),  # a state no RM has
+        tp({"r1": W, "r2": W}, "confused"),  # a state no TM has
+        tp({"r1": W, "r2": W}, prepared={"r9"}),  # an unknown RM recorded as prepared
+        tp({"r1": W, "r2": W}, msgs=[Prepared("r9")]),  # a Prepared from an unknown RM
+        tp({"r1": W, "r2": W}, msgs=["hello"]),  # a message that is no message
+    ],
+)
+def test_each_clause_of_twophase_type_ok(state: TPState) -> None:
+    spec = TwoPhase(RMS2)
+    assert broken(state, spec) == ["TypeOK"]
+
+
+def test_tc_consistent_and_the_reachability_properties_on_hand_built_states() -> None:
+    spec = TwoPhase(RMS2)
+    assert broken(tp({"r1": C, "r2": A}, "done", msgs=[Commit()]), spec) == ["TCConsistent"]
+    assert broken(tp({"r1": C, "r2": P}, "done", msgs=[Commit()]), spec) == []
+    assert broken(tp({"r1": A, "r2": W}), spec) == []
+    props = {p.name: p.holds for p in spec.reachable()}
+    assert props["AllCommitted"](tp({"r1": C, "r2": C})) and not props["AllCommitted"](tp({"r1": C, "r2": P}))
+    assert props["AllAborted"](tp({"r1": A, "r2": A})) and not props["AllAborted"](tp({"r1": A, "r2": W}))
+    assert props["CommitDecided"](tp({"r1": P, "r2": P}, msgs=[Commit()]))
+    assert not props["CommitDecided"](tp({"r1": P, "r2": P}, "done", msgs=[Abort()]))
+    assert set(explore(spec).reached) == {"AllCommitted", "AllAborted", "CommitDecided"}
+
+
+def tc(**rm_state: str) -> TCState:
+    return TCState(FrozenMap(rm_state))
+
+
+@pytest.mark.parametrize(
+    "action,enabled,disabled",
+    [
+        (Prepare("r1"), tc(r1=W, r2=W), tc(r1=P, r2=W)),
+        (DecideCommit("r1"), tc(r1=P, r2=C), tc(r1=P, r2=W)),  # every RM prepared or committed
+        (DecideCommit("r1"), tc(r1=P, r2=P), tc(r1=W, r2=P)),  # the RM itself prepared
+        (DecideAbort("r1"), tc(r1=P, r2=P), tc(r1=P, r2=C)),  # nobody committed
+        (DecideAbort("r1"), tc(r1=W, r2=A), tc(r1=A, r2=W)),  # the RM working or prepared
+    ],
+    ids=str,
+)
+def test_each_tcommit_guard(action: Any, enabled: TCState, disabled: TCState) -> None:
+    spec = TCommit(TCConfig(rms=2))
+    assert spec.next_state(enabled, action) is not None
+    assert spec.next_state(disabled, action) is None
+
+
+def test_tcommit_invariants_and_reachability_on_hand_built_states() -> None:
+    spec = TCommit(TCConfig(rms=2))
+    failing = lambda s: [inv.name for inv in spec.invariants() if not inv.holds(s)]  # noqa: E731
+    assert failing(tc(r1=C, r2=A)) == ["TCConsistent"]
+    assert failing(tc(r1=W)) == ["TypeOK"]
+    assert failing(tc(r1=W, r2="confused")) == ["TypeOK"]
+    assert failing(tc(r1=C, r2=C)) == []
+    props = {p.name: p.holds for p in spec.reachable()}
+    assert props["AllCommitted"](tc(r1=C, r2=C)) and not props["AllCommitted"](tc(r1=C, r2=P))
+    assert props["AllAborted"](tc(r1=A, r2=A)) and not props["AllAborted"](tc(r1=W, r2=A))

@@ -10,8 +10,8 @@ from distcheck.checks.conformance.simulate import Wiring
 from distcheck.impl import twophase as impl_twophase
 from distcheck.impl.runtime import NodeMain, Simulation
 from distcheck.spec.network import MessageSet
-from distcheck.spec.values import FrozenMap
 from distcheck.spec.twophase import Abort, Commit, Prepared, TPState
+from distcheck.spec.values import FrozenMap
 
 
 class TwoPhaseWiring(Wiring):
