@@ -278,6 +278,10 @@ class Spec(Generic[S, A], metaclass=SpecMeta):
     _collect: _Collect
     _rules: dict[type, _Bound]
 
+    def __init__(self, config: Any = None) -> None:
+        #: The parameters this spec was built from (usually an attrs ``Config``).
+        self.config = config
+
     @abstractmethod
     def init_states(self) -> Iterable[S]: ...
 

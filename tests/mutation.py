@@ -189,8 +189,12 @@ def run(repo: Path, module: str, tests: list[str], sample: int | None, seed: int
                 alive.append({"line": line, "mutation": desc})
             else:
                 killed += 1
-            print(f"\r{module}: {n}/{len(chosen)} mutants, {len(alive)} alive", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+            if sys.stderr.isatty():
+                print(f"\r{module}: {n}/{len(chosen)} mutants, {len(alive)} alive", end="", file=sys.stderr, flush=True)
+            elif n % 10 == 0 or n == len(chosen):
+                print(f"{module}: {n}/{len(chosen)} mutants, {len(alive)} alive", file=sys.stderr, flush=True)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
         return {"module": module, "mutants": len(chosen), "of": len(all_mutants), "killed": killed, "alive": alive}
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(work)], cwd=repo, check=False)

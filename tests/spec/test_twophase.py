@@ -275,7 +275,10 @@ def test_each_tcommit_guard(action: Any, enabled: TCState, disabled: TCState) ->
 
 def test_tcommit_invariants_and_reachability_on_hand_built_states() -> None:
     spec = TCommit(TCConfig(rms=2))
-    failing = lambda s: [inv.name for inv in spec.invariants() if not inv.holds(s)]  # noqa: E731
+
+    def failing(s: TCState) -> list[str]:
+        return [inv.name for inv in spec.invariants() if not inv.holds(s)]
+
     assert failing(tc(r1=C, r2=A)) == ["TCConsistent"]
     assert failing(tc(r1=W)) == ["TypeOK"]
     assert failing(tc(r1=W, r2="confused")) == ["TypeOK"]
