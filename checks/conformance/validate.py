@@ -2,7 +2,7 @@
 
 Where it sits: behind ``distcheck validate SPEC TRACE`` and ``distcheck simulate``
 (which validates the trace of every controlled run of our implementations).  It
-sees the spec only through ``spec.core``'s contract, and files only through
+sees the spec only through ``spec.contract``'s contract, and files only through
 ``checks.trace``; the events it checks are what an implementation logged, in our
 ``impl/`` or in any other language (docs/validate.md says how to write them).
 

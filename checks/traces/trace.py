@@ -5,14 +5,14 @@ module: the explorer's counterexamples (``distcheck check``), the hypothesis har
 (``checks.stateful``, ``distcheck fuzz``), our implementations' logs and logs written by
 programs in other languages.  ``docs/trace-format.md`` is the specification of the file
 format and ``docs/trace-format.schema.json`` its JSON Schema; this module reads and
-writes exactly that.  It knows specs only through ``spec.core``'s contract.
+writes exactly that.  It knows specs only through ``spec.contract``'s contract.
 
 A trace is a header (spec, parameters, variant, source, the violated property if any)
 and numbered steps.  Step 0 is the initial state; each later step names its actor, its
 action in the spec's vocabulary, the resulting state (optional for implementations,
 which may not know the global state), and for message-passing specs the messages the
 step sent and received.  Actions, states and messages are kept in their JSON form
-(``spec.core.to_json``): that form is what other languages write, so it is the one
+(``spec.codec.to_json``): that form is what other languages write, so it is the one
 thing every tool here agrees on.  ``replay`` turns a trace back into spec values by
 re-executing its actions, and says where and why it stops being a behaviour.
 """
