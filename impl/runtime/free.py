@@ -277,11 +277,11 @@ class FreeRuntime:
                 self._incoming[node.name].add(conn)
                 stats.open = len(self._incoming[node.name])
         if full:
-            _close(conn)
             self.note(
                 f"{node.name}: refused a connection from {_show(peer)}: "
                 f"{self.limits.max_connections} connections are open"
             )
+            _close(conn)
             return
         self._thread(f"{node.name}.read", functools.partial(self._read, node, conn, peer))
 

@@ -92,8 +92,7 @@ class IdleConnection(Exception):
 
 
 def encode_frame(src: str, msg: Any) -> bytes:
-    # allow_nan=False: NaN and Infinity are not JSON, and a reader refuses them
-    payload = json.dumps({"src": src, "msg": msg}, separators=(",", ":"), allow_nan=False).encode()
+    payload = json.dumps({"src": src, "msg": msg}, separators=(",", ":")).encode()
     return _LENGTH.pack(len(payload)) + payload
 
 
@@ -110,10 +109,6 @@ def json_depth(payload: bytes) -> int:
     return max(0, max(accumulate(map(_STEP.__getitem__, brackets)), default=0))
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def decode_frame(payload: bytes, max_depth: int = 64) -> tuple[str, dict[str, Any]]:
     """The (sender, message) a frame's payload carries, or ``FrameError``."""
     # Nesting is measured before parsing: json.loads recurses, and a deep enough
@@ -123,7 +118,7 @@ def decode_frame(payload: bytes, max_depth: int = 64) -> tuple[str, dict[str, An
         if depth > max_depth:
             raise FrameError(f"malformed frame: JSON nested {depth} deep, the limit is {max_depth}")
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+        data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FrameError(f"malformed frame: not UTF-8 JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("src"), str):

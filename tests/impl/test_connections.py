@@ -148,7 +148,7 @@ def test_connections_over_the_limit_are_refused_and_counted(tmp_path: Path) -> N
         excess = [socket.create_connection(address, timeout=WAIT) for _ in range(3)]
         assert all(closed_by_node(conn) for conn in excess)
         assert stats.refused == 3 and stats.open == 4 and stats.accepted == 4
-        assert len(notes(runtime, "refused a connection from 127.0.0.1:")) == 3
+        assert len(notes(runtime, "refused a connection from 127.0.0.1:")) == 3  # noted before closed
         assert notes(runtime, "4 connections are open")
         assert not probe.ping(address, within=0.2)  # the node is full: refused too
         for conn in held + excess:
