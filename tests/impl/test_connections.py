@@ -1,14 +1,18 @@
 """A free-mode node against hostile connections over TCP on loopback: each bad
 behaviour of issue #13 (a frame truncated and held open, a slow sender, a frame
 nested 100,000 deep, an oversize frame, more connections than allowed, accept()
-failing, a thousand short connections), and after each a correct client served
-within a second, no thread killed, nothing printed, nothing left to grow."""
+failing, patched and for real in a subprocess out of descriptors, a thousand short
+connections), and after each a correct client served within a second, no thread
+killed, nothing printed, nothing left to grow."""
 
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +23,7 @@ import pytest
 
 from distcheck.impl.runtime import FreeRuntime
 from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, decode_frame, encode_frame, json_depth
-from tests.impl.hostile import SERVED_WITHIN, attack, closed_by_node, echo_node
+from tests.impl.hostile import SERVED_WITHIN, Probe, attack, closed_by_node, echo_node
 from tests.impl.waiting import WAIT, wait_for
 
 
@@ -221,3 +225,66 @@ def test_limits_are_checked_when_built() -> None:
     with pytest.raises(ValueError, match="max_connections"):
         ConnectionLimits(max_connections=-1)
     assert FreeRuntime({}, Path("unused"), max_frame=100).limits.max_frame == 100
+
+
+EXHAUSTED_NODE = r"""
+import json, os, resource, sys, time
+from pathlib import Path
+from distcheck.impl.runtime import FreeRuntime
+from distcheck.impl.runtime.tcp import ConnectionLimits
+from tests.impl.hostile import echo
+
+probe = ("127.0.0.1", int(sys.argv[1]))
+limits = ConnectionLimits(accept_backoff_max=0.1)
+runtime = FreeRuntime({"echo": echo}, Path(sys.argv[2]), peers={"client": probe}, limits=limits)
+runtime.start()
+stats = runtime.connection_stats["echo"]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(len(os.listdir("/proc/self/fd")) + 16, soft), hard))
+hoard = []
+try:
+    while True:
+        hoard.append(open(os.devnull))
+except OSError:
+    pass
+print(json.dumps({"port": runtime.addresses["echo"][1]}), flush=True)
+deadline = time.monotonic() + 30
+while stats.accept_errors < 3 and time.monotonic() < deadline:
+    time.sleep(0.01)
+for f in hoard:
+    f.close()
+sys.stdin.read()
+runtime.stop()
+print(json.dumps({"stats": stats.accept_errors, "diagnostics": list(runtime.diagnostics), "errors": runtime.errors}))
+"""
+
+
+def test_a_node_out_of_file_descriptors_keeps_accepting_once_some_are_free(tmp_path: Path) -> None:
+    """Real EMFILE: a node in a subprocess with a low RLIMIT_NOFILE and every
+    descriptor taken; a client waits in the backlog, accept() fails until
+    descriptors are freed, and then the client is served."""
+    probe = Probe()
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", EXHAUSTED_NODE, str(probe.address[1]), str(tmp_path)],
+        cwd=root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        port = json.loads(child.stdout.readline())["port"]
+        # sent while the node cannot accept: served once descriptors are free again
+        assert probe.ping(("127.0.0.1", port), within=WAIT)
+        out, err = child.communicate("", timeout=WAIT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        probe.close()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert child.returncode == 0 and err == ""  # no traceback, nothing printed
+    assert report["stats"] >= 3 and report["errors"] == []
+    assert any("echo: accept failed: [Errno 24] Too many open files" in d for d in report["diagnostics"])
