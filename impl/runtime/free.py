@@ -265,10 +265,16 @@ class FreeRuntime:
                 _close(conn)
                 self._forget(node, conn)
                 self.note(f"{node.name}: could not serve a connection from {_show(peer)}: {exc!r}")
+                self._stopped.wait(backoff)  # out of threads or memory: let it pass
 
     def _serve(self, node: _FreeNode, conn: socket.socket, peer: Any) -> None:
         stats = self.connection_stats[node.name]
         with self._lock:
+            # stop() sets _stopping, then closes what is in _incoming under this lock:
+            # a connection accepted meanwhile is closed here, or by stop()
+            if self._stopping:
+                _close(conn)
+                return
             full = len(self._incoming[node.name]) >= self.limits.max_connections
             if full:
                 stats.refused += 1
