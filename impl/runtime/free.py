@@ -291,6 +291,17 @@ class FreeRuntime:
             return
         self._thread(f"{node.name}.read", functools.partial(self._read, node, conn, peer))
 
+    def _deliver(self, node: _FreeNode, item: Received) -> None:
+        """Into the mailbox, once it has room: a sender faster than the node waits
+        (its frames wait in TCP's buffers, then its sends time out) instead of
+        growing the mailbox without bound."""
+        with node.cond:
+            # the node's thread takes items without notifying: look again in slices
+            while len(node.mailbox) >= self.limits.max_mailbox and not self._stopping:
+                node.cond.wait(0.05)
+            node.mailbox.append(item)
+            node.cond.notify_all()
+
     def _forget(self, node: _FreeNode, conn: socket.socket) -> None:
         with self._lock:
             self._incoming[node.name].discard(conn)
@@ -305,7 +316,7 @@ class FreeRuntime:
                 if frame is None:
                     return
                 src, msg = frame
-                node.deliver(Envelope(src, msg))
+                self._deliver(node, Envelope(src, msg))
         except FrameError as exc:
             with self._lock:
                 stats.rejected += 1

@@ -57,6 +57,9 @@ class ConnectionLimits:
     #: (descriptors exhausted, out of memory...); the wait doubles with each failure in a row
     accept_backoff: float = attrs.field(default=0.01, validator=_positive)
     accept_backoff_max: float = attrs.field(default=1.0, validator=_positive)
+    #: messages waiting in a node's mailbox; past it, readers stop reading (TCP pushes
+    #: back on the senders) until the node has taken some
+    max_mailbox: int = attrs.field(default=10_000, validator=_positive)
     #: diagnostic lines a runtime keeps; older ones are dropped (and counted)
     diagnostics_kept: int = attrs.field(default=1000, validator=_positive)
 

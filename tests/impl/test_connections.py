@@ -3,7 +3,8 @@ behaviour of issue #13 (a frame truncated and held open, a slow sender, a frame
 nested 100,000 deep, an oversize frame, more connections than allowed, accept()
 failing, patched and for real in a subprocess out of descriptors, a thousand short
 connections), and after each a correct client served within a second, no thread
-killed, nothing printed, nothing left to grow."""
+killed, nothing printed, nothing left to grow; and a flood of frames held back
+at the mailbox's limit without losing any."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from distcheck.impl.runtime import FreeRuntime
+from distcheck.impl.runtime import Context, Envelope, FreeRuntime
 from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, decode_frame, encode_frame, json_depth
 from tests.impl.hostile import SERVED_WITHIN, Probe, attack, closed_by_node, echo_node
 from tests.impl.waiting import WAIT, wait_for
@@ -230,7 +231,7 @@ def test_limits_are_checked_when_built() -> None:
 EXHAUSTED_NODE = r"""
 import json, os, resource, sys, time
 from pathlib import Path
-from distcheck.impl.runtime import FreeRuntime
+from distcheck.impl.runtime import Context, Envelope, FreeRuntime
 from distcheck.impl.runtime.tcp import ConnectionLimits
 from tests.impl.hostile import echo
 
@@ -288,3 +289,34 @@ def test_a_node_out_of_file_descriptors_keeps_accepting_once_some_are_free(tmp_p
     assert child.returncode == 0 and err == ""  # no traceback, nothing printed
     assert report["stats"] >= 3 and report["errors"] == []
     assert any("echo: accept failed: [Errno 24] Too many open files" in d for d in report["diagnostics"])
+
+
+def test_a_flood_of_frames_waits_for_room_in_the_mailbox_and_none_is_lost(tmp_path: Path) -> None:
+    """A sender faster than the node: the mailbox never holds more than its limit
+    (the reader stops reading, TCP pushes back), and once the node takes its
+    messages again every frame arrives."""
+    paused = threading.Event()
+    paused.set()
+    got: list[int] = []
+
+    def slow(ctx: Context) -> None:
+        while True:
+            while paused.is_set():
+                ctx.sleep(0.01)
+            item = ctx.receive()
+            if isinstance(item, Envelope):
+                got.append(int(item.msg["n"]))
+
+    runtime = FreeRuntime({"slow": slow}, tmp_path, limits=ConnectionLimits(max_mailbox=100))
+    with runtime:
+        mailbox = runtime.nodes["slow"].mailbox
+        flood = b"".join(encode_frame("client", {"type": "ping", "n": i}) for i in range(1000))
+        with socket.create_connection(runtime.addresses["slow"], timeout=WAIT) as conn:
+            conn.sendall(flood)  # about 40 kB: it fits in the socket buffers
+            wait_for(lambda: len(mailbox) == 100, "the mailbox to fill")
+            time.sleep(0.2)  # the reader could go on reading the rest by now, if it did not wait
+            assert len(mailbox) == 100
+            paused.clear()
+            wait_for(lambda: len(got) == 1000, "every frame to arrive")
+    assert got == list(range(1000))
+    assert runtime.errors == [] and runtime.alive() == []
