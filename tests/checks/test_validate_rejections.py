@@ -216,3 +216,88 @@ def test_paxos_ballots_and_acceptors_out_of_the_spec_are_named(
     path = write(tmp_path / "acc.jsonl", "paxos", {"acceptors": 3}, unknown)
     code, _, err = run(capsys, "validate", "paxos", str(path))
     assert code == 2 and "unknown name 'a4' for Phase1b's acceptor: the spec's are a1, a2, a3" in err
+
+
+# ------------------------------------- 2. Paxos actors: one rule, both ways of checking
+
+
+def decree(proposer: str = "n1", second: str | None = None, slots: bool = False) -> list[dict[str, Any]]:
+    """A proposer takes ballot 0 with a1 and a2 and gets v1 chosen; ``second`` (if
+    given) then logs a Phase2a in ballot 0 as well.  With ``slots``, the steps carry
+    a replicated log's ``from_slot`` and ``slot`` (all in slot 0)."""
+    out = events(
+        (proposer, {"type": "Phase1a", "bal": 0}),
+        ("a1", {"type": "Phase1b", "acceptor": "a1", "bal": 0}),
+        ("a2", {"type": "Phase1b", "acceptor": "a2", "bal": 0}),
+        (proposer, {"type": "Phase2a", "bal": 0, "val": "v1"}),
+        ("a1", {"type": "Phase2b", "acceptor": "a1", "bal": 0, "val": "v1"}),
+        ("a2", {"type": "Phase2b", "acceptor": "a2", "bal": 0, "val": "v1"}),
+        *([(second, {"type": "Phase1a", "bal": 0})] if second else []),
+    )
+    if slots:
+        for e in out:
+            e["from_slot" if e["action"]["type"] in ("Phase1a", "Phase1b") else "slot"] = 0
+    return out
+
+
+def validate_both_ways(tmp_path: Path, capsys: pytest.CaptureFixture[str], **kwargs: Any) -> list[tuple[int, str]]:
+    """(exit code, output) of ``validate paxos`` on the single-decree trace and of
+    ``validate paxos --split slot`` on the same steps logged as a replicated log."""
+    params = {"acceptors": 3, "values": 2, "max_ballot": 1}
+    single = write(tmp_path / "single.jsonl", "paxos", params, decree(**kwargs))
+    log = write(tmp_path / "log.jsonl", "paxos", params, decree(**kwargs, slots=True))
+    results = []
+    for argv in (["validate", "paxos", str(single)], ["validate", "paxos", str(log), "--split", "slot"]):
+        code, out, err = run(capsys, *argv)
+        results.append((code, out + err))
+    return results
+
+
+@pytest.mark.parametrize("proposer", ["n1", "a3", "p0"])
+def test_a_paxos_proposer_logged_under_its_own_name_validates_both_ways(
+    proposer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for code, out in validate_both_ways(tmp_path, capsys, proposer=proposer):
+        assert code == 0, out
+
+
+def test_two_proposers_in_one_ballot_are_refused_both_ways_by_the_same_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = validate_both_ways(tmp_path, capsys, proposer="n1", second="n2")
+    for code, out in results:
+        assert code == 1, out
+        assert "step 7: n2 logs Phase1a in ballot 0, which belongs to n1 (its proposer since step 1)" in out
+        assert "each ballot belongs to one proposer" in out
+    # the same proposer taking its own ballot again is fine
+    for code, out in validate_both_ways(tmp_path, capsys, proposer="n1", second="n1"):
+        assert code == 0, out
+
+
+def test_an_acceptor_step_logged_by_another_node_is_refused_both_ways(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = {"acceptors": 3, "values": 2, "max_ballot": 1}
+    for slots, extra in ((False, []), (True, ["--split", "slot"])):
+        steps = decree(slots=slots)
+        steps[2]["actor"] = "a3"  # a2's promise, logged by a3
+        path = write(tmp_path / f"wrong-{slots}.jsonl", "paxos", params, steps)
+        code, out, _ = run(capsys, "validate", "paxos", str(path), *extra)
+        assert code == 1, out
+        assert "a3 logs Phase1b of acceptor a2" in out and "logged by that acceptor" in out
+
+
+def test_a_paxos_step_the_spec_cannot_take_is_reported_under_the_proposers_own_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = decree()
+    del steps[1:3]  # no promises: the Phase2a has no quorum behind it
+    for i, e in enumerate(steps, 1):
+        e["step"] = i
+    path = write(tmp_path / "early.jsonl", "paxos", {"acceptors": 3}, steps)
+    code, out, _ = run(capsys, "validate", "paxos", str(path), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["mismatch"]["step"] == 2
+    assert data["mismatch"]["event"]["actor"] == "n1" and data["mismatch"]["kind"] == "guard"
+    assert data["mismatch"]["rule"]["name"] == "Phase2a"
+    assert "p0 is the spec's name for the proposer of ballot 0, which this trace calls n1" in data["mismatch"]["reason"]
