@@ -113,8 +113,27 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def event_matches(observation: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
-    return all(key in event and _canon(value) == _canon(event[key]) for key, value in observation.items())
+def event_matches(observation: Mapping[str, Any], event: Mapping[str, Any], action: Any = None) -> bool:
+    """Does the event carry every key of the observation, with the same JSON value?
+    Given the spec ``action`` observed, the ``action`` key compares by value like a
+    recorded state (a set among its parameters by members, ``checks.traces.compare``)."""
+    for key, value in observation.items():
+        if key not in event:
+            return False
+        recorded = event[key]
+        if _canon(value) == _canon(recorded):
+            continue
+        if (
+            key == "action"
+            and action is not None
+            and isinstance(value, Mapping)
+            and isinstance(recorded, Mapping)
+            and value.get("type") == recorded.get("type")
+            and same(action, value, recorded)
+        ):
+            continue
+        return False
+    return True
 
 
 class _Search:
@@ -150,7 +169,7 @@ class _Search:
         for state in states:
             for action, nxt in self.spec.successors(state):
                 observation = self.spec.observe(state, action)
-                if observation is None or not event_matches(observation, event):
+                if observation is None or not event_matches(observation, event, action):
                     continue
                 if recorded_state is not None and not same(nxt, to_json(nxt), recorded_state):
                     continue
@@ -367,7 +386,9 @@ def diagnose(
     for state in possible:
         for act, nxt in spec.successors(state):
             observation = spec.observe(state, act)
-            if observation is None or not event_matches({k: v for k, v in observation.items() if k != "actor"}, event):
+            if observation is None or not event_matches(
+                {k: v for k, v in observation.items() if k != "actor"}, event, act
+            ):
                 continue
             if "actor" in observation and _canon(observation["actor"]) != _canon(event.get("actor")):
                 by_actor.append(str(observation["actor"]))

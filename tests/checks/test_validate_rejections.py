@@ -301,3 +301,31 @@ def test_a_paxos_step_the_spec_cannot_take_is_reported_under_the_proposers_own_n
     assert data["mismatch"]["event"]["actor"] == "n1" and data["mismatch"]["kind"] == "guard"
     assert data["mismatch"]["rule"]["name"] == "Phase2a"
     assert "p0 is the spec's name for the proposer of ballot 0, which this trace calls n1" in data["mismatch"]["reason"]
+
+
+def test_a_set_among_an_actions_parameters_compares_by_members() -> None:
+    from distcheck.spec.paxoscommit import Config as PCConfig
+    from distcheck.spec.paxoscommit import PaxosCommit, Phase2a
+
+    spec = PaxosCommit(PCConfig())
+    # breadth first to the first Phase2a, whose quorum is a set of acceptors
+    init = next(iter(spec.init_states()))
+    paths: list[tuple[Any, list[Mapping[str, Any]]]] = [(init, [])]
+    found: list[Mapping[str, Any]] | None = None
+    while found is None:
+        state, path = paths.pop(0)
+        for action, nxt in spec.successors(state):
+            observed = spec.observe(state, action)
+            assert observed is not None
+            if isinstance(action, Phase2a) and len(action.quorum) > 1:
+                found = [*path, observed]
+                break
+            paths.append((nxt, [*path, observed]))
+    logged = [{"step": i, **json.loads(json.dumps(o))} for i, o in enumerate(found, 1)]
+    assert validate_events(spec, logged).ok
+    logged[-1]["action"]["quorum"].reverse()
+    assert logged[-1]["action"]["quorum"] != sorted(logged[-1]["action"]["quorum"])
+    assert validate_events(spec, logged).ok
+    logged[-1]["action"]["quorum"][0] = "a9"
+    refused = validate_events(spec, logged)
+    assert refused.mismatch is not None and refused.mismatch.step == len(found)
