@@ -329,3 +329,23 @@ def test_a_set_among_an_actions_parameters_compares_by_members() -> None:
     logged[-1]["action"]["quorum"][0] = "a9"
     refused = validate_events(spec, logged)
     assert refused.mismatch is not None and refused.mismatch.step == len(found)
+
+
+def test_under_the_shared_ballot_variant_two_proposers_may_share_a_ballot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = events(
+        ("n1", {"type": "Phase1a", "bal": 0}),
+        ("a1", {"type": "Phase1b", "acceptor": "a1", "bal": 0}),
+        ("a2", {"type": "Phase1b", "acceptor": "a2", "bal": 0}),
+        ("n1", {"type": "Phase2a", "bal": 0, "val": "v1"}),
+        ("n2", {"type": "Phase2a", "bal": 0, "val": "v2"}),
+    )
+    path = write(tmp_path / "shared.jsonl", "paxos", {"acceptors": 3}, steps)
+    code, out, _ = run(capsys, "validate", "paxos", str(path))
+    assert code == 1 and "each ballot belongs to one proposer" in out
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace('"variant": null', '"variant": "shared_ballot"')
+    path.write_text("\n".join(lines) + "\n")
+    code, out, _ = run(capsys, "validate", "paxos", str(path))
+    assert code == 0, out

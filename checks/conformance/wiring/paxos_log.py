@@ -205,10 +205,13 @@ def _step(v: Validation) -> int:
 # ------------------------------------------------------------------- actor naming
 
 
-def naming_problem(events: Sequence[Mapping[str, Any]]) -> tuple[int, Mismatch] | None:
+def naming_problem(
+    events: Sequence[Mapping[str, Any]], *, one_proposer_per_ballot: bool = True
+) -> tuple[int, Mismatch] | None:
     """The first event that breaks the actor-naming rule (module docstring), as its
     index and a mismatch: an acceptor step logged by another node, or a proposer step
-    of a ballot that another actor already proposed in."""
+    of a ballot that another actor already proposed in (unless the spec checked
+    against lets proposers share a ballot: the ``shared_ballot`` variant)."""
     owner: dict[Any, tuple[Any, Any]] = {}
     for index, event in enumerate(events):
         action = event.get("action")
@@ -220,7 +223,7 @@ def naming_problem(events: Sequence[Mapping[str, Any]]) -> tuple[int, Mismatch] 
                 f"step {step}: {actor} logs {kind} of acceptor {action['acceptor']}: "
                 "an acceptor's step is logged by that acceptor (actor = acceptor)"
             )
-        elif kind in PROPOSER and _is_int(action.get("bal")):
+        elif kind in PROPOSER and _is_int(action.get("bal")) and one_proposer_per_ballot:
             first_actor, first_step = owner.setdefault(action["bal"], (actor, step))
             if first_actor == actor:
                 continue
@@ -252,7 +255,7 @@ def validate_decree(
     replicated log (module docstring): a proposer logs its steps under its own name,
     one name per ballot, which the spec calls ``p<ballot>``."""
     events = trace_events(trace)
-    problem = naming_problem(events)
+    problem = naming_problem(events, one_proposer_per_ballot=getattr(spec, "variant", None) != "shared_ballot")
     end = len(trace.steps) if problem is None else problem[0] + 1
     renamed: list[TraceStep] = []
     originals: dict[int, Mapping[str, Any]] = {}
