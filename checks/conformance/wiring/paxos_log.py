@@ -57,7 +57,12 @@ ACCEPTOR = ("Phase1b", "Phase2b")
 
 
 class LogTraceError(ValueError):
-    """An event that is not a Multi-Paxos step (one clear line: which and why)."""
+    """An event that is not a Multi-Paxos step (one clear line: which and why);
+    ``kind`` is the ``Mismatch.kind`` it stands for (all of them bad input)."""
+
+    def __init__(self, message: str, kind: str = "wrong_type") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @attrs.frozen
@@ -73,7 +78,8 @@ def _action(event: Mapping[str, Any]) -> Mapping[str, Any]:
     action = event.get("action")
     if not isinstance(action, Mapping) or action.get("type") not in (*PHASE1, *PHASE2):
         raise LogTraceError(
-            f"step {event.get('step')}: action {action!r} is not a Paxos step; allowed: {', '.join(PHASE1 + PHASE2)}"
+            f"step {event.get('step')}: action {action!r} is not a Paxos step; allowed: {', '.join(PHASE1 + PHASE2)}",
+            "unknown_action",
         )
     return action
 
@@ -119,7 +125,8 @@ def project(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> li
             if "acceptor" in action:
                 if action["acceptor"] not in names:
                     raise LogTraceError(
-                        f"step {e.get('step')}: acceptor {action['acceptor']!r} is not one of {', '.join(acceptors)}"
+                        f"step {e.get('step')}: acceptor {action['acceptor']!r} is not one of {', '.join(acceptors)}",
+                        "unknown_name",
                     )
                 action["acceptor"] = names[action["acceptor"]]
                 actor = action["acceptor"]
@@ -143,7 +150,9 @@ def log_acceptors(events: Sequence[Mapping[str, Any]], count: int) -> list[str]:
         key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)],
     )
     if len(used) > count:
-        raise LogTraceError(f"the trace names {len(used)} acceptors ({', '.join(used)}) but its header says {count}")
+        raise LogTraceError(
+            f"the trace names {len(used)} acceptors ({', '.join(used)}) but its header says {count}", "unknown_name"
+        )
     return used + [f"(silent acceptor {i})" for i in range(1, count - len(used) + 1)]
 
 
@@ -157,7 +166,7 @@ def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) 
     try:
         project(events, acceptors)
     except LogTraceError as exc:
-        mismatch = Mismatch(0, {}, (), (), str(exc), kind="unknown_action")
+        mismatch = Mismatch(0, {}, (), (), str(exc), kind=exc.kind)
         return Validation("mismatch", len(events), 0, mismatch, str(exc))
     problem = naming_problem(events)
     if problem is not None:
