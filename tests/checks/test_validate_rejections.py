@@ -349,3 +349,21 @@ def test_under_the_shared_ballot_variant_two_proposers_may_share_a_ballot(
     path.write_text("\n".join(lines) + "\n")
     code, out, _ = run(capsys, "validate", "paxos", str(path))
     assert code == 0, out
+
+
+def test_map_entries_with_non_string_keys_compare_in_any_order() -> None:
+    from distcheck.checks.traces.compare import same
+    from distcheck.spec.lock import Config as LockConfig
+    from distcheck.spec.lock import Lease, Lock
+
+    init = next(iter(Lock(LockConfig()).init_states()))
+    frozen_map = type(init.server.leases)  # the spec's frozen map, whichever module defines it
+    leases = frozen_map({1: Lease("c1", 0, 2), 2: Lease("c2", 2, 4)})
+    first: list[Any] = [1, {"type": "Lease", "holder": "c1", "granted_at": 0, "expires": 2}]
+    second: list[Any] = [2, {"type": "Lease", "holder": "c2", "granted_at": 2, "expires": 4}]
+    written = {"map": [first, second]}
+    swapped = {"map": [second, first]}
+    assert swapped != written
+    assert same(leases, written, swapped)
+    changed = {"map": [first, [2, {**second[1], "holder": "c1"}]]}
+    assert not same(leases, written, changed)
