@@ -13,12 +13,15 @@ events so far could have led to.  Before each event it closes that set under the
 spec actions that are not logged (those whose ``observe(state, action)`` is None);
 then it keeps every successor by an action whose observation matches the event.
 An observation matches when each of its keys (by default ``actor`` and ``action``)
-has the same JSON value in the event; other keys of the event (a transaction id, a
-timestamp) are not the spec's business.  If the event carries a ``state``, the
-successor's JSON form must equal it too.  When no possible state has a matching
-step, that event is the first one no behaviour of the spec explains: the result
-names it, with the states that were possible just before it and what the spec
-could have logged instead.
+has the same JSON value in the event (the action by value: a set among its
+parameters in any order); other keys of the event (a transaction id, a timestamp)
+are not the spec's business.  If the event carries a ``state``, the successor must
+equal it by value too (sets by members: ``checks.traces.compare``).  When no
+possible state has a matching step, that event is the first one no behaviour of
+the spec explains: the result names it, with the states that were possible just
+before it, what the spec could have logged instead, and what is wrong with it
+(``diagnose``: an action outside the spec's vocabulary, a wrong actor, a state
+diff, or the rule whose guard fails, with its statement).
 
 A trace of several independent instances of a protocol (several transactions) is
 validated instance by instance with ``split_key`` (e.g. ``txn``): events are grouped
