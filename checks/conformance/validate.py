@@ -369,19 +369,22 @@ def diagnose(
 
     data = event.get("action")
     vocabulary = vocabulary or _Vocabulary(spec, spec.init_states())
-    shown = ", ".join(_action_names(spec, vocabulary))
+
+    def shown() -> str:
+        return ", ".join(_action_names(spec, vocabulary))
+
     if not isinstance(data, Mapping) or not isinstance(data.get("type"), str):
-        return mismatch("unknown_action", f"an action is an object whose type is one of {shown}")
+        return mismatch("unknown_action", f"an action is an object whose type is one of {shown()}")
     kind_name = data["type"]
-    is_action = kind_name in _action_names(spec) or kind_name in vocabulary.actions
+    is_action = kind_name in _action_names(spec)
     try:
         action = spec.action_from_json(data)
     except ValueError as exc:
         if not is_action:
-            return mismatch("unknown_action", f"{kind_name!r} is not an action of the spec; its actions: {shown}")
+            return mismatch("unknown_action", f"{kind_name!r} is not an action of the spec; its actions: {shown()}")
         return mismatch("unknown_action", str(exc))
     if not is_action:
-        return mismatch("unknown_action", f"{kind_name} is a value of the spec, not an action; its actions: {shown}")
+        return mismatch("unknown_action", f"{kind_name} is a value of the spec, not an action; its actions: {shown()}")
     rule = rule_of(spec, action)
     problem = _type_problem(type(action), data)
     if problem is not None:
@@ -486,7 +489,7 @@ def _action_names(spec: Spec[Any, Any], vocabulary: _Vocabulary | None = None) -
     rules = getattr(spec, "rules", None)
     if callable(rules):
         return sorted({str(r.name) for r in rules()})
-    if vocabulary is not None and vocabulary.actions:
+    if vocabulary is not None and vocabulary.taken_actions():
         return sorted(vocabulary.actions)
     return sorted(name for name, cls in spec.value_types().items() if isinstance(getattr(cls, "actor", None), property))
 
@@ -553,35 +556,47 @@ def _value_problem(value: Any, hint: Any) -> str | None:
 
 
 class _Vocabulary:
-    """The names a spec uses: every string in its states and actions, found by a
-    bounded breadth-first walk from its initial states.  A string parameter that
-    appears nowhere there (an RM ``r4`` of a spec with r1..r3) is an unknown name.
-    Built only when an event fails to match, so a valid trace never pays for it."""
+    """The names a spec uses: every string in its initial and possible states and in
+    the actions it takes, found by a breadth-first walk from its initial states that
+    goes only as far as it must (until every name asked about is found, or at most
+    ``LIMIT`` states).  A string parameter found nowhere (an RM ``r4`` of a spec with
+    r1..r3) is an unknown name.  Built only when an event fails to match, so a valid
+    trace never pays for it."""
 
-    LIMIT = 5_000
+    LIMIT = 1_000
 
     def __init__(self, spec: Spec[Any, Any], initial: Iterable[Any]) -> None:
+        self.spec = spec
         self.strings: set[str] = set()
         self.actions: set[str] = set()
         self.by_field: dict[tuple[str, str], set[str]] = {}
-        seen: dict[int, Any] = {}
-        frontier = [s for s in initial if self._visit(seen, s)]
-        while frontier and len(seen) < self.LIMIT:
-            following = []
-            for state in frontier:
-                for action, nxt in spec.successors(state):
-                    self._note_action(to_json(action))
-                    if len(seen) < self.LIMIT and self._visit(seen, nxt):
-                        following.append(nxt)
-            frontier = following
+        self._seen: set[int] = set()
+        self._frontier = [s for s in initial if self._visit(s)]
+        for state in self._frontier:
+            self.strings.update(_strings(to_json(state)))
 
-    def _visit(self, seen: dict[int, Any], state: Any) -> bool:
+    def _visit(self, state: Any) -> bool:
         key = fingerprint(state)
-        if key in seen:
+        if key in self._seen:
             return False
-        seen[key] = state
-        self.strings.update(_strings(to_json(state)))
+        self._seen.add(key)
         return True
+
+    def _walk_until(self, wanted: set[str]) -> None:
+        """Walk on, a level at a time, until every string of ``wanted`` is known."""
+        while self._frontier and len(self._seen) < self.LIMIT and not wanted <= self.strings:
+            following = []
+            for state in self._frontier:
+                for action, nxt in self.spec.successors(state):
+                    self._note_action(to_json(action))
+                    if len(self._seen) < self.LIMIT and self._visit(nxt):
+                        following.append(nxt)
+            self._frontier = following
+
+    def taken_actions(self) -> set[str]:
+        """The action types the spec takes, as far as the walk may go."""
+        self._walk_until({"\0 no such name"})
+        return self.actions
 
     def _note_action(self, data: Any) -> None:
         if isinstance(data, Mapping):
@@ -596,10 +611,10 @@ class _Vocabulary:
         the spec never uses; None when every one is a name of the spec."""
         for state in possible:
             self.strings.update(_strings(to_json(state)))
-        for key, value in data.items():
-            if key == "type":
-                continue
-            for text in _strings(value):
+        params = {key: list(_strings(value)) for key, value in data.items() if key != "type"}
+        self._walk_until({text for texts in params.values() for text in texts})
+        for key, texts in params.items():
+            for text in texts:
                 if text in self.strings:
                     continue
                 known = sorted(self.by_field.get((str(data.get("type")), key), ()))
