@@ -489,7 +489,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
             return diverged(0, f"records no state and the spec has {len(inits)} initial states to choose from")
         state = inits[0]
     else:
-        matching = [s for s in inits if to_json(s) == first.state]
+        matching = [s for s in inits if _same(s, first.state)]
         if not matching:
             return diverged(
                 0, "the recorded state is not an initial state of the spec: " + _explain(inits[0], first.state)
@@ -513,7 +513,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
         actor = action.actor
         if step.actor is not None and step.actor != actor:
             return diverged(i, f"{action} is taken by {actor}, but the trace says {step.actor}")
-        if step.state is not None and to_json(nxt) != step.state:
+        if step.state is not None and not _same(nxt, step.state):
             return diverged(
                 i, f"after {action} the recorded state differs from the spec's: " + _explain(nxt, step.state)
             )
@@ -591,9 +591,18 @@ def _breaks_refinement(
     return recorded
 
 
+def _same(spec_state: Any, recorded: Any) -> bool:
+    """Is the recorded JSON state the spec's, sets compared by members?"""
+    from distcheck.checks.traces.compare import same  # compare builds on this module's diff
+
+    return same(spec_state, to_json(spec_state), recorded)
+
+
 def _explain(spec_state: Any, recorded: Any) -> str:
     """The first few differences between the spec's state and the recorded one."""
-    changes = diff(to_json(spec_state), recorded)
+    from distcheck.checks.traces.compare import differences
+
+    changes = differences(spec_state, to_json(spec_state), recorded)
     parts = [f"{path_text(c)}: spec has {_short(c.old)}, trace has {_short(c.new)}" for c in changes[:3]]
     more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
     return "; ".join(parts) + more if parts else "they differ"
