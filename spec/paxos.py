@@ -233,7 +233,9 @@ class Paxos(Spec[PaxosState, PaxosAction]):
 
     def voting_config(self) -> VotingConfig:
         """The constants of the Voting spec this one refines (the same ones)."""
-        return VotingConfig(acceptors=self.config.acceptors, values=self.config.values, max_ballot=self.config.max_ballot)
+        return VotingConfig(
+            acceptors=self.config.acceptors, values=self.config.values, max_ballot=self.config.max_ballot
+        )
 
     def init_states(self) -> Iterable[PaxosState]:
         yield PaxosState(
@@ -503,9 +505,7 @@ class SharedBallot(Paxos):
         return attrs.evolve(s, msgs=s.msgs.send(Msg2a(bal, val)))
 
 
-@variant(
-    "forgotten_vote", "an acceptor loses its last vote in a crash (its promise is on disk, its vote is not)"
-)
+@variant("forgotten_vote", "an acceptor loses its last vote in a crash (its promise is on disk, its vote is not)")
 class ForgottenVote(Paxos):
     def next(self) -> Next:
         return (*super().next(), Exists("node", self.acceptors, self.restart))

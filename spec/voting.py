@@ -75,6 +75,7 @@ from distcheck.spec.values import FrozenMap
 #: and the ballot of its last vote before it has voted.
 NO_BALLOT = -1
 
+
 def acceptor_names(n: int) -> tuple[str, ...]:
     return tuple(f"a{i}" for i in range(1, n + 1))
 

@@ -22,11 +22,10 @@ import pytest
 
 from distcheck.checks.cli import main
 from distcheck.checks.search.explore import Result, check_refinement_of, explore
-from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState
 from distcheck.spec.codec import to_json
+from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState
 from distcheck.spec.contract import Invariant, Refinement
 from distcheck.spec.network import MessageSet, Restart
-from distcheck.spec.values import FrozenMap
 from distcheck.spec.paxos import (
     Config,
     Message,
@@ -42,6 +41,7 @@ from distcheck.spec.paxos import (
     Phase2a,
     Phase2b,
 )
+from distcheck.spec.values import FrozenMap
 from distcheck.spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, quorum_system
 
 # ------------------------------------------------------------------------ helpers
@@ -70,7 +70,7 @@ def first_refused(spec: Paxos, actions: Sequence[PaxosAction]) -> PaxosAction | 
     return None
 
 
-def PaxosChecking(config: Config, *kept: str) -> Paxos:  # noqa: N802 - reads as the class it builds
+def PaxosChecking(config: Config, *kept: str) -> Paxos:
     """A Paxos spec (the variant ``config`` names) that checks only the named
     invariants: to show that one of them on its own catches a variant (the explorer
     reports only the first one broken), or, with none, that the refinement check on
@@ -84,7 +84,7 @@ def PaxosChecking(config: Config, *kept: str) -> Paxos:  # noqa: N802 - reads as
     return spec
 
 
-def VotingWithoutInvariants(config: VotingConfig) -> Voting:  # noqa: N802 - reads as the class it builds
+def VotingWithoutInvariants(config: VotingConfig) -> Voting:
     class Unchecked(type(Voting(config))):  # type: ignore[misc]
         def invariants(self) -> Sequence[Invariant[VotingState]]:
             return ()
@@ -669,7 +669,9 @@ def test_agreement_on_its_own() -> None:
     msgs: list[Message] = [Msg2a(0, "v1"), Msg2b("a1", 0, "v1"), Msg2a(1, "v2"), Msg2b("a2", 1, "v2")]
     s = px(msgs, {"a1": 0, "a2": 1, "a3": 1}, {"a1": (0, "v1"), "a2": (1, "v2")})
     assert failing(Paxos(Config(variant="non_intersecting_quorums")), s) == ["Agreement"]
-    assert "Agreement" in failing(Paxos(), attrs.evolve(s, msgs=s.msgs.send(Msg2b("a3", 0, "v1"), Msg2b("a3", 1, "v2"))))
+    assert "Agreement" in failing(
+        Paxos(), attrs.evolve(s, msgs=s.msgs.send(Msg2b("a3", 0, "v1"), Msg2b("a3", 1, "v2")))
+    )
 
 
 # ------------------------------------------------------------------- reachability
