@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from distcheck.checks.search.explore import explore
 from distcheck.spec.values import FrozenMap
-from distcheck.spec.voting import IncreaseMaxBal, VoteFor, Voting, VotingConfig, VotingState
+from distcheck.spec.voting import IncreaseMaxBal, VoteFor, Voting, VotingConfig, VotingState, quorum_system
 
 ACCEPTORS = ("a1", "a2", "a3")
 
@@ -155,3 +156,21 @@ def test_value_chosen_and_chosen_again_mean_what_they_say_and_are_reached() -> N
     assert set(explore(spec).reached) == {"ValueChosen", "ChosenAgain"}
     # With one ballot a value cannot be chosen twice, so ChosenAgain is not stated.
     assert [p.name for p in Voting(VotingConfig(max_ballot=0)).reachable()] == ["ValueChosen"]
+
+
+def test_cannot_vote_at_needs_a_promise_strictly_above_the_ballot() -> None:
+    # a1's vote for v1 in ballot 1 is safe only if a quorum rules out ballot 0: a1
+    # did (it promised 1), a2 with a promise of 0 can still vote in ballot 0.
+    spec = Voting()
+    assert failing(spec, vs({"a1": 1, "a2": 0}, a1={(1, "v1")})) == ["VotesSafe"]
+    assert failing(spec, vs({"a1": 1, "a2": 1}, a1={(1, "v1")})) == []
+
+
+@pytest.mark.parametrize(("acceptors", "majority", "half"), [(1, 1, 1), (3, 2, 1), (4, 3, 2), (5, 3, 2)])
+def test_quorum_sizes(acceptors: int, majority: int, half: int) -> None:
+    names = tuple(f"a{i}" for i in range(1, acceptors + 1))
+    assert {len(q) for q in quorum_system(names)} == {majority}
+    assert {len(q) for q in quorum_system(names, intersecting=False)} == {half}
+    config = VotingConfig(acceptors=acceptors)
+    assert {len(q) for q in Voting(config).quorums} == {majority}
+    assert {len(q) for q in Voting(attrs.evolve(config, variant="non_intersecting_quorums")).quorums} == {half}
