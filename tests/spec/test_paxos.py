@@ -23,7 +23,7 @@ import pytest
 from distcheck.checks.cli import main
 from distcheck.checks.search.explore import Result, check_refinement_of, explore
 from distcheck.spec.codec import to_json
-from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState
+from distcheck.spec.consensus import Choose, Consensus, ConsensusConfig, ConsensusState
 from distcheck.spec.contract import Invariant, Refinement
 from distcheck.spec.network import MessageSet, Restart
 from distcheck.spec.paxos import (
@@ -42,7 +42,7 @@ from distcheck.spec.paxos import (
     Phase2b,
 )
 from distcheck.spec.values import FrozenMap
-from distcheck.spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, quorum_system
+from distcheck.spec.voting import NO_BALLOT, IncreaseMaxBal, VoteFor, Voting, VotingConfig, VotingState, quorum_system
 
 # ------------------------------------------------------------------------ helpers
 
@@ -743,3 +743,15 @@ def test_three_ballots_explored_and_a_wrong_choice_of_reported_value_is_caught()
     final = replay(LowestReportedValue(three), LOWEST_REPORTED_VALUE)
     assert failing(LowestReportedValue(three), final) == ["MsgInv"]  # the 2a of ballot 2 is unsafe
     assert first_refused(Paxos(three), LOWEST_REPORTED_VALUE) == Phase2a(2, "v1")
+
+
+def test_actors_name_who_takes_each_step() -> None:
+    # An acceptor's steps are the acceptor's; a ballot names its proposer.
+    assert [a.actor for a in (Phase1a(1), Phase1b("a2", 0), Phase2a(0, "v1"), Phase2b("a3", 1, "v2"))] == [
+        "p1",
+        "a2",
+        "p0",
+        "a3",
+    ]
+    assert IncreaseMaxBal("a2", 1).actor == VoteFor("a2", 1, "v1").actor == "a2"
+    assert Choose("v1").actor == "consensus"
