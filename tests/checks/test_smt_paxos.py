@@ -20,10 +20,11 @@ from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, dischar
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
 from distcheck.checks.proofs.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
 from distcheck.spec.network import Restart
-from distcheck.spec.paxos import VARIANTS as PAXOS_VARIANTS
 from distcheck.spec.paxos import Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
-from distcheck.spec.voting import VARIANTS as VOTING_VARIANTS
 from distcheck.spec.voting import VoteFor, Voting, VotingConfig
+
+PAXOS_VARIANTS = tuple(Paxos.variants())
+VOTING_VARIANTS = tuple(Voting.variants())
 
 # The smallest instance on which every variant of both specs differs from the
 # correct spec (two acceptors: a quorum is both of them, or either one in
