@@ -161,6 +161,10 @@ class LockWiring(Wiring):
         return spec_lock.Client(spec_lock.LAPSED, request.token, in_flight=in_flight)
 
     def finished(self, sim: Simulation, system: Any) -> str | None:
+        # A handler that raised crashed its node, which was restarted: the run went
+        # on, but the code is wrong.
+        if sim.failures:
+            return f"a node's own code failed: {sim.failures[0]}"
         lock_system: LockSystem = system
         tokens = [int(w["token"]) for w in self.store_state(sim).writes if w["lock"] == self.lock_name]
         if tokens != sorted(tokens):
