@@ -219,7 +219,7 @@ def encode(msg: Any) -> dict[str, Any]:
 
 class Actor:
     """A node as handlers.  Subclasses set ``messages`` (what they accept), may set
-    ``peers`` (the only senders they accept, None: anyone; ``accepts`` refines it
+    ``peers`` (the only senders they accept, None: anyone; ``accepts_sender`` refines it
     per message), and override the handlers.  ``main`` is the node function to hand
     to a runtime.  Inside handlers, ``self.ctx`` is the node's context."""
 
@@ -243,7 +243,7 @@ class Actor:
     def on_timer(self, timer: Any) -> None:
         """React to a timer record armed with ``set_timer``."""
 
-    def accepts(self, src: str, msg: Any) -> bool:
+    def accepts_sender(self, src: str, msg: Any) -> bool:
         """Whether ``src`` may send ``msg``; by default, any of ``peers``."""
         return self.peers is None or src in self.peers
 
@@ -292,7 +292,7 @@ class Actor:
         except MessageError as exc:
             self.diagnose(f"rejected a message from {src}: {exc}")
             return
-        if not self.accepts(src, msg):
+        if not self.accepts_sender(src, msg):
             self.diagnose(f"rejected {type(msg).__name__} from {src}: not a sender this node accepts")
             return
         self._guard(f"on_message({type(msg).__name__} from {src})", functools.partial(self.on_message, src, msg))
