@@ -165,12 +165,6 @@ class Messages:
                 for f in attrs.fields(kind)
             )
 
-    def __contains__(self, kind: type) -> bool:
-        return kind in self._shapes
-
-    def __or__(self, other: Messages) -> Messages:
-        return Messages(*self.kinds.values(), *other.kinds.values())
-
     def decode(self, payload: object) -> Any:
         """The typed message ``payload`` (JSON as received) is, or MessageError."""
         if not isinstance(payload, Mapping):
@@ -189,10 +183,15 @@ class Messages:
                 values[shape.name] = _check(payload[shape.wire_name], shape.hint, f"{type_name}.{shape.wire_name}")
             elif shape.required:
                 raise MessageError(f"{type_name}: field {shape.wire_name!r} is missing")
-        msg = kind(**values)
-        validate = getattr(msg, "validate", None)
-        if validate is not None:
-            validate()
+        try:
+            msg = kind(**values)
+            validate = getattr(msg, "validate", None)
+            if validate is not None:
+                validate()
+        except MessageError:
+            raise
+        except (TypeError, ValueError) as exc:  # the class's own validators said no
+            raise MessageError(f"{type_name}: {exc}") from None
         return msg
 
     def encode(self, msg: Any) -> dict[str, Any]:

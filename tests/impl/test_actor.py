@@ -330,3 +330,13 @@ def test_in_free_mode_malformed_messages_over_tcp_are_rejected_and_the_node_serv
     for _, reason in MALFORMED:
         assert sum(reason in n for n in notes) == 1, (reason, notes)
     assert runtime.errors == [] and runtime.crashes == []
+
+
+@attrs.frozen
+class Deposit:
+    amount: int = attrs.field(validator=attrs.validators.ge(0))
+
+
+def test_a_message_class_s_own_validators_reject_as_a_malformed_message() -> None:
+    with pytest.raises(MessageError, match="Deposit: 'amount' must be >= 0"):
+        Messages(Deposit).decode({"type": "Deposit", "amount": -5})
