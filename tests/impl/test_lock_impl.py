@@ -17,10 +17,20 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from distcheck.checks.conformance.simulate import SimOptions, SimOutcome, simulate
 from distcheck.checks.conformance.validate import validate_events
-from distcheck.checks.conformance.wiring import LockSystem, LockWiring, PausingChoices, SlowClock
+from distcheck.checks.conformance.wiring import LockSystem, LockWiring
 from distcheck.checks.params import build_spec
 from distcheck.impl.lock import server as lock_server
-from distcheck.impl.runtime import Choice, ChoiceSource, Context, FaultPolicy, RandomChoices, Simulation, TraceLog
+from distcheck.impl.runtime import (
+    Choice,
+    ChoiceSource,
+    Context,
+    FaultPolicy,
+    PausingChoices,
+    RandomChoices,
+    Simulation,
+    SlowClock,
+    TraceLog,
+)
 from tests.impl.schedules import draw_option
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)

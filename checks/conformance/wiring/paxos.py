@@ -109,6 +109,10 @@ class PaxosWiring(Wiring):
         return all(r.applied == known for r in cluster.replicas)
 
     def finished(self, sim: Simulation, system: Any) -> str | None:
+        # A handler that raised crashed its node, which was restarted: the run went
+        # on, but the code is wrong.
+        if sim.failures:
+            return f"a node's own code failed: {sim.failures[0]}"
         paxos_system: PaxosSystem = system
         cluster = paxos_system.cluster
         for c in cluster.clients:
