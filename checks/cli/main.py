@@ -244,7 +244,7 @@ def print_result(
         if tr is not None:
             print(trace_text(tr, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
         else:
-            print(step_table([(st.action, st.state) for st in v.trace], actor=spec.actor))
+            print(step_table([(st.action, st.state) for st in v.trace]))
             print(f"\n{v.name}: {v.statement}")
     print(
         f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, depth {s.depth}, {s.seconds:.2f} s"

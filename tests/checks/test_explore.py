@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from distcheck.checks.search.explore import Explorer, explore
-from distcheck.spec.contract import Action, Invariant, Reachable, Spec
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Spec, rule
 
 
 @attrs.frozen
@@ -19,6 +19,7 @@ class Counters:
 
 @attrs.frozen
 class Inc(Action):
+    ACTOR = "which"
     which: str
 
 
@@ -34,16 +35,15 @@ class TwoCounters(Spec[Counters, Inc]):
     def init_states(self) -> Iterable[Counters]:
         yield Counters(0, 0)
 
-    def actions(self, s: Counters) -> Iterable[Inc]:
-        if s.a < self.limit:
-            yield Inc("a")
-        if s.b < self.limit:
-            yield Inc("b")
+    def next(self) -> Next:
+        return (Exists("which", ("a", "b"), self.inc),)
 
-    def next_state(self, s: Counters, action: Inc) -> Counters | None:
-        if action.which == "a" and s.a < self.limit:
+    @rule(Inc)
+    def inc(self, s: Counters, which: str) -> Counters | None:
+        """Either counter goes up by one, to the limit."""
+        if which == "a" and s.a < self.limit:
             return Counters(s.a + 1, s.b)
-        if action.which == "b" and s.b < self.limit:
+        if which == "b" and s.b < self.limit:
             return Counters(s.a, s.b + 1)
         return None
 

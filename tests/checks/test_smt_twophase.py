@@ -16,7 +16,7 @@ from distcheck.checks.proofs.system import Candidate, Evaluator, Predicate
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.checks.traces.render import changes
 from distcheck.spec.codec import to_json
-from distcheck.spec.twophase import VARIANTS, Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
+from distcheck.spec.twophase import Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
 
 
 def prove(rms: int, variant: str | None = None, invariant: str | None = None, **options: Any) -> dict[str, Outcome]:
@@ -102,7 +102,7 @@ def test_tcconsistent_alone_is_not_inductive_and_the_counterexample_is_real() ->
     assert "not reachable from Init" in cex.text
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(TwoPhase.variants()))
 def test_each_variant_breaks_the_proof_with_a_reachable_counterexample(variant: str) -> None:
     spec = TwoPhase(Config(rms=3, variant=variant))
     reachable = set(reachable_states(spec))
