@@ -4,8 +4,9 @@ Where it sits: ``checks/cli.py`` calls ``register`` to add these subcommands; ea
 sets ``handler`` (a function of the parsed arguments returning the exit code) and
 raises ``checks.params.UsageError`` on bad input.  ``simulate`` runs
 ``checks.conformance.simulate`` with a protocol's wiring (``checks/conformance/wiring/``) over
-many seeds; ``validate`` checks a trace file with ``checks.validate`` (or, for a
-replicated log, ``checks.paxos_log``).
+many seeds; ``validate`` checks a trace file with ``checks.conformance.validate``, or
+the way the protocol's wiring says (``Wiring.validate_file``, e.g. a replicated log
+slot by slot).  Neither names a protocol: they ask the registry and the wiring.
 
     distcheck simulate SPEC [-p NAME=VALUE ...] [--seed N] [--runs R]
                        [--strategy random|pct] [--pct-depth D]
@@ -23,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, simulate
-from distcheck.checks.conformance.validate import Validation, action_text, trace_events, validate_trace
+from distcheck.checks.conformance.validate import Validation, action_text, validate_trace
 from distcheck.checks.conformance.wiring import WIRINGS, find_wiring
-from distcheck.checks.conformance.wiring.paxos_log import LogTraceError, log_acceptors, project, validate_log
 from distcheck.checks.params import UsageError, build_spec
 from distcheck.checks.traces import trace as trace_file
 from distcheck.checks.traces.render import state_table
 from distcheck.impl.runtime import FaultPolicy
-from distcheck.spec.paxos import Paxos
 
 
 def _fault_policy(text: str | None) -> FaultPolicy:
@@ -180,20 +179,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace} line 1: {exc}") from None
     if args.max_states < 1:
         raise UsageError(f"--max-states must be positive, got {args.max_states}")
-    if isinstance(spec, Paxos) and args.split != "slot" and any("from_slot" in s.extra for s in recorded.steps):
-        raise UsageError(
-            f"{args.trace} is a replicated log (its events carry from_slot); validate it with --split slot"
-        )
-    if isinstance(spec, Paxos) and args.split == "slot":
-        # A replicated log: each slot against single-decree Paxos (checks/conformance/wiring/paxos_log.py).
-        events = trace_events(recorded)
-        try:
-            acceptors = log_acceptors(events, spec.config.acceptors)
-            project(events, acceptors)  # a malformed event is bad input, not a mismatch
-        except LogTraceError as exc:
-            raise UsageError(f"{args.trace}: {exc}") from None
-        result = validate_log(events, acceptors)
-    else:
+    wiring = WIRINGS.get(entry.name)
+    special = dict(wiring.validate_splits) if wiring is not None else {}
+    if args.split is not None and args.split not in special:
+        carried = sorted({key for step in recorded.steps for key in step.extra})
+        if args.split not in carried:
+            allowed = ", ".join([*carried, *special]) or "none (no event carries a key beyond step, actor, action)"
+            raise UsageError(f"--split {args.split}: no event of {args.trace} carries that key; allowed: {allowed}")
+    try:
+        result = wiring.validate_file(spec, recorded, args.split) if wiring is not None else None
+    except UsageError as exc:
+        raise UsageError(f"{args.trace}: {exc}") from None
+    if result is None:
         result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
     if result.outcome == "too_large":
         raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
@@ -240,7 +237,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--steps",
         type=_int_at_least(10),
         default=None,
-        help="most scheduler steps per run; faults only in the first half (default 2000; paxos 5000)",
+        help="most scheduler steps per run; faults only in the first half (default: "
+        + ", ".join(f"{name} {w.default_steps}" for name, w in WIRINGS.items())
+        + ")",
     )
     p.add_argument("--variant", help="a deliberately broken implementation variant")
     p.add_argument("--trace-out", metavar="FILE", help="write the (first failing, else last) run's trace")
@@ -253,8 +252,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     v.add_argument(
         "--split",
         metavar="KEY",
-        help="validate each value of this event key on its own (e.g. txn); for paxos, "
-        "--split slot validates a replicated log slot by slot (docs/paxos.md)",
+        help="validate each value of this event key on its own (any key the trace's events carry, e.g. txn)"
+        + "".join(
+            f"; {name} --split {key}: {what}" for name, w in WIRINGS.items() for key, what in w.validate_splits.items()
+        ),
     )
     v.add_argument("--max-states", type=int, default=200_000, help="give up beyond this many possible states")
     v.add_argument("--json", action="store_true", help="print one JSON object")

@@ -22,6 +22,7 @@ import attrs
 
 from distcheck.checks.conformance.validate import Validation, Validator, validate_events
 from distcheck.checks.traces.render import state_table
+from distcheck.checks.traces.trace import Trace
 from distcheck.impl.runtime import (
     ChoiceSource,
     FaultPolicy,
@@ -82,6 +83,17 @@ class Wiring(ABC):
     def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
         """Is the run's trace a behaviour of the spec?"""
         return validate_events(spec, events, split_key=self.split_key)
+
+    #: ``distcheck validate --split`` keys this protocol validates its own way (key →
+    #: what it does), beyond the generic split by any key the trace's events carry
+    validate_splits: Mapping[str, str] = {}
+
+    def validate_file(self, spec: Spec[Any, Any], trace: Trace, split: str | None) -> Validation | None:
+        """``distcheck validate`` of a trace file of this protocol, where it is
+        validated in a way of its own (a replicated log, slot by slot); None for the
+        generic path (``checks.conformance.validate``).  A trace this protocol cannot
+        read that way is bad input: raise ``checks.params.UsageError`` (one line)."""
+        return None
 
     def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
         """The faults the scheduler may inject into this system (e.g. which nodes may crash)."""
