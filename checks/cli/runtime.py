@@ -26,9 +26,10 @@ from typing import Any
 from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, simulate
 from distcheck.checks.conformance.validate import Validation, action_text, validate_trace
 from distcheck.checks.conformance.wiring import WIRINGS, find_wiring
-from distcheck.checks.params import UsageError, build_spec
+from distcheck.checks.params import UsageError, build_spec, output_file
 from distcheck.checks.traces import trace as trace_file
-from distcheck.checks.traces.render import state_table
+from distcheck.checks.traces.render import plural, state_table
+from distcheck.checks.verdict import UNKNOWN
 from distcheck.impl.runtime import FaultPolicy
 
 
@@ -63,8 +64,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     assert last is not None
     shown = failure[1] if failure else last
-    if args.trace_out:
-        Path(args.trace_out).write_text(shown.run.trace.text())
+    written: Path | None = None
+    if args.trace_out or failure is not None:
+        # Every counterexample is written (README); a passing run only when asked.
+        written = Path(args.trace_out) if args.trace_out else _default_trace_path(entry.name, args.variant, failure)
+        try:
+            written.parent.mkdir(parents=True, exist_ok=True)  # only ever our own default folder
+            written.write_text(shown.run.trace.text(), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the trace to {written}: {exc.strerror or exc}") from None
     replay = (
         f"distcheck simulate {entry.name}"
         + "".join(f" -p {k}={v}" for k, v in params.items())
@@ -85,13 +93,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "passed": passed,
             "failed": 0 if failure is None else 1,
             "seconds": round(seconds, 3),
-            "result": "ok" if failure is None else failure[1].status,
+            "verdict": "ok" if failure is None else failure[1].verdict,
         }
+        if written is not None:
+            out["trace_file"] = str(written)
         if failure is not None:
             seed, outcome = failure
             out["failure"] = {
                 "seed": seed,
-                "status": outcome.status,
+                "kind": outcome.kind,
                 "message": outcome.message,
                 "steps": outcome.run.steps,
                 "choices": outcome.run.indices,
@@ -107,25 +117,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     label += f" variant={args.variant}" if args.variant else ""
     if failure is None:
         print(
-            f"{label}: ok: {passed} schedule(s) passed (seeds {args.seed}..{args.seed + args.runs - 1}), "
+            f"{label}: ok: {plural(passed, 'schedule')} passed (seeds {args.seed}..{args.seed + args.runs - 1}), "
             f"invariants checked after every step and every trace valid, {seconds:.2f} s"
         )
+        if written is not None:
+            print(f"trace of the last run written to {written}")
         return 0
     seed, outcome = failure
-    print(f"{label}: {outcome.status} with seed {seed} after {passed} passing schedule(s)\n")
+    print(f"{label}: violated ({outcome.kind}) with seed {seed} after {plural(passed, 'passing schedule')}\n")
     print(outcome.run.render(compact=True))
     if not outcome.validation.ok:
         print()
         print(validation_text(outcome.validation, "the run's trace"))
     print(f"\nreplay: {replay}")
+    print(f"trace written to {written} (validate it with: distcheck validate {entry.name} {written})")
     return 1
+
+
+def _default_trace_path(spec_name: str, variant: str | None, failure: tuple[int, SimOutcome] | None) -> Path:
+    """Where a failing run's trace goes unless ``--trace-out`` says: beside the
+    explorer's counterexamples, one file per spec, variant and kind of failure."""
+    kind = failure[1].kind if failure is not None else None
+    name = "-".join(p for p in (spec_name, variant, kind or "run", "simulate") if p)
+    return trace_file.DEFAULT_DIR / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.jsonl"
 
 
 # ----------------------------------------------------------------- validate
 
 
 def validation_json(v: Validation) -> dict[str, Any]:
-    out: dict[str, Any] = {"result": v.outcome, "events": v.events, "states_explored": v.states_explored}
+    out: dict[str, Any] = {"verdict": v.verdict, "events": v.events, "states_explored": v.states_explored}
     if v.message:
         out["message"] = v.message
     if v.mismatch is not None:
@@ -192,7 +213,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace}: {exc}") from None
     if result is None:
         result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
-    if result.outcome == "too_large":
+    if result.verdict == UNKNOWN:
         raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
     if args.json:
         out = {"spec": entry.name, "params": params, "variant": header.variant, "trace": str(args.trace)}
@@ -242,7 +263,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         + ")",
     )
     p.add_argument("--variant", help="a deliberately broken implementation variant")
-    p.add_argument("--trace-out", metavar="FILE", help="write the (first failing, else last) run's trace")
+    p.add_argument(
+        "--trace-out",
+        type=output_file,
+        metavar="FILE",
+        help="write the run's trace here (default: a failing run's trace under .distcheck/traces/)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_simulate)
 

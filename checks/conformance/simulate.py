@@ -23,6 +23,7 @@ import attrs
 from distcheck.checks.conformance.validate import Validation, Validator, validate_events
 from distcheck.checks.traces.render import state_table
 from distcheck.checks.traces.trace import Trace
+from distcheck.checks.verdict import OK, VIOLATED
 from distcheck.impl.runtime import (
     ChoiceSource,
     FaultPolicy,
@@ -127,18 +128,30 @@ class SimOptions:
 
 @attrs.frozen
 class SimOutcome:
-    """status: ok, or why the run failed: violation (an invariant of the spec on the
-    abstraction, or the end-of-run check), deadlock, error (a node raised),
-    step_limit (did not finish), invalid_trace (the trace is not a behaviour)."""
+    """One run's verdict (``checks.verdict``): "ok", or "violated" with ``kind``
+    saying what failed: "invariant" (an invariant of the spec on the abstraction, or
+    the end-of-run check), "deadlock", "error" (a node raised), "step_limit" (the run
+    did not finish) or "invalid_trace" (its trace is not a behaviour of the spec)."""
 
-    status: str
+    verdict: str
+    kind: str | None
     message: str
     run: RunResult
     validation: Validation
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.verdict == OK
+
+
+#: the runtime's word for how a run ended → the ``kind`` of a failed run
+_KINDS = {"violation": "invariant", "deadlock": "deadlock", "error": "error", "step_limit": "step_limit"}
+
+
+def _outcome(status: str, message: str, run: RunResult, validation: Validation) -> SimOutcome:
+    if status == "ok":
+        return SimOutcome(OK, None, message, run, validation)
+    return SimOutcome(VIOLATED, _KINDS.get(status, status), message, run, validation)
 
 
 def make_choices(options: SimOptions) -> ChoiceSource:
@@ -195,5 +208,5 @@ def simulate(
     # invariant still tells whether its trace was a behaviour up to there.
     validation = wiring.validate(spec, tracelog.events)
     if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
-        return SimOutcome("invalid_trace", validation.message, run, validation)
-    return SimOutcome(run.status, run.message, run, validation)
+        return _outcome("invalid_trace", validation.message, run, validation)
+    return _outcome(run.status, run.message, run, validation)

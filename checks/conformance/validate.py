@@ -55,11 +55,12 @@ class Mismatch:
 
 @attrs.frozen
 class Validation:
-    """outcome: "ok" (every event explained), "mismatch", or "too_large" (the
-    unlogged steps between two events reach more than ``max_states`` states, so no
-    answer was found; the message says which event)."""
+    """verdict (``checks.verdict``): "ok" (every event explained), "violated" (an
+    event no behaviour explains: ``mismatch``), or "unknown" (the unlogged steps
+    between two events reach more than ``max_states`` states, so no answer was
+    found; the message says which event)."""
 
-    outcome: str
+    verdict: str
     events: int
     states_explored: int
     mismatch: Mismatch | None = None
@@ -67,7 +68,7 @@ class Validation:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.verdict == "ok"
 
 
 class _TooLarge(Exception):
@@ -188,7 +189,7 @@ class Validator:
 
     def result(self) -> Validation:
         if self.mismatch is not None:
-            return Validation("mismatch", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
+            return Validation("violated", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
         return Validation("ok", self.events, self.search.explored, message=f"all {self.events} events explained")
 
 
@@ -213,7 +214,7 @@ def validate_events(
             if validator.feed(event) is not None:
                 break
     except TooLarge as exc:
-        return Validation("too_large", len(events), validator.search.explored, message=str(exc))
+        return Validation("unknown", len(events), validator.search.explored, message=str(exc))
     return validator.result()
 
 
@@ -258,7 +259,7 @@ def validate_trace(
                 (),
                 "step 0 records a state that is not an initial state of the spec",
             )
-            return Validation("mismatch", len(events), 0, mismatch, mismatch.reason)
+            return Validation("violated", len(events), 0, mismatch, mismatch.reason)
     return validate_events(spec, events, split_key=split_key, max_states=max_states, initial=inits)
 
 

@@ -15,6 +15,10 @@ rebuilds the spec from the registry.  A violation comes back as the list of
 actions (JSON); the driver replays it on the spec, removes loops and
 unnecessary steps (the counterexample must still be a behaviour that violates
 the same invariant), and renders it like any other counterexample.
+
+Random walks know no shortest paths, so a swarm reports no ``depth`` (the explorer's
+states on the longest shortest path) but ``longest_walk``: the states on the
+longest walk it took.  Its verdict is "bounded" at best (``checks.verdict``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import attrs
 
 from distcheck.checks.search.explore import Result, Stats, Step, Violation
+from distcheck.checks.verdict import BOUNDED, VIOLATED
 from distcheck.spec.core import Spec, fingerprint, to_json
 from distcheck.spec.registry import REGISTRY
 
@@ -68,7 +73,7 @@ def run_task(task: SwarmTask) -> dict[str, Any]:
                     "seed": task.seed,
                     "generated": generated,
                     "fingerprints": sorted(seen),
-                    "depth": max(deepest, step + 1),
+                    "longest_walk": max(deepest, step + 1),
                     "violation": {"invariant": broken.name, "actions": [to_json(a) for a in path]},
                 }
             if step == task.depth:
@@ -84,7 +89,7 @@ def run_task(task: SwarmTask) -> dict[str, Any]:
         "seed": task.seed,
         "generated": generated,
         "fingerprints": sorted(seen),
-        "depth": deepest,
+        "longest_walk": deepest,
         "violation": None,
     }
 
@@ -130,7 +135,7 @@ def swarm(
     stats = Stats(
         distinct_states=len(merged),
         generated_states=sum(o["generated"] for o in outcomes),
-        depth=max((o["depth"] for o in outcomes), default=0),
+        longest_walk=max((o["longest_walk"] for o in outcomes), default=0),
     )
     found = [o["violation"] for o in outcomes if o["violation"] is not None]
     violation = None
@@ -139,7 +144,7 @@ def swarm(
         actions = [spec.action_from_json(a) for a in best["actions"]]
         violation = _violation(spec, best["invariant"], shorten(spec, best["invariant"], actions))
     stats.seconds = time.perf_counter() - started
-    return Result("violation" if violation else "ok", stats, violation, complete=False)
+    return Result(VIOLATED if violation else BOUNDED, stats, violation, complete=False)
 
 
 def _violation(spec: Spec[Any, Any], name: str, actions: Sequence[Any]) -> Violation:

@@ -36,6 +36,12 @@ from distcheck.checks.traces.trace import (
 from distcheck.spec.core import Bag, BagNetwork, FifoNetwork, FrozenMap, MessageSet, sorted_values, to_json
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 step``, ``3 steps``, ``1,000 examples``."""
+    word = noun if count == 1 else plural_form or noun + "s"
+    return f"{count:,} {word}"
+
+
 def show(value: Any) -> str:
     """A short human form of a spec value."""
     if isinstance(value, str):

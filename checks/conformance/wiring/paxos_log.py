@@ -140,7 +140,7 @@ def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) 
         slots = project(events, acceptors)
     except LogTraceError as exc:
         mismatch = Mismatch(0, {}, (), (), str(exc))
-        return Validation("mismatch", len(events), 0, mismatch, str(exc))
+        return Validation("violated", len(events), 0, mismatch, str(exc))
     explored = 0
     worst: tuple[SlotTrace, Validation] | None = None
     specs: dict[Config, Paxos] = {}
@@ -158,14 +158,14 @@ def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) 
         )
     st, v = worst
     if v.mismatch is None:  # too large: cannot happen with every step logged, but say so if it does
-        return Validation(v.outcome, len(events), explored, message=f"slot {st.slot}: {v.message}")
+        return Validation(v.verdict, len(events), explored, message=f"slot {st.slot}: {v.message}")
     event = v.mismatch.event
     recorded = (
         f" (recorded by {event.get('node')} in slot {st.slot}: {event['action']['type']} at ballot "
         f"{event.get('ballot')}" + (f" for {event['command']}" if "command" in event else "") + ")"
     )
     mismatch = attrs.evolve(v.mismatch, reason=v.mismatch.reason + recorded, group=f"slot {st.slot}")
-    return Validation("mismatch", len(events), explored, mismatch, mismatch.reason)
+    return Validation("violated", len(events), explored, mismatch, mismatch.reason)
 
 
 def _step(v: Validation) -> int:
