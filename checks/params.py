@@ -50,6 +50,8 @@ def parse_params(entry: HasParams, raw: Sequence[str]) -> dict[str, Any]:
         if info is None:
             allowed = ", ".join(infos) or "none"
             raise UsageError(f"unknown parameter {name!r} for {entry.name}; allowed: {allowed}")
+        if name in values:
+            raise UsageError(f"parameter {name} of {entry.name} is given twice; give each parameter once")
         values[name] = _convert(entry, info.name, info.type, text, info.minimum, info.maximum)
     return values
 

@@ -29,7 +29,7 @@ from distcheck.checks.cli import trace as cli_trace
 from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
 from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of
 from distcheck.checks.search.parallel import ParallelExplorer
-from distcheck.checks.search.swarm import swarm
+from distcheck.checks.search.swarm import SchedulerError, check_scheduler, swarm
 from distcheck.checks.traces.render import plural, step_table, trace_text
 from distcheck.checks.traces.trace import Trace, from_behaviour, violation_of
 from distcheck.checks.traces.trace import default_path as default_trace_path
@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distcheck", description="Check distributed-protocol specifications.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -55,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check = sub.add_parser("check", help="explore a spec exhaustively (or 'all' registered specs)")
     p_check.add_argument("spec", help="spec name, or 'all'")
     p_check.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p_check.add_argument("--variant", help="check a deliberately broken variant")
+    p_check.add_argument("--variant", metavar="V", help="check a deliberately broken variant")
     p_check.add_argument("--symmetry", action="store_true", help="reduce by the spec's symmetry")
     p_check.add_argument("--max-depth", type=positive_int, metavar="N", help="explore at most N states deep")
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
@@ -78,7 +78,9 @@ def _build_parser() -> argparse.ArgumentParser:
     swarm_group.add_argument("--swarm", type=positive_int, metavar="N", help="run N independent random searches")
     swarm_group.add_argument("--walks", type=positive_int, default=200, metavar="W", help="random walks per search")
     swarm_group.add_argument("--walk-depth", type=positive_int, default=40, metavar="D", help="steps per walk")
-    swarm_group.add_argument("--seed", type=int, default=0, help="seed of the first search (the others follow)")
+    swarm_group.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the first search (the others follow)"
+    )
     swarm_group.add_argument(
         "--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run the searches on"
     )
@@ -284,6 +286,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--swarm samples behaviours; drop --symmetry, --max-depth, --deadlock and --refinement")
     if args.swarm:
         try:
+            if args.scheduler:
+                check_scheduler(args.scheduler)
             result = swarm(
                 entry.name,
                 params,
@@ -294,8 +298,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 scheduler=args.scheduler,
             )
-        except OSError as exc:  # the scheduler could not be reached
-            raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+        except SchedulerError as exc:
+            raise UsageError(str(exc)) from None
     else:
         result = _run(spec, args, quiet=args.json)
     tr = counterexample_trace(entry.name, params, args.variant, result, spec, "swarm" if args.swarm else "explorer")
@@ -396,7 +400,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
             result += f", does not refine {refinement['abstract']}"
         variants = ", ".join(
             f"{name} {'✓' if v['caught'] else '✗ MISSED'}"
-            + (f" ({v['invariant']}, {v['steps']} steps)" if v["caught"] else "")
+            + (f" ({v['invariant']}, {plural(v['steps'], 'step')})" if v["caught"] else "")
             for name, v in r["variants"].items()
         )
         body.append(
@@ -413,7 +417,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UsageError as exc:

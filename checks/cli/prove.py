@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("target", metavar="SPEC", help=f"what to prove: {', '.join(PROVABLE)}")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p.add_argument("--variant", help="prove a deliberately broken variant (the proof should fail)")
+    p.add_argument("--variant", metavar="V", help="prove a deliberately broken variant (the proof should fail)")
     p.add_argument("--invariant", metavar="NAME", help="the candidate inductive invariant (default: the spec's own)")
     p.add_argument("--no-cross-check", action="store_true", help="skip comparing the encoding with the spec")
     p.add_argument(

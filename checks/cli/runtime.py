@@ -179,7 +179,7 @@ def validation_text(v: Validation, what: str) -> str:
         lines.append(f"    ... and {len(m.possible) - 5} more")
     if m.expected:
         lines.append("  what the spec could have logged instead:")
-        lines += [f"    {o.get('actor')} {action_text(o.get('action'))}" for o in m.expected[:12]]
+        lines += [f"    {o.get('actor') or 'env'} {action_text(o.get('action'))}" for o in m.expected[:12]]
     else:
         lines.append("  the spec can take no further step there")
     return "\n".join(lines)
@@ -247,22 +247,28 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("simulate", help="run our implementation of a spec under the controlled scheduler")
     p.add_argument("spec", help=f"spec name; implemented: {', '.join(WIRINGS)}")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the first run (default 0)")
-    p.add_argument("--runs", type=_int_at_least(1), default=1, help="run seeds SEED..SEED+RUNS-1 (default 1)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="random", help="where choices come from")
-    p.add_argument("--pct-depth", type=_int_at_least(1), default=3, help="PCT bug depth d (default 3)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N", help="seed of the first run (default 0)")
     p.add_argument(
-        "--faults", default="", help="comma-separated: crash, drop, duplicate, reorder, partition (default none)"
+        "--runs", type=_int_at_least(1), default=1, metavar="R", help="run seeds SEED..SEED+RUNS-1 (default 1)"
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, default="random", help="where choices come from")
+    p.add_argument("--pct-depth", type=_int_at_least(1), default=3, metavar="D", help="PCT bug depth d (default 3)")
+    p.add_argument(
+        "--faults",
+        default="",
+        metavar="F,F,...",
+        help="comma-separated: crash, drop, duplicate, reorder, partition (default none)",
     )
     p.add_argument(
         "--steps",
         type=_int_at_least(10),
         default=None,
+        metavar="K",
         help="most scheduler steps per run; faults only in the first half (default: "
         + ", ".join(f"{name} {w.default_steps}" for name, w in WIRINGS.items())
         + ")",
     )
-    p.add_argument("--variant", help="a deliberately broken implementation variant")
+    p.add_argument("--variant", metavar="V", help="a deliberately broken implementation variant")
     p.add_argument(
         "--trace-out",
         type=output_file,
@@ -283,7 +289,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
             f"; {name} --split {key}: {what}" for name, w in WIRINGS.items() for key, what in w.validate_splits.items()
         ),
     )
-    v.add_argument("--max-states", type=int, default=200_000, help="give up beyond this many possible states")
+    v.add_argument(
+        "--max-states", type=int, default=200_000, metavar="N", help="give up beyond this many possible states"
+    )
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(handler=cmd_validate)
 

@@ -29,6 +29,7 @@ from distcheck.checks.traces import render, shiviz, trace
 from distcheck.checks.traces.html import page as html_page
 from distcheck.checks.verdict import INVALID, VIOLATED
 from distcheck.spec.core import Spec
+from distcheck.spec.registry import REGISTRY
 
 #: Behaviours ``fuzz`` tries unless told: a few seconds for each spec at its default size.
 DEFAULT_EXAMPLES = 200
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_fuzz = sub.add_parser("fuzz", help="search random behaviours with hypothesis and shrink a failing one")
     p_fuzz.add_argument("spec", help="spec name (see distcheck list)")
     p_fuzz.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p_fuzz.add_argument("--variant", help="fuzz a deliberately broken variant")
+    p_fuzz.add_argument("--variant", metavar="V", help="fuzz a deliberately broken variant")
     p_fuzz.add_argument(
         "--examples",
         type=positive_int,
@@ -99,15 +100,18 @@ def spec_of(tr: trace.Trace) -> Spec[Any, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.python and (args.html or args.shiviz):
+        raise UsageError("--python prints a snippet instead of writing a view; drop --html and --shiviz, or --python")
     tr = load_trace(args.trace)
     note = ""
-    if any(step.state is None for step in tr.steps):
+    # A header naming a registered spec must name it rightly (a misspelled variant
+    # would otherwise be shown as if it were the reference); a trace of a spec we
+    # do not know is still shown, as recorded.
+    spec = spec_of(tr) if tr.header.spec in REGISTRY else None
+    if spec is not None and any(step.state is None for step in tr.steps):
         # A log without states (an implementation's): show the spec's states, when
         # the actions replay on it, so that the changes column says something.
-        try:
-            full = trace.completed(tr, spec_of(tr))
-        except UsageError:
-            full = None
+        full = trace.completed(tr, spec)
         if full is not None:
             tr = full
             note = "(states not recorded in the file: shown as the spec computes them by replaying the actions)\n\n"
@@ -174,7 +178,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _fuzz_progress(examples: int) -> Callable[[int, bool], None]:
     """A one-line progress report on stderr, at most a few times a second."""
     started = time.perf_counter()
-    last = [0.0]
+    last = [float("-inf")]  # the first behaviour is always reported
 
     def report(runs: int, shrinking: bool) -> None:
         now = time.perf_counter()

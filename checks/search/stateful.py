@@ -110,7 +110,7 @@ class SpecMachineBase(RuleBasedStateMachine):
         if not _is_final_run():
             # While hypothesis shrinks, a failure only needs to be a failure: the
             # trace and its rendering are built once, for the final example.
-            raise AssertionError(f"{name} violated after {len(self.behaviour) - 1} steps")
+            raise AssertionError(f"{name} violated after {render.plural(len(self.behaviour) - 1, 'step')}")
         header = attrs.evolve(self.header, violation=trace.TraceViolation(name, statement))
         failure = trace.from_behaviour(
             self.spec,
@@ -124,7 +124,7 @@ class SpecMachineBase(RuleBasedStateMachine):
         type(self).last_failure = failure
         path = trace.write(failure, self.trace_path or trace.default_path(header))
         raise AssertionError(
-            f"{name} violated after {failure.length} steps\n\n{render.trace_text(failure)}"
+            f"{name} violated after {render.plural(failure.length, 'step')}\n\n{render.trace_text(failure)}"
             f"\n\ntrace written to {path} (replay it with: distcheck replay {path})"
         )
 

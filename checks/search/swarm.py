@@ -23,8 +23,10 @@ longest walk it took.  Its verdict is "bounded" at best (``checks.verdict``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -99,14 +101,39 @@ def _local_map(tasks: Sequence[SwarmTask], workers: int) -> Iterable[dict[str, A
         yield from pool.map(run_task, tasks)
 
 
+class SchedulerError(Exception):
+    """The Dask scheduler cannot be used: the client is not installed, the address
+    is malformed, or nothing answers there (the message says which, in one line)."""
+
+
+#: ``tcp://host:port`` or ``tls://host:port`` (a host name, an IPv4 address or a
+#: bracketed IPv6 address), the addresses a Dask scheduler listens on.
+SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+
+
+def check_scheduler(address: str) -> None:
+    """Raise ``SchedulerError`` unless ``address`` is a scheduler address and the
+    Dask client (the ``[swarm]`` extra) is installed; before any work starts."""
+    match = SCHEDULER_ADDRESS.fullmatch(address)
+    if match is None or not 0 < int(match.group(3)) < 65536:
+        raise SchedulerError(f"--scheduler {address!r} is not an address like tcp://HOST:PORT")
+    if importlib.util.find_spec("distributed") is None:
+        raise SchedulerError(
+            "--scheduler needs the Dask client, which is not installed: pip install 'distcheck[swarm]'"
+        )
+
+
 def _dask_map(tasks: Sequence[SwarmTask], address: str) -> Iterable[dict[str, Any]]:
+    check_scheduler(address)
+    from distributed import Client
+
     try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError("the Dask backend needs the 'distributed' package: pip install distributed") from None
-    with Client(address, timeout="10s") as client:  # type: ignore[no-untyped-call]
+        client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, ValueError, TypeError) as exc:  # OSError covers a timeout
+        raise SchedulerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    with client:
         futures = client.map(run_task, tasks, pure=False)
-        yield from client.gather(futures)
+        yield from client.gather(futures)  # type: ignore[no-untyped-call]
 
 
 def swarm(
