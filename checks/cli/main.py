@@ -7,10 +7,8 @@ Exit codes, for every subcommand: 0 checked and fine; 1 a property failed (the
 counterexample is printed); 2 bad usage or bad input (one line on stderr saying
 what is wrong and what is allowed; never a traceback).
 
-    distcheck list [--json]
-    distcheck check SPEC [-p NAME=VALUE ...] [--variant V] [--symmetry]
-                    [--max-depth N] [--deadlock] [--refinement] [--json]
-    distcheck check all [--json]
+Every result is reported as a ``verdict`` (``checks.verdict``).  The usage of every
+subcommand: ``python -m distcheck.checks.cli.usage`` (README.md's block is that text).
 """
 
 from __future__ import annotations
