@@ -245,8 +245,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             )
         else:
             steps = render.plural(outcome.trace.length, "step")
-            tried = render.plural(outcome.runs, "behaviour")
-            print(f"{label}: {_violated(outcome.trace)} after {steps}, shrunk ({tried} run, {runs})\n")
+            found = f"found in behaviour {outcome.examples:,}, shrunk ({render.plural(outcome.runs, 'behaviour')} run"
+            print(f"{label}: {_violated(outcome.trace)} after {steps}, {found}, {runs})\n")
             print(render.trace_text(outcome.trace, colour=use_colour()))
             print(f"\ntrace written to {written} (replay it with: distcheck replay {written})")
     return 0 if outcome.trace is None else 1

@@ -50,6 +50,8 @@ class SpecMachineBase(RuleBasedStateMachine):
     runs: ClassVar[int] = 0
     #: Whether some behaviour has failed (hypothesis is shrinking it from then on).
     failed: ClassVar[bool] = False
+    #: The behaviour (counting from 1) that failed first, before any shrinking.
+    failed_at: ClassVar[int | None] = None
     #: Told the number of behaviours started so far and whether a failure is being
     #: shrinking, as each behaviour starts (``fuzz`` shows progress on a terminal).
     on_run: ClassVar[Callable[[int, bool], None] | None] = None
@@ -106,7 +108,9 @@ class SpecMachineBase(RuleBasedStateMachine):
                 self._fail(inv.name, inv.statement)
 
     def _fail(self, name: str, statement: str) -> None:
-        type(self).failed = True
+        cls = type(self)
+        if not cls.failed:
+            cls.failed, cls.failed_at = True, cls.runs
         if not _is_final_run():
             # While hypothesis shrinks, a failure only needs to be a failure: the
             # trace and its rendering are built once, for the final example.
@@ -173,6 +177,7 @@ def spec_machine(
         "last_failure": None,
         "runs": 0,
         "failed": False,
+        "failed_at": None,
         "on_run": None,
         "__module__": __name__,
     }
@@ -188,7 +193,7 @@ class FuzzResult:
     ``examples`` behaviours) or "violated" (with the shrunk trace)."""
 
     verdict: str
-    examples: int  # the behaviours asked for: hypothesis stops after that many
+    examples: int  # behaviours generated and checked: those asked for, or up to the first failing one
     runs: int  # behaviours actually run: a few too long to count, and shrinking, add to it
     seconds: float
     seed: int
@@ -240,5 +245,6 @@ def fuzz(
         if machine.last_failure is None:
             raise
         seconds = time.perf_counter() - started
-        return FuzzResult(VIOLATED, examples, machine.runs, seconds, seed, machine.last_failure)
+        first = machine.failed_at or machine.runs
+        return FuzzResult(VIOLATED, min(first, examples), machine.runs, seconds, seed, machine.last_failure)
     return FuzzResult(OK, examples, machine.runs, time.perf_counter() - started, seed)

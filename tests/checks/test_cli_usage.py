@@ -255,3 +255,9 @@ def test_a_scheduler_without_the_swarm_extra_is_a_usage_error(
     code, out, err = run(capsys, "check", "twophase", "--swarm", "1", "--scheduler", "tcp://127.0.0.1:8786")
     one_line_usage_error(code, out, err)
     assert "distcheck[swarm]" in err
+
+
+def test_fuzz_says_which_behaviour_failed_before_shrinking() -> None:
+    result = stateful.fuzz(REGISTRY["twophase"].make(variant="commit_early"), examples=500, steps=12, seed=2)
+    assert result.verdict == "violated" and result.trace is not None
+    assert 1 <= result.examples < 500 and result.runs > result.examples  # shrinking ran more
