@@ -5,8 +5,9 @@ source with ``ast``, so that a wrong arrow fails the default test run:
 - ``impl/`` imports neither ``distcheck.spec`` nor ``distcheck.checks``;
 - nothing imports the folders by their bare names (``spec``, ``checks``, ``impl``):
   only ``distcheck.spec``, ``distcheck.checks``, ``distcheck.impl``;
-- no module of the generic ``checks`` packages imports a protocol's spec module or
-  a protocol's implementation.  Protocol knowledge may live only in
+- no module of the generic ``checks`` packages imports a protocol's spec module, a
+  protocol's implementation, or one protocol's wiring or z3 encoding (they ask the
+  registries: ``checks.conformance.wiring.WIRINGS``, ``checks.proofs.registry``).  Protocol knowledge may live only in
   ``checks/conformance/wiring/`` (one wiring per implemented protocol) and in
   ``checks/proofs/<protocol>.py`` (one z3 encoding per protocol), plus the proofs
   registry that maps target names to encodings.
@@ -113,6 +114,7 @@ def _broken_rules(
     stdlib: set[str],
     protocol_specs: set[str],
     protocol_impls: set[str],
+    protocol_checks: set[str],
 ) -> Iterator[str]:
     """The rules one import breaks, for a file in top folder ``where``."""
     top = module.split(".")[0]
@@ -127,11 +129,23 @@ def _broken_rules(
         yield "a generic checks module must not know a protocol's spec (ask the registry or the wiring)"
     if generic and any(within(module, m) for m in protocol_impls):
         yield "a generic checks module must not know a protocol's implementation (ask the wiring)"
+    if generic and any(within(module, m) for m in protocol_checks):
+        yield "a generic checks module must not import one protocol's wiring or encoding (ask their registries)"
+
+
+def protocol_checks_modules(root: Path, protocol_names: set[str]) -> set[str]:
+    """The per-protocol modules of checks/: each wiring, and each z3 encoding."""
+    wiring = root / "checks" / "conformance" / "wiring"
+    proofs = root / "checks" / "proofs"
+    out = {f"distcheck.checks.conformance.wiring.{p.stem}" for p in wiring.glob("*.py") if p.stem != "__init__"}
+    out |= {f"distcheck.checks.proofs.{p.stem}" for p in proofs.glob("*.py") if p.stem in protocol_names}
+    return out
 
 
 def layout_violations(root: Path, protocol_specs: set[str], protocol_impls: set[str]) -> list[str]:
     """Every import that breaks a dependency rule, as ``path:line: why``."""
     protocol_names = {m.rsplit(".", 1)[-1] for m in protocol_specs | protocol_impls}
+    protocol_checks = protocol_checks_modules(root, protocol_names)
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     found: list[str] = []
     reported: set[tuple[Path, int, str]] = set()  # one line per statement and rule
@@ -144,7 +158,10 @@ def layout_violations(root: Path, protocol_specs: set[str], protocol_impls: set[
             where = relative.parts[0]
             generic = is_generic_checks_module(relative, protocol_names)
             for line, module, absolute in imports(root, path):
-                for why in _broken_rules(where, generic, module, absolute, stdlib, protocol_specs, protocol_impls):
+                rules = _broken_rules(
+                    where, generic, module, absolute, stdlib, protocol_specs, protocol_impls, protocol_checks
+                )
+                for why in rules:
                     if (relative, line, why) not in reported:
                         reported.add((relative, line, why))
                         found.append(f"{relative}:{line}: imports {module}: {why}")
@@ -193,6 +210,10 @@ def test_each_rule_catches_its_wrong_arrow(tmp_path: Path) -> None:
             "checks/search/bad.py": "def f():\n    from distcheck.spec.toy import Toy\n",
             "checks/cli/bad.py": "from distcheck.spec import toy\nfrom distcheck.impl import toy as t\n",
             "checks/cli/relative.py": "from ...spec import toy\n",
+            "checks/cli/wired.py": "from distcheck.checks.conformance.wiring import WIRINGS\n"
+            "from distcheck.checks.conformance.wiring.toy import ToyWiring\n"
+            "from distcheck.checks.proofs import registry\n"
+            "from distcheck.checks.proofs.toy import ToyEncoding\n",
             "checks/conformance/wiring/toy.py": "from distcheck.spec.toy import Toy\nfrom distcheck.impl import toy\n",
             "checks/proofs/toy.py": "from distcheck.spec.toy import Toy\n",
             "checks/proofs/registry.py": "from distcheck.checks.proofs.toy import Enc\n",
@@ -205,6 +226,7 @@ def test_each_rule_catches_its_wrong_arrow(tmp_path: Path) -> None:
     assert offenders == [
         "checks/cli/bad.py",
         "checks/cli/relative.py",
+        "checks/cli/wired.py",
         "checks/proofs/induction.py",
         "checks/search/bad.py",
         "impl/runtime/api.py",
@@ -215,6 +237,7 @@ def test_each_rule_catches_its_wrong_arrow(tmp_path: Path) -> None:
     assert any("spec/bad.py:2: imports distcheck.checks" in p for p in problems)
     assert any("checks/cli/bad.py:2: imports distcheck.impl.toy" in p for p in problems)
     assert {p.split(":")[1] for p in problems if p.startswith("tests/test_bare.py")} == {"1", "2"}
+    assert {p.split(":")[1] for p in problems if p.startswith("checks/cli/wired.py")} == {"2", "4"}
 
 
 def test_a_clean_tree_has_no_violations(tmp_path: Path) -> None:
