@@ -45,7 +45,7 @@ def prove(enc: Encoding[Any, Any], invariant: str | None = None, **options: Any)
 
 
 def results(outcomes: dict[str, Outcome]) -> dict[str, str]:
-    return {name: o.result for name, o in outcomes.items()}
+    return {name: o.verdict for name, o in outcomes.items()}
 
 
 class Holds:
@@ -106,9 +106,9 @@ def test_agreement_alone_is_not_inductive(make: Any) -> None:
     enc = make()
     reachable = set(reachable_states(enc.spec))
     outcomes = prove(enc, "Agreement", is_reachable=reachable.__contains__)
-    assert outcomes["Initiation"].result == PROVED and outcomes["Safety(Agreement)"].result == PROVED
+    assert outcomes["Initiation"].verdict == PROVED and outcomes["Safety(Agreement)"].verdict == PROVED
     consecution = outcomes["Consecution"]
-    assert consecution.result == FAILED and consecution.counterexample is not None
+    assert consecution.verdict == FAILED and consecution.counterexample is not None
     cex = consecution.counterexample
     before, action, after = cex.values["state"], cex.values["action"], cex.values["next_state"]
     assert enc.spec.next_state(before, action) == after
@@ -127,7 +127,7 @@ def test_every_conjunct_is_needed(make: Any) -> None:
     for dropped in full.conjuncts:
         rest = Candidate(f"without {dropped.name}", "", tuple(c for c in full.conjuncts if c != dropped))
         outcomes = {o.name: discharge(o) for o in obligations(enc, rest)}
-        failed = [name for name, o in outcomes.items() if o.result == FAILED]
+        failed = [name for name, o in outcomes.items() if o.verdict == FAILED]
         assert failed, f"{dropped.name} is redundant"
         assert all(outcomes[name].counterexample is not None for name in failed)
 
@@ -256,14 +256,14 @@ def test_an_altered_encoding_fails_the_cross_check(
     if action_type is not None:
         assert isinstance(first.action, action_type)
     verdict = report.verdict()
-    assert verdict.result == FAILED and verdict.counterexample is not None and kind in verdict.counterexample.text
+    assert verdict.verdict == FAILED and verdict.counterexample is not None and kind in verdict.counterexample.text
 
 
 def test_an_altered_encoding_changes_the_proof() -> None:
     # Why the cross-check matters: the correct spec, misread by the altered
     # encoding, would fail its proof at the misread step.
     consecution = prove(ProposerIgnoresReports(paxos().paxos))["Consecution"]
-    assert consecution.result == FAILED and consecution.counterexample is not None
+    assert consecution.verdict == FAILED and consecution.counterexample is not None
     assert isinstance(consecution.counterexample.values["action"], Phase2a)
     assert consecution.counterexample.data["spec_agrees"] is False
     assert "the executable spec does not take this step" in consecution.counterexample.text
@@ -359,7 +359,7 @@ def test_prove_paxos_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
         "Consecution",
         "Safety(Agreement)",
     ]
-    assert all(o["result"] == PROVED for o in report["obligations"])
+    assert all(o["verdict"] == PROVED for o in report["obligations"])
     assert "145 reachable states" in report["obligations"][0]["detail"]
 
 

@@ -160,7 +160,7 @@ def test_cli_reports_the_tlc_figure() -> None:
         code = main(["check", "paxos", "-p", "acceptors=3", "-p", "values=2", "-p", "max_ballot=1", "--json"])
     report = json.loads(out.getvalue())
     assert code == 0
-    assert report["result"] == "ok"
+    assert report["verdict"] == "ok"
     assert report["distinct_states"] == 3921
 
 
