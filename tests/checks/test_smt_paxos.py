@@ -19,8 +19,7 @@ from distcheck.checks.proofs.induction import obligations
 from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
 from distcheck.checks.proofs.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
-from distcheck.spec.network import Restart
-from distcheck.spec.paxos import Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
+from distcheck.spec.paxos import AcceptorRestart, Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
 from distcheck.spec.voting import VoteFor, Voting, VotingConfig
 
 PAXOS_VARIANTS = tuple(Paxos.variants())
@@ -277,7 +276,7 @@ BROKEN_BY: dict[tuple[str, str], tuple[type, str]] = {
     ("paxos", "broken_promise"): (Phase2b, "MsgInv1b"),
     ("paxos", "ignore_reported_value"): (Phase2a, "MsgInv2aSafe"),
     ("paxos", "shared_ballot"): (Phase2a, "MsgInv2aUnique"),
-    ("paxos", "forgotten_vote"): (Restart, "AccInv"),
+    ("paxos", "forgotten_vote"): (AcceptorRestart, "AccInv"),
     ("voting", "unsafe_vote"): (VoteFor, "VotesSafe"),
     ("voting", "two_values_per_ballot"): (VoteFor, "OneValuePerBallot"),
 }
@@ -394,7 +393,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
 
 
 def test_restart_is_encoded_only_where_the_spec_has_it() -> None:
-    assert any(isinstance(a, Restart) for a in paxos("forgotten_vote").actions())
-    assert not any(isinstance(a, Restart) for a in paxos().actions())
+    assert any(isinstance(a, AcceptorRestart) for a in paxos("forgotten_vote").actions())
+    assert not any(isinstance(a, AcceptorRestart) for a in paxos().actions())
     with pytest.raises(ValueError, match="not a Paxos action"):
-        paxos().transition(Restart("a1"), paxos().symbolic())
+        paxos().transition(AcceptorRestart("a1"), paxos().symbolic())

@@ -25,8 +25,9 @@ from distcheck.checks.search.explore import Result, check_refinement_of, explore
 from distcheck.spec.codec import to_json
 from distcheck.spec.consensus import Choose, Consensus, ConsensusConfig, ConsensusState
 from distcheck.spec.contract import Invariant, Refinement
-from distcheck.spec.network import MessageSet, Restart
+from distcheck.spec.network import MessageSet
 from distcheck.spec.paxos import (
+    AcceptorRestart,
     Config,
     Message,
     Msg1a,
@@ -267,7 +268,7 @@ FORGOTTEN_VOTE: list[PaxosAction] = [
     Phase2a(0, "v1"),
     Phase2b("a1", 0, "v1"),
     Phase2b("a2", 0, "v1"),  # v1 is chosen by {a1, a2}.
-    Restart("a1"),  # a1 comes back with its promise but without its vote,
+    AcceptorRestart("a1"),  # a1 comes back with its promise but without its vote,
     Phase1a(1),
     Phase1b("a1", 1),  # so it reports "no vote",
     Phase1b("a3", 1),
@@ -295,7 +296,7 @@ COUNTEREXAMPLES = [
     ("ignore_reported_value", 3, IGNORE_REPORTED_VALUE, Phase2a(1, "v2")),
     ("non_intersecting_quorums", 4, NON_INTERSECTING_QUORUMS, Phase2a(0, "v1")),
     ("shared_ballot", 3, SHARED_BALLOT, Phase2a(0, "v2")),
-    ("forgotten_vote", 3, FORGOTTEN_VOTE, Restart("a1")),
+    ("forgotten_vote", 3, FORGOTTEN_VOTE, AcceptorRestart("a1")),
 ]
 
 
@@ -575,10 +576,10 @@ def test_the_variants_relax_exactly_the_guard_they_name() -> None:
 def test_restart_forgets_a_vote_only_in_its_variant() -> None:
     voted = px([Msg2a(0, "v1"), Msg2b("a1", 0, "v1")], {"a1": 0}, {"a1": (0, "v1")})
     forgetful = Paxos(Config(variant="forgotten_vote"))
-    assert allows(forgetful, voted, Restart("a1"))
-    assert forgetful.next_state(voted, Restart("a1")) == px([Msg2a(0, "v1"), Msg2b("a1", 0, "v1")], {"a1": 0})
-    assert not allows(forgetful, voted, Restart("a2"))  # no vote to lose: a stutter, left out
-    assert not allows(Paxos(), voted, Restart("a1"))
+    assert allows(forgetful, voted, AcceptorRestart("a1"))
+    assert forgetful.next_state(voted, AcceptorRestart("a1")) == px([Msg2a(0, "v1"), Msg2b("a1", 0, "v1")], {"a1": 0})
+    assert not allows(forgetful, voted, AcceptorRestart("a2"))  # no vote to lose: a stutter, left out
+    assert not allows(Paxos(), voted, AcceptorRestart("a1"))
 
 
 # ---------------------------------------------------------------------- invariants
