@@ -312,8 +312,10 @@ class Config:
 class Lock(Spec[LockState, LockAction]):
     name = "lock"
 
+    config: Config
+
     def __init__(self, config: Config = Config()) -> None:
-        self.config = config
+        super().__init__(config)
         self.clients = client_names(config.clients)
         self.ttl = config.ttl
         # How long a client trusts a fresh lease on its own clock.

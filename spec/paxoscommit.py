@@ -255,8 +255,10 @@ PCAction = (
 class PaxosCommit(Spec[PCState, PCAction]):
     name = "paxoscommit"
 
+    config: Config
+
     def __init__(self, config: Config = Config()) -> None:
-        self.config = config
+        super().__init__(config)
         self.rms = tuple(f"r{i}" for i in range(1, config.rms + 1))
         self.acceptors = tuple(f"a{i}" for i in range(1, config.acceptors + 1))
         self.ballots = tuple(range(config.max_ballot + 1))

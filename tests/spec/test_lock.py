@@ -13,8 +13,6 @@ import pytest
 from distcheck.checks.cli import main
 from distcheck.checks.search.explore import explore
 from distcheck.spec.contract import Invariant, Reachable
-from distcheck.spec.network import Crash
-from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.lock import (
     HOLDING,
     LAPSED,
@@ -35,6 +33,8 @@ from distcheck.spec.lock import (
     Tick,
     Write,
 )
+from distcheck.spec.network import Crash
+from distcheck.spec.values import FrozenMap, canonical_text
 
 
 def replay(spec: Lock, actions: Sequence[LockAction]) -> LockState:

@@ -7,6 +7,7 @@ tests/spec/test_lock.py::test_correct_spec_holds_at_default_size.)"""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import pytest
@@ -234,7 +235,7 @@ def broken(s: LockState) -> list[str]:
     return [inv.name for inv in SPEC.invariants() if not inv.holds(s)]
 
 
-def with_c1(s: LockState, **changes: object) -> LockState:
+def with_c1(s: LockState, **changes: Any) -> LockState:
     return attrs.evolve(s, clients=s.clients.set("c1", attrs.evolve(s.clients["c1"], **changes)))
 
 
