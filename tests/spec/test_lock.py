@@ -18,6 +18,7 @@ from distcheck.spec.lock import (
     LAPSED,
     AcceptWrite,
     Acquire,
+    ClientCrash,
     Config,
     Drift,
     Expire,
@@ -33,7 +34,6 @@ from distcheck.spec.lock import (
     Tick,
     Write,
 )
-from distcheck.spec.network import Crash
 from distcheck.spec.values import FrozenMap, canonical_text
 
 
@@ -197,7 +197,7 @@ def test_renewal_after_expiry_revives_a_superseded_lease() -> None:
 
 
 def test_crashed_holder_releases_the_lock_within_ttl() -> None:
-    plan: list[LockAction] = [Acquire("c1"), Grant("c1"), Acquire("c2"), Crash("c1"), Tick(), Tick()]
+    plan: list[LockAction] = [Acquire("c1"), Grant("c1"), Acquire("c2"), ClientCrash("c1"), Tick(), Tick()]
     spec = lock("no_expiry")
     state = replay(spec, plan)
     assert broken(spec, state) == ["AutomaticRelease"]
@@ -285,7 +285,7 @@ def test_unknown_or_disabled_actions_are_not_enabled() -> None:
     init = next(iter(spec.init_states()))
     for a in (Grant("c9"), Acquire("c9"), Grant("c1"), Renew("c1"), Release("c1"), Write("c1"), Expire(1)):
         assert spec.next_state(init, a) is None, a
-    assert spec.next_state(init, Crash("c1")) is None  # an idle client has nothing to lose
+    assert spec.next_state(init, ClientCrash("c1")) is None  # an idle client has nothing to lose
     assert spec.next_state(init, Drift("c1")) is None  # only a holder's clock matters
 
 
@@ -302,7 +302,7 @@ def test_type_invariant_detects_ill_typed_states() -> None:
 
 
 def test_actors_name_who_takes_each_step() -> None:
-    assert [a.actor for a in (Acquire("c1"), Grant("c1"), Expire(1), AcceptWrite("c2"), Crash("c2"), Tick())] == [
+    assert [a.actor for a in (Acquire("c1"), Grant("c1"), Expire(1), AcceptWrite("c2"), ClientCrash("c2"), Tick())] == [
         "c1",
         "server",
         "server",

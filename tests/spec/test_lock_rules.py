@@ -6,12 +6,14 @@ tests/spec/test_lock.py::test_correct_spec_holds_at_default_size.)"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import pytest
 
+from distcheck.spec.codec import to_json
 from distcheck.spec.lock import (
     CRASHED,
     HOLDING,
@@ -21,6 +23,7 @@ from distcheck.spec.lock import (
     AcceptWrite,
     Acquire,
     Client,
+    ClientCrash,
     Config,
     Drift,
     Expire,
@@ -37,7 +40,6 @@ from distcheck.spec.lock import (
     Tick,
     Write,
 )
-from distcheck.spec.network import Crash
 from distcheck.spec.values import FrozenMap
 
 # 2 clients, ttl 2, max_drift 1 (a client trusts a fresh lease for 1 tick of its own
@@ -209,7 +211,7 @@ def test_drift_only_for_a_trusting_client_and_at_most_max_drift() -> None:
 )
 def test_crash_only_of_a_client_the_service_knows(client: Client, crashes: bool) -> None:
     s = state({"c1": client}, now=1, issued=1)
-    after = step(s, Crash("c1"))
+    after = step(s, ClientCrash("c1"))
     if crashes:
         assert after is not None and after.clients["c1"] == Client(CRASHED, in_flight=client.in_flight, crashed_at=1)
     else:
@@ -326,3 +328,9 @@ def test_first_come_first_served_catches_a_waiter_older_than_the_last_grant() ->
     assert (
         broken(attrs.evolve(granted_yet_waiting, server=attrs.evolve(granted_yet_waiting.server, last_granted=1))) == []
     )
+
+
+def test_a_crash_reads_as_crash_and_round_trips_through_json() -> None:
+    crash = ClientCrash("c2")
+    assert str(crash) == "Crash(c2)" and crash.actor == "c2"
+    assert SPEC.action_from_json(json.loads(json.dumps(to_json(crash)))) == crash
