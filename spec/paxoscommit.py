@@ -268,6 +268,10 @@ class PaxosCommit(Spec[PCState, PCAction]):
         # of 16,959,159 is for these).
         self.quorums = tuple(frozenset(q) for q in itertools.combinations(self.acceptors, self.quorum_size))
         self._a_keys = frozenset((ins, acc) for ins in self.rms for acc in self.acceptors)
+        # Every Chosen record there can be, built once (``chosen`` runs on every state).
+        self._chosen_records = {
+            (ins, bal, q): Chosen(ins, bal, q) for ins in self.rms for bal in self.ballots for q in self.quorums
+        }
 
     def smallest_quorum(self) -> int:
         """How many acceptors make a quorum: a majority, so that any two quorums share
@@ -323,7 +327,7 @@ class PaxosCommit(Spec[PCState, PCAction]):
         for bal in self.ballots:
             voted = voters.get((ins, bal, value))
             if voted is not None and len(voted) >= self.quorum_size:
-                found += [Chosen(ins, bal, q) for q in self.quorums if q <= voted]
+                found += [self._chosen_records[ins, bal, q] for q in self.quorums if q <= voted]
         return found
 
     def commit_evidence(self, s: PCState) -> Iterator[tuple[Chosen, ...]]:
