@@ -273,9 +273,8 @@ class Drift(Action):
 
 @attrs.frozen
 class ClientCrash(Action):
-    """A client stops for good (crash-stop).  A record of the lock's own rather than
-    the network's ``Crash(node)``, so that Next binds it with the client's other
-    steps; it reads as ``Crash(c1)``."""
+    """A client stops for good (crash-stop).  It reads as ``Crash(c1)``; its field is
+    ``client`` so that Next binds it with the client's other steps."""
 
     ACTOR = "client"
     client: str

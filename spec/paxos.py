@@ -206,9 +206,9 @@ class Phase2b(Action):
 
 @attrs.frozen
 class AcceptorRestart(Action):
-    """The acceptor crashes and restarts (the ``forgotten_vote`` variant only).  A
-    record of its own rather than the network's ``Restart(node)``, so that Next binds
-    it with the acceptor's other steps; it reads as ``Restart(a1)`` in traces."""
+    """The acceptor crashes and restarts (the ``forgotten_vote`` variant only).  It
+    reads as ``Restart(a1)``; its field is ``acceptor`` so that Next binds it with the
+    acceptor's other steps."""
 
     ACTOR = "acceptor"
     acceptor: str
