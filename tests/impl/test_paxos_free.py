@@ -158,9 +158,15 @@ def test_the_leader_crashes_mid_workload_and_another_replica_takes_over(tmp_path
             rt.start()
         wait_for(lambda: len(results["c1"]) >= 3, "c1's first three operations")
         # A leader exists while operations complete, though a busy machine may have
-        # one standing for election at this moment: wait for one, however long.
-        wait_for(lambda: any(r.role == paxos.LEADER for r in system.replicas), "a replica to lead")
-        leaders = [r for r in system.replicas if r.role == paxos.LEADER]
+        # one standing for election at this moment: wait for one, however long
+        # (the leaders are taken in the same look that finds one).
+        leaders: list[paxos.Replica] = []
+
+        def some_leader() -> bool:
+            leaders[:] = [r for r in system.replicas if r.role == paxos.LEADER]
+            return bool(leaders)
+
+        wait_for(some_leader, "a replica to lead")
         leader = max(leaders, key=lambda r: r.ballot)  # a deposed one may not know it yet
         old_ballot = leader.ballot
         crash_step = len(trace.events)
