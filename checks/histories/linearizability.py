@@ -37,6 +37,7 @@ model answers each differently from what its client saw.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -138,6 +139,14 @@ def _check_kv_op(operation: Operation) -> None:
         raise ValueError(
             f"{operation.client}'s {name} at call {operation.call} lacks {', '.join(missing)}: {dict(operation.op)!r}"
         )
+    # A field the model would ignore means the check would answer for an operation
+    # other than the one the client ran (a get that carries a value, a misspelt name).
+    unknown = [str(f) for f in operation.op if f != "op" and f not in fields]
+    if unknown:
+        raise ValueError(
+            f"{operation.client}'s {name} at call {operation.call} has {', '.join(unknown)}, which {name} does not "
+            f"take (it takes {', '.join(fields)}): {dict(operation.op)!r}"
+        )
 
 
 @attrs.frozen
@@ -159,11 +168,22 @@ class HistoryTooLarge(Exception):
 def check_history(
     ops: Sequence[Operation], model: Model[Any] = KeyValue(), max_steps: int = DEFAULT_MAX_STEPS
 ) -> Linearizability:
-    """Is ``ops`` linearizable with respect to ``model``?  Raises ``ValueError`` for a
-    malformed operation and ``HistoryTooLarge`` when the search exceeds
-    ``max_steps`` (counted over all sub-histories)."""
-    for operation in ops:
+    """Is ``ops`` linearizable with respect to ``model``?  Raises ``ValueError`` (one
+    line) for a malformed history and ``HistoryTooLarge`` when the search exceeds
+    ``max_steps`` (counted over all sub-histories).
+
+    Malformed: an entry that is not an ``Operation``; a client that is not a string;
+    an ``op`` that is not a mapping; a position that is not an integer; a response
+    before its invocation; two events at one position (each invocation and each
+    response has its own place in the order); one client's operations overlapping
+    (a client runs one operation at a time, and one that never returned is its
+    last: a client that gives up on an operation goes on under a new name); and
+    whatever the model refuses (for ``KeyValue``: an unknown operation, a missing
+    or unknown field, an unhashable key)."""
+    for index, operation in enumerate(ops):
+        _check_fields(index, operation)
         _check_positions(operation)
+    _check_events(ops)
     budget = _Budget(max_steps)
     placed: list[tuple[Operation, int]] = []
     partitions = model.partition(ops)
@@ -174,6 +194,56 @@ def check_history(
             return Linearizability(False, None, search.failure_message())
         placed.extend((operation, number) for operation in order)
     return Linearizability(True, _merge(placed), _ok_message(ops, len(partitions)))
+
+
+def _check_fields(index: int, operation: Any) -> None:
+    if not isinstance(operation, Operation):
+        raise ValueError(f"history entry {index} is {_brief(operation)}, not an Operation")
+    if not isinstance(operation.client, str):
+        raise ValueError(f"history entry {index} has client {_brief(operation.client)}; a client is named by a string")
+    if not isinstance(operation.op, Mapping):
+        raise ValueError(
+            f"{operation.client}'s operation at call {operation.call!r} is {_brief(operation.op)}; "
+            'an operation is a mapping such as {"op": "put", "key": "x", "value": 1}'
+        )
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_events(ops: Sequence[Operation]) -> None:
+    """Each position holds one event, and each client's operations follow one another."""
+    events: dict[int, str] = {}
+    for operation in ops:
+        for kind, position in (("invocation", operation.call), ("response", operation.ret)):
+            if position is None:
+                continue
+            here = f"the {kind} of {describe(operation)}"
+            if position in events:
+                raise ValueError(
+                    f"position {position} holds two events, {events[position]} and {here}; "
+                    "each invocation and each response has a position of its own"
+                )
+            events[position] = here
+    by_client: dict[str, list[Operation]] = {}
+    for operation in ops:
+        by_client.setdefault(operation.client, []).append(operation)
+    for client, mine in by_client.items():
+        mine.sort(key=lambda o: o.call)
+        for earlier, later in itertools.pairwise(mine):
+            if earlier.ret is None:
+                raise ValueError(
+                    f"{client} invoked {describe(later)} after {describe(earlier)}; a client runs one operation "
+                    "at a time, so one that never returned is its last (a client that gives up on an operation "
+                    "goes on under a new name)"
+                )
+            if later.call < earlier.ret:
+                raise ValueError(
+                    f"{client}'s operations overlap: {describe(earlier)} and {describe(later)}; "
+                    "a client runs one operation at a time"
+                )
 
 
 def _check_positions(operation: Operation) -> None:

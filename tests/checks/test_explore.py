@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 import attrs
 import pytest
 
-from distcheck.checks.search.explore import Explorer, explore
-from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Spec, rule
+from distcheck.checks.search.explore import Explorer, check_refinement_of, explore
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, rule
 
 
 @attrs.frozen
@@ -152,3 +152,146 @@ def test_a_bound_the_search_never_hits_is_a_complete_search() -> None:
     never = explore(TwoCounters(3, bound=4), max_depth=50)  # the constraint keeps (3, 3) out
     assert never.verdict == "violated" and never.complete
     assert never.violation is not None and never.violation.kind == "unreached"
+
+
+# ------------------------------------------------------------- the depth bound
+
+
+def test_an_unbounded_run_is_complete() -> None:
+    result = explore(TwoCounters(3))
+    assert result.ok and result.complete
+
+
+def test_a_bound_that_cuts_states_off_makes_the_run_incomplete() -> None:
+    # The longest shortest path has 7 states: a bound of 6 leaves (3,3) unexplored.
+    result = explore(TwoCounters(3), max_depth=6)
+    assert not result.complete
+    assert result.stats.distinct_states == 15
+
+
+def test_a_bound_that_cuts_nothing_off_leaves_the_run_complete() -> None:
+    # At a bound of 7 the states at the bound, (3,3) alone, have no successor:
+    # nothing was left out, so the run is as complete as an unbounded one.
+    result = explore(TwoCounters(3), max_depth=7)
+    assert result.ok and result.complete
+    assert result.stats.distinct_states == 16
+
+
+def test_an_unreached_property_under_a_bound_is_marked_incomplete() -> None:
+    # So that a caller can say the bound, not the spec, may be why it was not reached.
+    bounded = explore(TwoCounters(3), max_depth=3)
+    assert bounded.verdict == "bounded" and bounded.violation is None
+    assert bounded.unreached == ("BothAtLimit",) and not bounded.complete
+    unbounded = explore(TwoCounters(3, bound=4))  # unreachable by the constraint, not the bound
+    assert unbounded.violation is not None and unbounded.violation.kind == "unreached"
+    assert unbounded.complete
+
+
+# -------------------------------------------------------------- refinement
+
+
+@attrs.frozen
+class Total:
+    n: int
+
+
+@attrs.frozen
+class Add(Action):
+    pass
+
+
+class OneCounter(Spec[Total, Add]):
+    """The abstract spec: one counter 0..top, incremented by one at a time."""
+
+    name = "sum"
+
+    def __init__(self, top: int, start: int = 0) -> None:
+        self.top, self.start = top, start
+
+    def init_states(self) -> Iterable[Total]:
+        yield Total(self.start)
+
+    def next(self) -> Next:
+        return (self.add,)
+
+    @rule(Add)
+    def add(self, s: Total) -> Total | None:
+        """The counter goes up by one, to the top."""
+        return Total(s.n + 1) if s.n < self.top else None
+
+    def invariants(self) -> Sequence[Invariant[Total]]:
+        return ()
+
+
+@attrs.frozen
+class Swap(Action):
+    pass
+
+
+@attrs.frozen
+class Both(Action):
+    pass
+
+
+class SummedCounters(TwoCounters):
+    """Two counters whose sum is a OneCounter: each increment is its Add, and a swap
+    (which leaves the sum alone) is a stutter.  ``jump`` adds an action that raises
+    both counters at once, a step of two that OneCounter cannot take; ``start``
+    shifts the abstract initial state so that the concrete one no longer maps to it."""
+
+    name = "summed-counters"
+
+    def __init__(self, limit: int = 2, jump: bool = False, start: int = 0) -> None:
+        super().__init__(limit)
+        self.jump, self.start = jump, start
+
+    def next(self) -> Next:
+        return (*super().next(), self.swap, *((self.both,) if self.jump else ()))
+
+    @rule(Swap)
+    def swap(self, s: Counters) -> Counters | None:
+        """The counters trade values."""
+        return Counters(s.b, s.a)
+
+    @rule(Both)
+    def both(self, s: Counters) -> Counters | None:
+        """Both counters go up at once, each to the limit."""
+        return Counters(s.a + 1, s.b + 1) if s.a < self.limit and s.b < self.limit else None
+
+    def refinement(self) -> Refinement[Counters, Total]:
+        return Refinement(OneCounter(2 * self.limit, self.start), lambda s: Total(s.a + s.b))
+
+
+def test_a_spec_that_refines_its_abstract_spec_passes() -> None:
+    result = check_refinement_of(SummedCounters())
+    assert result.ok and result.complete, result.violation
+    assert result.stats.distinct_states == 9
+
+
+def test_a_step_the_abstract_spec_cannot_take_is_a_refinement_violation() -> None:
+    spec = SummedCounters(jump=True)
+    result = check_refinement_of(spec)
+    assert result.verdict == "violated"
+    v = result.violation
+    assert v is not None and v.kind == "refinement"
+    assert v.name == "RefinesSum"
+    assert v.statement == "every step maps to a sum step or a stutter"
+    # The shortest behaviour that ends in the offending step: (0,0) then Both.
+    assert [step.action for step in v.trace] == [None, Both()]
+    assert [step.state for step in v.trace] == [Counters(0, 0), Counters(1, 1)]
+    # The same through the explorer's option, and no such verdict without it.
+    assert explore(spec, check_refinement=True).violation == v
+    assert explore(spec).ok
+
+
+def test_an_initial_state_outside_the_abstract_ones_is_a_refinement_violation() -> None:
+    result = check_refinement_of(SummedCounters(start=1))
+    v = result.violation
+    assert result.verdict == "violated" and v is not None and v.kind == "refinement"
+    assert v.name == "RefinesInit"
+    assert [(step.action, step.state) for step in v.trace] == [(None, Counters(0, 0))]
+
+
+def test_refinement_is_not_checked_under_symmetry() -> None:
+    with pytest.raises(ValueError, match="without symmetry"):
+        Explorer(SummedCounters(), symmetry=True, check_refinement=True)

@@ -293,6 +293,89 @@ def test_operation_missing_a_field_is_a_value_error() -> None:
         check_history([Operation("c1", 0, 1, {"op": "cas", "key": "x", "value": 1}, True)])
 
 
+def op_(client: Any, call: Any, ret: Any, op: Any, result: Any = "ok") -> Operation:
+    """An operation with fields of any type, as a caller's bug would build it."""
+    return Operation(client, call, ret, op, result)
+
+
+PUT = {"op": "put", "key": "x", "value": 1}
+
+MALFORMED: list[tuple[str, list[Any], str]] = [
+    ("not-an-operation", [{"client": "c1", "call": 0, "ret": 1, "op": PUT}], "history entry 0 is dict"),
+    ("second-entry-not-an-operation", [put("c1", 0, 1, "x", 1), None], "history entry 1 is NoneType None"),
+    ("client-not-a-string", [op_(7, 0, 1, PUT)], "history entry 0 has client int 7"),
+    ("op-not-a-mapping", [op_("c1", 0, 1, "put x 1")], "c1's operation at call 0 is str 'put x 1'"),
+    ("op-a-list", [op_("c1", 0, 1, ["put", "x", 1])], "c1's operation at call 0 is list"),
+    ("call-not-an-integer", [op_("c1", "0", 1, PUT)], "has call '0' and ret 1; both must be integer"),
+    ("call-a-bool", [op_("c1", True, 2, PUT)], "has call True and ret 2; both must be integer"),
+    ("ret-a-float", [op_("c1", 0, 1.5, PUT)], "has call 0 and ret 1.5; both must be integer"),
+    ("call-missing", [op_("c1", None, 1, PUT)], "has call None and ret 1; both must be integer"),
+    ("return-before-call", [put("c1", 5, 2, "x", 1)], "returns at 2, before its call at 5"),
+    ("call-and-return-at-one-position", [put("c1", 3, 3, "x", 1)], "position 3 holds two events"),
+    (
+        "two-operations-at-one-position",
+        [put("c1", 0, 2, "x", 1), get("c2", 2, 3, "x", 1)],
+        "position 2 holds two events, the response of c1 put(x, 1) → ok [call 0, ret 2] and the invocation of",
+    ),
+    (
+        "one-client-overlapping-itself",
+        [put("c1", 0, 3, "x", 1), get("c1", 1, 2, "x", None)],
+        "c1's operations overlap: c1 put(x, 1) → ok [call 0, ret 3] and c1 get(x) → absent [call 1, ret 2]",
+    ),
+    (
+        "one-client-invoking-again-while-another-call-is-open",
+        [put("c1", 0, 2, "x", 1), get("c1", 1, 3, "x", 1)],
+        "c1's operations overlap",
+    ),
+    (
+        "one-client-going-on-after-an-operation-that-never-returned",
+        [put("c1", 0, None, "x", 1), get("c1", 1, 2, "x", 1)],
+        "c1 invoked c1 get(x) → 1 [call 1, ret 2] after c1 put(x, 1) → (no response) [call 0, never returned]",
+    ),
+    ("unknown-operation", [op_("c1", 0, 1, {"op": "incr", "key": "x"})], "unknown operation 'incr'"),
+    ("operation-name-not-a-string", [op_("c1", 0, 1, {"op": 3, "key": "x"})], "unknown operation 3"),
+    ("operation-name-missing", [op_("c1", 0, 1, {"key": "x", "value": 1})], "unknown operation None"),
+    ("put-without-a-value", [op_("c1", 0, 1, {"op": "put", "key": "x"})], "c1's put at call 0 lacks value"),
+    ("get-without-a-key", [op_("c1", 0, 1, {"op": "get"}, None)], "c1's get at call 0 lacks key"),
+    (
+        "cas-without-expected-or-value",
+        [op_("c1", 0, 1, {"op": "cas", "key": "x"}, True)],
+        "c1's cas at call 0 lacks expected, value",
+    ),
+    (
+        "get-carrying-a-value",
+        [op_("c1", 0, 1, {"op": "get", "key": "x", "value": 1}, None)],
+        "c1's get at call 0 has value, which get does not take (it takes key)",
+    ),
+    (
+        "misspelt-field",
+        [op_("c1", 0, 1, {"op": "put", "key": "x", "value": 1, "vlaue": 2})],
+        "c1's put at call 0 has vlaue, which put does not take",
+    ),
+    ("unhashable-key", [op_("c1", 0, 1, {"op": "put", "key": ["x"], "value": 1})], "unhashable key ['x']"),
+]
+
+
+@pytest.mark.parametrize(("history", "expected"), [(h, e) for _, h, e in MALFORMED], ids=[i for i, _, _ in MALFORMED])
+def test_every_malformed_history_is_refused_with_one_readable_line(history: list[Any], expected: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_history(history)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_the_nearest_well_formed_histories_are_accepted() -> None:
+    """What the refusals above must not catch: a client's next call right after its
+    last response, and a client whose last operation never returned."""
+    back_to_back = [put("c1", 0, 1, "x", 1), get("c1", 2, 3, "x", 1), cas("c1", 4, 5, "x", 1, 2, True)]
+    assert check_history(back_to_back).ok
+    last_open = [put("c1", 0, 1, "x", 1), put("c1", 2, None, "x", 2), get("c2", 3, 4, "x", 2)]
+    assert check_history(last_open).ok
+    interleaved = [put("c1", 0, 3, "x", 1), get("c2", 1, 2, "x", None), get("c2", 4, 5, "x", 1)]
+    assert check_history(interleaved).ok
+
+
 def test_search_beyond_max_steps_raises_instead_of_answering() -> None:
     # Many concurrent writes and a read of a value none wrote: refusing it needs
     # the search to try every subset of writes.

@@ -30,7 +30,9 @@ def test_local_swarm_finds_every_variant(name: str, variant: str) -> None:
 
 def test_swarm_on_a_local_dask_cluster_finds_the_variants() -> None:
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    # Port 0 for the dashboard as for the scheduler: parallel test workers, or anyone's
+    # cluster on this machine, may hold the default 8787.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         for name, variant in VARIANTS:
             result = swarm(
                 name, REGISTRY[name].defaults(variant), variant, runs=4, walks=100, scheduler=cluster.scheduler_address

@@ -7,7 +7,12 @@ behaviour of spec/paxos slot by slot.  The second test crashes the leader in the
 middle of the workload (each replica is hosted by its own ``FreeRuntime``, as if in
 its own process, and the leader's runtime is stopped), restarts it on the same
 port and storage directory, and checks the same properties plus that another
-replica took over with a higher ballot."""
+replica took over with a higher ballot.
+
+Real threads on a real clock, on a machine that may be busy: every wait is for a
+condition, with a generous deadline, never for an amount of time or a state seen at
+one instant, and the timings leave seconds of room, so a slow run elects a leader
+later (or once more than needed) but passes or fails on what the protocol did."""
 
 from __future__ import annotations
 
@@ -23,8 +28,11 @@ from distcheck.impl.runtime import Context, FreeRuntime, TraceLog
 from tests.impl.waiting import wait_for
 
 REPLICAS = ["r1", "r2", "r3"]
-# Short timings, so that an election takes about a second rather than a minute.
-TIMING = paxos.Timing(heartbeat=0.05, retry=0.1, election_timeout=0.5, election_stagger=0.25, client_retry=0.5)
+# Short timings, so that an election takes a second or two rather than a minute,
+# yet a follower stands only after a whole second without hearing from the leader
+# (ten heartbeats missed): a busy machine rarely deposes a live leader, and when it
+# does, the tests below still hold, since they check what happened, not when.
+TIMING = paxos.Timing(heartbeat=0.1, retry=0.2, election_timeout=1.0, election_stagger=0.5, client_retry=1.0)
 
 
 Step = Callable[[paxos.KVClient], Any]
@@ -149,8 +157,16 @@ def test_the_leader_crashes_mid_workload_and_another_replica_takes_over(tmp_path
         for rt in runtimes.values():
             rt.start()
         wait_for(lambda: len(results["c1"]) >= 3, "c1's first three operations")
-        leaders = [r for r in system.replicas if r.role == paxos.LEADER]
-        assert len(leaders) >= 1, "no leader while operations complete"
+        # A leader exists while operations complete, though a busy machine may have
+        # one standing for election at this moment: wait for one, however long
+        # (the leaders are taken in the same look that finds one).
+        leaders: list[paxos.Replica] = []
+
+        def some_leader() -> bool:
+            leaders[:] = [r for r in system.replicas if r.role == paxos.LEADER]
+            return bool(leaders)
+
+        wait_for(some_leader, "a replica to lead")
         leader = max(leaders, key=lambda r: r.ballot)  # a deposed one may not know it yet
         old_ballot = leader.ballot
         crash_step = len(trace.events)
@@ -178,12 +194,15 @@ def test_the_leader_crashes_mid_workload_and_another_replica_takes_over(tmp_path
         assert rt.alive() == []
     assert [len(results["c1"]), len(results["c2"])] == [len(c1_steps), len(c2_steps)]
     check_outcome(system, trace.events, len(C1_STEPS) + len(C2_STEPS))
-    after = trace.events[crash_step:]
-    takeovers = [
-        e
-        for e in after
+    # Another replica led with a higher ballot after the crash.  Its candidacy may
+    # have begun just before the crash (a busy machine can make a follower stand at
+    # any moment), so its Phase1a is looked for in the whole trace; what it proposed
+    # as leader, after the crash.
+    candidacies = {
+        (e["actor"], e["action"]["bal"])
+        for e in trace.events
         if e["action"]["type"] == "Phase1a" and e["action"]["bal"] > old_ballot and e["actor"] != leader.name
-    ]
-    assert takeovers, f"no other replica stood with a ballot above {old_ballot} after {leader.name} crashed"
-    led = {(e["actor"], e["action"]["bal"]) for e in after if e["action"]["type"] == "Phase2a"}
-    assert any((e["actor"], e["action"]["bal"]) in led for e in takeovers), "no new leader proposed anything"
+    }
+    assert candidacies, f"no other replica stood with a ballot above {old_ballot} once {leader.name} crashed"
+    led = {(e["actor"], e["action"]["bal"]) for e in trace.events[crash_step:] if e["action"]["type"] == "Phase2a"}
+    assert candidacies & led, f"no replica that stood after {leader.name} proposed anything: {sorted(candidacies)}"

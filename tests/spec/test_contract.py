@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -108,6 +109,7 @@ def test_every_reachability_property_is_reached_and_invariants_hold(spec: Spec[A
     assert spec.reachable(), f"{spec.name} states no reachability property, so a vacuous spec would pass"
 
 
+ROOT = Path(__file__).resolve().parents[2]  # the script imports tests.spec.test_contract from there
 _FINGERPRINT_SCRIPT = """
 import json, sys
 from distcheck.spec.registry import REGISTRY
@@ -129,7 +131,7 @@ def test_fingerprints_and_action_order_are_stable_across_processes() -> None:
     for seed in ("1", "2", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         done = subprocess.run(
-            [sys.executable, "-c", _FINGERPRINT_SCRIPT], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", _FINGERPRINT_SCRIPT], capture_output=True, text=True, env=env, check=True, cwd=ROOT
         )
         runs.append(json.loads(done.stdout))
     assert runs[0] == runs[1] == runs[2]
