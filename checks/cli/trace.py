@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distcheck.checks.conformance.wiring import WIRINGS
 from distcheck.checks.params import UsageError, build_spec, non_negative_int, positive_int
 from distcheck.checks.search import stateful
 from distcheck.checks.traces import render, shiviz, trace
@@ -124,6 +125,9 @@ def _write(path: str, text: str) -> Path:
 def cmd_replay(args: argparse.Namespace) -> int:
     tr = load_trace(args.trace)
     spec = spec_of(tr)
+    several = several_instances(tr)
+    if several is not None:
+        raise UsageError(f"{args.trace} cannot be replayed as one behaviour: {several}")
     result = trace.replay(tr, spec)
     if result.outcome == "diverged":
         raise UsageError(f"{args.trace} is not a behaviour of {tr.header.spec}: {result.reason}")
@@ -150,6 +154,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         print(f"{args.trace}: a clean behaviour of {tr.header.spec} ({tr.length} steps): {result.reason}")
     return result.exit_code
+
+
+def several_instances(tr: trace.Trace) -> str | None:
+    """Why a trace is not one behaviour but several interleaved instances of the
+    protocol (its implementation's wiring names the key that tells them apart, e.g.
+    a transaction id), or None.  ``validate --split KEY`` checks each on its own."""
+    wiring = WIRINGS.get(tr.header.spec)
+    key = getattr(wiring, "split_key", None)
+    if key is None:
+        return None
+    values: dict[str, None] = {}
+    for step in tr.steps:
+        if key in step.extra:
+            values.setdefault(json.dumps(step.extra[key], sort_keys=True))
+            if len(values) > 1:
+                break
+    if len(values) <= 1:
+        return None
+    shown = ", ".join(list(values)[:2])
+    return (
+        f"its steps belong to several instances of {tr.header.spec} (their {key!r} differs: {shown}, ...); "
+        f"replay re-executes one; check each with: distcheck validate {tr.header.spec} TRACE --split {key}"
+    )
 
 
 # -------------------------------------------------------------------------- fuzz
