@@ -66,7 +66,7 @@ class _Rejected(Exception):
     """A value the JSON hooks refuse (carried out of ``json.loads`` as is)."""
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
 _SHARED_MAX = 100_000  # distinct small objects remembered while reading one file
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -79,12 +79,15 @@ class JsonReader:
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._shared: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._decoder = json.JSONDecoder(
-            object_pairs_hook=self._object,
+        # The hooks cost a Python call per number; the plain C scanner is used when a
+        # line cannot hold what they refuse (a long run of digits, NaN, Infinity).
+        self._checked = json.JSONDecoder(
             parse_int=self._int,
             parse_float=self._float,
             parse_constant=self._constant,
         )
+        self._plain = json.JSONDecoder()
+        self._long_digits = re.compile(r"[0-9]{%d}" % (limits.int_digits + 1))
 
     # -- hooks called by the JSON scanner
     def _int(self, text: str) -> int:
@@ -105,22 +108,22 @@ class JsonReader:
     def _constant(text: str) -> Any:
         raise _Rejected(f"{text} is not JSON (numbers must be finite)")
 
-    def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if len(pairs) <= 8 and all(isinstance(v, _SCALARS) for _, v in pairs):
-            # Share repeated small objects; the key keeps types apart (1, 1.0 and true are equal in Python).
-            key = (*pairs, *(type(v) for _, v in pairs))
-            shared = self._shared.get(key)
-            if shared is not None:
-                return shared
-            out = dict(pairs)
-            if len(self._shared) < _SHARED_MAX:
-                self._shared[key] = out
-            return out
-        return dict(pairs)
-
     def share(self, value: dict[str, Any]) -> dict[str, Any]:
-        """``value`` or an equal object read before (for objects built by callers)."""
-        return self._object(list(value.items()))
+        """``value``, or an equal object read before when its members are all scalars
+        (an action, a transaction id): a long trace then holds one copy of each."""
+        if len(value) > 8:
+            return value
+        values = tuple(value.values())
+        types = tuple(map(type, values))
+        if not _SCALAR_TYPES.issuperset(types):
+            return value
+        key = (tuple(value), values, types)  # the types keep 1, 1.0 and true apart
+        shared = self._shared.get(key)
+        if shared is not None:
+            return shared
+        if len(self._shared) < _SHARED_MAX:
+            self._shared[key] = value
+        return value
 
     # -- parsing
     def parse(self, text: str) -> Any:
@@ -132,8 +135,9 @@ class JsonReader:
             depth = nesting_depth(text)
             if depth > limits.depth:
                 raise ValueError(f"arrays and objects nested {depth:,} deep; at most {limits.depth}")
+        plain = "NaN" not in text and "Infinity" not in text and self._long_digits.search(text) is None
         try:
-            value = self._decoder.decode(text)
+            value = (self._plain if plain else self._checked).decode(text)
         except _Rejected as exc:
             raise ValueError(str(exc)) from None
         except json.JSONDecodeError as exc:

@@ -154,6 +154,7 @@ class Validator:
         self.groups: dict[str, dict[int, Any]] = {}
         self.events = 0
         self.mismatch: Mismatch | None = None
+        self._memo = _Memo()
 
     def feed(self, event: Mapping[str, Any]) -> Mismatch | None:
         """Raises ``TooLarge`` when the unlogged steps before the event reach more
@@ -165,15 +166,15 @@ class Validator:
         name = "" if self.split_key is None else _group_name(event.get(self.split_key))
         states = self.groups.get(name)
         if states is None:
-            states = {fingerprint(s): s for s in self.initial}
+            states = self._memo.initial(self.initial)
         try:
-            before = self.search.close(states.values())
+            before = self._close(states)
         except _TooLarge:
             raise TooLarge(
                 f"more than {self.search.max_states:,} spec states are possible before step {event.get('step')}; "
                 "the log leaves too much unexplained"
             ) from None
-        after = self.search.step(before.values(), event)
+        after = self._step(states, before, event)
         if not after:
             group = None if self.split_key is None else name
             self.mismatch = Mismatch(
@@ -192,6 +193,62 @@ class Validator:
         if self.mismatch is not None:
             return Validation("mismatch", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
         return Validation("ok", self.events, self.search.explored, message=f"all {self.events} events explained")
+
+    # Remembered work (``_Memo``): a long trace repeats the same few situations (a
+    # set of possible states, an event), so each is searched once, not once per event.
+    def _close(self, states: dict[int, Any]) -> dict[int, Any]:
+        key = frozenset(states)
+        before = self._memo.closed.get(key)
+        if before is None:
+            before = self.search.close(states.values())
+            self._memo.remember(self._memo.closed, key, before)
+        return before
+
+    def _step(self, states: dict[int, Any], before: dict[int, Any], event: Mapping[str, Any]) -> dict[int, Any]:
+        memo = self._memo
+        known = memo.keys_seen.get(frozenset(states))
+        if known is None:  # the event keys that the spec's observations in these states look at
+            known = frozenset(
+                k for s in before.values() for a, _ in self.search.spec.successors(s) for k in self._observed(s, a)
+            )
+            memo.remember(memo.keys_seen, frozenset(states), known)
+        key = (frozenset(states), _canon({k: v for k, v in event.items() if k in known or k == "state"}))
+        after = memo.stepped.get(key)
+        if after is None:
+            after = self.search.step(before.values(), event)
+            if after:
+                memo.remember(memo.stepped, key, after)
+        return after
+
+    def _observed(self, state: Any, action: Any) -> Iterable[str]:
+        return self.search.spec.observe(state, action) or ()
+
+
+class _Memo:
+    """What a ``Validator`` has worked out, by situation: the initial states; the
+    closure of a set of possible states (keyed by their fingerprints); the event keys
+    that the spec's observations in a closure look at; and the states after an event
+    (keyed by the set of states before it and the event's text on those keys, so two
+    transactions' events that differ only in their id share one search).  Results are
+    shared, never changed; each table is bounded and starts over when full."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self.closed: dict[frozenset[int], dict[int, Any]] = {}
+        self.keys_seen: dict[frozenset[int], frozenset[str]] = {}
+        self.stepped: dict[tuple[frozenset[int], str], dict[int, Any]] = {}
+        self._initial: dict[int, Any] | None = None
+
+    def initial(self, states: Iterable[Any]) -> dict[int, Any]:
+        if self._initial is None:
+            self._initial = {fingerprint(s): s for s in states}
+        return self._initial
+
+    def remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= self.LIMIT:
+            table.clear()
+        table[key] = value
 
 
 class TooLarge(Exception):

@@ -263,6 +263,7 @@ def _from_lines(origin: str, lines: Iterable[tuple[int, str]], reader: JsonReade
     header: TraceHeader | None = None
     steps: list[TraceStep] = []
     blank: int | None = None
+    checked: set[int] = set()
     for number, text in lines:
         if not text.strip():
             blank = blank or number
@@ -273,7 +274,7 @@ def _from_lines(origin: str, lines: Iterable[tuple[int, str]], reader: JsonReade
         if header is None:
             header = _parse_header(data, origin)
         else:
-            steps.append(_parse_step(data, origin, number, reader))
+            steps.append(_parse_step(data, origin, number, reader, checked))
     if header is None:
         raise TraceFormatError(origin, 0, "empty file: expected a header line and at least step 0")
     if not steps:
@@ -341,7 +342,12 @@ def _parse_header(data: dict[str, Any], origin: str) -> TraceHeader:
 _STEP_KEYS = ("step", "actor", "action", "action_text", "state", "sent", "received")
 
 
-def _parse_step(data: dict[str, Any], origin: str, line_no: int, reader: JsonReader | None = None) -> TraceStep:
+def _parse_step(
+    data: dict[str, Any], origin: str, line_no: int, reader: JsonReader | None = None, checked: set[int] | None = None
+) -> TraceStep:
+    """One step line.  ``checked`` holds the ids of shared action objects whose
+    encodings were checked already (a long trace repeats a few actions)."""
+    checked = set() if checked is None else checked
     expected = line_no - 2
 
     def bad(reason: str) -> TraceFormatError:
@@ -365,15 +371,23 @@ def _parse_step(data: dict[str, Any], origin: str, line_no: int, reader: JsonRea
     for key in ("sent", "received"):
         if key in data and not isinstance(data[key], list):
             raise bad(f'"{key}" must be a list of messages')
+    action = data["action"]
+    if reader is not None and action is not None:
+        action = reader.share(action)
     for key in ("action", "state", "sent", "received"):
-        problem = value_problem(data.get(key))
+        value = action if key == "action" else data.get(key)
+        if value is None or (key == "action" and id(value) in checked):
+            continue
+        problem = value_problem(value)
         if problem is not None:
             raise bad(f'"{key}": {problem}')
+        if key == "action":
+            checked.add(id(value))
     extra = {k: v for k, v in data.items() if k not in _STEP_KEYS}
     return TraceStep(
         expected,
         data["actor"],
-        data["action"],
+        action,
         data.get("state"),
         data.get("action_text"),
         tuple(data.get("sent", ())),
