@@ -87,7 +87,7 @@ class JsonReader:
             parse_constant=self._constant,
         )
         self._plain = json.JSONDecoder()
-        self._long_digits = re.compile(r"[0-9]{%d}" % (limits.int_digits + 1))
+        self._long_digits = re.compile("[0-9]{" + str(limits.int_digits + 1) + "}")
 
     # -- hooks called by the JSON scanner
     def _int(self, text: str) -> int:
