@@ -212,7 +212,7 @@ class Validator:
                 k for s in before.values() for a, _ in self.search.spec.successors(s) for k in self._observed(s, a)
             )
             memo.remember(memo.keys_seen, frozenset(states), known)
-        key = (frozenset(states), _canon({k: v for k, v in event.items() if k in known or k == "state"}))
+        key = (frozenset(states), _KEY_TEXT.encode({k: v for k, v in event.items() if k in known or k == "state"}))
         after = memo.stepped.get(key)
         if after is None:
             after = self.search.step(before.values(), event)
@@ -222,6 +222,9 @@ class Validator:
 
     def _observed(self, state: Any, action: Any) -> Iterable[str]:
         return self.search.spec.observe(state, action) or ()
+
+
+_KEY_TEXT = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 class _Memo:

@@ -347,53 +347,60 @@ def _parse_step(
 ) -> TraceStep:
     """One step line.  ``checked`` holds the ids of shared action objects whose
     encodings were checked already (a long trace repeats a few actions)."""
-    checked = set() if checked is None else checked
     expected = line_no - 2
-
-    def bad(reason: str) -> TraceFormatError:
-        return TraceFormatError(origin, line_no, f"step {expected}: {reason}")
-
-    for key in ("step", "actor", "action"):
-        if key not in data:
-            raise bad(f'missing key "{key}"')
-    if data["step"] != expected or not isinstance(data["step"], int) or isinstance(data["step"], bool):
-        numbering = "steps are numbered 0, 1, 2, ... one per line"
-        raise bad(f'"step" must be {expected} ({numbering}), got {_brief(data["step"])}')
-    if expected == 0:
-        if data["action"] is not None:
-            raise bad('step 0 is the initial state: its "action" must be null')
-    elif not isinstance(data["action"], dict) or not isinstance(data["action"].get("type"), str):
-        raise bad('"action" must be an object with a string "type" (the action\'s name)')
-    if data["actor"] is not None and not isinstance(data["actor"], str):
-        raise bad('"actor" must be a string or null')
-    if "action_text" in data and not isinstance(data["action_text"], str):
-        raise bad('"action_text" must be a string')
-    for key in ("sent", "received"):
-        if key in data and not isinstance(data[key], list):
-            raise bad(f'"{key}" must be a list of messages')
-    action = data["action"]
-    if reader is not None and action is not None:
-        action = reader.share(action)
-    for key in ("action", "state", "sent", "received"):
-        value = action if key == "action" else data.get(key)
-        if value is None or (key == "action" and id(value) in checked):
-            continue
-        problem = value_problem(value)
-        if problem is not None:
-            raise bad(f'"{key}": {problem}')
-        if key == "action":
-            checked.add(id(value))
-    extra = {k: v for k, v in data.items() if k not in _STEP_KEYS}
+    problem = _step_problem(data, expected)
+    action = data["action"] if problem is None else None
+    if problem is None and action is not None:
+        if reader is not None:
+            action = reader.share(action)
+        if checked is None or id(action) not in checked:
+            found = value_problem(action)
+            problem = None if found is None else f'"action": {found}'
+            if checked is not None and found is None:
+                checked.add(id(action))
+    if problem is None and len(data) > 3:
+        for key in ("state", "sent", "received"):
+            found = value_problem(data[key]) if key in data else None
+            if found is not None:
+                problem = f'"{key}": {found}'
+                break
+    if problem is not None:
+        raise TraceFormatError(origin, line_no, f"step {expected}: {problem}")
+    extra = {k: v for k, v in data.items() if k not in _STEP_KEYS} if len(data) > 3 else {}
     return TraceStep(
         expected,
         data["actor"],
         action,
         data.get("state"),
         data.get("action_text"),
-        tuple(data.get("sent", ())),
-        tuple(data.get("received", ())),
+        tuple(data["sent"]) if "sent" in data else (),
+        tuple(data["received"]) if "received" in data else (),
         reader.share(extra) if reader is not None and extra else extra,
     )
+
+
+def _step_problem(data: dict[str, Any], expected: int) -> str | None:
+    """What is wrong with a step line's keys (not its values' encodings), or None."""
+    for key in ("step", "actor", "action"):
+        if key not in data:
+            return f'missing key "{key}"'
+    step, actor, action = data["step"], data["actor"], data["action"]
+    if type(step) is not int or step != expected:
+        return f'"step" must be {expected} (steps are numbered 0, 1, 2, ... one per line), got {_brief(step)}'
+    if expected == 0:
+        if action is not None:
+            return 'step 0 is the initial state: its "action" must be null'
+    elif type(action) is not dict or type(action.get("type")) is not str:
+        return '"action" must be an object with a string "type" (the action\'s name)'
+    if actor is not None and type(actor) is not str:
+        return '"actor" must be a string or null'
+    if len(data) > 3:
+        if "action_text" in data and type(data["action_text"]) is not str:
+            return '"action_text" must be a string'
+        for key in ("sent", "received"):
+            if key in data and type(data[key]) is not list:
+                return f'"{key}" must be a list of messages'
+    return None
 
 
 def _brief(value: Any) -> str:
