@@ -79,14 +79,15 @@ class JsonReader:
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._shared: dict[tuple[Any, ...], dict[str, Any]] = {}
-        # The hooks cost a Python call per number; the plain C scanner is used when a
-        # line cannot hold what they refuse (a long run of digits, NaN, Infinity).
+        # The integer hook costs a Python call per integer; the plain decoder (floats
+        # and constants still checked: they are rare) is used when a line holds no run
+        # of digits longer than the limit.
         self._checked = json.JSONDecoder(
             parse_int=self._int,
             parse_float=self._float,
             parse_constant=self._constant,
         )
-        self._plain = json.JSONDecoder()
+        self._plain = json.JSONDecoder(parse_float=self._float, parse_constant=self._constant)
         self._long_digits = re.compile("[0-9]{" + str(limits.int_digits + 1) + "}")
 
     # -- hooks called by the JSON scanner
@@ -135,7 +136,7 @@ class JsonReader:
             depth = nesting_depth(text)
             if depth > limits.depth:
                 raise ValueError(f"arrays and objects nested {depth:,} deep; at most {limits.depth}")
-        plain = "NaN" not in text and "Infinity" not in text and self._long_digits.search(text) is None
+        plain = self._long_digits.search(text) is None
         try:
             value = (self._plain if plain else self._checked).decode(text)
         except _Rejected as exc:

@@ -71,13 +71,14 @@ def load_trace(path: str) -> trace.Trace:
         raise UsageError(f"malformed trace {exc}") from None
 
 
-def spec_of(tr: trace.Trace) -> Spec[Any, Any]:
-    """The spec a trace's header names, built with the header's parameters."""
+def spec_of(tr: trace.Trace, origin: str = "trace") -> Spec[Any, Any]:
+    """The spec a trace's header names, built with the header's parameters
+    (``origin``: the file, named in the error when they name no spec we have)."""
     raw = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in tr.header.params.items()]
     try:
         return build_spec(tr.header.spec, raw, tr.header.variant)[2]
     except UsageError as exc:
-        raise UsageError(f"trace header: {exc}") from None
+        raise UsageError(f"{origin}:1: header: {exc}") from None
 
 
 # -------------------------------------------------------------------------- show
@@ -90,7 +91,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         # A log without states (an implementation's): show the spec's states, when
         # the actions replay on it, so that the changes column says something.
         try:
-            full = trace.completed(tr, spec_of(tr))
+            full = trace.completed(tr, spec_of(tr, args.trace))
         except UsageError:
             full = None
         if full is not None:
@@ -124,7 +125,7 @@ def _write(path: str, text: str) -> Path:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     tr = load_trace(args.trace)
-    spec = spec_of(tr)
+    spec = spec_of(tr, args.trace)
     several = several_instances(tr)
     if several is not None:
         raise UsageError(f"{args.trace} cannot be replayed as one behaviour: {several}")
