@@ -28,8 +28,8 @@ by that key, in order, and each group must be a behaviour on its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import attrs
 
@@ -324,17 +324,48 @@ def validate_trace(
     return validate_events(spec, events, split_key=split_key, max_states=max_states, initial=inits)
 
 
-def trace_events(trace: Trace) -> list[dict[str, Any]]:
+def trace_events(trace: Trace) -> Sequence[dict[str, Any]]:
     """A trace file's steps after step 0 as events (step, actor, action, state if
-    recorded, and every extra key)."""
-    events: list[dict[str, Any]] = []
-    for step in trace.steps[1:]:
-        event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
-        if step.state is not None:
-            event["state"] = step.state
-        event.update(step.extra)
-        events.append(event)
-    return events
+    recorded, and every extra key).  Each event is made when it is read, so a long
+    trace is not held twice in memory."""
+    return _Events(trace.steps)
+
+
+class _Events(Sequence[dict[str, Any]]):
+    def __init__(self, steps: Sequence[Any]) -> None:
+        self._steps = steps
+
+    def __len__(self) -> int:
+        return max(0, len(self._steps) - 1)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return _event(self._steps[index + 1])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        steps = iter(self._steps)
+        next(steps, None)  # step 0 is the initial state, not an event
+        for step in steps:
+            yield _event(step)
+
+
+def _event(step: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
+    if step.state is not None:
+        event["state"] = step.state
+    event.update(step.extra)
+    return event
 
 
 def action_text(action: Any) -> str:

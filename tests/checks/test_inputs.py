@@ -159,7 +159,7 @@ def test_json_nested_a_thousand_deep_is_exit_2_naming_the_limit(
     deep = "[" * 1000 + "]" * 1000
     text = impl_trace().replace('"txn": "t1"}', f'"txn": "t1", "note": {deep}}}', 1)
     results = check_file(capsys, write(tmp_path, text), split=False)
-    all_exit_2(results, f"nested 1,000 deep; at most {DEFAULT_LIMITS.depth}")
+    all_exit_2(results, f"nested 1,001 deep; at most {DEFAULT_LIMITS.depth}")
     assert all(":3: " in err for _, err in results.values())  # the line
 
 
