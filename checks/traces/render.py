@@ -137,9 +137,9 @@ def show_json(value: Any) -> str:
         else:  # a message or action: short, like its str
             args = [show_json(v) for _, v in fields]
         return f"{value['type']}({', '.join(args)})" if args else str(value["type"])
-    if isinstance(value, dict) and set(value) == {"bag"}:
+    if isinstance(value, dict) and set(value) == {"bag"} and isinstance(value["bag"], list):
         return "⟅" + ", ".join(show_json(m) + ("" if n == 1 else f" ×{n}") for m, n in value["bag"]) + "⟆"
-    if isinstance(value, dict) and set(value) == {"map"}:
+    if isinstance(value, dict) and set(value) == {"map"} and isinstance(value["map"], list):
         return "[" + ", ".join(f"{show_json(k)} ↦ {show_json(v)}" for k, v in value["map"]) + "]"
     if isinstance(value, dict):
         return "[" + ", ".join(f"{k} ↦ {show_json(v)}" for k, v in value.items()) + "]"

@@ -172,7 +172,7 @@ def test_show_of_a_state_nested_within_the_limit_renders(capsys: pytest.CaptureF
     text = with_step(encodings_trace(), 2, lambda d: d["state"].__setitem__("log", nested))
     code, out, err = run(capsys, ["show", str(write(tmp_path, text))])
     assert code == 0, err
-    assert "[" * depth + "core" in out
+    assert "core" in out and out.count("[") >= depth
 
 
 def test_an_integer_of_5000_digits_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -311,11 +311,14 @@ def test_limits_are_each_reported_with_what_is_allowed(tmp_path: Path) -> None:
             reader.parse(text)
     assert reader.parse('["[[[[", 123]') == ["[[[[", 123]  # brackets in strings are not nesting
     assert nesting_depth('[{"a": "]]]"}]') == 2
-    path = write(tmp_path, lines_text(HEADER, *({"step": i} for i in range(6))))
+    path = write(tmp_path, impl_trace())
     with pytest.raises(trace.TraceFormatError, match="more than 5 lines"):
-        trace.read(path, small)
+        trace.read(path, Limits(lines=5))
     path.write_bytes(b"x" * 10_001)
     with pytest.raises(trace.TraceFormatError, match="a file of 10,001 bytes; at most 10,000"):
+        trace.read(path, Limits(file_bytes=10_000))
+    path.write_bytes(b"[" + b" " * 1000 + b"]\n")
+    with pytest.raises(trace.TraceFormatError, match=":1: a line of 1,002 characters; lines have at most 400"):
         trace.read(path, small)
     path.write_bytes(json.dumps(HEADER).encode() + b"\n\xff\xfe\n")
     with pytest.raises(trace.TraceFormatError, match=r":2: not UTF-8"):
