@@ -67,7 +67,7 @@ class _Rejected(Exception):
 
 
 _SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
-_SHARED_MAX = 100_000  # distinct small objects remembered while reading one file
+_SHARED_MAX = 50_000  # distinct small objects remembered at a time while reading one file
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
@@ -122,8 +122,9 @@ class JsonReader:
         shared = self._shared.get(key)
         if shared is not None:
             return shared
-        if len(self._shared) < _SHARED_MAX:
-            self._shared[key] = value
+        if len(self._shared) >= _SHARED_MAX:  # start over: what repeats now is what is shared
+            self._shared.clear()
+        self._shared[key] = value
         return value
 
     # -- parsing
