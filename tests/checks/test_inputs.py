@@ -79,7 +79,7 @@ def encodings_trace() -> str:
             "log": list(range(n)),
         }
 
-    steps = [{"step": 0, "actor": None, "action": None, "state": state(0)}]
+    steps: list[dict[str, Any]] = [{"step": 0, "actor": None, "action": None, "state": state(0)}]
     for i in (1, 2):
         steps.append({"step": i, "actor": "x", "action": {"type": "Go"}, "state": state(i)})
     return lines_text({**HEADER, "source": "external"}, *steps)
@@ -118,7 +118,7 @@ def check_file(capsys: pytest.CaptureFixture[str], path: Path, *, split: bool = 
     """Run show, replay and validate (with and without --split txn) on ``path``."""
     out: dict[str, tuple[int, str]] = {}
     for command in COMMANDS:
-        variants = [[]] + ([["--split", "txn"]] if split and command[0] == "validate" else [])
+        variants: list[list[str]] = [[]] + ([["--split", "txn"]] if split and command[0] == "validate" else [])
         for extra in variants:
             code, stdout, stderr = run(capsys, [*command, str(path), *extra])
             assert_well_behaved(code, stdout, stderr, path)
@@ -222,9 +222,10 @@ def test_a_bag_count_of_a_billion_is_shown_without_expanding_it(
 
 def test_codec_decodes_every_encoding_and_refuses_broken_ones() -> None:
     types: dict[str, type] = {}
-    assert from_json({"map": [[["a", 1], 2]]}, types) == FrozenMap({("a", 1): 2})
+    assert from_json({"map": [[["a", 1], 2]]}, types) == FrozenMap[Any, Any]({("a", 1): 2})
     assert from_json({"bag": [["m", 3]]}, types) == Bag({"m": 3})
-    assert from_json({"r1": [1, 2]}, types) == FrozenMap({"r1": (1, 2)})
+    assert from_json({"r1": [1, 2]}, types) == FrozenMap[Any, Any]({"r1": (1, 2)})
+    broken: Any
     for broken in ({"type": {"x": 1}}, {"map": [[{}]]}, {"bag": [["m", -1]]}, {"bag": [["m", 2.0]]}):
         assert value_problem(broken) is not None
         with pytest.raises(ValueError):
@@ -261,11 +262,11 @@ def test_output_survives_a_terminal_that_cannot_encode(tmp_path: Path) -> None:
 
 
 def test_an_acceptor_named_superscript_two_sorts_instead_of_crashing() -> None:
-    events = [{"step": 1, "actor": "²", "action": {"type": "Phase1b", "acceptor": "²", "bal": 0}, "from_slot": 0}]
-    assert log_acceptors([*events, {**events[0], "action": {**events[0]["action"], "acceptor": "r1"}}], 3)[:2] == [
-        "r1",
-        "²",
-    ]
+    def event(acceptor: str) -> dict[str, Any]:
+        action = {"type": "Phase1b", "acceptor": acceptor, "bal": 0}
+        return {"step": 1, "actor": acceptor, "action": action, "from_slot": 0}
+
+    assert log_acceptors([event("²"), event("r1")], 3)[:2] == ["r1", "²"]
 
 
 def test_a_very_long_string_is_refused_and_a_long_one_shown_cut(
@@ -443,10 +444,10 @@ def mutated(draw: st.DrawFn) -> bytes:
             lines.insert(index, draw(st.text(max_size=20)))
         raw = "\n".join(lines).encode("utf-8", "surrogatepass")
     elif kind == "bytes":
-        raw = bytearray(text.encode())
-        at = draw(st.integers(0, len(raw)))
-        raw[at:at] = draw(st.binary(min_size=1, max_size=6))
-        raw = bytes(raw)
+        edited = bytearray(text.encode())
+        at = draw(st.integers(0, len(edited)))
+        edited[at:at] = draw(st.binary(min_size=1, max_size=6))
+        raw = bytes(edited)
     elif kind == "deep":
         depth = draw(st.sampled_from([99, 100, 101, 500, 1000, 5000]))
         opener = draw(st.sampled_from(["[", '{"a":']))
@@ -472,13 +473,10 @@ def _fuzz(capsys: pytest.CaptureFixture[str], tmp_path: Path, raw: bytes) -> Non
     check_file(capsys, path)
 
 
-_FUZZ_SETTINGS = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
+_FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@settings(max_examples=200, **_FUZZ_SETTINGS)
+@settings(_FUZZ, max_examples=200)
 @given(raw=mutated())
 def test_no_mutated_trace_makes_a_command_misbehave(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, raw: bytes
@@ -487,7 +485,7 @@ def test_no_mutated_trace_makes_a_command_misbehave(
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, **_FUZZ_SETTINGS)
+@settings(_FUZZ, max_examples=3000)
 @given(raw=mutated())
 def test_no_mutated_trace_makes_a_command_misbehave_thorough(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, raw: bytes
