@@ -1,5 +1,7 @@
 """Pure state-machine specifications of distributed protocols (the reference).
 
-Imports only the standard library and attrs.  ``spec.core`` is the contract;
-``spec.registry`` lists every spec; one module per protocol family.
+Imports only the standard library and attrs.  ``contract`` is what a spec is (rules,
+Next, invariants, variants); ``values`` and ``codec`` the data specs are made of and
+its JSON form; ``network`` the environment models specs share; ``registry`` lists
+every spec; then one module per protocol family.
 """

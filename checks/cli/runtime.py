@@ -25,9 +25,16 @@ from typing import Any
 from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, simulate
 from distcheck.checks.conformance.validate import Validation, action_text, trace_events, validate_trace
 from distcheck.checks.conformance.wiring import WIRINGS, find_wiring
-from distcheck.checks.conformance.wiring.paxos_log import LogTraceError, log_acceptors, project, validate_log
+from distcheck.checks.conformance.wiring.paxos_log import (
+    LogTraceError,
+    log_acceptors,
+    project,
+    validate_decree,
+    validate_log,
+)
 from distcheck.checks.params import UsageError, build_spec
 from distcheck.checks.traces import trace as trace_file
+from distcheck.checks.traces.compare import change_text
 from distcheck.checks.traces.render import state_table
 from distcheck.impl.runtime import FaultPolicy
 from distcheck.spec.paxos import Paxos
@@ -136,6 +143,9 @@ def validation_json(v: Validation) -> dict[str, Any]:
             "line": m.step + 2,
             "event": dict(m.event),
             "reason": m.reason,
+            "kind": m.kind,
+            "rule": None if m.rule is None else {"name": m.rule, "statement": m.statement},
+            "diff": [dict(c) for c in m.diff],
             "group": m.group,
             "possible_states": [state_table(s).splitlines() for s in m.possible[:10]],
             "possible_count": len(m.possible),
@@ -151,6 +161,12 @@ def validation_text(v: Validation, what: str) -> str:
         return f"{what}: no answer: {v.message}"
     m = v.mismatch
     lines = [f"{what}: step {m.step} (line {m.step + 2}) is not explained", f"  {m.reason}", ""]
+    if m.rule is not None:
+        lines += [f"  the rule: {m.rule}" + (f": {m.statement}" if m.statement else ""), ""]
+    if m.diff:
+        lines.append("  the recorded state differs from the spec's (expected vs recorded, differing parts only):")
+        lines += [f"    {change_text(c)}" for c in m.diff]
+        lines.append("")
     lines.append(f"  the spec state(s) possible just before it ({len(m.possible)}):")
     for state in m.possible[:5]:
         lines += ["    " + line for line in state_table(state).splitlines()]
@@ -193,8 +209,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except LogTraceError as exc:
             raise UsageError(f"{args.trace}: {exc}") from None
         result = validate_log(events, acceptors)
+    elif isinstance(spec, Paxos):  # the same actor naming as a replicated log (paxos_log.validate_decree)
+        result = validate_decree(spec, recorded, split_key=args.split, max_states=args.max_states)
     else:
         result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
+    if result.mismatch is not None and result.mismatch.bad_input:
+        # The event is not in the spec's vocabulary at all: bad input, one line.
+        m = result.mismatch
+        raise UsageError(f"{args.trace} line {m.step + 2}: {m.reason}")
     if result.outcome == "too_large":
         raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
     if args.json:

@@ -1,7 +1,7 @@
 """The cross-check: an encoding says exactly what the executable spec does.
 
 Where it sits: in ``checks/proofs``, between an ``Encoding`` and the spec it encodes
-(seen only through the contract of ``spec.core``).  ``distcheck prove`` runs it
+(seen only through the contract of ``spec.contract``).  ``distcheck prove`` runs it
 before the proof obligations, and the tests run it on every registered encoding,
 so that a change to a spec without its encoding (or the reverse) fails.
 

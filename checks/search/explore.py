@@ -1,7 +1,7 @@
 """Exhaustive breadth-first exploration of a spec (the model checker).
 
 Where it sits: used by the CLI (``distcheck check``), the tests and the benchmarks;
-it sees a spec only through the contract of ``spec.core``.
+it sees a spec only through the contract of ``spec.contract``.
 
 What it checks, in the manner of TLC:
 

@@ -2,7 +2,7 @@
 
 Where it sits: tests declare one line per spec (``TestTwoPhase =
 spec_machine(TwoPhase()).TestCase``) and ``distcheck fuzz`` runs the same machine
-outside pytest (``fuzz`` below).  It sees the spec only through ``spec.core``'s
+outside pytest (``fuzz`` below).  It sees the spec only through ``spec.contract``'s
 contract, and reports failures through ``checks.trace`` and ``checks.render``.
 
 Where the explorer enumerates every state, this harness samples long random

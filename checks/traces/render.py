@@ -406,7 +406,7 @@ def python_snippet(trace: Trace) -> str:
     args += [f"{k}={v!r}" for k, v in header.params.items()]
     actions = [repr(s.action) for s in trace.steps[1:]]  # JSON read into Python: dicts, lists, True, None
     lines = [
-        "from spec.registry import REGISTRY",
+        "from distcheck.spec.registry import REGISTRY",
         "",
         f"spec = REGISTRY[{header.spec!r}].make({', '.join(args)})",
         "state = next(iter(spec.init_states()))",

@@ -5,14 +5,14 @@ module: the explorer's counterexamples (``distcheck check``), the hypothesis har
 (``checks.stateful``, ``distcheck fuzz``), our implementations' logs and logs written by
 programs in other languages.  ``docs/trace-format.md`` is the specification of the file
 format and ``docs/trace-format.schema.json`` its JSON Schema; this module reads and
-writes exactly that.  It knows specs only through ``spec.core``'s contract.
+writes exactly that.  It knows specs only through ``spec.contract``'s contract.
 
 A trace is a header (spec, parameters, variant, source, the violated property if any)
 and numbered steps.  Step 0 is the initial state; each later step names its actor, its
 action in the spec's vocabulary, the resulting state (optional for implementations,
 which may not know the global state), and for message-passing specs the messages the
 step sent and received.  Actions, states and messages are kept in their JSON form
-(``spec.core.to_json``): that form is what other languages write, so it is the one
+(``spec.codec.to_json``): that form is what other languages write, so it is the one
 thing every tool here agrees on.  ``replay`` turns a trace back into spec values by
 re-executing its actions, and says where and why it stops being a behaviour.
 """
@@ -574,7 +574,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
             return diverged(0, f"records no state and the spec has {len(inits)} initial states to choose from")
         state = inits[0]
     else:
-        matching = [s for s in inits if to_json(s) == first.state]
+        matching = [s for s in inits if _same(s, first.state)]
         if not matching:
             return diverged(
                 0, "the recorded state is not an initial state of the spec: " + _explain(inits[0], first.state)
@@ -611,7 +611,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
         actor = action.actor
         if step.actor is not None and step.actor != actor and _logs_actor(spec, state, action):
             return diverged(i, f"{action} is taken by {actor}, but the trace says {_brief(step.actor)}")
-        if step.state is not None and to_json(nxt) != step.state:
+        if step.state is not None and not _same(nxt, step.state):
             return diverged(
                 i, f"after {action} the recorded state differs from the spec's: " + _explain(nxt, step.state)
             )
@@ -745,9 +745,18 @@ def _breaks_refinement(
     return recorded
 
 
+def _same(spec_state: Any, recorded: Any) -> bool:
+    """Is the recorded JSON state the spec's, sets compared by members?"""
+    from distcheck.checks.traces.compare import same  # compare builds on this module's diff
+
+    return same(spec_state, to_json(spec_state), recorded)
+
+
 def _explain(spec_state: Any, recorded: Any) -> str:
     """The first few differences between the spec's state and the recorded one."""
-    changes = diff(to_json(spec_state), recorded)
+    from distcheck.checks.traces.compare import differences
+
+    changes = differences(spec_state, to_json(spec_state), recorded)
     parts = [f"{path_text(c)}: spec has {_short(c.old)}, trace has {_short(c.new)}" for c in changes[:3]]
     more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
     return "; ".join(parts) + more if parts else "they differ"

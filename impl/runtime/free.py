@@ -11,8 +11,17 @@ port 0 picks a free port); ``peers`` names the addresses of nodes hosted
 elsewhere, so one protocol can span processes or machines.  Sends go over a cached
 connection per destination; a send that fails drops the connection and the
 message (the protocols retry, as they must for lost messages anyway).  A malformed,
-truncated or oversized frame is logged in ``diagnostics`` and closes that
-connection only.
+truncated, oversized, too deeply nested or late frame is logged in ``diagnostics``
+and closes that connection only.
+
+Connections are bounded (``ConnectionLimits``, ``impl.runtime.tcp``): a deadline per
+frame, an idle timeout, a maximum frame size and nesting depth, a maximum number
+of open connections per node (the excess is accepted, closed and counted in
+``connection_stats``).  A failing ``accept()`` (descriptors exhausted) is noted and
+retried with backoff; the accept loop ends only with ``stop()``.  ``diagnostics``
+is a ring (``impl.runtime.diagnostics``) and a thread leaves the runtime's
+bookkeeping when it ends, so a node serving connection after connection for days
+holds as much memory as one serving a few.
 
 ``stop()`` ends every node: its threads get ``NodeCrashed`` at their next call into
 the runtime, exactly as in a crash, so there is one way a node's code ends.
@@ -21,6 +30,7 @@ the runtime, exactly as in a crash, so there is one way a node's code ends.
 from __future__ import annotations
 
 import functools
+import select
 import socket
 import threading
 import time
@@ -42,8 +52,16 @@ from distcheck.impl.runtime.api import (
     Storage,
     Timer,
 )
+from distcheck.impl.runtime.diagnostics import Diagnostics
 from distcheck.impl.runtime.storage import DurableLog
-from distcheck.impl.runtime.tcp import DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame
+from distcheck.impl.runtime.tcp import (
+    ConnectionLimits,
+    ConnectionStats,
+    FrameError,
+    FrameReader,
+    IdleConnection,
+    encode_frame,
+)
 from distcheck.impl.runtime.tracelog import TraceLog
 
 Address = tuple[str, int]
@@ -84,7 +102,8 @@ class FreeRuntime:
         host: str = "127.0.0.1",
         ports: Mapping[str, int] | None = None,
         trace: TraceLog | None = None,
-        max_frame: int = DEFAULT_MAX_FRAME,
+        limits: ConnectionLimits | None = None,
+        max_frame: int | None = None,
         connect_timeout: float = 1.0,
     ) -> None:
         self.nodes = {name: _FreeNode(self, name, main) for name, main in nodes.items()}
@@ -93,15 +112,23 @@ class FreeRuntime:
         self.host = host
         self.ports = dict(ports or {})
         self.trace = trace if trace is not None else TraceLog("unknown")
-        self.max_frame = max_frame
+        chosen = limits if limits is not None else ConnectionLimits()
+        #: what each hosted node accepts from its connections (``max_frame=`` is short for
+        #: ``limits=ConnectionLimits(max_frame=...)``)
+        self.limits = chosen if max_frame is None else chosen.evolve(max_frame=max_frame)
+        self.max_frame = self.limits.max_frame
         self.connect_timeout = connect_timeout
-        self.diagnostics: list[str] = []
+        #: the newest ``limits.diagnostics_kept`` notes; ``diagnostics.dropped`` counts older ones
+        self.diagnostics = Diagnostics(self.limits.diagnostics_kept)
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._outgoing: dict[tuple[str, str], socket.socket] = {}
-        self._incoming: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
+        self._incoming: dict[str, set[socket.socket]] = {name: set() for name in self.nodes}
+        #: per hosted node: connections accepted, refused, open, failed accepts...
+        self.connection_stats = {name: ConnectionStats() for name in self.nodes}
+        self._threads: set[threading.Thread] = set()
         self._stopping = False
+        self._stopped = threading.Event()
 
     # ----------------------------------------------------------- lifecycle
 
@@ -130,6 +157,7 @@ class FreeRuntime:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
+        self._stopped.set()
         for node in self.nodes.values():
             with node.cond:
                 node.stopped = True
@@ -139,18 +167,23 @@ class FreeRuntime:
             for log in node.logs.values():
                 log.close()
         with self._lock:
-            conns = list(self._outgoing.values()) + list(self._incoming)
+            conns = list(self._outgoing.values()) + [c for cs in self._incoming.values() for c in cs]
             self._outgoing.clear()
         for conn in conns:
             _close(conn)
         deadline = time.monotonic() + timeout
-        for t in self._threads + [t for n in self.nodes.values() for t in n.threads]:
+        for t in self._all_threads():
             t.join(max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> list[str]:
         """Names of this runtime's threads still running (none, after ``stop``)."""
-        threads = self._threads + [t for n in self.nodes.values() for t in n.threads]
-        return sorted(t.name for t in threads if t.is_alive())
+        return sorted(t.name for t in self._all_threads() if t.is_alive())
+
+    def _all_threads(self) -> list[threading.Thread]:
+        """The threads the runtime keeps track of: those not ended yet (and those
+        that just ended, while they remove themselves)."""
+        with self._lock:
+            return [*self._threads, *(t for n in self.nodes.values() for t in n.threads)]
 
     def __enter__(self) -> FreeRuntime:
         self.start()
@@ -164,9 +197,22 @@ class FreeRuntime:
             self.diagnostics.append(text)
 
     def _thread(self, name: str, fn: Callable[[], None]) -> threading.Thread:
-        t = threading.Thread(target=fn, name=name, daemon=True)
-        self._threads.append(t)
-        t.start()
+        def body() -> None:
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        t = threading.Thread(target=body, name=name, daemon=True)
+        with self._lock:
+            self._threads.add(t)
+        try:
+            t.start()
+        except BaseException:
+            with self._lock:
+                self._threads.discard(t)
+            raise
         return t
 
     def _node_thread(self, node: _FreeNode, name: str, fn: Callable[[], None]) -> None:
@@ -178,6 +224,10 @@ class FreeRuntime:
             except BaseException as exc:
                 with self._lock:
                     self.errors.append(f"{node.name}.{name} raised {exc!r}\n{traceback.format_exc()}")
+            finally:
+                with self._lock:
+                    if threading.current_thread() in node.threads:
+                        node.threads.remove(threading.current_thread())
 
         t = threading.Thread(target=body, name=f"{node.name}.{name}", daemon=True)
         node.threads.append(t)
@@ -186,39 +236,102 @@ class FreeRuntime:
     # ------------------------------------------------------------ transport
 
     def _accept(self, node: _FreeNode) -> None:
-        assert node.listener is not None
+        """Accept connections until ``stop()``: whatever accept() raises is retried."""
+        listener = node.listener
+        assert listener is not None
+        stats = self.connection_stats[node.name]
         # A blocked accept() is not woken by closing its socket from another
         # thread, so wait in short slices and look at the stop flag between them.
-        node.listener.settimeout(0.1)
+        listener.settimeout(0.1)
+        backoff = self.limits.accept_backoff
         while not self._stopping:
             try:
-                conn, peer = node.listener.accept()
+                conn, peer = listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return  # listener closed by stop()
-            conn.settimeout(None)
-            with self._lock:
-                self._incoming.append(conn)
-            self._thread(f"{node.name}.read", functools.partial(self._read, node, conn, peer))
+            except Exception as exc:  # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...
+                if self._stopping or listener.fileno() == -1:
+                    return  # listener closed by stop()
+                with self._lock:
+                    stats.accept_errors += 1
+                self.note(f"{node.name}: accept failed: {exc}; retrying in {backoff:g} s")
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, self.limits.accept_backoff_max)
+                continue
+            backoff = self.limits.accept_backoff
+            try:
+                self._serve(node, conn, peer)
+            except Exception as exc:  # e.g. no thread can be started: the connection goes
+                _close(conn)
+                self._forget(node, conn)
+                self.note(f"{node.name}: could not serve a connection from {_show(peer)}: {exc!r}")
+                self._stopped.wait(backoff)  # out of threads or memory: let it pass
+
+    def _serve(self, node: _FreeNode, conn: socket.socket, peer: Any) -> None:
+        stats = self.connection_stats[node.name]
+        with self._lock:
+            # stop() sets _stopping, then closes what is in _incoming under this lock:
+            # a connection accepted meanwhile is closed here, or by stop()
+            if self._stopping:
+                _close(conn)
+                return
+            full = len(self._incoming[node.name]) >= self.limits.max_connections
+            if full:
+                stats.refused += 1
+            else:
+                stats.accepted += 1
+                self._incoming[node.name].add(conn)
+                stats.open = len(self._incoming[node.name])
+        if full:
+            self.note(
+                f"{node.name}: refused a connection from {_show(peer)}: "
+                f"{self.limits.max_connections} connections are open"
+            )
+            _close(conn)
+            return
+        self._thread(f"{node.name}.read", functools.partial(self._read, node, conn, peer))
+
+    def _deliver(self, node: _FreeNode, item: Received) -> None:
+        """Into the mailbox, once it has room: a sender faster than the node waits
+        (its frames wait in TCP's buffers, then its sends time out) instead of
+        growing the mailbox without bound."""
+        with node.cond:
+            # the node's thread takes items without notifying: look again in slices
+            while len(node.mailbox) >= self.limits.max_mailbox and not self._stopping:
+                node.cond.wait(0.05)
+            node.mailbox.append(item)
+            node.cond.notify_all()
+
+    def _forget(self, node: _FreeNode, conn: socket.socket) -> None:
+        with self._lock:
+            self._incoming[node.name].discard(conn)
+            self.connection_stats[node.name].open = len(self._incoming[node.name])
 
     def _read(self, node: _FreeNode, conn: socket.socket, peer: Any) -> None:
+        stats = self.connection_stats[node.name]
+        reader = FrameReader(conn, self.limits)
         try:
             while not self._stopping:
-                frame = read_frame(conn, self.max_frame)
+                frame = reader.read()
                 if frame is None:
                     return
                 src, msg = frame
-                node.deliver(Envelope(src, msg))
+                self._deliver(node, Envelope(src, msg))
         except FrameError as exc:
-            self.note(f"{node.name}: rejected a frame from {peer[0]}:{peer[1]}: {exc}; connection closed")
+            with self._lock:
+                stats.rejected += 1
+            self.note(f"{node.name}: rejected a frame from {_show(peer)}: {exc}; connection closed")
+        except IdleConnection as exc:
+            with self._lock:
+                stats.idle += 1
+            self.note(f"{node.name}: closed an idle connection from {_show(peer)}: {exc}")
         except OSError:
-            pass
+            pass  # reset by the peer, or closed by stop()
+        except Exception as exc:  # a bug here must not print a traceback or leak the connection
+            self.note(f"{node.name}: reading from {_show(peer)} failed: {exc!r}; connection closed")
         finally:
             _close(conn)
-            with self._lock:
-                if conn in self._incoming:
-                    self._incoming.remove(conn)
+            self._forget(node, conn)
 
     def send(self, src: str, dst: str, msg: Message) -> None:
         with self._lock:
@@ -229,6 +342,10 @@ class FreeRuntime:
         key = (src, dst)
         with self._lock:
             conn = self._outgoing.pop(key, None)
+        if conn is not None and _closed_by_peer(conn):
+            # the receiver closed it (idle timeout, restart): a send on it would be lost
+            _close(conn)
+            conn = None
         try:
             if conn is None:
                 conn = socket.create_connection(address, timeout=self.connect_timeout)
@@ -243,6 +360,25 @@ class FreeRuntime:
                 _close(conn)
             else:
                 self._outgoing[key] = conn
+
+
+def _closed_by_peer(conn: socket.socket) -> bool:
+    """Whether the peer ended ``conn`` (nothing is ever sent back on a sending connection)."""
+    try:
+        poller = select.poll()
+        poller.register(conn, select.POLLIN)
+        if not poller.poll(0):
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""  # readable: the peer's FIN, or an error
+    except OSError:
+        return True
+
+
+def _show(peer: Any) -> str:
+    """A peer address for a diagnostic line."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return repr(peer)
 
 
 def _close(conn: socket.socket) -> None:

@@ -297,6 +297,8 @@ def test_an_event_that_is_not_a_multi_paxos_step_is_one_clear_line(event: Event,
     assert result.message == str(raised.value)
     assert "\n" not in result.message
     assert result.mismatch is not None and result.mismatch.reason == result.message
+    assert result.mismatch.bad_input
+    assert result.mismatch.kind == ("unknown_action" if "is not a Paxos step" in words else "wrong_type")
 
 
 def test_an_acceptor_not_among_the_given_names_is_refused() -> None:
@@ -306,6 +308,7 @@ def test_an_acceptor_not_among_the_given_names_is_refused() -> None:
     result = validate_log(t.events, REPLICAS)
     assert result.outcome == "mismatch"
     assert result.message == "step 3: acceptor 'r4' is not one of r1, r2, r3"
+    assert result.mismatch is not None and result.mismatch.kind == "unknown_name"
     # named, r4 counts: its promise with r1's and r2's is a quorum of four
     four = Trace().phase1("r1", 1, ("r1", "r4", "r2")).chosen("r1", 1, "c1:1", 0, ("r1",))
     assert validate_log(four.events, [*REPLICAS, "r4"]).ok

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import attrs
 import pytest
 from hypothesis import given
@@ -95,3 +97,62 @@ def test_equal_values_have_equal_texts_whatever_the_cache_saw_first() -> None:
     assert canonical_text(FrozenMap({"a": (1,)})) == canonical_text(FrozenMap({"a": (True,)}))
     assert canonical_text(frozenset({(0,)})) == canonical_text(frozenset({(False,)}))
     assert canonical_text(("1",)) != canonical_text((1,))  # a string is not a number
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+def test_canonical_text_of_every_kind_of_value() -> None:
+    assert canonical_text(None) == "None"
+    assert canonical_text("a") == "'a'"
+    assert canonical_text(True) == canonical_text(1) == "1"
+    assert canonical_text(Colour.RED) == "Colour.RED"
+    assert canonical_text((1, "a")) == "(1,'a')"
+    assert canonical_text(Msg("a", 1)) == "Msg('a',1)"
+    assert canonical_text(FrozenMap({"b": 1, "a": 2})) == "['a':2,'b':1]"
+    assert canonical_text(Bag(["x", "x", "y"])) == "Bag{'x'*2,'y'*1}"
+
+
+def test_fingerprint_rejects_what_is_not_a_value() -> None:
+    with pytest.raises(TypeError, match="is not a spec value"):
+        fingerprint([1, 2])
+    with pytest.raises(TypeError, match="is not a spec value"):
+        fingerprint(object())
+
+
+@given(st.dictionaries(st.sampled_from("abcd"), st.integers(0, 3)), st.sampled_from("abcde"), st.integers(0, 3))
+def test_a_maps_fingerprint_after_set_equals_the_fingerprint_of_the_same_map_built_whole(
+    items: dict[str, int], key: str, value: int
+) -> None:
+    before = FrozenMap(items)
+    fingerprint(before)  # computed first, so set() updates it by one entry
+    after = before.set(key, value)
+    assert fingerprint(after) == fingerprint(FrozenMap({**items, key: value}))
+    assert after == FrozenMap({**items, key: value})
+
+
+def test_message_set_fingerprint_is_kept_up_to_date_by_send() -> None:
+    empty = MessageSet[Msg]()
+    fingerprint(empty)
+    grown = empty.send(Msg("a", 1)).send(Msg("b", 2))
+    assert fingerprint(grown) == fingerprint(MessageSet([Msg("b", 2), Msg("a", 1)]))
+    assert fingerprint(grown) != fingerprint(empty)
+
+
+def test_to_json_writes_plain_json_for_every_kind_of_value() -> None:
+    value = (None, True, 3, "s", frozenset({"b", "a"}), Colour.RED, Msg("a", 1), FrozenMap({"k": (1, 2)}))
+    assert to_json(value) == [None, True, 3, "s", ["a", "b"], "RED", {"type": "Msg", "to": "a", "n": 1}, {"k": [1, 2]}]
+    assert to_json(FrozenMap({1: "x"})) == {"map": [[1, "x"]]}
+    assert to_json(Bag(["x", "x"])) == {"bag": [["x", 2]]}
+    with pytest.raises(TypeError, match="is not a spec value"):
+        to_json(object())
+
+
+def test_value_types_collects_attrs_classes_of_modules_and_given_types() -> None:
+    import sys
+
+    here = value_types(sys.modules[__name__])
+    assert here["Msg"] is Msg and here["Carrier"] is Carrier
+    assert "Colour" not in here and "pytest" not in here  # only attrs classes
+    assert value_types(Msg) == {"Msg": Msg}

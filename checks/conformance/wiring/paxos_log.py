@@ -14,6 +14,14 @@ events carry ``from_slot`` (they happen in every slot from that one on), while
 their order, the phase 2 events of s and the phase 1 events whose ``from_slot`` is
 at most s.  That sequence must be a behaviour of ``spec/paxos.py``.
 
+Actors, the same here as for a single-decree trace (``validate_decree``) and
+written in docs/trace-format.md: an acceptor's step (``Phase1b``, ``Phase2b``) is
+logged by that acceptor (``actor`` equals its ``acceptor``); a proposer's step
+(``Phase1a``, ``Phase2a``) by the proposer under any name, since a ballot belongs to
+one proposer: every proposer step of one ballot must name the same actor.  The spec
+has no proposers of its own and calls the proposer of ballot b ``p<b>``; that is
+the mapping (``p<b>`` is itself a name like any other).
+
 Three renamings make it one, and none changes what Paxos allows: acceptors are
 renamed a1..aN in the order given; a slot's ballots are renumbered 0, 1, ... in
 increasing order (Paxos only compares ballots, so any order-preserving renaming is
@@ -32,15 +40,30 @@ from typing import Any
 
 import attrs
 
-from distcheck.checks.conformance.validate import Mismatch, Validation, validate_events
+from distcheck.checks.conformance.validate import (
+    DEFAULT_MAX_STATES,
+    Mismatch,
+    Validation,
+    trace_events,
+    validate_events,
+    validate_trace,
+)
+from distcheck.checks.traces.trace import Trace, TraceStep
 from distcheck.spec.paxos import Config, Paxos
 
 PHASE1 = ("Phase1a", "Phase1b")
 PHASE2 = ("Phase2a", "Phase2b")
+PROPOSER = ("Phase1a", "Phase2a")
+ACCEPTOR = ("Phase1b", "Phase2b")
 
 
 class LogTraceError(ValueError):
-    """An event that is not a Multi-Paxos step (one clear line: which and why)."""
+    """An event that is not a Multi-Paxos step (one clear line: which and why);
+    ``kind`` is the ``Mismatch.kind`` it stands for (all of them bad input)."""
+
+    def __init__(self, message: str, kind: str = "wrong_type") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @attrs.frozen
@@ -56,7 +79,8 @@ def _action(event: Mapping[str, Any]) -> Mapping[str, Any]:
     action = event.get("action")
     if not isinstance(action, Mapping) or action.get("type") not in (*PHASE1, *PHASE2):
         raise LogTraceError(
-            f"step {event.get('step')}: action {action!r} is not a Paxos step; allowed: {', '.join(PHASE1 + PHASE2)}"
+            f"step {event.get('step')}: action {action!r} is not a Paxos step; allowed: {', '.join(PHASE1 + PHASE2)}",
+            "unknown_action",
         )
     return action
 
@@ -106,7 +130,8 @@ def project(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> li
             if "acceptor" in action:
                 if action["acceptor"] not in names:
                     raise LogTraceError(
-                        f"step {e.get('step')}: acceptor {action['acceptor']!r} is not one of {', '.join(acceptors)}"
+                        f"step {e.get('step')}: acceptor {action['acceptor']!r} is not one of {', '.join(acceptors)}",
+                        "unknown_name",
                     )
                 action["acceptor"] = names[action["acceptor"]]
                 actor = action["acceptor"]
@@ -131,7 +156,9 @@ def log_acceptors(events: Sequence[Mapping[str, Any]], count: int) -> list[str]:
         key=lambda name: [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", name)],
     )
     if len(used) > count:
-        raise LogTraceError(f"the trace names {len(used)} acceptors ({', '.join(used)}) but its header says {count}")
+        raise LogTraceError(
+            f"the trace names {len(used)} acceptors ({', '.join(used)}) but its header says {count}", "unknown_name"
+        )
     return used + [f"(silent acceptor {i})" for i in range(1, count - len(used) + 1)]
 
 
@@ -143,10 +170,22 @@ def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) 
     """Each slot's projection validated against spec/paxos; the mismatch reported is
     the earliest event (by step) that some slot's projection cannot explain."""
     try:
-        slots = project(events, acceptors)
+        project(events, acceptors)
     except LogTraceError as exc:
-        mismatch = Mismatch(0, {}, (), (), str(exc))
+        mismatch = Mismatch(0, {}, (), (), str(exc), kind=exc.kind)
         return Validation("mismatch", len(events), 0, mismatch, str(exc))
+    problem = naming_problem(events)
+    if problem is not None:
+        index, naming = problem
+        before = _validate_slots(events[:index], acceptors)
+        if before.ok:
+            return Validation("mismatch", len(events), before.states_explored, naming, naming.reason)
+        return attrs.evolve(before, events=len(events))
+    return _validate_slots(events, acceptors)
+
+
+def _validate_slots(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> Validation:
+    slots = project(events, acceptors)
     explored = 0
     worst: tuple[SlotTrace, Validation] | None = None
     specs: dict[Config, Paxos] = {}
@@ -176,3 +215,81 @@ def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) 
 
 def _step(v: Validation) -> int:
     return v.mismatch.step if v.mismatch is not None else 1 << 62
+
+
+# ------------------------------------------------------------------- actor naming
+
+
+def naming_problem(
+    events: Sequence[Mapping[str, Any]], *, one_proposer_per_ballot: bool = True
+) -> tuple[int, Mismatch] | None:
+    """The first event that breaks the actor-naming rule (module docstring), as its
+    index and a mismatch: an acceptor step logged by another node, or a proposer step
+    of a ballot that another actor already proposed in (unless the spec checked
+    against lets proposers share a ballot: the ``shared_ballot`` variant)."""
+    owner: dict[Any, tuple[Any, Any]] = {}
+    for index, event in enumerate(events):
+        action = event.get("action")
+        if not isinstance(action, Mapping):
+            continue
+        kind, actor, step = action.get("type"), event.get("actor"), event.get("step")
+        if kind in ACCEPTOR and "acceptor" in action and actor != action["acceptor"]:
+            reason = (
+                f"step {step}: {actor} logs {kind} of acceptor {action['acceptor']}: "
+                "an acceptor's step is logged by that acceptor (actor = acceptor)"
+            )
+        elif kind in PROPOSER and _is_int(action.get("bal")) and one_proposer_per_ballot:
+            first_actor, first_step = owner.setdefault(action["bal"], (actor, step))
+            if first_actor == actor:
+                continue
+            reason = (
+                f"step {step}: {actor} logs {kind} in ballot {action['bal']}, which belongs to {first_actor} "
+                f"(its proposer since step {first_step}): each ballot belongs to one proposer"
+            )
+        else:
+            continue
+        statement = "Each ballot belongs to one proposer." if kind in PROPOSER else None
+        mismatch = Mismatch(
+            step if isinstance(step, int) else 0,
+            event,
+            (),
+            (),
+            reason,
+            kind="actor",
+            rule=str(kind),
+            statement=statement,
+        )
+        return index, mismatch
+    return None
+
+
+def validate_decree(
+    spec: Paxos, trace: Trace, *, split_key: str | None = None, max_states: int = DEFAULT_MAX_STATES
+) -> Validation:
+    """A single-decree Paxos trace against ``spec`` with the same actor naming as a
+    replicated log (module docstring): a proposer logs its steps under its own name,
+    one name per ballot, which the spec calls ``p<ballot>``."""
+    events = trace_events(trace)
+    problem = naming_problem(events, one_proposer_per_ballot=getattr(spec, "variant", None) != "shared_ballot")
+    end = len(trace.steps) if problem is None else problem[0] + 1
+    renamed: list[TraceStep] = []
+    originals: dict[int, Mapping[str, Any]] = {}
+    for step, event in zip(trace.steps[1:end], events):
+        action = step.action
+        if isinstance(action, Mapping) and action.get("type") in PROPOSER and _is_int(action.get("bal")):
+            originals[step.step] = event
+            step = attrs.evolve(step, actor=f"p{action['bal']}")
+        renamed.append(step)
+    result = validate_trace(
+        spec, Trace(trace.header, (trace.steps[0], *renamed)), split_key=split_key, max_states=max_states
+    )
+    if result.mismatch is not None and result.mismatch.step in originals:
+        m = result.mismatch
+        own = originals[m.step]
+        note = f" (p{own['action']['bal']} is the spec's name for the proposer of ballot {own['action']['bal']}, "
+        note += f"which this trace calls {own.get('actor')})"
+        mismatch = attrs.evolve(m, event=own, reason=m.reason + note)
+        return attrs.evolve(result, mismatch=mismatch, message=mismatch.reason)
+    if problem is not None and result.ok:
+        return Validation("mismatch", len(events), result.states_explored, problem[1], problem[1].reason)
+    return attrs.evolve(result, events=len(events)) if result.outcome != "too_large" else result
