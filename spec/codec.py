@@ -76,7 +76,7 @@ def _decode(data: Any, types: Mapping[str, type]) -> Any:
     cls = types.get(name)
     if cls is None:
         known = ", ".join(sorted(types))
-        raise ValueError(f"unknown type {_short(name)}; known: {known}")
+        raise ValueError(f"unknown type {_clipped(repr(name), 60)}; known: {known}")
     names = _field_names(cls)
     missing = [n for n in names if n not in data and attrs.fields_dict(cls)[n].default is attrs.NOTHING]
     extra = sorted(set(data) - set(names) - {"type"})
