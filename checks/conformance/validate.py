@@ -220,6 +220,7 @@ class Validator:
         self.events = 0
         self.mismatch: Mismatch | None = None
         self._memo = _Memo()
+        self._situation: tuple[frozenset[int], dict[int, Any], frozenset[str]] = (frozenset(), {}, frozenset())
         self._vocabulary: _Vocabulary | None = None
 
     def feed(self, event: Mapping[str, Any]) -> Mismatch | None:
@@ -259,21 +260,22 @@ class Validator:
     # set of possible states, an event), so each is searched once, not once per event.
     def _close(self, states: dict[int, Any]) -> dict[int, Any]:
         key = frozenset(states)
-        before = self._memo.closed.get(key)
-        if before is None:
+        entry = self._memo.closed.get(key)
+        if entry is None:
             before = self.search.close(states.values())
-            self._memo.remember(self._memo.closed, key, before)
-        return before
-
-    def _step(self, states: dict[int, Any], before: dict[int, Any], event: Mapping[str, Any]) -> dict[int, Any]:
-        memo = self._memo
-        known = memo.keys_seen.get(frozenset(states))
-        if known is None:  # the event keys that the spec's observations in these states look at
+            # The event keys that the spec's observations in these states look at.
             known = frozenset(
                 k for s in before.values() for a, _ in self.search.spec.successors(s) for k in self._observed(s, a)
             )
-            memo.remember(memo.keys_seen, frozenset(states), known)
-        key = (frozenset(states), _KEY_TEXT.encode({k: v for k, v in event.items() if k in known or k == "state"}))
+            entry = (key, before, known)
+            self._memo.remember(self._memo.closed, key, entry)
+        self._situation = entry
+        return entry[1]
+
+    def _step(self, states: dict[int, Any], before: dict[int, Any], event: Mapping[str, Any]) -> dict[int, Any]:
+        memo = self._memo
+        situation, _, known = self._situation  # set by _close(states) just before
+        key = (situation, _KEY_TEXT.encode({k: v for k, v in event.items() if k in known or k == "state"}))
         after = memo.stepped.get(key)
         if after is None:
             after = self.search.step(before.values(), event)
@@ -290,8 +292,8 @@ _KEY_TEXT = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 class _Memo:
     """What a ``Validator`` has worked out, by situation: the initial states; the
-    closure of a set of possible states (keyed by their fingerprints); the event keys
-    that the spec's observations in a closure look at; and the states after an event
+    closure of a set of possible states (keyed by their fingerprints), with the event
+    keys that the spec's observations in the closure look at; and the states after an event
     (keyed by the set of states before it and the event's text on those keys, so two
     transactions' events that differ only in their id share one search).  Results are
     shared, never changed; each table is bounded and starts over when full."""
@@ -299,8 +301,7 @@ class _Memo:
     LIMIT = 50_000
 
     def __init__(self) -> None:
-        self.closed: dict[frozenset[int], dict[int, Any]] = {}
-        self.keys_seen: dict[frozenset[int], frozenset[str]] = {}
+        self.closed: dict[frozenset[int], tuple[frozenset[int], dict[int, Any], frozenset[str]]] = {}
         self.stepped: dict[tuple[frozenset[int], str], dict[int, Any]] = {}
         self._initial: dict[int, Any] | None = None
 
