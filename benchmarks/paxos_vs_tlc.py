@@ -57,7 +57,7 @@ def main() -> int:
         ours = explore(Paxos(Config(acceptors=3, values=2, max_ballot=max_ballot)), symmetry=args.symmetry)
         ours_s = time.perf_counter() - started
         if not ours.ok:
-            print(f"distcheck: {ours.result} {ours.violation}")
+            print(f"distcheck: {ours.verdict} {ours.violation}")
             return 1
         stats = ours.stats
         row = f"{'0..' + str(max_ballot):>7} {stats.distinct_states:>9,} {stats.depth:>5} {stats.generated_states:>10,}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from distcheck.spec.contract import Spec
@@ -49,6 +50,8 @@ def parse_params(entry: HasParams, raw: Sequence[str]) -> dict[str, Any]:
         if info is None:
             allowed = ", ".join(infos) or "none"
             raise UsageError(f"unknown parameter {name!r} for {entry.name}; allowed: {allowed}")
+        if name in values:
+            raise UsageError(f"parameter {name} of {entry.name} is given twice; give each parameter once")
         values[name] = _convert(entry, info.name, info.type, text, info.minimum, info.maximum)
     return values
 
@@ -91,6 +94,18 @@ def build_spec(
         raise UsageError(f"parameters of {entry.name}: {exc}") from None
     full = {**entry.defaults(variant), **params}
     return entry, full, spec
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file to write.  Its folder must exist already: a mistyped
+    folder is the user's to fix, not ours to create (and never at ``/``)."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file to write")
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} does not exist (create it first)")
+    return text
 
 
 def positive_int(text: str) -> int:

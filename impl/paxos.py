@@ -67,13 +67,15 @@ Variants (deliberately broken, for the checks to catch)
 
 from __future__ import annotations
 
-import threading
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from distcheck.impl.runtime.api import Context, Envelope, Message, Storage, Timer
+from distcheck.impl.runtime import config
+from distcheck.impl.runtime.actor import Actor, MessageError, Messages, encode, wire
+from distcheck.impl.runtime.api import Context, Envelope, Storage
 
 VARIANTS = {
     "forgotten_vote": "an acceptor keeps its votes in memory only, so a crash forgets them",
@@ -86,9 +88,7 @@ FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 
 
 @attrs.frozen
-class Timing:
-    """Seconds (virtual in controlled mode)."""
-
+class Timing(config.Timing):
     heartbeat: float = 1.0
     #: a replica stands for election when it has heard from no leader or candidate
     #: for ``election_timeout + index * election_stagger`` seconds (staggered, so that
@@ -98,11 +98,6 @@ class Timing:
     #: how often a candidate or leader re-sends what has not been answered
     retry: float = 1.0
     client_retry: float = 10.0
-
-
-def _check_variant(variant: str | None) -> None:
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
 
 
 def command_id(cmd: Mapping[str, Any]) -> str:
@@ -166,25 +161,165 @@ class KeyValueStore:
         return False, None
 
 
+# ----------------------------------------------------------------------- messages
+
+
+def check_command(cmd: Mapping[str, Any], where: str = "cmd") -> None:
+    """MessageError unless ``cmd`` is a command: the no-op, or a client's numbered
+    operation (what ``KVClient.execute`` builds)."""
+    if not isinstance(cmd.get("id"), str):
+        raise MessageError(f"{where}.id must be a string")
+    if cmd["id"] == NOOP["id"]:
+        return
+    seq = cmd.get("seq")
+    if not isinstance(cmd.get("client"), str) or isinstance(seq, bool) or not isinstance(seq, int):
+        raise MessageError(f"{where} must name its client (a string) and seq (an integer)")
+    op = cmd.get("op")
+    kind = op.get("op") if isinstance(op, Mapping) else None
+    fields = {"get": {"op", "key"}, "put": {"op", "key", "value"}, "cas": {"op", "key", "expected", "value"}}
+    if not isinstance(op, Mapping) or not isinstance(kind, str) or set(op) != fields.get(kind):
+        raise MessageError(f"{where}.op must be a get, put or cas with its fields, got {op!r}")
+    if not isinstance(op["key"], str):
+        raise MessageError(f"{where}.op.key must be a string, got {op['key']!r}")
+
+
+@attrs.frozen
+class Prepare:
+    bal: int
+    from_slot: int = attrs.field(metadata=wire("from"))
+
+
+@attrs.frozen
+class Promise:
+    bal: int
+    from_slot: int = attrs.field(metadata=wire("from"))
+    acc: str
+    votes: tuple[tuple[int, int, dict[str, Any]], ...]  # (slot, ballot, command)
+
+    def validate(self) -> None:
+        for slot, _, cmd in self.votes:
+            check_command(cmd, f"Promise.votes[slot {slot}]")
+
+
+@attrs.frozen
+class Nack:
+    bal: int
+    promised: int
+
+
+@attrs.frozen
+class Accept:
+    bal: int
+    slot: int
+    cmd: dict[str, Any]
+
+    def validate(self) -> None:
+        check_command(self.cmd, "Accept.cmd")
+
+
+@attrs.frozen
+class Accepted:
+    bal: int
+    slot: int
+    acc: str
+    val: str
+
+
+@attrs.frozen
+class Chosen:
+    slot: int
+    cmd: dict[str, Any]
+
+    def validate(self) -> None:
+        check_command(self.cmd, "Chosen.cmd")
+
+
+@attrs.frozen
+class Heartbeat:
+    bal: int
+    leader: str
+    commit: int  # the leader's first slot not yet chosen
+
+
+@attrs.frozen
+class CatchUp:
+    from_slot: int = attrs.field(metadata=wire("from"))
+    upto: int
+
+
+@attrs.frozen
+class Entries:
+    entries: tuple[tuple[int, dict[str, Any]], ...]  # (slot, command)
+
+    def validate(self) -> None:
+        for slot, cmd in self.entries:
+            check_command(cmd, f"Entries.entries[slot {slot}]")
+
+
+@attrs.frozen
+class Request:
+    """client → replica: run this command."""
+
+    cmd: dict[str, Any]
+
+    def validate(self) -> None:
+        check_command(self.cmd, "Request.cmd")
+        if self.cmd["id"] == NOOP["id"]:
+            raise MessageError("a client cannot request the no-op")
+
+
+@attrs.frozen
+class Reply:
+    seq: int
+    result: Any
+
+
+@attrs.frozen
+class Redirect:
+    seq: int
+    leader: str | None
+
+
+REPLICA_MESSAGES = Messages(Prepare, Promise, Nack, Accept, Accepted, Chosen, Heartbeat, CatchUp, Entries, Request)
+CLIENT_MESSAGES = Messages(Reply, Redirect)
+
+
+@attrs.frozen
+class ElectionTimer:
+    """The end of a failure detector's period (``Replica._arm_election``)."""
+
+
+@attrs.frozen
+class HeartbeatTimer:
+    pass
+
+
+@attrs.frozen
+class RetryTimer:
+    """A candidate or leader re-sends what has not been answered."""
+
+
 # ------------------------------------------------------------------------ replica
 
 
-class Replica:
+class Replica(Actor):
     """One replica.  Its memory is rebuilt from its logs at every start of ``main``.
     ``learned`` (kept across restarts, for checkers) lists every (slot, command id)
-    this replica ever learned was chosen."""
+    this replica ever learned was chosen.  Only its peers may send it Paxos messages;
+    anyone may send a ``Request``."""
 
     ACCEPTOR_LOG = "acceptor"
     CHOSEN_LOG = "chosen"
+    messages = REPLICA_MESSAGES
 
     def __init__(self, name: str, peers: Sequence[str], timing: Timing = Timing(), variant: str | None = None) -> None:
-        _check_variant(variant)
+        config.check_variant(variant, VARIANTS)
         if name not in peers:
             raise ValueError(f"replica {name!r} is not among its peers {list(peers)}")
-        self.name = name
-        self.peers = tuple(peers)
-        self.index = self.peers.index(name)
-        self.quorum = len(self.peers) // 2 + 1
+        super().__init__(name, peers)
+        self.replicas = tuple(peers)
+        self.index = self.replicas.index(name)
+        self.quorum = len(self.replicas) // 2 + 1
         self.timing = timing
         self.variant = variant
         self.learned: list[tuple[int, str]] = []
@@ -214,11 +349,10 @@ class Replica:
 
     # ----------------------------------------------------------------- start
 
-    def main(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def on_start(self) -> None:
         self._reset()
-        self.acceptor_log: Storage = ctx.storage(self.ACCEPTOR_LOG)
-        self.chosen_log: Storage = ctx.storage(self.CHOSEN_LOG)
+        self.acceptor_log: Storage = self.ctx.storage(self.ACCEPTOR_LOG)
+        self.chosen_log: Storage = self.ctx.storage(self.CHOSEN_LOG)
         for r in self.acceptor_log.records():
             if "promise" in r:
                 self.promised = max(self.promised, int(r["promise"]))
@@ -232,12 +366,9 @@ class Replica:
             self.chosen.setdefault(int(r["slot"]), dict(r["cmd"]))
         self._apply_chosen()
         self._arm_election()
-        while True:
-            item = ctx.receive()
-            if isinstance(item, Timer):
-                self._on_timer(item.name)
-            elif isinstance(item, Envelope):
-                self._on_message(item.src, item.msg)
+
+    def accepts_sender(self, src: str, msg: Any) -> bool:
+        return isinstance(msg, Request) or src in self.replicas
 
     def _arm_election(self) -> None:
         """The failure detector's period.  At its end a replica stands unless it has
@@ -246,72 +377,71 @@ class Replica:
         busy leader, whose heartbeat timer fires late, from being taken for dead."""
         t = self.timing
         backoff = 2 ** min(self.failed_candidacies, 4)
-        self.ctx.set_timer("election", (t.election_timeout + self.index * t.election_stagger) * backoff)
+        self.set_timer(ElectionTimer(), (t.election_timeout + self.index * t.election_stagger) * backoff)
 
     def _heard(self, src: str) -> None:
         if src != self.name:
             self.heard = True
 
-    def _broadcast(self, msg: Message) -> None:
-        for peer in self.peers:
-            self.ctx.send(peer, msg)
+    def _broadcast(self, msg: Any) -> None:
+        wire_form = encode(msg)  # encoded once for every peer
+        for peer in self.replicas:
+            self.ctx.send(peer, wire_form)
 
     # -------------------------------------------------------------- dispatch
 
-    def _on_timer(self, name: str) -> None:
-        if name == "election":
+    def on_timer(self, timer: Any) -> None:
+        if isinstance(timer, ElectionTimer):
             if self.role == CANDIDATE:
                 self.failed_candidacies += 1
             if self.role != LEADER and not self.heard:
                 self._stand()
             self.heard = False
             self._arm_election()
-        elif name == "heartbeat" and self.role == LEADER:
+        elif isinstance(timer, HeartbeatTimer) and self.role == LEADER:
             # Timers are armed before the sends: time may pass while a node is busy.
-            self.ctx.set_timer("heartbeat", self.timing.heartbeat)
-            self._broadcast({"type": "Heartbeat", "bal": self.ballot, "leader": self.name, "commit": self.applied})
-        elif name == "retry":
+            self.set_timer(timer, self.timing.heartbeat)
+            self._broadcast(Heartbeat(self.ballot, self.name, self.applied))
+        elif isinstance(timer, RetryTimer):
             self._retry()
 
-    def _on_message(self, src: str, msg: Message) -> None:
-        kind = msg.get("type")
-        bal = int(msg.get("bal", -1))
+    def on_message(self, src: str, msg: Any) -> None:
+        bal: int = getattr(msg, "bal", -1)
         if bal > self.highest_seen:
             self.highest_seen = bal
-        if kind == "Prepare":
-            self._on_prepare(src, bal, int(msg["from"]))
-        elif kind == "Promise":
-            self._on_promise(str(msg["acc"]), bal, msg)
-        elif kind == "Nack":
-            self.highest_seen = max(self.highest_seen, int(msg["promised"]))
-            if self.role != FOLLOWER and int(msg["promised"]) > self.ballot:
-                self._step_down(None)
-        elif kind == "Accept":
-            self._on_accept(src, bal, int(msg["slot"]), dict(msg["cmd"]))
-        elif kind == "Accepted":
-            self._on_accepted(str(msg["acc"]), bal, int(msg["slot"]))
-        elif kind == "Chosen":
-            self._heard(src)
-            self._learn(int(msg["slot"]), dict(msg["cmd"]))
-        elif kind == "Heartbeat":
-            self._on_heartbeat(src, bal, int(msg["commit"]))
-        elif kind == "CatchUp":
-            entries = [[s, self.chosen[s]] for s in range(int(msg["from"]), int(msg["upto"])) if s in self.chosen]
-            if entries:
-                self.ctx.send(src, {"type": "Entries", "entries": entries})
-        elif kind == "Entries":
-            for slot, cmd in msg["entries"]:
-                self._learn(int(slot), dict(cmd))
-        elif kind == "Request":
-            self._on_request(src, dict(msg["cmd"]))
-        else:
-            self.ctx.log(f"ignored {kind} from {src}")
+        match msg:
+            case Prepare(bal, from_slot):
+                self._on_prepare(src, bal, from_slot)
+            case Promise():
+                self._on_promise(msg)
+            case Nack(bal, promised):
+                self.highest_seen = max(self.highest_seen, promised)
+                if self.role != FOLLOWER and promised > self.ballot:
+                    self._step_down(None)
+            case Accept(bal, slot, cmd):
+                self._on_accept(src, bal, slot, cmd)
+            case Accepted(bal, slot, acc):
+                self._on_accepted(acc, bal, slot)
+            case Chosen(slot, cmd):
+                self._heard(src)
+                self._learn(slot, cmd)
+            case Heartbeat(bal, _, commit):
+                self._on_heartbeat(src, bal, commit)
+            case CatchUp(from_slot, upto):
+                entries = tuple((s, self.chosen[s]) for s in range(from_slot, upto) if s in self.chosen)
+                if entries:
+                    self.send(src, Entries(entries))
+            case Entries(entries):
+                for slot, cmd in entries:
+                    self._learn(slot, cmd)
+            case Request(cmd):
+                self._on_request(src, cmd)
 
     # -------------------------------------------------------------- acceptor
 
     def _on_prepare(self, src: str, bal: int, from_slot: int) -> None:
         if bal < self.promised:
-            self.ctx.send(src, {"type": "Nack", "bal": bal, "promised": self.promised})
+            self.send(src, Nack(bal, self.promised))
             return
         if bal > self.promised:
             self.acceptor_log.append({"promise": bal})
@@ -322,12 +452,12 @@ class Replica:
                 self._step_down(None)
             self._heard(src)  # a candidate is at work: give it time
         # bal == promised: a repeated Prepare; the promise stands, answer again.
-        votes = [[slot, vb, cmd] for slot, (vb, cmd) in sorted(self.votes.items()) if slot >= from_slot]
-        self.ctx.send(src, {"type": "Promise", "bal": bal, "from": from_slot, "acc": self.name, "votes": votes})
+        votes = tuple((slot, vb, cmd) for slot, (vb, cmd) in sorted(self.votes.items()) if slot >= from_slot)
+        self.send(src, Promise(bal, from_slot, self.name, votes))
 
     def _on_accept(self, src: str, bal: int, slot: int, cmd: dict[str, Any]) -> None:
         if bal < self.promised:
-            self.ctx.send(src, {"type": "Nack", "bal": bal, "promised": self.promised})
+            self.send(src, Nack(bal, self.promised))
             return
         if self.votes.get(slot) != (bal, cmd):
             if self.variant != "forgotten_vote":  # BROKEN in that variant: the vote is not durable
@@ -341,14 +471,14 @@ class Replica:
         if src != self.name:
             self.leader = src
             self._heard(src)
-        self.ctx.send(src, {"type": "Accepted", "bal": bal, "slot": slot, "acc": self.name, "val": command_id(cmd)})
+        self.send(src, Accepted(bal, slot, self.name, command_id(cmd)))
 
     # -------------------------------------------------------------- proposer
 
     def _stand(self) -> None:
         """Become a candidate with a fresh ballot, durable before it is used."""
-        round_ = max(self.highest_seen, self.ballot) // len(self.peers) + 1
-        ballot = round_ * len(self.peers) + self.index
+        round_ = max(self.highest_seen, self.ballot) // len(self.replicas) + 1
+        ballot = round_ * len(self.replicas) + self.index
         self.acceptor_log.append({"ballot": ballot})
         self.acceptor_log.sync()
         self.role, self.ballot, self.highest_seen, self.leader = CANDIDATE, ballot, ballot, None
@@ -356,13 +486,13 @@ class Replica:
         self.promises = {}
         self.proposals, self.accepts = {}, {}
         self.ctx.record({"type": "Phase1a", "bal": ballot}, from_slot=self.from_slot)
-        self.ctx.set_timer("retry", self.timing.retry)
-        self._broadcast({"type": "Prepare", "bal": ballot, "from": self.from_slot})
+        self.set_timer(RetryTimer(), self.timing.retry)
+        self._broadcast(Prepare(ballot, self.from_slot))
 
-    def _on_promise(self, acc: str, bal: int, msg: Message) -> None:
-        if self.role != CANDIDATE or bal != self.ballot or int(msg["from"]) != self.from_slot:
+    def _on_promise(self, msg: Promise) -> None:
+        if self.role != CANDIDATE or msg.bal != self.ballot or msg.from_slot != self.from_slot:
             return
-        self.promises[acc] = {int(s): (int(vb), dict(cmd)) for s, vb, cmd in msg["votes"]}
+        self.promises[msg.acc] = {s: (vb, cmd) for s, vb, cmd in msg.votes}
         if len(self.promises) >= self.quorum:
             self._lead()
 
@@ -370,7 +500,7 @@ class Replica:
         """Phase 1 is done: re-propose what the promises reported, fill the gaps."""
         self.role, self.leader = LEADER, self.name
         self.failed_candidacies = 0
-        self.ctx.set_timer("heartbeat", 0.0)
+        self.set_timer(HeartbeatTimer(), 0.0)
         reported: dict[int, tuple[int, dict[str, Any]]] = {}
         for votes in self.promises.values():
             for slot, (vb, cmd) in votes.items():
@@ -389,7 +519,7 @@ class Replica:
             done, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
             if done:
                 del self.waiting[key]
-                self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+                self.send(client, Reply(cmd["seq"], result))
             else:
                 self._submit(client, cmd)
 
@@ -397,7 +527,7 @@ class Replica:
         self.proposals[slot] = cmd
         self.accepts[slot] = set()
         self.ctx.record({"type": "Phase2a", "bal": self.ballot, "val": command_id(cmd)}, slot=slot)
-        self._broadcast({"type": "Accept", "bal": self.ballot, "slot": slot, "cmd": cmd})
+        self._broadcast(Accept(self.ballot, slot, cmd))
 
     def _on_accepted(self, acc: str, bal: int, slot: int) -> None:
         if self.role != LEADER or bal != self.ballot or slot not in self.proposals:
@@ -406,29 +536,29 @@ class Replica:
         if len(self.accepts[slot]) >= self.quorum and slot not in self.chosen:
             cmd = self.proposals[slot]
             self._learn(slot, cmd)
-            self._broadcast({"type": "Chosen", "slot": slot, "cmd": cmd})
+            self._broadcast(Chosen(slot, cmd))
 
     def _retry(self) -> None:
         if self.role == FOLLOWER:
             return
-        self.ctx.set_timer("retry", self.timing.retry)
+        self.set_timer(RetryTimer(), self.timing.retry)
         if self.role == CANDIDATE:
-            for peer in self.peers:
+            for peer in self.replicas:
                 if peer not in self.promises:
-                    self.ctx.send(peer, {"type": "Prepare", "bal": self.ballot, "from": self.from_slot})
+                    self.send(peer, Prepare(self.ballot, self.from_slot))
         elif self.role == LEADER:
             for slot, cmd in sorted(self.proposals.items()):
                 if slot in self.chosen:
                     continue
-                for peer in self.peers:
+                for peer in self.replicas:
                     if peer not in self.accepts[slot]:
-                        self.ctx.send(peer, {"type": "Accept", "bal": self.ballot, "slot": slot, "cmd": cmd})
+                        self.send(peer, Accept(self.ballot, slot, cmd))
 
     def _step_down(self, leader: str | None) -> None:
         self.role, self.leader = FOLLOWER, leader
         self.proposals, self.accepts, self.promises = {}, {}, {}
-        self.ctx.cancel_timer("heartbeat")
-        self.ctx.cancel_timer("retry")
+        self.cancel_timer(HeartbeatTimer())
+        self.cancel_timer(RetryTimer())
 
     def _on_heartbeat(self, src: str, bal: int, commit: int) -> None:
         if bal < self.promised or (self.role != FOLLOWER and bal <= self.ballot):
@@ -439,26 +569,26 @@ class Replica:
         self.failed_candidacies = 0
         self._heard(src)
         if self.applied < commit:
-            self.ctx.send(src, {"type": "CatchUp", "from": self.applied, "upto": commit})
+            self.send(src, CatchUp(self.applied, commit))
 
     # --------------------------------------------------------------- clients
 
     def _on_request(self, client: str, cmd: dict[str, Any]) -> None:
         done, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
         if done:
-            self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+            self.send(client, Reply(cmd["seq"], result))
         elif self.variant == "local_reads" and self.role == LEADER and cmd["op"]["op"] == "get":
             # BROKEN: a leader that has been replaced without knowing it yet answers
             # from a store that may miss writes the new leader has committed.
             _, value = apply_op(self.store.data, cmd["op"])
-            self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": value})
+            self.send(client, Reply(cmd["seq"], value))
         elif self.role == LEADER:
             self.waiting[command_id(cmd)] = (client, cmd)
             self._submit(client, cmd)
         elif self.role == CANDIDATE:
             self.waiting[command_id(cmd)] = (client, cmd)  # proposed once elected
         else:
-            self.ctx.send(client, {"type": "Redirect", "seq": cmd["seq"], "leader": self.leader})
+            self.send(client, Redirect(cmd["seq"], self.leader))
 
     def _submit(self, client: str, cmd: dict[str, Any]) -> None:
         if any(command_id(c) == command_id(cmd) for s, c in self.proposals.items() if s not in self.chosen):
@@ -487,7 +617,7 @@ class Replica:
             if waiting is not None:
                 client, _ = waiting
                 _, result = self.store.result(str(cmd["client"]), int(cmd["seq"]))
-                self.ctx.send(client, {"type": "Reply", "seq": cmd["seq"], "result": result})
+                self.send(client, Reply(cmd["seq"], result))
 
 
 # ------------------------------------------------------------------------- client
@@ -503,26 +633,27 @@ class HistoryEntry:
 
 
 class History:
-    """What clients invoked and what they were answered, in one real-time order
-    (a shared counter: in controlled mode one thread runs at a time; in free mode
-    the lock orders the events)."""
+    """What clients invoked and what they were answered, in one real-time order.
+
+    The order is a shared counter read once per event, between the client's
+    invocation and its response, so its numbers respect real time.  It needs no
+    lock, and so no yield point that would change the controlled scheduler's runs:
+    in controlled mode one thread runs at a time, and in free mode (where the
+    clients are threads of one process) ``next`` on an ``itertools.count`` and
+    ``list.append`` are each atomic."""
 
     def __init__(self) -> None:
         self.entries: list[HistoryEntry] = []
-        self._clock = 0
-        self._lock = threading.Lock()
+        self._clock = itertools.count(1)
 
     def call(self, client: str, op: Mapping[str, Any]) -> HistoryEntry:
-        with self._lock:
-            self._clock += 1
-            entry = HistoryEntry(client, dict(op), self._clock)
-            self.entries.append(entry)
-            return entry
+        entry = HistoryEntry(client, dict(op), next(self._clock))
+        self.entries.append(entry)
+        return entry
 
     def ret(self, entry: HistoryEntry, result: Any) -> None:
-        with self._lock:
-            self._clock += 1
-            entry.ret, entry.result = self._clock, result
+        entry.result = result
+        entry.ret = next(self._clock)
 
 
 class KVClient:
@@ -558,31 +689,43 @@ class KVClient:
         apply_op({}, op)  # refuses an unknown operation here, not in every replica
         self.seq += 1
         cmd = {"id": f"{self.name}:{self.seq}", "client": self.name, "seq": self.seq, "op": dict(op)}
+        request = encode(Request(cmd))
         entry = self.history.call(self.name, op) if self.history is not None else None
         while True:
-            self.ctx.send(self.replicas[self.target], {"type": "Request", "cmd": cmd})
+            self.ctx.send(self.replicas[self.target], request)
             deadline = self.ctx.now() + self.retry
             followed = False
             while (left := deadline - self.ctx.now()) > 0:
-                item = self.ctx.receive(timeout=left)
-                if not isinstance(item, Envelope) or item.msg.get("seq") != self.seq:
+                answer = self._answer(left)
+                if answer is None or answer.seq != self.seq:
                     continue
-                if item.msg.get("type") == "Reply":
+                if isinstance(answer, Reply):
                     if entry is not None and self.history is not None:
-                        self.history.ret(entry, item.msg["result"])
-                    return item.msg["result"]
-                if item.msg.get("type") == "Redirect":
-                    hint = item.msg.get("leader")
-                    known = hint in self.replicas and hint != self.replicas[self.target]
-                    self.target = self.replicas.index(hint) if known else (self.target + 1) % len(self.replicas)
-                    if known and not followed:
-                        # Follow a hint at once, but only one per period: two replicas
-                        # naming each other, or none knowing a leader, must not make
-                        # the client spin without time passing.
-                        followed = True
-                        self.ctx.send(self.replicas[self.target], {"type": "Request", "cmd": cmd})
+                        self.history.ret(entry, answer.result)
+                    return answer.result
+                hint = answer.leader
+                known = hint is not None and hint in self.replicas and hint != self.replicas[self.target]
+                self.target = self.replicas.index(hint) if known and hint else (self.target + 1) % len(self.replicas)
+                if known and not followed:
+                    # Follow a hint at once, but only one per period: two replicas
+                    # naming each other, or none knowing a leader, must not make
+                    # the client spin without time passing.
+                    followed = True
+                    self.ctx.send(self.replicas[self.target], request)
             if not followed:
                 self.target = (self.target + 1) % len(self.replicas)
+
+    def _answer(self, timeout: float) -> Reply | Redirect | None:
+        """The next well-formed answer within ``timeout`` seconds (None: none came)."""
+        item = self.ctx.receive(timeout=timeout)
+        if not isinstance(item, Envelope):
+            return None
+        try:
+            answer: Reply | Redirect = CLIENT_MESSAGES.decode(item.msg)
+        except MessageError as exc:
+            self.ctx.log(f"ignored a message from {item.src}: {exc}")
+            return None
+        return answer
 
 
 class Workload:
@@ -631,7 +774,7 @@ def cluster(
     timing: Timing = Timing(),
 ) -> Cluster:
     """Replicas ``r1..rN`` and one client node per workload (name → operations)."""
-    _check_variant(variant)
+    config.check_variant(variant, VARIANTS)
     if replicas < 1:
         raise ValueError(f"a cluster needs at least 1 replica, got {replicas}")
     names = [f"r{i}" for i in range(1, replicas + 1)]

@@ -61,7 +61,9 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.runtime.api import Context, Envelope, Message, Storage, Timer
+from distcheck.impl.runtime import config
+from distcheck.impl.runtime.actor import Actor, MessageError, Messages
+from distcheck.impl.runtime.api import Context, Envelope, Storage
 
 WORKING, PREPARED, COMMITTED, ABORTED = "working", "prepared", "committed", "aborted"
 COMMIT, ABORT = "commit", "abort"
@@ -73,17 +75,96 @@ VARIANTS = {
 
 
 @attrs.frozen
-class Timing:
-    """Seconds (virtual in controlled mode)."""
-
+class Timing(config.Timing):
     vote_timeout: float = 5.0
     retry_interval: float = 1.0
     client_retry: float = 3.0
 
 
-def _check_variant(variant: str | None) -> None:
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+# --------------------------------------------------------------------- messages
+
+
+@attrs.frozen
+class Begin:
+    """client → coordinator: run ``txn`` across ``participants`` (re-sent until answered)."""
+
+    txn: str
+    participants: tuple[str, ...]
+
+
+@attrs.frozen
+class PrepareRequest:
+    txn: str
+    coordinator: str
+
+
+@attrs.frozen
+class Prepared:
+    """RM → coordinator: a yes vote, and later a question: what was decided?"""
+
+    txn: str
+    rm: str
+
+
+@attrs.frozen
+class VoteAbort:
+    txn: str
+    rm: str
+
+
+@attrs.frozen
+class Ack:
+    txn: str
+    rm: str
+
+
+@attrs.frozen
+class Commit:
+    txn: str
+
+
+@attrs.frozen
+class Abort:
+    txn: str
+
+
+@attrs.frozen
+class Outcome:
+    txn: str
+    outcome: str
+
+    def validate(self) -> None:
+        if self.outcome not in (COMMITTED, ABORTED):
+            raise MessageError(f"Outcome.outcome must be {COMMITTED!r} or {ABORTED!r}, got {self.outcome!r}")
+
+
+COORDINATOR_MESSAGES = Messages(Begin, Prepared, VoteAbort, Ack)
+RM_MESSAGES = Messages(PrepareRequest, Commit, Abort)
+CLIENT_MESSAGES = Messages(Outcome)
+
+
+# ----------------------------------------------------------------------- timers
+
+
+@attrs.frozen
+class VoteTimeout:
+    """The coordinator gives up waiting for votes on ``txn`` and aborts it."""
+
+    txn: str
+
+
+@attrs.frozen
+class Resend:
+    """The coordinator re-sends what ``txn``'s RMs have not answered."""
+
+    txn: str
+
+
+@attrs.frozen
+class AskOutcome:
+    """A prepared RM asks again what was decided for ``txn``."""
+
+    txn: str
 
 
 # ------------------------------------------------------------------ coordinator
@@ -100,15 +181,16 @@ class CoordinatedTxn:
     acked: set[str] = attrs.field(factory=set)
 
 
-class Coordinator:
+class Coordinator(Actor):
     """The transaction manager.  ``txns`` is its memory (rebuilt from its log on
     every start); ``decisions`` reads what its log holds."""
 
     LOG = "decisions"
+    messages = COORDINATOR_MESSAGES
 
     def __init__(self, name: str = "tm", timing: Timing = Timing(), variant: str | None = None) -> None:
-        _check_variant(variant)
-        self.name = name
+        config.check_variant(variant, VARIANTS)
+        super().__init__(name)
         self.timing = timing
         self.variant = variant
         self.txns: dict[str, CoordinatedTxn] = {}
@@ -127,71 +209,63 @@ class Coordinator:
                 txns[txn] = known
         return txns
 
-    def main(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.log: Storage = ctx.storage(self.LOG)
+    def on_start(self) -> None:
+        self.log: Storage = self.ctx.storage(self.LOG)
         self.txns = self.recover(self.log.records())
         for txn, t in list(self.txns.items()):
             if t.decision is None:
                 self._decide(txn, t, ABORT)  # lost the votes; nothing can have committed
             else:
                 self._announce(txn, t)
-        while True:
-            item = ctx.receive()
-            if isinstance(item, Timer):
-                self._on_timer(item.name)
-            elif isinstance(item, Envelope):
-                self._on_message(item.src, item.msg)
 
-    def _on_message(self, src: str, msg: Message) -> None:
-        kind, txn = msg.get("type"), str(msg.get("txn"))
-        t = self.txns.get(txn)
-        if kind == "Begin":
-            if t is None:
-                self._begin(txn, tuple(msg["participants"]), src)
-            else:
-                t.client = src
-                if t.decision is not None:
-                    self._tell_client(txn, t)
-        elif kind == "Prepared":
-            rm = str(msg["rm"])
-            if t is None:
-                # No record: never began here, or began before a crash that lost it
-                # unsynced; either way no commit was ever decided.  Presumed abort.
-                t = self.txns[txn] = CoordinatedTxn((rm,), None)
-                self._decide(txn, t, ABORT)
-            elif t.decision is not None:
-                self.ctx.send(rm, {"type": _decision_message(t.decision), "txn": txn})
-            elif rm in t.participants:
-                t.prepared.add(rm)
-                self.ctx.record({"type": "TMRcvPrepared", "rm": rm}, txn=txn)
-                if t.prepared == set(t.participants):
-                    self._decide(txn, t, COMMIT)
-        elif kind == "VoteAbort":
-            if t is not None and t.decision is None:
-                self._decide(txn, t, ABORT)
-        elif kind == "Ack":
-            if t is not None and t.decision is not None:
-                t.acked.add(str(msg["rm"]))
-                if t.acked >= set(t.participants):
-                    self.ctx.cancel_timer(f"retry:{txn}")
-        else:
-            self.ctx.log(f"ignored {kind} from {src}")
+    def on_message(self, src: str, msg: Any) -> None:
+        match msg:
+            case Begin(txn, participants):
+                t = self.txns.get(txn)
+                if t is None:
+                    self._begin(txn, participants, src)
+                else:
+                    t.client = src
+                    if t.decision is not None:
+                        self._tell_client(txn, t)
+            case Prepared(txn, rm):
+                t = self.txns.get(txn)
+                if t is None:
+                    # No record: never began here, or began before a crash that lost
+                    # it unsynced; either way no commit was ever decided.  Presumed abort.
+                    t = self.txns[txn] = CoordinatedTxn((rm,), None)
+                    self._decide(txn, t, ABORT)
+                elif t.decision is not None:
+                    self.send(rm, _decision_message(txn, t.decision))
+                elif rm in t.participants:
+                    t.prepared.add(rm)
+                    self.ctx.record({"type": "TMRcvPrepared", "rm": rm}, txn=txn)
+                    if t.prepared == set(t.participants):
+                        self._decide(txn, t, COMMIT)
+            case VoteAbort(txn):
+                t = self.txns.get(txn)
+                if t is not None and t.decision is None:
+                    self._decide(txn, t, ABORT)
+            case Ack(txn, rm):
+                t = self.txns.get(txn)
+                if t is not None and t.decision is not None:
+                    t.acked.add(rm)
+                    if t.acked >= set(t.participants):
+                        self.cancel_timer(Resend(txn))
 
-    def _on_timer(self, name: str) -> None:
-        kind, _, txn = name.partition(":")
-        t = self.txns.get(txn)
+    def on_timer(self, timer: Any) -> None:
+        t = self.txns.get(timer.txn)
         if t is None:
             return
-        if kind == "vote" and t.decision is None:
-            self._decide(txn, t, ABORT)
-        elif kind == "retry":
-            if t.decision is None:
+        match timer:
+            case VoteTimeout(txn) if t.decision is None:
+                self._decide(txn, t, ABORT)
+            case Resend(txn) if t.decision is None:
                 for rm in t.participants:
                     if rm not in t.prepared:
-                        self.ctx.send(rm, {"type": "PrepareRequest", "txn": txn, "coordinator": self.name})
-                self.ctx.set_timer(name, self.timing.retry_interval)
-            else:
+                        self.send(rm, PrepareRequest(txn, self.name))
+                self.set_timer(timer, self.timing.retry_interval)
+            case Resend(txn):
                 self._announce(txn, t)
 
     def _begin(self, txn: str, participants: tuple[str, ...], client: str) -> None:
@@ -199,9 +273,9 @@ class Coordinator:
         self.log.sync()
         self.txns[txn] = CoordinatedTxn(participants, client)
         for rm in participants:
-            self.ctx.send(rm, {"type": "PrepareRequest", "txn": txn, "coordinator": self.name})
-        self.ctx.set_timer(f"vote:{txn}", self.timing.vote_timeout)
-        self.ctx.set_timer(f"retry:{txn}", self.timing.retry_interval)
+            self.send(rm, PrepareRequest(txn, self.name))
+        self.set_timer(VoteTimeout(txn), self.timing.vote_timeout)
+        self.set_timer(Resend(txn), self.timing.retry_interval)
 
     def _decide(self, txn: str, t: CoordinatedTxn, decision: str) -> None:
         record = {"txn": txn, "decision": decision, "participants": list(t.participants)}
@@ -223,38 +297,38 @@ class Coordinator:
         """Send the decision to every RM that has not acknowledged it, and to the
         client; come back in ``retry_interval`` while any RM has not."""
         assert t.decision is not None
-        self.ctx.cancel_timer(f"vote:{txn}")
+        self.cancel_timer(VoteTimeout(txn))
         for rm in t.participants:
             if rm not in t.acked:
-                self.ctx.send(rm, {"type": _decision_message(t.decision), "txn": txn})
+                self.send(rm, _decision_message(txn, t.decision))
         self._tell_client(txn, t)
         if not t.acked >= set(t.participants):
-            self.ctx.set_timer(f"retry:{txn}", self.timing.retry_interval)
+            self.set_timer(Resend(txn), self.timing.retry_interval)
 
     def _tell_client(self, txn: str, t: CoordinatedTxn) -> None:
         if t.client is not None and t.decision is not None:
-            outcome = COMMITTED if t.decision == COMMIT else ABORTED
-            self.ctx.send(t.client, {"type": "Outcome", "txn": txn, "outcome": outcome})
+            self.send(t.client, Outcome(txn, COMMITTED if t.decision == COMMIT else ABORTED))
 
     def decision(self, txn: str) -> str | None:
         t = self.txns.get(txn)
         return None if t is None else t.decision
 
 
-def _decision_message(decision: str) -> str:
-    return "Commit" if decision == COMMIT else "Abort"
+def _decision_message(txn: str, decision: str) -> Commit | Abort:
+    return Commit(txn) if decision == COMMIT else Abort(txn)
 
 
 # ------------------------------------------------------------- resource manager
 
 
-class ResourceManager:
+class ResourceManager(Actor):
     """A participant.  ``vote(txn)`` says whether it can commit; ``on_outcome(txn,
     outcome)`` applies the outcome ("committed" or "aborted") and is called exactly
     once per transaction per run of ``main`` that learns it.  ``states`` is its
     memory; ``applied`` lists the outcomes it applied, in order."""
 
     LOG = "txns"
+    messages = RM_MESSAGES
 
     def __init__(
         self,
@@ -264,8 +338,8 @@ class ResourceManager:
         timing: Timing = Timing(),
         variant: str | None = None,
     ) -> None:
-        _check_variant(variant)
-        self.name = name
+        config.check_variant(variant, VARIANTS)
+        super().__init__(name)
         self.vote = vote
         self.on_outcome = on_outcome
         self.timing = timing
@@ -279,9 +353,8 @@ class ResourceManager:
         """Each transaction's last logged state."""
         return {str(r["txn"]): str(r["state"]) for r in records}
 
-    def main(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.log: Storage = ctx.storage(self.LOG)
+    def on_start(self) -> None:
+        self.log: Storage = self.ctx.storage(self.LOG)
         records = self.log.records()
         self.states = self.recover(records)
         self.coordinators = {str(r["txn"]): str(r["coordinator"]) for r in records}
@@ -295,51 +368,51 @@ class ResourceManager:
                 self._apply(txn, ABORTED)
                 continue
             self._ask(txn)
-        while True:
-            item = ctx.receive()
-            if isinstance(item, Timer):
-                kind, _, txn = item.name.partition(":")
-                if kind == "ask" and self.states.get(txn) == PREPARED:
-                    self._ask(txn)
-            elif isinstance(item, Envelope):
-                self._on_message(item.src, item.msg)
 
-    def _on_message(self, src: str, msg: Message) -> None:
-        kind, txn = msg.get("type"), str(msg.get("txn"))
+    def on_timer(self, timer: Any) -> None:
+        if isinstance(timer, AskOutcome) and self.states.get(timer.txn) == PREPARED:
+            self._ask(timer.txn)
+
+    def on_message(self, src: str, msg: Any) -> None:
+        match msg:
+            case PrepareRequest(txn, coordinator):
+                self._on_prepare_request(txn, coordinator)
+            case Commit(txn) | Abort(txn):
+                self._on_outcome(src, txn, COMMITTED if isinstance(msg, Commit) else ABORTED)
+
+    def _on_prepare_request(self, txn: str, coordinator: str) -> None:
+        self.coordinators[txn] = coordinator
         state = self.states.get(txn, WORKING)
-        if kind == "PrepareRequest":
-            self.coordinators[txn] = str(msg.get("coordinator", src))
-            if state == WORKING:
-                if self.vote(txn):
-                    self._persist(txn, PREPARED)
-                    self.ctx.record({"type": "RMPrepare", "rm": self.name}, txn=txn)
-                    self._ask(txn)
-                else:
-                    self._persist(txn, ABORTED)
-                    self.ctx.record({"type": "RMChooseToAbort", "rm": self.name}, txn=txn)
-                    self._apply(txn, ABORTED)
-                    self.ctx.send(self.coordinators[txn], {"type": "VoteAbort", "txn": txn, "rm": self.name})
-            elif state == PREPARED:
+        if state == WORKING:
+            if self.vote(txn):
+                self._persist(txn, PREPARED)
+                self.ctx.record({"type": "RMPrepare", "rm": self.name}, txn=txn)
                 self._ask(txn)
-            elif state == ABORTED:
-                self.ctx.send(self.coordinators[txn], {"type": "VoteAbort", "txn": txn, "rm": self.name})
-        elif kind in ("Commit", "Abort"):
-            outcome = COMMITTED if kind == "Commit" else ABORTED
-            if state == outcome:
-                self._ack(src, txn)
-            elif state == PREPARED or (state == WORKING and outcome == ABORTED):
-                self._persist(txn, outcome)
-                action = "RMRcvCommitMsg" if outcome == COMMITTED else "RMRcvAbortMsg"
-                self.ctx.record({"type": action, "rm": self.name}, txn=txn)
-                self.ctx.cancel_timer(f"ask:{txn}")
-                self._apply(txn, outcome)
-                self._ack(src, txn)
             else:
-                # Commit without having prepared, or an outcome contradicting the
-                # one already applied: a broken coordinator; refuse it.
-                self.ctx.log(f"refused {kind} for {txn}: already {state}")
+                self._persist(txn, ABORTED)
+                self.ctx.record({"type": "RMChooseToAbort", "rm": self.name}, txn=txn)
+                self._apply(txn, ABORTED)
+                self.send(coordinator, VoteAbort(txn, self.name))
+        elif state == PREPARED:
+            self._ask(txn)
+        elif state == ABORTED:
+            self.send(coordinator, VoteAbort(txn, self.name))
+
+    def _on_outcome(self, coordinator: str, txn: str, outcome: str) -> None:
+        state = self.states.get(txn, WORKING)
+        if state == outcome:
+            self.send(coordinator, Ack(txn, self.name))
+        elif state == PREPARED or (state == WORKING and outcome == ABORTED):
+            self._persist(txn, outcome)
+            action = "RMRcvCommitMsg" if outcome == COMMITTED else "RMRcvAbortMsg"
+            self.ctx.record({"type": action, "rm": self.name}, txn=txn)
+            self.cancel_timer(AskOutcome(txn))
+            self._apply(txn, outcome)
+            self.send(coordinator, Ack(txn, self.name))
         else:
-            self.ctx.log(f"ignored {kind} from {src}")
+            # Commit without having prepared, or an outcome contradicting the one
+            # already applied: a broken coordinator; refuse it.
+            self.diagnose(f"refused {outcome} for {txn} from {coordinator}: already {state}")
 
     def _persist(self, txn: str, state: str) -> None:
         coordinator = self.coordinators.get(txn, "")
@@ -351,11 +424,8 @@ class ResourceManager:
         """Tell the coordinator we are prepared; it answers with the outcome once decided."""
         coordinator = self.coordinators.get(txn)
         if coordinator:
-            self.ctx.send(coordinator, {"type": "Prepared", "txn": txn, "rm": self.name})
-        self.ctx.set_timer(f"ask:{txn}", self.timing.retry_interval)
-
-    def _ack(self, coordinator: str, txn: str) -> None:
-        self.ctx.send(coordinator, {"type": "Ack", "txn": txn, "rm": self.name})
+            self.send(coordinator, Prepared(txn, self.name))
+        self.set_timer(AskOutcome(txn), self.timing.retry_interval)
 
     def _apply(self, txn: str, outcome: str) -> None:
         self.applied.append((txn, outcome))
@@ -375,14 +445,21 @@ def transact(
     """Run transaction ``txn`` across ``participants`` and return its outcome,
     ``"committed"`` or ``"aborted"``.  Re-asks the coordinator every ``retry``
     seconds until it answers, so it survives lost messages and coordinator crashes."""
-    begin = {"type": "Begin", "txn": txn, "participants": list(participants)}
+    begin = COORDINATOR_MESSAGES.encode(Begin(txn, tuple(participants)))
     while True:
         ctx.send(coordinator, begin)
         deadline = ctx.now() + retry
         while (left := deadline - ctx.now()) > 0:
             item = ctx.receive(timeout=left)
-            if isinstance(item, Envelope) and item.msg.get("type") == "Outcome" and item.msg.get("txn") == txn:
-                return str(item.msg["outcome"])
+            if not isinstance(item, Envelope):
+                continue
+            try:
+                answer = CLIENT_MESSAGES.decode(item.msg)
+            except MessageError as exc:
+                ctx.log(f"ignored a message from {item.src}: {exc}")
+                continue
+            if answer.txn == txn:
+                return str(answer.outcome)
 
 
 class Client:
@@ -426,7 +503,7 @@ def cluster(
 ) -> Cluster:
     """A coordinator ``tm``, RMs ``r1..rN`` and a client ``client`` that runs each of
     ``transactions`` across every RM; ``no_votes`` lists (rm, txn) pairs voted no."""
-    _check_variant(variant)
+    config.check_variant(variant, VARIANTS)
     refuse = set(no_votes)
     names = [f"r{i}" for i in range(1, rms + 1)]
     coordinator = Coordinator("tm", timing, variant=variant if variant == "commit_before_log" else None)

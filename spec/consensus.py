@@ -31,11 +31,11 @@ protocol mistake.  The protocol specs carry the variants.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
-from distcheck.spec.contract import Action, Invariant, Reachable, Spec, param
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Spec, param, rule
 
 
 def value_names(n: int) -> tuple[str, ...]:
@@ -52,11 +52,8 @@ class ConsensusState:
 class Choose(Action):
     """``val`` becomes the chosen value; enabled only while nothing is chosen."""
 
+    ACTOR = "consensus"
     val: str
-
-    @property
-    def actor(self) -> str:
-        return "consensus"
 
 
 @attrs.frozen
@@ -75,15 +72,15 @@ class Consensus(Spec[ConsensusState, Choose]):
     def init_states(self) -> Iterable[ConsensusState]:
         yield ConsensusState(frozenset())
 
-    def actions(self, s: ConsensusState) -> Iterator[Choose]:
-        if not s.chosen:
-            for val in self.values:
-                yield Choose(val)
+    def next(self) -> Next:
+        return (Exists("val", self.values, self.choose),)
 
-    def next_state(self, s: ConsensusState, a: Choose) -> ConsensusState | None:
-        if s.chosen or a.val not in self.values:
+    @rule(Choose)
+    def choose(self, s: ConsensusState, val: str) -> ConsensusState | None:
+        """With nothing chosen yet, ``val`` becomes the chosen value."""
+        if s.chosen:
             return None
-        return ConsensusState(frozenset({a.val}))
+        return ConsensusState(frozenset({val}))
 
     def invariants(self) -> Sequence[Invariant[ConsensusState]]:
         return (

@@ -372,7 +372,7 @@ class Spec(Generic[S, A], metaclass=SpecMeta):
         import sys
 
         modules = [sys.modules[klass.__module__] for klass in type(self).__mro__ if issubclass(klass, Spec)]
-        return value_types(*modules, sys.modules["distcheck.spec.network"])
+        return value_types(*modules)
 
     def action_from_json(self, data: Any) -> A:
         return from_json(data, self.value_types())  # type: ignore[no-any-return]
@@ -482,6 +482,27 @@ def _compile_rule(
                 out.append((action(x), nxt))
 
         return collect1
+
+    if len(fields) == 2:
+        f1, f2 = fields
+
+        def collect2(state: Any, env: dict[str, Any], out: list[tuple[Any, Any]]) -> None:
+            x, y = env[f1], env[f2]
+            nxt = method(state, x, y)
+            if nxt is not None:
+                out.append((action(x, y), nxt))
+
+        return collect2
+    if len(fields) == 3:
+        f1, f2, f3 = fields
+
+        def collect3(state: Any, env: dict[str, Any], out: list[tuple[Any, Any]]) -> None:
+            x, y, z = env[f1], env[f2], env[f3]
+            nxt = method(state, x, y, z)
+            if nxt is not None:
+                out.append((action(x, y, z), nxt))
+
+        return collect3
 
     def collect(state: Any, env: dict[str, Any], out: list[tuple[Any, Any]]) -> None:
         args = [env[f] for f in fields]

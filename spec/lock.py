@@ -85,7 +85,7 @@ Actions
                          the highest it has accepted.
     RejectWrite(client)  Storage rejects the client's write: its token is stale.
     Drift(client)        A holder's clock falls one tick behind the server's.
-    Crash(node)          A waiting or holding client stops for good; its write, if
+    Crash(client)        A waiting or holding client stops for good; its write, if
                          one is in flight, still arrives.
     Tick                 The server's clock, and every client's, advances one tick
                          (up to max_time); a holder whose own clock reaches its
@@ -117,61 +117,34 @@ Reachable (each must hold in some state)
     DriftedHolder         a client trusts its lease with its clock max_drift ticks
                           behind (only when max_drift > 0).
 
-Variants (deliberately broken; each is a real mistake and each is caught)
-
-=========================  =======================================================
-``unfenced_storage``       Storage accepts every write, ignoring its token.  A
-                           client checks its lease and sends a write that lands
-                           only after the next holder's (it paused past its
-                           expiry, as in Kleppmann's example, or released the lock
-                           before the write arrived): FencedWrites.
-``no_drift_margin``        The client trusts its lease for the full ttl by its own
-                           clock, as if clocks kept pace (Redlock without its drift
-                           factor).  A slow clock keeps it trusting after the
-                           server expired the lease: LeaseValidity.
-``release_by_non_holder``  The server frees the lock on any client's release
-                           without checking whose lease it is (a Redis lock
-                           released with a plain DEL).  A client whose lease
-                           expired releases the next holder's: LeaseValidity.
-``renew_after_expiry``     The server renews a lease it still has a record of even
-                           though it has expired (etcd #14758: a keep-alive racing
-                           the revocation of an expired lease renewed it).  A late
-                           renewal revives a lease after the lock went to someone
-                           else: MutualExclusion.
-``no_expiry``              The server never expires a lease (a lock without a TTL,
-                           like SETNX without EXPIRE).  A crashed holder keeps the
-                           lock for ever: AutomaticRelease.
-``barging``                The lock goes to any waiter, not the oldest one (waiters
-                           that retry SET NX race for it), so a newcomer can
-                           overtake and starve an older waiter:
-                           FirstComeFirstServed.
-=========================  =======================================================
+Variants: deliberately broken versions, each a real mistake, each caught.  They
+are declared at the end of this module, each a subclass that overrides the one
+rule or derived fact it breaks (its docstring tells the story):
+``unfenced_storage`` (storage ignores tokens: FencedWrites) overrides
+``storage_accepts``; ``no_drift_margin`` (trust for the full ttl by a slow clock:
+LeaseValidity) overrides ``trust_period``; ``release_by_non_holder`` (a release
+frees whoever's lock: LeaseValidity) overrides the Release rule;
+``renew_after_expiry`` (etcd #14758: MutualExclusion) overrides
+``renewal_accepted``; ``no_expiry`` (a lock without a TTL: AutomaticRelease)
+overrides ``lease_live``; ``barging`` (any waiter, not the oldest:
+FirstComeFirstServed) overrides ``served_next``.  ``Lock.variants()`` lists them
+with their one-line descriptions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from distcheck.spec.codec import to_json
-from distcheck.spec.contract import Action, Invariant, Reachable, Spec, param
-from distcheck.spec.network import Crash
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Spec, param, rule, variant
 from distcheck.spec.values import FrozenMap, sorted_values
 
 IDLE, WAITING, HOLDING, LAPSED, CRASHED = "idle", "waiting", "holding", "lapsed", "crashed"
 STATUSES = (IDLE, WAITING, HOLDING, LAPSED, CRASHED)
 KNOWN_TO_SERVER = (WAITING, HOLDING, LAPSED)  # statuses in which a client holds a token
-
-VARIANTS = {
-    "unfenced_storage": "storage accepts writes without checking their fencing token",
-    "no_drift_margin": "the client trusts its lease for the full ttl by its own clock",
-    "release_by_non_holder": "the server frees the lock on a release from a client that does not hold it",
-    "renew_after_expiry": "the server renews a lease that has already expired",
-    "no_expiry": "the server never expires a lease (a lock without a TTL)",
-    "barging": "the lock goes to any waiter, not the one that has waited longest",
-}
 
 
 def client_names(n: int) -> tuple[str, ...]:
@@ -246,73 +219,76 @@ class LockState:
 
 @attrs.frozen
 class Acquire(Action):
+    ACTOR = "client"
     client: str
 
 
 @attrs.frozen
 class Grant(Action):
+    ACTOR = "server"
     client: str
-
-    @property
-    def actor(self) -> str:
-        return "server"
 
 
 @attrs.frozen
 class Renew(Action):
+    ACTOR = "client"
     client: str
 
 
 @attrs.frozen
 class Release(Action):
+    ACTOR = "client"
     client: str
 
 
 @attrs.frozen
 class Expire(Action):
+    ACTOR = "server"
     token: int
-
-    @property
-    def actor(self) -> str:
-        return "server"
 
 
 @attrs.frozen
 class Write(Action):
+    ACTOR = "client"
     client: str
 
 
 @attrs.frozen
 class AcceptWrite(Action):
+    ACTOR = "storage"
     client: str
-
-    @property
-    def actor(self) -> str:
-        return "storage"
 
 
 @attrs.frozen
 class RejectWrite(Action):
+    ACTOR = "storage"
     client: str
-
-    @property
-    def actor(self) -> str:
-        return "storage"
 
 
 @attrs.frozen
 class Drift(Action):
+    ACTOR = "client"
     client: str
 
 
 @attrs.frozen
+class ClientCrash(Action):
+    """A client stops for good (crash-stop).  It reads as ``Crash(c1)``; its field is
+    ``client`` so that Next binds it with the client's other steps."""
+
+    ACTOR = "client"
+    client: str
+
+    def __str__(self) -> str:
+        return f"Crash({self.client})"
+
+
+@attrs.frozen
 class Tick(Action):
-    @property
-    def actor(self) -> str:
-        return "clock"
+    ACTOR = "clock"
 
 
-LockAction = Acquire | Grant | Renew | Release | Expire | Write | AcceptWrite | RejectWrite | Drift | Crash | Tick
+LockAction = Acquire | Grant | Renew | Release | Expire | Write | AcceptWrite | RejectWrite | Drift | ClientCrash | Tick
 
 
 @attrs.frozen
@@ -328,7 +304,8 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         # The CLI checks each parameter's range; a Config built directly, and the
-        # combinations, are checked here.
+        # combinations, are checked here.  (An unknown variant is refused where the
+        # spec is built, as for every spec.)
         for f in attrs.fields(Config):
             minimum, maximum = f.metadata.get("minimum"), f.metadata.get("maximum")
             value = getattr(self, f.name)
@@ -338,8 +315,6 @@ class Config:
             # A client trusts its lease for ttl - max_drift ticks; with none left it
             # could never act as the holder and every check would pass vacuously.
             raise ValueError(f"max_drift ({self.max_drift}) must be below ttl ({self.ttl})")
-        if self.variant is not None and self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; known: {', '.join(VARIANTS)}")
 
 
 # ---------------------------------------------------------------------------- spec
@@ -348,168 +323,193 @@ class Config:
 class Lock(Spec[LockState, LockAction]):
     name = "lock"
 
+    config: Config
+
     def __init__(self, config: Config = Config()) -> None:
-        self.config = config
+        super().__init__(config)
         self.clients = client_names(config.clients)
-        self.variant = config.variant
         self.ttl = config.ttl
         # How long a client trusts a fresh lease on its own clock.
-        self.trusted = config.ttl if config.variant == "no_drift_margin" else config.ttl - config.max_drift
+        self.trusted = self.trust_period()
 
     def init_states(self) -> Iterable[LockState]:
         yield LockState(0, FrozenMap({c: Client() for c in self.clients}), Server(), Storage())
 
-    # Derived facts, each used by the actions and by the invariants.
+    def next(self) -> Next:
+        # The server, storage, each client, then the clock.
+        return (
+            Exists("client", self.clients, self.grant),
+            Exists("token", self.lease_tokens, self.expire),
+            Exists("client", self.clients, self.accept_write, self.reject_write),
+            Exists("client", self.clients, self.acquire, self.renew, self.release, self.write, self.drift, self.crash),
+            self.tick,
+        )
+
+    # Derived facts, each used by several rules or by the invariants.
+
+    def trust_period(self) -> int:
+        """How many ticks of its own clock a client trusts a fresh lease: the ttl,
+        less the most its clock may fall behind the server's."""
+        return self.config.ttl - self.config.max_drift
 
     def lease_live(self, s: LockState, lease: Lease) -> bool:
         """Whether the server counts ``lease`` as held at its clock's ``now``."""
-        if self.variant == "no_expiry":
-            return True
         return s.now < lease.expires
 
     def live_leases(self, s: LockState) -> list[Lease]:
         return [lease for lease in s.server.leases.values() if self.lease_live(s, lease)]
+
+    def lease_tokens(self, s: LockState) -> list[int]:
+        """The tokens of the leases the server keeps, in token order (a map's
+        insertion order depends on the path taken)."""
+        return sorted(s.server.leases)
 
     def trusts_lease(self, s: LockState, c: str) -> bool:
         """Whether client ``c`` believes, by its own clock, that it holds the lock."""
         # Tick moves a holder whose own clock has reached its deadline to LAPSED.
         return s.clients[c].status == HOLDING
 
-    def _may_grant(self, s: LockState, c: str) -> bool:
+    def served_next(self, s: LockState, c: str) -> bool:
+        """Whether ``c`` is the waiter the server serves next: the oldest."""
         queue = s.server.queue
-        if not queue or self.live_leases(s):
-            return False
-        if self.variant == "barging":
-            return any(waiter == c for _, waiter in queue)
-        return queue[0][1] == c
+        return bool(queue) and queue[0][1] == c
 
-    def _renewal_accepted(self, s: LockState, c: str) -> bool:
+    def renewal_accepted(self, s: LockState, c: str) -> bool:
+        """Whether the server extends ``c``'s lease: it is ``c``'s, and unexpired."""
         token = s.clients[c].token
         lease = s.server.leases.get(token) if token is not None else None
-        if lease is None or lease.holder != c:
-            return False
-        return self.variant == "renew_after_expiry" or self.lease_live(s, lease)
+        return lease is not None and lease.holder == c and self.lease_live(s, lease)
 
-    def _storage_accepts(self, s: LockState, token: int) -> bool:
-        return self.variant == "unfenced_storage" or token >= s.storage.highest
+    def storage_accepts(self, s: LockState, token: int) -> bool:
+        """Whether storage accepts a write carrying ``token``: no higher token has
+        written before it."""
+        return token >= s.storage.highest
 
-    # Actions, in a fixed order: server, storage, each client, then the clock.
+    @staticmethod
+    def _holder(s: LockState, c: str) -> Client | None:
+        """Client ``c``'s record if it holds or held a lease it has not given up."""
+        client = s.clients[c]
+        return client if client.status in (HOLDING, LAPSED) else None
 
-    def actions(self, s: LockState) -> Iterator[LockAction]:
-        for c in self.clients:
-            if self._may_grant(s, c):
-                yield Grant(c)
-        for token in sorted(s.server.leases):  # a map's insertion order depends on the path taken
-            if not self.lease_live(s, s.server.leases[token]):
-                yield Expire(token)
-        for c in self.clients:
-            in_flight = s.clients[c].in_flight
-            if in_flight is not None:
-                yield AcceptWrite(c) if self._storage_accepts(s, in_flight) else RejectWrite(c)
-        for c in self.clients:
-            client = s.clients[c]
-            if client.status == IDLE and s.server.issued < self.config.max_requests:
-                yield Acquire(c)
-            if client.status in (HOLDING, LAPSED):
-                yield Renew(c)
-                yield Release(c)
-            if self.trusts_lease(s, c):
-                if client.in_flight is None:
-                    yield Write(c)
-                if client.lag < self.config.max_drift:
-                    yield Drift(c)
-            if client.status in KNOWN_TO_SERVER:
-                yield Crash(c)
-        if s.now < self.config.max_time:
-            yield Tick()
+    # ---------------------------------------------------------------------- rules
 
-    def next_state(self, s: LockState, a: LockAction) -> LockState | None:
-        match a:
-            case Tick():
-                if s.now >= self.config.max_time:
-                    return None
-                now = s.now + 1
-                lapsed = {
-                    c: Client(LAPSED, client.token, in_flight=client.in_flight)
-                    for c, client in s.clients.items()
-                    if client.status == HOLDING and client.deadline is not None and now - client.lag >= client.deadline
-                }
-                clients = FrozenMap({**s.clients, **lapsed}) if lapsed else s.clients
-                return attrs.evolve(s, now=now, clients=clients)
-            case Expire(token):
-                lease = s.server.leases.get(token)
-                if lease is None or self.lease_live(s, lease):
-                    return None
-                return self._with_leases(s, _without(s.server.leases, token))
-            case Crash(node=c):
-                if c not in s.clients or s.clients[c].status not in KNOWN_TO_SERVER:
-                    return None
-                # A write already sent is in the network and still arrives.
-                crashed = Client(CRASHED, in_flight=s.clients[c].in_flight, crashed_at=s.now)
-                return self._with_client(s, c, crashed)
-            case Acquire(client=c):
-                if c not in s.clients or s.clients[c].status != IDLE or s.server.issued >= self.config.max_requests:
-                    return None
-                token = s.server.issued + 1
-                server = attrs.evolve(s.server, queue=(*s.server.queue, (token, c)), issued=token)
-                waiting = Client(WAITING, token, in_flight=s.clients[c].in_flight)
-                return attrs.evolve(s, server=server, clients=s.clients.set(c, waiting))
-            case Grant(client=c):
-                if c not in s.clients or not self._may_grant(s, c):
-                    return None
-                token = next(t for t, waiter in s.server.queue if waiter == c)
-                server = Server(
-                    queue=tuple(entry for entry in s.server.queue if entry[0] != token),
-                    leases=s.server.leases.set(token, Lease(c, s.now, s.now + self.ttl)),
-                    issued=s.server.issued,
-                    last_granted=token,
-                )
-                s = attrs.evolve(s, server=server)
-                if s.clients[c].status == CRASHED:  # the server cannot know; the lease will expire
-                    return s
-                return self._with_client(s, c, self._fresh_lease(s, s.clients[c], token))
-            case Renew(client=c):
-                holder = self._holder(s, c)
-                if holder is None or holder.token is None:
-                    return None
-                if not self._renewal_accepted(s, c):
-                    return self._with_client(s, c, Client(IDLE, in_flight=holder.in_flight))
-                lease = s.server.leases[holder.token]
-                s = self._with_leases(
-                    s, s.server.leases.set(holder.token, attrs.evolve(lease, expires=s.now + self.ttl))
-                )
-                return self._with_client(s, c, self._fresh_lease(s, holder, holder.token))
-            case Release(client=c):
-                holder = self._holder(s, c)
-                if holder is None or holder.token is None:
-                    return None
-                if self.variant == "release_by_non_holder":
-                    leases: FrozenMap[int, Lease] = FrozenMap()  # "DEL lock", whoever holds it
-                else:
-                    leases = _without(s.server.leases, holder.token)
-                s = self._with_leases(s, leases)
-                return self._with_client(s, c, Client(IDLE, in_flight=holder.in_flight))
-            case Write(client=c):
-                if c not in s.clients or not self.trusts_lease(s, c) or s.clients[c].in_flight is not None:
-                    return None
-                return self._with_client(s, c, attrs.evolve(s.clients[c], in_flight=s.clients[c].token))
-            case AcceptWrite(client=c) | RejectWrite(client=c):
-                writer = s.clients.get(c)
-                if writer is None or writer.in_flight is None:
-                    return None
-                accepted = self._storage_accepts(s, writer.in_flight)
-                if accepted != isinstance(a, AcceptWrite):
-                    return None
-                if accepted:
-                    storage = Storage(max(s.storage.highest, writer.in_flight), writer.in_flight, s.storage.rejected)
-                else:
-                    storage = attrs.evolve(s.storage, rejected=True)
-                return attrs.evolve(s, storage=storage, clients=s.clients.set(c, attrs.evolve(writer, in_flight=None)))
-            case Drift(client=c):
-                if c not in s.clients or not self.trusts_lease(s, c) or s.clients[c].lag >= self.config.max_drift:
-                    return None
-                return self._with_client(s, c, attrs.evolve(s.clients[c], lag=s.clients[c].lag + 1))
-        return None
+    @rule(Grant)
+    def grant(self, s: LockState, client: str) -> LockState | None:
+        """The server grants the lock to the waiter it serves next once no lease is
+        held: a lease until now + ttl, whose fencing token is the request's."""
+        if self.live_leases(s) or not self.served_next(s, client):
+            return None
+        token = next(t for t, waiter in s.server.queue if waiter == client)
+        server = Server(
+            queue=tuple(entry for entry in s.server.queue if entry[0] != token),
+            leases=s.server.leases.set(token, Lease(client, s.now, s.now + self.ttl)),
+            issued=s.server.issued,
+            last_granted=token,
+        )
+        s = attrs.evolve(s, server=server)
+        if s.clients[client].status == CRASHED:  # the server cannot know; the lease will expire
+            return s
+        return self._with_client(s, client, self._fresh_lease(s, s.clients[client], token))
+
+    @rule(Expire)
+    def expire(self, s: LockState, token: int) -> LockState | None:
+        """The server reaps a lease that has expired by its clock."""
+        if self.lease_live(s, s.server.leases[token]):
+            return None
+        return self._with_leases(s, _without(s.server.leases, token))
+
+    @rule(AcceptWrite)
+    def accept_write(self, s: LockState, client: str) -> LockState | None:
+        """Storage accepts the client's write in flight: its token is at least the
+        highest it has accepted."""
+        writer = s.clients[client]
+        if writer.in_flight is None or not self.storage_accepts(s, writer.in_flight):
+            return None
+        storage = Storage(max(s.storage.highest, writer.in_flight), writer.in_flight, s.storage.rejected)
+        return attrs.evolve(s, storage=storage, clients=s.clients.set(client, attrs.evolve(writer, in_flight=None)))
+
+    @rule(RejectWrite)
+    def reject_write(self, s: LockState, client: str) -> LockState | None:
+        """Storage rejects the client's write in flight: its token is stale."""
+        writer = s.clients[client]
+        if writer.in_flight is None or self.storage_accepts(s, writer.in_flight):
+            return None
+        storage = attrs.evolve(s.storage, rejected=True)
+        return attrs.evolve(s, storage=storage, clients=s.clients.set(client, attrs.evolve(writer, in_flight=None)))
+
+    @rule(Acquire)
+    def acquire(self, s: LockState, client: str) -> LockState | None:
+        """An idle client asks for the lock; the server queues it with the next
+        token (while fewer than max_requests have been made)."""
+        if s.clients[client].status != IDLE or s.server.issued >= self.config.max_requests:
+            return None
+        token = s.server.issued + 1
+        server = attrs.evolve(s.server, queue=(*s.server.queue, (token, client)), issued=token)
+        waiting = Client(WAITING, token, in_flight=s.clients[client].in_flight)
+        return attrs.evolve(s, server=server, clients=s.clients.set(client, waiting))
+
+    @rule(Renew)
+    def renew(self, s: LockState, client: str) -> LockState | None:
+        """A holder asks to extend its lease; the server extends it to now + ttl if
+        it accepts the renewal, and otherwise refuses, and the client learns it has
+        lost the lock."""
+        holder = self._holder(s, client)
+        if holder is None or holder.token is None:
+            return None
+        if not self.renewal_accepted(s, client):
+            return self._with_client(s, client, Client(IDLE, in_flight=holder.in_flight))
+        lease = s.server.leases[holder.token]
+        s = self._with_leases(s, s.server.leases.set(holder.token, attrs.evolve(lease, expires=s.now + self.ttl)))
+        return self._with_client(s, client, self._fresh_lease(s, holder, holder.token))
+
+    @rule(Release)
+    def release(self, s: LockState, client: str) -> LockState | None:
+        """A holder gives the lock back; the server deletes that client's lease."""
+        holder = self._holder(s, client)
+        if holder is None or holder.token is None:
+            return None
+        s = self._with_leases(s, _without(s.server.leases, holder.token))
+        return self._with_client(s, client, Client(IDLE, in_flight=holder.in_flight))
+
+    @rule(Write)
+    def write(self, s: LockState, client: str) -> LockState | None:
+        """A client that trusts its lease, with no write in flight, sends a write
+        carrying its token to storage."""
+        if not self.trusts_lease(s, client) or s.clients[client].in_flight is not None:
+            return None
+        return self._with_client(s, client, attrs.evolve(s.clients[client], in_flight=s.clients[client].token))
+
+    @rule(Drift)
+    def drift(self, s: LockState, client: str) -> LockState | None:
+        """A holder's clock falls one tick behind the server's (at most max_drift
+        over one lease)."""
+        if not self.trusts_lease(s, client) or s.clients[client].lag >= self.config.max_drift:
+            return None
+        return self._with_client(s, client, attrs.evolve(s.clients[client], lag=s.clients[client].lag + 1))
+
+    @rule(ClientCrash)
+    def crash(self, s: LockState, client: str) -> LockState | None:
+        """A client the service knows about (waiting or holding) stops for good."""
+        record = s.clients[client]
+        if record.status not in KNOWN_TO_SERVER:
+            return None
+        # A write already sent is in the network and still arrives.
+        return self._with_client(s, client, Client(CRASHED, in_flight=record.in_flight, crashed_at=s.now))
+
+    @rule(Tick)
+    def tick(self, s: LockState) -> LockState | None:
+        """The server's clock, and every client's, advances one tick (up to
+        max_time); a holder whose own clock reaches its deadline lapses."""
+        if s.now >= self.config.max_time:
+            return None
+        now = s.now + 1
+        lapsed = {
+            c: Client(LAPSED, client.token, in_flight=client.in_flight)
+            for c, client in s.clients.items()
+            if client.status == HOLDING and client.deadline is not None and now - client.lag >= client.deadline
+        }
+        clients = FrozenMap({**s.clients, **lapsed}) if lapsed else s.clients
+        return attrs.evolve(s, now=now, clients=clients)
 
     def observe(self, s: LockState, a: LockAction) -> Mapping[str, Any] | None:
         """What an implementation logs for a step (used by trace validation).
@@ -523,12 +523,6 @@ class Lock(Spec[LockState, LockAction]):
         if isinstance(a, Drift):
             return None
         return {"action": to_json(a)}
-
-    @staticmethod
-    def _holder(s: LockState, c: str) -> Client | None:
-        """Client ``c``'s record if it holds or held a lease it has not given up."""
-        client = s.clients.get(c)
-        return client if client is not None and client.status in (HOLDING, LAPSED) else None
 
     def _fresh_lease(self, s: LockState, client: Client, token: int) -> Client:
         """The client after the server granted or renewed its lease at ``s.now``."""
@@ -704,3 +698,71 @@ def fenced_writes(s: LockState) -> bool:
 
 def first_come_first_served(s: LockState) -> bool:
     return all(token > s.server.last_granted for token, _ in s.server.queue)
+
+
+# ------------------------------------------------------------------------ variants
+# Each a real mistake, as a subclass that overrides the one rule or derived fact it
+# breaks.
+
+
+@variant("unfenced_storage", "storage accepts writes without checking their fencing token")
+class UnfencedStorage(Lock):
+    def storage_accepts(self, s: LockState, token: int) -> bool:
+        """Storage accepts every write, ignoring its token.  A client checks its
+        lease and sends a write that lands only after the next holder's (it paused
+        past its expiry, as in Kleppmann's example, or released the lock before the
+        write arrived): FencedWrites."""
+        return True
+
+
+@variant("no_drift_margin", "the client trusts its lease for the full ttl by its own clock")
+class NoDriftMargin(Lock):
+    def trust_period(self) -> int:
+        """The client trusts its lease for the full ttl by its own clock, as if
+        clocks kept pace (Redlock without its drift factor).  A slow clock keeps it
+        trusting after the server expired the lease: LeaseValidity."""
+        return self.config.ttl
+
+
+@variant("release_by_non_holder", "the server frees the lock on a release from a client that does not hold it")
+class ReleaseByNonHolder(Lock):
+    @rule(Release)
+    def release(self, s: LockState, client: str) -> LockState | None:
+        """The server frees the lock on any client's release without checking whose
+        lease it is (a Redis lock released with a plain DEL).  A client whose lease
+        expired releases the next holder's: LeaseValidity."""
+        holder = self._holder(s, client)
+        if holder is None or holder.token is None:
+            return None
+        s = self._with_leases(s, FrozenMap())  # "DEL lock", whoever holds it
+        return self._with_client(s, client, Client(IDLE, in_flight=holder.in_flight))
+
+
+@variant("renew_after_expiry", "the server renews a lease that has already expired")
+class RenewAfterExpiry(Lock):
+    def renewal_accepted(self, s: LockState, c: str) -> bool:
+        """The server renews a lease it still has a record of even though it has
+        expired (etcd #14758: a keep-alive racing the revocation of an expired
+        lease renewed it).  A late renewal revives a lease after the lock went to
+        someone else: MutualExclusion."""
+        token = s.clients[c].token
+        lease = s.server.leases.get(token) if token is not None else None
+        return lease is not None and lease.holder == c
+
+
+@variant("no_expiry", "the server never expires a lease (a lock without a TTL)")
+class NoExpiry(Lock):
+    def lease_live(self, s: LockState, lease: Lease) -> bool:
+        """The server never expires a lease (a lock without a TTL, like SETNX
+        without EXPIRE).  A crashed holder keeps the lock for ever:
+        AutomaticRelease."""
+        return True
+
+
+@variant("barging", "the lock goes to any waiter, not the one that has waited longest")
+class Barging(Lock):
+    def served_next(self, s: LockState, c: str) -> bool:
+        """The lock goes to any waiter, not the oldest one (waiters that retry SET
+        NX race for it), so a newcomer can overtake and starve an older waiter:
+        FirstComeFirstServed."""
+        return any(waiter == c for _, waiter in s.server.queue)

@@ -1,9 +1,12 @@
 """Models of the environment that specs share: the TLA+-style message set, and the
-crash and restart fault actions.
+``Network`` protocol that lets traces draw any network model's messages.
 
 Where it sits: ``spec/``, beside the contract; a spec takes what it needs from here.
-More models (a bag of messages that may be lost or duplicated, FIFO channels) come
-with the first spec that uses them, and are tested there.
+More models (a bag of messages that may be lost or duplicated, FIFO channels, crash
+and restart of a node's volatile state) come with the first spec that uses them,
+and are tested there.  A fault step is an action record of the spec that takes it
+(the lock's ``ClientCrash``, Paxos's ``AcceptorRestart``), so that Next binds it
+with the node's other steps.
 """
 
 from __future__ import annotations
@@ -11,10 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-import attrs
-
 from distcheck.spec.codec import to_json
-from distcheck.spec.contract import Action
 from distcheck.spec.values import _MASK, _SET_SEED, _mix, _set_sum, canonical_text, sorted_values
 
 M = TypeVar("M", bound=Hashable)
@@ -30,22 +30,6 @@ class Network(Protocol):
     def without(self, msg: Any) -> Any: ...
 
     def added_since(self, old: Any) -> list[Any]: ...
-
-
-@attrs.frozen
-class Crash(Action):
-    """``node`` stops; its volatile state is lost."""
-
-    ACTOR = "node"
-    node: str
-
-
-@attrs.frozen
-class Restart(Action):
-    """``node`` comes back and rebuilds its volatile state from its durable state."""
-
-    ACTOR = "node"
-    node: str
 
 
 class MessageSet(Generic[M]):

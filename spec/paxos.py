@@ -65,57 +65,40 @@ Refinement: Paxos ⇒ Voting, through votes[a] = the (bal, val) of a's 2b messag
 and maxBal = max_bal; Phase1b maps to IncreaseMaxBal, Phase2b to VoteFor, and
 Phase1a and Phase2a to stutters.  Voting ⇒ Consensus through ``chosen``.
 
-Variants (deliberately broken; each is a real mistake and each is caught).  The
-explorer reports the first invariant a state breaks, which for the inductive
+Variants (deliberately broken; each is a real mistake and each is caught), each a
+subclass at the end of this module that overrides the one definition it breaks.
+The explorer reports the first invariant a state breaks, which for the inductive
 invariant is the very step that went wrong; every variant also breaks Agreement.
-
-============================  ====================================================
-``broken_promise``            An acceptor votes in a ballot below one it has
-                              promised (it checks its promise in phase 1 only), so
-                              a value is chosen in a ballot whose proposer had
-                              already been told "no vote".  Caught by MsgInv: the
-                              acceptor's 1b for the higher ballot is now a lie.
-``ignore_reported_value``     The proposer waits for a quorum of 1b messages but
-                              then proposes its own value instead of the value of
-                              the highest-ballot vote reported, overwriting a
-                              value that may already be chosen.  Caught by MsgInv:
-                              the 2a is not safe at its ballot.
-``non_intersecting_quorums``  Quorums are counted as "at least n // 2" acceptors
-                              instead of "more than n / 2", so two quorums can be
-                              disjoint and phase 1 can miss a chosen value.
-                              Caught by Agreement: every message still tells the
-                              truth, but the truth no longer suffices.
-``shared_ballot``             Two proposers use the same ballot number (ballot
-                              numbers not made unique per proposer), so one ballot
-                              carries two different 2a messages.  Caught by
-                              MsgInv.
-``forgotten_vote``            An acceptor writes its promise to disk but keeps its
-                              vote in memory only: after a crash and restart
-                              (``Restart(acceptor)``, an action of this variant
-                              only) it reports "no vote" in phase 1b, and a later
-                              ballot may choose another value.  Caught by AccInv.
-============================  ====================================================
+``broken_promise`` overrides Phase2b: an acceptor votes in a ballot below one it
+has promised (it checks its promise in phase 1 only), so a value is chosen in a
+ballot whose proposer had been told "no vote"; caught by MsgInv (the acceptor's 1b
+for the higher ballot is now a lie).  ``ignore_reported_value`` overrides
+``allowed_by_reports``: the proposer waits for a quorum of 1b messages but
+proposes its own value instead of the highest-ballot vote reported, overwriting a
+value that may be chosen; caught by MsgInv (the 2a is not safe at its ballot).
+``non_intersecting_quorums`` overrides ``voting_config``: Paxos uses the quorums of
+the Voting spec it refines, here of "at least n // 2" acceptors, so two quorums can
+be disjoint and phase 1 can miss a chosen value; caught by Agreement (every message
+still tells the truth, but the truth no longer suffices).  ``shared_ballot``
+overrides Phase2a: two proposers use the same ballot number, so one ballot carries
+two different 2a messages; caught by MsgInv.  ``forgotten_vote`` adds a rule,
+``Restart(acceptor)`` (to each acceptor's steps): an acceptor keeps its promise on
+disk but its vote in memory only, so after a restart it reports "no vote" in phase
+1b and a later ballot may choose another value; caught by AccInv.
+``Paxos.variants()`` lists them with their one-line descriptions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
 from distcheck.spec.consensus import agreement, value_names
-from distcheck.spec.contract import Action, Invariant, Reachable, Refinement, Spec, param
-from distcheck.spec.network import MessageSet, Restart
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, param, rule, variant
+from distcheck.spec.network import MessageSet
 from distcheck.spec.values import FrozenMap, sorted_values
 from distcheck.spec.voting import NO_BALLOT, Voting, VotingConfig, VotingState, acceptor_names
-
-VARIANTS = {
-    "broken_promise": "an acceptor votes in a ballot below one it has promised",
-    "ignore_reported_value": "the proposer ignores the highest-ballot vote reported in phase 1b",
-    "non_intersecting_quorums": "quorums of n // 2 acceptors, so two quorums can be disjoint",
-    "shared_ballot": "two proposers use the same ballot number",
-    "forgotten_vote": "an acceptor loses its last vote in a crash (its promise is on disk, its vote is not)",
-}
 
 # ------------------------------------------------------------------------ messages
 
@@ -202,6 +185,7 @@ class Phase1a(ProposerAction):
 
 @attrs.frozen
 class Phase1b(Action):
+    ACTOR = "acceptor"
     acceptor: str
     bal: int
 
@@ -214,12 +198,26 @@ class Phase2a(ProposerAction):
 
 @attrs.frozen
 class Phase2b(Action):
+    ACTOR = "acceptor"
     acceptor: str
     bal: int
     val: str
 
 
-PaxosAction = Phase1a | Phase1b | Phase2a | Phase2b | Restart
+@attrs.frozen
+class AcceptorRestart(Action):
+    """The acceptor crashes and restarts (the ``forgotten_vote`` variant only).  It
+    reads as ``Restart(a1)``; its field is ``acceptor`` so that Next binds it with the
+    acceptor's other steps."""
+
+    ACTOR = "acceptor"
+    acceptor: str
+
+    def __str__(self) -> str:
+        return f"Restart({self.acceptor})"
+
+
+PaxosAction = Phase1a | Phase1b | Phase2a | Phase2b | AcceptorRestart
 
 
 @attrs.frozen
@@ -238,21 +236,19 @@ class Paxos(Spec[PaxosState, PaxosAction]):
 
     def __init__(self, config: Config = Config()) -> None:
         self.config = config
-        self.variant = config.variant
-        # The Voting spec this one refines, with the same quorums (broken ones in the
-        # non_intersecting_quorums variant): its vocabulary states the invariants.
-        self.voting = Voting(
-            VotingConfig(
-                acceptors=config.acceptors,
-                values=config.values,
-                max_ballot=config.max_ballot,
-                variant="non_intersecting_quorums" if config.variant == "non_intersecting_quorums" else None,
-            )
-        )
+        # The Voting spec this one refines: its quorums are Paxos's, and its
+        # vocabulary states the invariants.
+        self.voting = Voting(self.voting_config())
         self.acceptors = acceptor_names(config.acceptors)
         self.values = value_names(config.values)
         self.ballots = self.voting.ballots
         self.quorums = self.voting.quorums
+
+    def voting_config(self) -> VotingConfig:
+        """The constants of the Voting spec this one refines (the same ones)."""
+        return VotingConfig(
+            acceptors=self.config.acceptors, values=self.config.values, max_ballot=self.config.max_ballot
+        )
 
     def init_states(self) -> Iterable[PaxosState]:
         yield PaxosState(
@@ -262,85 +258,67 @@ class Paxos(Spec[PaxosState, PaxosAction]):
             msgs=MessageSet(),
         )
 
-    def actions(self, s: PaxosState) -> Iterator[PaxosAction]:
+    def next(self) -> Next:
         # Every enabled action, stutters included (as TLC counts them), in a fixed
-        # order: proposers by ballot, then acceptors.
-        for b in self.ballots:
-            yield Phase1a(b)
-            for v in sorted(self._proposable(s, b)):
-                yield Phase2a(b, v)
-        for a in self.acceptors:
-            for b in self.ballots:
-                if self._can_promise(s, a, b):
-                    yield Phase1b(a, b)
-                for v in self.values:
-                    if self._can_vote(s, a, b, v):
-                        yield Phase2b(a, b, v)
-            if self._can_forget_vote(s, a):
-                yield Restart(a)
+        # order: proposers by ballot, then acceptors, each by ballot.
+        return (
+            Exists("bal", self.ballots, self.phase1a, Exists("val", self.values, self.phase2a)),
+            Exists("acceptor", self.acceptors, *self.acceptor_steps()),
+        )
 
-    # Guards, one per action, named so that each variant reads as a change to one.
+    def acceptor_steps(self) -> Next:
+        """What an acceptor does, for each ballot: promise it, vote in it."""
+        return (Exists("bal", self.ballots, self.phase1b, Exists("val", self.values, self.phase2b)),)
 
-    def _can_promise(self, s: PaxosState, acceptor: str, bal: int) -> bool:
-        return Msg1a(bal) in s.msgs and bal > s.max_bal[acceptor]
+    @rule(Phase1a)
+    def phase1a(self, s: PaxosState, bal: int) -> PaxosState | None:
+        """The proposer of ``bal`` asks the acceptors for promises (sends 1a)."""
+        return attrs.evolve(s, msgs=s.msgs.send(Msg1a(bal)))
 
-    def _can_vote(self, s: PaxosState, acceptor: str, bal: int, val: str) -> bool:
-        if Msg2a(bal, val) not in s.msgs:
-            return False
-        if self.variant == "broken_promise":
-            return True
-        return bal >= s.max_bal[acceptor]
+    @rule(Phase1b)
+    def phase1b(self, s: PaxosState, acceptor: str, bal: int) -> PaxosState | None:
+        """The acceptor, on a 1a for a ballot above its promise, promises that ballot
+        and reports its last vote (sends 1b)."""
+        if Msg1a(bal) not in s.msgs or bal <= s.max_bal[acceptor]:
+            return None
+        report = Msg1b(acceptor, bal, s.max_vbal[acceptor], s.max_val[acceptor])
+        return attrs.evolve(s, max_bal=s.max_bal.set(acceptor, bal), msgs=s.msgs.send(report))
 
-    def _can_forget_vote(self, s: PaxosState, acceptor: str) -> bool:
-        # Only a restart that loses a vote changes the state; the others are stutters.
-        return self.variant == "forgotten_vote" and s.max_vbal[acceptor] != NO_BALLOT
+    @rule(Phase2a)
+    def phase2a(self, s: PaxosState, bal: int, val: str) -> PaxosState | None:
+        """The proposer of ``bal``, having sent no 2a for ``bal`` and holding a
+        quorum's 1b reports for it, asks for votes for ``val``, which those reports
+        allow (sends 2a)."""
+        if any(isinstance(m, Msg2a) and m.bal == bal for m in s.msgs.sent) or val not in self.proposable(s, bal):
+            return None
+        return attrs.evolve(s, msgs=s.msgs.send(Msg2a(bal, val)))
 
-    def _proposable(self, s: PaxosState, bal: int) -> frozenset[str]:
-        """The values the proposer of ``bal`` may propose in phase 2a."""
-        if self.variant != "shared_ballot" and any(isinstance(m, Msg2a) and m.bal == bal for m in s.msgs.sent):
-            return frozenset()
+    @rule(Phase2b)
+    def phase2b(self, s: PaxosState, acceptor: str, bal: int, val: str) -> PaxosState | None:
+        """The acceptor, on a 2a for a ballot not below its promise, votes for it
+        (sends 2b)."""
+        if Msg2a(bal, val) not in s.msgs or bal < s.max_bal[acceptor]:
+            return None
+        return vote(s, acceptor, bal, val)
+
+    def proposable(self, s: PaxosState, bal: int) -> frozenset[str]:
+        """The values that the 1b reports for ``bal`` of some quorum allow."""
         promises = [m for m in s.msgs.sent if isinstance(m, Msg1b) and m.bal == bal]
         promised = {m.acc for m in promises}
         out: set[str] = set()
         for quorum in self.quorums:
-            if not quorum <= promised:
-                continue
-            reported = [m for m in promises if m.acc in quorum and m.mbal != NO_BALLOT]
-            if not reported or self.variant == "ignore_reported_value":
-                return frozenset(self.values)
-            highest = max(m.mbal for m in reported)
-            out.update(m.mval for m in reported if m.mbal == highest and m.mval is not None)
+            if quorum <= promised:
+                out |= self.allowed_by_reports([m for m in promises if m.acc in quorum])
         return frozenset(out)
 
-    def next_state(self, s: PaxosState, a: PaxosAction) -> PaxosState | None:
-        if isinstance(a, Restart):
-            if a.node not in s.max_vbal or not self._can_forget_vote(s, a.node):
-                return None
-            return attrs.evolve(s, max_vbal=s.max_vbal.set(a.node, NO_BALLOT), max_val=s.max_val.set(a.node, None))
-        if a.bal not in self.ballots:
-            return None
-        match a:
-            case Phase1a(bal):
-                return attrs.evolve(s, msgs=s.msgs.send(Msg1a(bal)))
-            case Phase1b(acceptor, bal):
-                if acceptor not in s.max_bal or not self._can_promise(s, acceptor, bal):
-                    return None
-                report = Msg1b(acceptor, bal, s.max_vbal[acceptor], s.max_val[acceptor])
-                return attrs.evolve(s, max_bal=s.max_bal.set(acceptor, bal), msgs=s.msgs.send(report))
-            case Phase2a(bal, val):
-                if val not in self._proposable(s, bal):
-                    return None
-                return attrs.evolve(s, msgs=s.msgs.send(Msg2a(bal, val)))
-            case Phase2b(acceptor, bal, val):
-                if acceptor not in s.max_bal or not self._can_vote(s, acceptor, bal, val):
-                    return None
-                return PaxosState(
-                    max_bal=s.max_bal.set(acceptor, bal),
-                    max_vbal=s.max_vbal.set(acceptor, bal),
-                    max_val=s.max_val.set(acceptor, val),
-                    msgs=s.msgs.send(Msg2b(acceptor, bal, val)),
-                )
-        return None
+    def allowed_by_reports(self, reports: Sequence[Msg1b]) -> frozenset[str]:
+        """What a quorum's 1b reports allow the proposer to propose: the value of the
+        highest-ballot vote they report, or any value if they report none."""
+        votes = [m for m in reports if m.mbal != NO_BALLOT]
+        if not votes:
+            return frozenset(self.values)
+        highest = max(m.mbal for m in votes)
+        return frozenset(m.mval for m in votes if m.mbal == highest and m.mval is not None)
 
     # -------------------------------------------------------------- invariants
 
@@ -485,3 +463,71 @@ class Paxos(Spec[PaxosState, PaxosAction]):
 
     def refinement(self) -> Refinement[PaxosState, VotingState]:
         return Refinement(self.voting, self.voting_state)
+
+
+def vote(s: PaxosState, acceptor: str, bal: int, val: str) -> PaxosState:
+    """Phase2b's effect: the acceptor records its vote as its last and sends 2b."""
+    return PaxosState(
+        max_bal=s.max_bal.set(acceptor, bal),
+        max_vbal=s.max_vbal.set(acceptor, bal),
+        max_val=s.max_val.set(acceptor, val),
+        msgs=s.msgs.send(Msg2b(acceptor, bal, val)),
+    )
+
+
+# ------------------------------------------------------------------------ variants
+# Each a real mistake, as a subclass that overrides the one definition it breaks.
+
+
+@variant("broken_promise", "an acceptor votes in a ballot below one it has promised")
+class BrokenPromise(Paxos):
+    @rule(Phase2b)
+    def phase2b(self, s: PaxosState, acceptor: str, bal: int, val: str) -> PaxosState | None:
+        """The acceptor, on any 2a, votes for it, even below its promise: it checks
+        the promise in phase 1 only."""
+        if Msg2a(bal, val) not in s.msgs:
+            return None
+        return vote(s, acceptor, bal, val)
+
+
+@variant("ignore_reported_value", "the proposer ignores the highest-ballot vote reported in phase 1b")
+class IgnoreReportedValue(Paxos):
+    def allowed_by_reports(self, reports: Sequence[Msg1b]) -> frozenset[str]:
+        """The proposer waits for a quorum's reports but then proposes any value, its
+        own, whatever vote they report."""
+        return frozenset(self.values)
+
+
+@variant("non_intersecting_quorums", "quorums of n // 2 acceptors, so two quorums can be disjoint")
+class NonIntersectingQuorums(Paxos):
+    def voting_config(self) -> VotingConfig:
+        """The Voting spec refined, and so Paxos, counts "at least n // 2" acceptors
+        as a quorum."""
+        return attrs.evolve(super().voting_config(), variant="non_intersecting_quorums")
+
+
+@variant("shared_ballot", "two proposers use the same ballot number")
+class SharedBallot(Paxos):
+    @rule(Phase2a)
+    def phase2a(self, s: PaxosState, bal: int, val: str) -> PaxosState | None:
+        """A proposer of ``bal`` holding a quorum's 1b reports asks for votes for a
+        value they allow, not knowing that another proposer of the same ballot
+        number already sent a 2a."""
+        if val not in self.proposable(s, bal):
+            return None
+        return attrs.evolve(s, msgs=s.msgs.send(Msg2a(bal, val)))
+
+
+@variant("forgotten_vote", "an acceptor loses its last vote in a crash (its promise is on disk, its vote is not)")
+class ForgottenVote(Paxos):
+    def acceptor_steps(self) -> Next:
+        return (*super().acceptor_steps(), self.restart)
+
+    @rule(AcceptorRestart)
+    def restart(self, s: PaxosState, acceptor: str) -> PaxosState | None:
+        """The acceptor crashes and restarts with its promise but without its last
+        vote.  Only a restart that loses a vote changes the state; the others are
+        stutters, left out."""
+        if s.max_vbal[acceptor] == NO_BALLOT:
+            return None
+        return attrs.evolve(s, max_vbal=s.max_vbal.set(acceptor, NO_BALLOT), max_val=s.max_val.set(acceptor, None))

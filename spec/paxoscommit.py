@@ -50,29 +50,25 @@ Reachable
 
 Refinement: every step maps, through ``rm_state``, to a TCommit step or a stutter.
 
-Variants
-
-====================  =========================================================
-``commit_without_all`` The leader commits once *some* instance has chosen
-                      "prepared", instead of every one (2PC's commit_early,
-                      in Paxos clothing).
-``forget_vote``       An acceptor joining a higher ballot (phase 1b) reports no
-                      earlier vote, so a new leader proposes "aborted" for an
-                      instance already chosen "prepared".
-``minority_quorum``   Phase 2a and the leader accept "quorums" of one acceptor:
-                      two quorums need not intersect.
-====================  =========================================================
+Variants: deliberately broken versions, each a real mistake caught by
+TCConsistent, declared at the end of this module as a subclass that overrides
+what it breaks: ``commit_without_all`` (the leader commits once *some* instance
+has chosen "prepared", instead of every one: 2PC's commit_early in Paxos clothing)
+overrides ``commit_evidence``; ``forget_vote`` (an acceptor joining a higher ballot
+reports no earlier vote, so a new leader proposes "aborted" for an instance already
+chosen "prepared") overrides the Phase1b rule; ``minority_quorum`` (one acceptor
+counts as a quorum, so two quorums need not intersect) overrides ``quorum_size``.
+Each shows with two RMs, so each declares the small size at which it is checked.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from distcheck.spec.contract import Action, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, param, rule, variant
 from distcheck.spec.network import MessageSet
 from distcheck.spec.twophase import (
     ABORTED,
@@ -96,19 +92,7 @@ from distcheck.spec.values import FrozenMap, name_set, short_text
 
 NONE = "none"  # an acceptor's value before it has voted
 VOTE_VALUES = (PREPARED, ABORTED)
-
-VARIANTS = {
-    "commit_without_all": "the leader commits when some instance, not every one, has chosen prepared",
-    "forget_vote": "an acceptor joining a higher ballot does not report its earlier vote",
-    "minority_quorum": "a single acceptor counts as a quorum, so quorums need not intersect",
-}
-# The smallest sizes that show each mistake (two RMs are needed to disagree; the
-# default size has one, to keep `distcheck check all` quick).
-VARIANT_PARAMS = {
-    "commit_without_all": {"rms": 2, "acceptors": 1, "max_ballot": 0},
-    "forget_vote": {"rms": 2, "acceptors": 1, "max_ballot": 1},
-    "minority_quorum": {"rms": 2, "acceptors": 2, "max_ballot": 1},
-}
+COMMIT, ABORT = Commit(), Abort()
 
 
 @attrs.frozen
@@ -193,7 +177,7 @@ class PCState:
 
 class LeaderAction(Action):
     __slots__ = ()
-    actor_name = "leader"
+    ACTOR = "leader"
 
 
 @attrs.frozen
@@ -209,7 +193,7 @@ class Phase2a(LeaderAction):
     quorum: frozenset[str] = attrs.field(converter=name_set)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Chosen:
     """Evidence that instance ``ins`` chose a value: every acceptor of ``quorum``
     voted for it in ballot ``bal``."""
@@ -239,22 +223,16 @@ class LeaderAbort(LeaderAction):
 
 @attrs.frozen
 class Phase1b(Action):
+    ACTOR = "acc"
     acc: str
     msg: Phase1aMsg
-
-    @property
-    def actor(self) -> str:
-        return self.acc
 
 
 @attrs.frozen
 class Phase2b(Action):
+    ACTOR = "acc"
     acc: str
     msg: Phase2aMsg
-
-    @property
-    def actor(self) -> str:
-        return self.acc
 
 
 PCAction = (
@@ -277,31 +255,28 @@ PCAction = (
 class PaxosCommit(Spec[PCState, PCAction]):
     name = "paxoscommit"
 
+    config: Config
+
     def __init__(self, config: Config = Config()) -> None:
-        self.config = config
-        self.variant = config.variant
+        super().__init__(config)
         self.rms = tuple(f"r{i}" for i in range(1, config.rms + 1))
         self.acceptors = tuple(f"a{i}" for i in range(1, config.acceptors + 1))
         self.ballots = tuple(range(config.max_ballot + 1))
-        quorum_size = 1 if self.variant == "minority_quorum" else config.acceptors // 2 + 1
-        self.quorum_size = quorum_size
+        self.quorum_size = self.smallest_quorum()
         # The minimal majorities, as in the published model (any larger set of
         # acceptors contains one, so nothing is lost; TLC's generated-state count
         # of 16,959,159 is for these).
-        self.quorums = tuple(frozenset(q) for q in itertools.combinations(self.acceptors, quorum_size))
+        self.quorums = tuple(frozenset(q) for q in itertools.combinations(self.acceptors, self.quorum_size))
         self._a_keys = frozenset((ins, acc) for ins in self.rms for acc in self.acceptors)
-        self._steps: dict[type, Callable[[PCState, Any], PCState | None]] = {
-            RMPrepare: self._rm_vote,
-            RMChooseToAbort: self._rm_vote,
-            RMRcvCommitMsg: self._rm_rcv_commit,
-            RMRcvAbortMsg: self._rm_rcv_abort,
-            Phase1a: self._phase1a,
-            Phase2a: self._phase2a,
-            LeaderCommit: self._leader_commit,
-            LeaderAbort: self._leader_abort,
-            Phase1b: self._phase1b,
-            Phase2b: self._phase2b,
+        # Every Chosen record there can be, built once (``chosen`` runs on every state).
+        self._chosen_records = {
+            (ins, bal, q): Chosen(ins, bal, q) for ins in self.rms for bal in self.ballots for q in self.quorums
         }
+
+    def smallest_quorum(self) -> int:
+        """How many acceptors make a quorum: a majority, so that any two quorums share
+        an acceptor (and so at most one value is chosen per instance)."""
+        return len(self.acceptors) // 2 + 1
 
     def init_states(self) -> Iterable[PCState]:
         blank = AcceptorState(mbal=0, bal=-1, val=NONE)
@@ -311,143 +286,145 @@ class PaxosCommit(Spec[PCState, PCAction]):
             msgs=MessageSet(),
         )
 
-    # ---------------------------------------------------------------- guards
+    def next(self) -> Next:
+        # PCNext: each RM's steps, the leaders' (phases 1a and 2a of every ballot
+        # above 0, then the decisions), then each acceptor's, in this fixed order.
+        return (
+            Exists(
+                "rm", self.rms, self.rm_prepare, self.rm_choose_to_abort, self.rm_rcv_commit_msg, self.rm_rcv_abort_msg
+            ),
+            Exists(
+                "bal",
+                self.ballots[1:],
+                Exists("ins", self.rms, self.phase1a, Exists("quorum", self.quorums, self.phase2a)),
+            ),
+            Exists("evidence", self.commit_evidence, self.leader_commit),
+            Exists("evidence", self.abort_evidence, self.leader_abort),
+            Exists(
+                "acc",
+                self.acceptors,
+                Exists("msg", self.sent_1a, self.phase1b),
+                Exists("msg", self.sent_2a, self.phase2b),
+            ),
+        )
 
-    def _phase2a_value(self, s: PCState, bal: int, ins: str, quorum: frozenset[str]) -> str | None:
-        """The value a leader may propose in ballot ``bal`` of ``ins`` on the 1b
-        messages of ``quorum``: that of the highest vote reported, or "aborted" if
-        none voted.  None when the quorum has not all answered, or a 2a message of
-        this ballot exists already (one proposal per ballot)."""
-        return _Index.of(s.msgs).phase2a_value(bal, ins, quorum)
+    # ------------------------------------------------- what the message set shows
 
-    def _chosen_by(self, s: PCState, c: Chosen, value: str) -> bool:
-        """``c`` is evidence that its instance chose ``value``."""
-        voters = _Index.of(s.msgs).voters.get((c.ins, c.bal, value))
-        return voters is not None and c.quorum in self.quorums and c.quorum <= voters
+    def sent_1a(self, s: PCState) -> list[Phase1aMsg]:
+        """The phase 1a messages sent, by instance and ballot."""
+        return _Index.of(s.msgs).sent_1a
 
-    def _evidence(self, s: PCState, ins: str, value: str) -> list[Chosen]:
-        """Every (ballot, quorum) in which ``ins`` chose ``value``."""
+    def sent_2a(self, s: PCState) -> list[Phase2aMsg]:
+        """The phase 2a messages sent, by instance, ballot and value."""
+        return _Index.of(s.msgs).sent_2a
+
+    def chosen(self, s: PCState, ins: str, value: str) -> list[Chosen]:
+        """Every (ballot, quorum) in which instance ``ins`` chose ``value``: each
+        acceptor of the quorum sent a 2b message for it in that ballot (TLA+'s
+        Decided(rm, v), with its witnesses)."""
         voters = _Index.of(s.msgs).voters
         found = []
         for bal in self.ballots:
             voted = voters.get((ins, bal, value))
             if voted is not None and len(voted) >= self.quorum_size:
-                found += [Chosen(ins, bal, q) for q in self.quorums if q <= voted]
+                found += [self._chosen_records[ins, bal, q] for q in self.quorums if q <= voted]
         return found
 
-    def _commit_evidence(self, s: PCState) -> Iterator[tuple[Chosen, ...]]:
-        """Each way of showing that the transaction may commit: one Chosen
-        "prepared" per RM (in the variant, one for some RM)."""
-        per_rm = [self._evidence(s, rm, PREPARED) for rm in self.rms]
-        if self.variant == "commit_without_all":
-            for options in per_rm:
-                for c in options:
-                    yield (c,)
-        else:
-            yield from itertools.product(*per_rm)
+    def commit_evidence(self, s: PCState) -> Iterator[tuple[Chosen, ...]]:
+        """Each way the messages show that the transaction may commit: one Chosen
+        "prepared" for every RM, in RM order."""
+        return itertools.product(*(self.chosen(s, rm, PREPARED) for rm in self.rms))
 
-    def _is_commit_evidence(self, s: PCState, evidence: tuple[Chosen, ...]) -> bool:
-        instances = [c.ins for c in evidence]
-        covers = len(instances) == 1 if self.variant == "commit_without_all" else instances == list(self.rms)
-        return covers and all(self._chosen_by(s, c, PREPARED) for c in evidence)
+    def abort_evidence(self, s: PCState) -> list[Chosen]:
+        """Each way the messages show that the transaction must abort: a Chosen
+        "aborted" for some RM."""
+        return [c for rm in self.rms for c in self.chosen(s, rm, ABORTED)]
 
-    # --------------------------------------------------------------- actions
+    # ---------------------------------------------------------------------- rules
 
-    def actions(self, s: PCState) -> Iterator[PCAction]:
-        for rm in self.rms:
-            if s.rm_state[rm] == WORKING:
-                yield RMPrepare(rm)
-                yield RMChooseToAbort(rm)
-            if Commit() in s.msgs:
-                yield RMRcvCommitMsg(rm)
-            if Abort() in s.msgs:
-                yield RMRcvAbortMsg(rm)
-        for bal in self.ballots[1:]:
-            for ins in self.rms:
-                yield Phase1a(bal, ins)
-                for quorum in self.quorums:
-                    if self._phase2a_value(s, bal, ins, quorum) is not None:
-                        yield Phase2a(bal, ins, quorum)
-        for evidence in self._commit_evidence(s):
-            yield LeaderCommit(evidence)
-        for ins in self.rms:
-            for chosen in self._evidence(s, ins, ABORTED):
-                yield LeaderAbort(chosen)
-        index = _Index.of(s.msgs)
-        for acc in self.acceptors:
-            for m in index.ordered_1a_2a:
-                if isinstance(m, Phase1aMsg):
-                    if s.a_state[(m.ins, acc)].mbal < m.bal:
-                        yield Phase1b(acc, m)
-                elif s.a_state[(m.ins, acc)].mbal <= m.bal:
-                    yield Phase2b(acc, m)
-
-    def next_state(self, s: PCState, a: PCAction) -> PCState | None:
-        # One named step per action (dispatching on the action's type is much
-        # cheaper than a match over nine classes, on 17 million steps).
-        step = self._steps.get(type(a))
-        return None if step is None else step(s, a)
-
-    def _rm_vote(self, s: PCState, a: RMPrepare | RMChooseToAbort) -> PCState | None:
-        if s.rm_state.get(a.rm) != WORKING:
+    @rule(RMPrepare)
+    def rm_prepare(self, s: PCState, rm: str) -> PCState | None:
+        """A working RM prepares: it votes "prepared" as phase 2a of ballot 0 of its
+        own instance."""
+        if s.rm_state[rm] != WORKING:
             return None
-        vote = PREPARED if isinstance(a, RMPrepare) else ABORTED
-        return PCState(s.rm_state.set(a.rm, vote), s.a_state, s.msgs.send(Phase2aMsg(a.rm, 0, vote)))
+        return PCState(s.rm_state.set(rm, PREPARED), s.a_state, s.msgs.send(Phase2aMsg(rm, 0, PREPARED)))
 
-    def _rm_rcv_commit(self, s: PCState, a: RMRcvCommitMsg) -> PCState | None:
-        if a.rm not in s.rm_state or Commit() not in s.msgs:
+    @rule(RMChooseToAbort)
+    def rm_choose_to_abort(self, s: PCState, rm: str) -> PCState | None:
+        """A working RM aborts on its own: it votes "aborted" as phase 2a of ballot
+        0 of its own instance."""
+        if s.rm_state[rm] != WORKING:
             return None
-        return PCState(s.rm_state.set(a.rm, COMMITTED), s.a_state, s.msgs)
+        return PCState(s.rm_state.set(rm, ABORTED), s.a_state, s.msgs.send(Phase2aMsg(rm, 0, ABORTED)))
 
-    def _rm_rcv_abort(self, s: PCState, a: RMRcvAbortMsg) -> PCState | None:
-        if a.rm not in s.rm_state or Abort() not in s.msgs:
+    @rule(RMRcvCommitMsg)
+    def rm_rcv_commit_msg(self, s: PCState, rm: str) -> PCState | None:
+        """An RM receives Commit and commits."""
+        if COMMIT not in s.msgs:
             return None
-        return PCState(s.rm_state.set(a.rm, ABORTED), s.a_state, s.msgs)
+        return PCState(s.rm_state.set(rm, COMMITTED), s.a_state, s.msgs)
 
-    def _phase1a(self, s: PCState, a: Phase1a) -> PCState | None:
-        if a.bal not in self.ballots[1:] or a.ins not in self.rms:
+    @rule(RMRcvAbortMsg)
+    def rm_rcv_abort_msg(self, s: PCState, rm: str) -> PCState | None:
+        """An RM receives Abort and aborts."""
+        if ABORT not in s.msgs:
             return None
-        return PCState(s.rm_state, s.a_state, s.msgs.send(Phase1aMsg(a.ins, a.bal)))
+        return PCState(s.rm_state.set(rm, ABORTED), s.a_state, s.msgs)
 
-    def _phase2a(self, s: PCState, a: Phase2a) -> PCState | None:
-        if a.bal not in self.ballots[1:] or a.ins not in self.rms or a.quorum not in self.quorums:
-            return None
-        value = self._phase2a_value(s, a.bal, a.ins, a.quorum)
+    @rule(Phase1a)
+    def phase1a(self, s: PCState, bal: int, ins: str) -> PCState | None:
+        """A leader starts ballot ``bal`` (above 0: ballot 0 is the RM's own) of
+        instance ``ins``."""
+        return PCState(s.rm_state, s.a_state, s.msgs.send(Phase1aMsg(ins, bal)))
+
+    @rule(Phase2a)
+    def phase2a(self, s: PCState, bal: int, ins: str, quorum: frozenset[str]) -> PCState | None:
+        """With the 1b messages of a quorum, and no proposal yet in this ballot, the
+        leader proposes the value of the highest vote reported, or "aborted" if none
+        of them voted."""
+        value = _Index.of(s.msgs).phase2a_value(bal, ins, quorum)
         if value is None:
             return None
-        return PCState(s.rm_state, s.a_state, s.msgs.send(Phase2aMsg(a.ins, a.bal, value)))
+        return PCState(s.rm_state, s.a_state, s.msgs.send(Phase2aMsg(ins, bal, value)))
 
-    def _leader_commit(self, s: PCState, a: LeaderCommit) -> PCState | None:
-        if not self._is_commit_evidence(s, a.evidence):
-            return None
-        return PCState(s.rm_state, s.a_state, s.msgs.send(Commit()))
+    @rule(LeaderCommit)
+    def leader_commit(self, s: PCState, evidence: tuple[Chosen, ...]) -> PCState | None:
+        """A leader that sees every instance chosen "prepared" broadcasts Commit (its
+        guard is its quantifier: the evidence ranges over ``commit_evidence``)."""
+        return PCState(s.rm_state, s.a_state, s.msgs.send(COMMIT))
 
-    def _leader_abort(self, s: PCState, a: LeaderAbort) -> PCState | None:
-        if not self._chosen_by(s, a.evidence, ABORTED):
-            return None
-        return PCState(s.rm_state, s.a_state, s.msgs.send(Abort()))
+    @rule(LeaderAbort)
+    def leader_abort(self, s: PCState, evidence: Chosen) -> PCState | None:
+        """A leader that sees some instance chosen "aborted" broadcasts Abort (its
+        guard is its quantifier: the evidence ranges over ``abort_evidence``)."""
+        return PCState(s.rm_state, s.a_state, s.msgs.send(ABORT))
 
-    def _phase1b(self, s: PCState, a: Phase1b) -> PCState | None:
-        m, key = a.msg, (a.msg.ins, a.acc)
-        mine = s.a_state.get(key)
-        if mine is None or mine.mbal >= m.bal or m not in s.msgs:
+    @rule(Phase1b)
+    def phase1b(self, s: PCState, acc: str, msg: Phase1aMsg) -> PCState | None:
+        """An acceptor joins the ballot of a 1a message it has not outgrown and
+        reports its last vote."""
+        key = (msg.ins, acc)
+        mine = s.a_state[key]
+        if mine.mbal >= msg.bal:
             return None
-        bal, val = (-1, NONE) if self.variant == "forget_vote" else (mine.bal, mine.val)
         return PCState(
             s.rm_state,
-            s.a_state.set(key, AcceptorState(m.bal, mine.bal, mine.val)),
-            s.msgs.send(Phase1bMsg(m.ins, m.bal, bal, val, a.acc)),
+            s.a_state.set(key, AcceptorState(msg.bal, mine.bal, mine.val)),
+            s.msgs.send(Phase1bMsg(msg.ins, msg.bal, mine.bal, mine.val, acc)),
         )
 
-    def _phase2b(self, s: PCState, a: Phase2b) -> PCState | None:
-        m, key = a.msg, (a.msg.ins, a.acc)
-        mine = s.a_state.get(key)
-        if mine is None or mine.mbal > m.bal or m not in s.msgs:
+    @rule(Phase2b)
+    def phase2b(self, s: PCState, acc: str, msg: Phase2aMsg) -> PCState | None:
+        """An acceptor that has joined no higher ballot votes for a 2a message's
+        value."""
+        key = (msg.ins, acc)
+        if s.a_state[key].mbal > msg.bal:
             return None
         return PCState(
             s.rm_state,
-            s.a_state.set(key, AcceptorState(m.bal, m.bal, m.val)),
-            s.msgs.send(Phase2bMsg(a.acc, m.ins, m.bal, m.val)),
+            s.a_state.set(key, AcceptorState(msg.bal, msg.bal, msg.val)),
+            s.msgs.send(Phase2bMsg(acc, msg.ins, msg.bal, msg.val)),
         )
 
     # ------------------------------------------------------------ properties
@@ -483,7 +460,7 @@ class PaxosCommit(Spec[PCState, PCAction]):
         )
 
     def _leader_decided(self, s: PCState) -> bool:
-        return any(c.bal > 0 for ins in self.rms for value in VOTE_VALUES for c in self._evidence(s, ins, value))
+        return any(c.bal > 0 for ins in self.rms for value in VOTE_VALUES for c in self.chosen(s, ins, value))
 
     def canonical(self, s: PCState) -> PCState:
         """Symmetry over acceptors.  An acceptor's whole part in a state is its
@@ -528,34 +505,35 @@ class PaxosCommit(Spec[PCState, PCAction]):
 
 
 class _Index:
-    """What the guards need from a message set, gathered in one pass (the
-    guards would otherwise rescan every message once per quorum and ballot).
-    Only the last message set's index is kept: ``actions`` and ``next_state``
-    ask about the same state many times in a row."""
+    """What the rules and their domains need from a message set, gathered in one
+    pass (they would otherwise rescan every message once per acceptor, quorum and
+    ballot).  Only the last message set's index is kept: enumerating a state's
+    successors asks about the same message set many times in a row."""
 
-    __slots__ = ("has_2a", "ordered_1a_2a", "reports", "voters")
+    __slots__ = ("has_2a", "reports", "sent_1a", "sent_2a", "voters")
     _last: tuple[MessageSet[Message] | None, _Index | None] = (None, None)
 
     def __init__(self, msgs: MessageSet[Message]) -> None:
         self.reports: dict[tuple[str, int], dict[str, Phase1bMsg]] = {}
         self.has_2a: set[tuple[str, int]] = set()
         self.voters: dict[tuple[str, int, str], set[str]] = {}
+        sent_1a: list[Phase1aMsg] = []
+        sent_2a: list[Phase2aMsg] = []
         for m in msgs.sent:
             if isinstance(m, Phase1bMsg):
                 self.reports.setdefault((m.ins, m.mbal), {})[m.acc] = m
             elif isinstance(m, Phase2aMsg):
                 self.has_2a.add((m.ins, m.bal))
+                sent_2a.append(m)
             elif isinstance(m, Phase2bMsg):
                 self.voters.setdefault((m.ins, m.bal, m.val), set()).add(m.acc)
-        # A fixed order that needs no canonical texts: phase, instance, ballot, value.
-        ordered: list[tuple[tuple[int, str, int, str], Phase1aMsg | Phase2aMsg]] = []
-        for m in msgs.sent:
-            if isinstance(m, Phase1aMsg):
-                ordered.append(((1, m.ins, m.bal, ""), m))
-            elif isinstance(m, Phase2aMsg):
-                ordered.append(((2, m.ins, m.bal, m.val), m))
-        ordered.sort(key=lambda pair: pair[0])
-        self.ordered_1a_2a = [m for _, m in ordered]
+            elif isinstance(m, Phase1aMsg):
+                sent_1a.append(m)
+        # A fixed order that needs no canonical texts: instance, ballot, value.
+        sent_1a.sort(key=lambda m: (m.ins, m.bal))
+        sent_2a.sort(key=lambda m: (m.ins, m.bal, m.val))
+        self.sent_1a = sent_1a
+        self.sent_2a = sent_2a
 
     @classmethod
     def of(cls, msgs: MessageSet[Message]) -> _Index:
@@ -567,6 +545,10 @@ class _Index:
         return index
 
     def phase2a_value(self, bal: int, ins: str, quorum: frozenset[str]) -> str | None:
+        """The value a leader may propose in ballot ``bal`` of ``ins`` on the 1b
+        messages of ``quorum``: that of the highest vote reported, or "aborted" if
+        none voted.  None when the quorum has not all answered, or a 2a message of
+        this ballot exists already (one proposal per ballot)."""
         if (ins, bal) in self.has_2a:
             return None
         reports = self.reports.get((ins, bal), {})
@@ -574,3 +556,54 @@ class _Index:
             return None
         highest = max((reports[acc] for acc in quorum), key=lambda m: m.bal)
         return ABORTED if highest.bal == -1 else highest.val
+
+
+# ------------------------------------------------------------------------ variants
+# Each a real mistake, as a subclass that overrides what it breaks.  Each needs two
+# RMs to show (the default size has one, to keep `distcheck check all` quick).
+
+
+@variant(
+    "commit_without_all",
+    "the leader commits when some instance, not every one, has chosen prepared",
+    params={"rms": 2, "acceptors": 1, "max_ballot": 0},
+)
+class CommitWithoutAll(PaxosCommit):
+    def commit_evidence(self, s: PCState) -> Iterator[tuple[Chosen, ...]]:
+        """One Chosen "prepared" for *some* RM is taken as enough to commit, so an
+        RM that voted "aborted" is overruled."""
+        return ((c,) for rm in self.rms for c in self.chosen(s, rm, PREPARED))
+
+
+@variant(
+    "forget_vote",
+    "an acceptor joining a higher ballot does not report its earlier vote",
+    params={"rms": 2, "acceptors": 1, "max_ballot": 1},
+)
+class ForgetVote(PaxosCommit):
+    @rule(Phase1b)
+    def phase1b(self, s: PCState, acc: str, msg: Phase1aMsg) -> PCState | None:
+        """An acceptor joins the ballot of a 1a message it has not outgrown but
+        reports no vote, so the new leader may propose "aborted" for an instance
+        that already chose "prepared"."""
+        key = (msg.ins, acc)
+        mine = s.a_state[key]
+        if mine.mbal >= msg.bal:
+            return None
+        return PCState(
+            s.rm_state,
+            s.a_state.set(key, AcceptorState(msg.bal, mine.bal, mine.val)),
+            s.msgs.send(Phase1bMsg(msg.ins, msg.bal, -1, NONE, acc)),
+        )
+
+
+@variant(
+    "minority_quorum",
+    "a single acceptor counts as a quorum, so quorums need not intersect",
+    params={"rms": 2, "acceptors": 2, "max_ballot": 1},
+)
+class MinorityQuorum(PaxosCommit):
+    def smallest_quorum(self) -> int:
+        """One acceptor: two such quorums of two acceptors need not share one, so
+        an instance can choose both values."""
+        return 1

@@ -45,46 +45,35 @@ Reachable
 
 Refinement: every step maps, through ``chosen``, to a Consensus step or a stutter.
 
-Variants (deliberately broken; each is caught).  Each is the abstract form of a
-Paxos variant (``spec/paxos.py``): it shows which rule of Voting the Paxos mistake
-breaks.
-
-============================  ====================================================
-``unsafe_vote``               An acceptor votes for a value that no quorum shows
-                              safe (Paxos: the proposer ignores the reported
-                              vote).  Caught by VotesSafe.
-``two_values_per_ballot``     An acceptor votes in a ballot in which another
-                              acceptor voted for a different value (Paxos: two
-                              proposers share a ballot).  Caught by
-                              OneValuePerBallot.
-``non_intersecting_quorums``  Quorums are counted as "at least n // 2" acceptors
-                              instead of "more than n / 2", so two quorums can be
-                              disjoint: a value is chosen by one quorum while
-                              another quorum, which never saw the vote, shows a
-                              different value safe.  Caught by Agreement.
-============================  ====================================================
+Variants (deliberately broken; each is caught), each the abstract form of a Paxos
+variant (``spec/paxos.py``), showing which rule of Voting the Paxos mistake breaks;
+each is a subclass at the end of this module that overrides the one definition it
+breaks.  ``unsafe_vote`` overrides ``shown_safe``, VoteFor's last conjunct: an
+acceptor votes for a value no quorum shows safe (Paxos: the proposer ignores the
+reported vote); caught by VotesSafe.  ``two_values_per_ballot`` overrides
+``no_other_value_voted_at``, VoteFor's third conjunct: an acceptor votes in a
+ballot in which another voted for a different value (Paxos: two proposers share a
+ballot); caught by OneValuePerBallot.  ``non_intersecting_quorums`` overrides
+``minimal_quorums``: quorums of "at least n // 2" acceptors instead of "more than
+n / 2", so a value is chosen by one quorum while another, which never saw the
+vote, shows a different value safe; caught by Agreement.  ``Voting.variants()``
+lists them with their one-line descriptions.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
 from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState, agreement, value_names
-from distcheck.spec.contract import Action, Invariant, Reachable, Refinement, Spec, param
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, param, rule, variant
 from distcheck.spec.values import FrozenMap
 
 #: The ballot number of "no ballot": an acceptor's promise before it has made one,
 #: and the ballot of its last vote before it has voted.
 NO_BALLOT = -1
-
-VARIANTS = {
-    "unsafe_vote": "an acceptor votes for a value no quorum shows safe",
-    "two_values_per_ballot": "an acceptor votes for another value than one already voted for in the ballot",
-    "non_intersecting_quorums": "quorums of n // 2 acceptors, so two quorums can be disjoint",
-}
 
 
 def acceptor_names(n: int) -> tuple[str, ...]:
@@ -116,12 +105,14 @@ class VotingState:
 
 @attrs.frozen
 class IncreaseMaxBal(Action):
+    ACTOR = "acceptor"
     acceptor: str
     bal: int
 
 
 @attrs.frozen
 class VoteFor(Action):
+    ACTOR = "acceptor"
     acceptor: str
     bal: int
     val: str
@@ -146,11 +137,14 @@ class Voting(Spec[VotingState, VotingAction]):
 
     def __init__(self, config: VotingConfig = VotingConfig()) -> None:
         self.config = config
-        self.variant = config.variant
         self.acceptors = acceptor_names(config.acceptors)
         self.values = value_names(config.values)
         self.ballots = tuple(range(config.max_ballot + 1))
-        self.quorums = quorum_system(self.acceptors, intersecting=config.variant != "non_intersecting_quorums")
+        self.quorums = self.minimal_quorums()
+
+    def minimal_quorums(self) -> tuple[frozenset[str], ...]:
+        """TLA+'s Quorum, as its minimal sets: the strict majorities of acceptors."""
+        return quorum_system(self.acceptors)
 
     # ------------------------------------------------------------- vocabulary
 
@@ -195,7 +189,12 @@ class Voting(Spec[VotingState, VotingAction]):
         return False  # pragma: no cover - the loop always returns at c == NO_BALLOT
 
     def shown_safe(self, s: VotingState, bal: int, val: str) -> bool:
+        """Some quorum shows ``val`` safe at ``bal``."""
         return any(self.shows_safe_at(s, q, bal, val) for q in self.quorums)
+
+    def no_other_value_voted_at(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
+        """No acceptor but ``acceptor`` voted in ``bal`` for a value other than ``val``."""
+        return all(v == val for other in self.acceptors if other != acceptor for b, v in s.votes[other] if b == bal)
 
     # ------------------------------------------------------------- the spec
 
@@ -205,42 +204,40 @@ class Voting(Spec[VotingState, VotingAction]):
             max_bal=FrozenMap({a: NO_BALLOT for a in self.acceptors}),
         )
 
-    def actions(self, s: VotingState) -> Iterator[VotingAction]:
-        for a in self.acceptors:
-            for b in self.ballots:
-                if b > s.max_bal[a]:
-                    yield IncreaseMaxBal(a, b)
-                for v in self.values:
-                    if self._can_vote_for(s, a, b, v):
-                        yield VoteFor(a, b, v)
-
-    def _can_vote_for(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
+    def next(self) -> Next:
+        # Each acceptor in turn, each ballot in turn: its promise, then its votes.
         return (
-            s.max_bal[acceptor] <= bal
-            and self.did_not_vote_at(s, acceptor, bal)
-            and (self.variant == "two_values_per_ballot" or self._no_other_value_voted_at(s, acceptor, bal, val))
-            and (self.variant == "unsafe_vote" or self.shown_safe(s, bal, val))
+            Exists(
+                "acceptor",
+                self.acceptors,
+                Exists("bal", self.ballots, self.increase_max_bal, Exists("val", self.values, self.vote_for)),
+            ),
         )
 
-    def _no_other_value_voted_at(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
-        return all(v == val for other in self.acceptors if other != acceptor for b, v in s.votes[other] if b == bal)
-
-    def next_state(self, s: VotingState, a: VotingAction) -> VotingState | None:
-        if a.acceptor not in s.max_bal or a.bal not in self.ballots:
+    @rule(IncreaseMaxBal)
+    def increase_max_bal(self, s: VotingState, acceptor: str, bal: int) -> VotingState | None:
+        """The acceptor promises never to vote below ``bal``, a ballot above its
+        current promise."""
+        if bal <= s.max_bal[acceptor]:
             return None
-        match a:
-            case IncreaseMaxBal(acceptor, bal):
-                if bal <= s.max_bal[acceptor]:
-                    return None
-                return attrs.evolve(s, max_bal=s.max_bal.set(acceptor, bal))
-            case VoteFor(acceptor, bal, val):
-                if val not in self.values or not self._can_vote_for(s, acceptor, bal, val):
-                    return None
-                return VotingState(
-                    votes=s.votes.set(acceptor, s.votes[acceptor] | {(bal, val)}),
-                    max_bal=s.max_bal.set(acceptor, bal),
-                )
-        return None
+        return attrs.evolve(s, max_bal=s.max_bal.set(acceptor, bal))
+
+    @rule(VoteFor)
+    def vote_for(self, s: VotingState, acceptor: str, bal: int, val: str) -> VotingState | None:
+        """The acceptor votes for ``val`` in ``bal``: it has not promised a higher
+        ballot, has not voted in ``bal``, no other acceptor voted for another value in
+        ``bal``, and some quorum shows ``val`` safe at ``bal``."""
+        if not (
+            s.max_bal[acceptor] <= bal
+            and self.did_not_vote_at(s, acceptor, bal)
+            and self.no_other_value_voted_at(s, acceptor, bal, val)
+            and self.shown_safe(s, bal, val)
+        ):
+            return None
+        return VotingState(
+            votes=s.votes.set(acceptor, s.votes[acceptor] | {(bal, val)}),
+            max_bal=s.max_bal.set(acceptor, bal),
+        )
 
     def invariants(self) -> Sequence[Invariant[VotingState]]:
         return (
@@ -295,3 +292,30 @@ class Voting(Spec[VotingState, VotingAction]):
         return Refinement(
             Consensus(ConsensusConfig(values=self.config.values)), lambda s: ConsensusState(self.chosen(s))
         )
+
+
+# ------------------------------------------------------------------------ variants
+# Each the abstract form of a Paxos mistake, as a subclass that overrides the one
+# definition it breaks.
+
+
+@variant("unsafe_vote", "an acceptor votes for a value no quorum shows safe")
+class UnsafeVote(Voting):
+    def shown_safe(self, s: VotingState, bal: int, val: str) -> bool:
+        """VoteFor no longer asks a quorum: every value passes as shown safe."""
+        return True
+
+
+@variant("two_values_per_ballot", "an acceptor votes for another value than one already voted for in the ballot")
+class TwoValuesPerBallot(Voting):
+    def no_other_value_voted_at(self, s: VotingState, acceptor: str, bal: int, val: str) -> bool:
+        """VoteFor no longer looks at the other acceptors' votes in the ballot."""
+        return True
+
+
+@variant("non_intersecting_quorums", "quorums of n // 2 acceptors, so two quorums can be disjoint")
+class NonIntersectingQuorums(Voting):
+    def minimal_quorums(self) -> tuple[frozenset[str], ...]:
+        """Every set of "at least half" the acceptors (n // 2) is a quorum, so two
+        quorums can be disjoint."""
+        return quorum_system(self.acceptors, intersecting=False)

@@ -108,7 +108,7 @@ def mutants(source: str) -> Iterator[tuple[str, int, str]]:
             _replace(mutant_tree, node, replacement)
             desc = f"{ast.unparse(original)} -> {ast.unparse(replacement)}"
         elif kind == "int+1":
-            assert isinstance(node, ast.Constant)
+            assert isinstance(node, ast.Constant) and isinstance(node.value, int)
             node.value = node.value + 1
             desc = f"{original.value!r} -> {node.value!r}"  # type: ignore[attr-defined]
         elif kind == "flip-bool":

@@ -8,10 +8,8 @@ counterexample is printed); 2 bad usage or bad input (one line on stderr saying
 what is wrong and what is allowed; never a traceback); 3 an internal error (a bug
 in distcheck: one line too, the traceback only with DISTCHECK_TRACEBACK=1).
 
-    distcheck list [--json]
-    distcheck check SPEC [-p NAME=VALUE ...] [--variant V] [--symmetry]
-                    [--max-depth N] [--deadlock] [--refinement] [--json]
-    distcheck check all [--json]
+Every result is reported as a ``verdict`` (``checks.verdict``).  The usage of every
+subcommand: ``python -m distcheck.checks.cli.usage`` (README.md's block is that text).
 """
 
 from __future__ import annotations
@@ -28,14 +26,15 @@ from distcheck.checks.cli import prove as cli_prove
 from distcheck.checks.cli import runtime as cli_runtime
 from distcheck.checks.cli import trace as cli_trace
 from distcheck.checks.inputs import clip, printable
-from distcheck.checks.params import UsageError, build_spec, positive_int
+from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
 from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of
 from distcheck.checks.search.parallel import ParallelExplorer
-from distcheck.checks.search.swarm import swarm
-from distcheck.checks.traces.render import step_table, trace_text
+from distcheck.checks.search.swarm import SchedulerError, check_scheduler, swarm
+from distcheck.checks.traces.render import plural, step_table, trace_text
 from distcheck.checks.traces.trace import Trace, from_behaviour, violation_of
 from distcheck.checks.traces.trace import default_path as default_trace_path
 from distcheck.checks.traces.trace import write as write_trace
+from distcheck.checks.verdict import BOUNDED
 from distcheck.spec.codec import to_json
 from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY
@@ -46,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distcheck", description="Check distributed-protocol specifications.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -57,7 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p_check = sub.add_parser("check", help="explore a spec exhaustively (or 'all' registered specs)")
     p_check.add_argument("spec", help="spec name, or 'all'")
     p_check.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p_check.add_argument("--variant", help="check a deliberately broken variant")
+    p_check.add_argument("--variant", metavar="V", help="check a deliberately broken variant")
     p_check.add_argument("--symmetry", action="store_true", help="reduce by the spec's symmetry")
     p_check.add_argument("--max-depth", type=positive_int, metavar="N", help="explore at most N states deep")
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
@@ -71,13 +70,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p_check.add_argument("--json", action="store_true", help="print one JSON object")
     p_check.add_argument(
-        "--trace-out", metavar="FILE", help="write a counterexample trace here (default: under .distcheck/traces/)"
+        "--trace-out",
+        type=output_file,
+        metavar="FILE",
+        help="write a counterexample trace here (default: under .distcheck/traces/)",
     )
     swarm_group = p_check.add_argument_group("swarm search (randomized, not exhaustive; see checks/swarm.py)")
     swarm_group.add_argument("--swarm", type=positive_int, metavar="N", help="run N independent random searches")
     swarm_group.add_argument("--walks", type=positive_int, default=200, metavar="W", help="random walks per search")
     swarm_group.add_argument("--walk-depth", type=positive_int, default=40, metavar="D", help="steps per walk")
-    swarm_group.add_argument("--seed", type=int, default=0, help="seed of the first search (the others follow)")
+    swarm_group.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the first search (the others follow)"
+    )
     swarm_group.add_argument(
         "--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run the searches on"
     )
@@ -142,7 +146,7 @@ def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool) -> Result:
             raise UsageError("--refinement is checked by the sequential explorer; drop --workers")
         if args.symmetry:
             raise UsageError("--refinement is checked on unreduced states; drop --symmetry")
-        return check_refinement_of(spec)
+        return check_refinement_of(spec, max_depth=args.max_depth, check_deadlock=args.deadlock)
     show_progress = not quiet and sys.stderr.isatty()
     progress = _progress_printer() if show_progress else None
     explorer: Explorer | ParallelExplorer
@@ -173,13 +177,17 @@ def result_json(
         "params": params,
         "variant": variant,
         "symmetry": symmetry,
-        "result": result.result,
+        "verdict": result.verdict,
         "distinct_states": result.stats.distinct_states,
         "generated_states": result.stats.generated_states,
         "depth": result.stats.depth,
         "seconds": round(result.stats.seconds, 3),
         "complete": result.complete,
+        "unreached": list(result.unreached),
     }
+    if result.stats.longest_walk is not None:  # a swarm: random walks know no shortest paths
+        out["depth"] = None
+        out["longest_walk"] = result.stats.longest_walk
     if result.violation is not None:
         v = result.violation
         out["violation"] = {
@@ -232,25 +240,37 @@ def print_result(
     result: Result,
     tr: Trace | None = None,
     incomplete: str = "cut short by --max-depth",
+    detail: str | None = None,
 ) -> None:
+    """The outcome for people: the verdict first (with what bounded the search, if
+    anything), the counterexample, then the counts."""
     s = result.stats
     v = result.violation
     if v is None:
-        cut = "" if result.complete else f" (not exhaustive: {incomplete})"
-        print(f"{label}: ok{cut}")
+        if result.verdict == BOUNDED:
+            print(f"{label}: bounded: no property failed, but the search was not exhaustive ({incomplete})")
+            if result.unreached:
+                print(
+                    f"not reached within the bound: {', '.join(result.unreached)} "
+                    "(a deeper search may reach them; without a bound each must be reached)"
+                )
+        else:
+            print(f"{label}: ok")
+        if detail:
+            print(detail)
     elif v.kind == "unreached":
         print(f"{label}: {v.name} was never reached: {v.statement}")
     else:
         what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated"}[v.kind]
-        print(f"{label}: {v.name} {what} after {len(v.trace) - 1} steps\n")
+        print(f"{label}: {v.name} {what} after {plural(len(v.trace) - 1, 'step')}\n")
         if tr is not None:
             print(trace_text(tr, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
         else:
-            print(step_table([(st.action, st.state) for st in v.trace], actor=spec.actor))
+            print(step_table([(st.action, st.state) for st in v.trace]))
             print(f"\n{v.name}: {v.statement}")
-    print(
-        f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, depth {s.depth}, {s.seconds:.2f} s"
-    )
+    # A swarm's random walks know no shortest paths: its figure is the longest walk.
+    depth = f"depth {s.depth}" if s.longest_walk is None else f"longest walk {plural(s.longest_walk, 'state')}"
+    print(f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, {depth}, {s.seconds:.2f} s")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -267,6 +287,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--swarm samples behaviours; drop --symmetry, --max-depth, --deadlock and --refinement")
     if args.swarm:
         try:
+            if args.scheduler:
+                check_scheduler(args.scheduler)
             result = swarm(
                 entry.name,
                 params,
@@ -277,14 +299,19 @@ def cmd_check(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 scheduler=args.scheduler,
             )
-        except OSError as exc:  # the scheduler could not be reached
-            raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+        except SchedulerError as exc:
+            raise UsageError(str(exc)) from None
     else:
         result = _run(spec, args, quiet=args.json)
     tr = counterexample_trace(entry.name, params, args.variant, result, spec, "swarm" if args.swarm else "explorer")
     written = write_counterexample(tr, args.trace_out) if tr is not None else None
+    refinement = refinement_summary(spec, result) if args.refinement else None
     if args.json:
         out = result_json(entry.name, params, args.variant, args.symmetry, result, spec)
+        if args.max_depth is not None:
+            out["max_depth"] = args.max_depth
+        if refinement is not None:
+            out["refinement"] = refinement
         if args.swarm:
             out["swarm"] = {"runs": args.swarm, "walks": args.walks, "walk_depth": args.walk_depth, "seed": args.seed}
             out["swarm"]["scheduler"] = args.scheduler or "local"
@@ -297,11 +324,35 @@ def cmd_check(args: argparse.Namespace) -> int:
             + "".join(f" {k}={v}" for k, v in params.items())
             + (f" variant={args.variant}" if args.variant else "")
         )
-        reason = f"a swarm of {args.swarm} random searches" if args.swarm else "cut short by --max-depth"
-        print_result(spec, label, result, tr, incomplete=reason)
+        if args.swarm:
+            reason = f"a swarm of {plural(args.swarm, 'random search', 'random searches')}"
+        else:
+            reason = f"--max-depth {args.max_depth} cut it short: states that deep have successors not explored"
+        detail = None
+        if refinement is not None:
+            detail = (
+                f"refines {refinement['abstract']}: every initial state maps to an initial state of "
+                f"{refinement['abstract']}, and each of the {plural(refinement['steps'], 'step')} from the "
+                f"{plural(refinement['states'], 'state')} maps to a {refinement['abstract']} step or a stutter"
+            )
+        print_result(spec, label, result, tr, incomplete=reason, detail=detail)
         if written is not None:
             print(f"trace written to {written} (replay it with: distcheck replay {written})")
     return 0 if result.ok else 1
+
+
+def refinement_summary(spec: Spec[Any, Any], result: Result) -> dict[str, Any]:
+    """What ``--refinement`` checked: the abstract spec, and how many states and
+    steps of this one were mapped to it."""
+    refinement = spec.refinement()
+    assert refinement is not None  # _run refuses --refinement without a mapping
+    initial = sum(1 for _ in spec.init_states())
+    return {
+        "abstract": refinement.abstract.name,
+        "verdict": result.verdict,
+        "states": result.stats.distinct_states,
+        "steps": result.stats.generated_states - initial,
+    }
 
 
 def cmd_check_all(args: argparse.Namespace) -> int:
@@ -314,7 +365,7 @@ def cmd_check_all(args: argparse.Namespace) -> int:
         row = result_json(entry.name, params, None, False, result, spec)
         if result.ok and spec.refinement() is not None:
             refined = check_refinement_of(spec)
-            row["refinement"] = refined.result
+            row["refinement"] = refinement_summary(spec, refined)
             failed |= not refined.ok
         row["variants"] = {}
         failed |= not result.ok
@@ -337,17 +388,20 @@ def cmd_check_all(args: argparse.Namespace) -> int:
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:
-    header = ("spec", "result", "distinct", "depth", "seconds", "variants caught")
+    header = ("spec", "verdict", "distinct", "depth", "seconds", "variants caught")
     body = []
     for r in rows:
-        result = r["result"]
+        result = r["verdict"]
         if "violation" in r:
             result += f" ({r['violation']['invariant']})"
-        if r.get("refinement") == "ok":
-            result += ", refines"
+        refinement = r.get("refinement")
+        if refinement is not None and refinement["verdict"] == "ok":
+            result += f", refines {refinement['abstract']}"
+        elif refinement is not None:
+            result += f", does not refine {refinement['abstract']}"
         variants = ", ".join(
             f"{name} {'✓' if v['caught'] else '✗ MISSED'}"
-            + (f" ({v['invariant']}, {v['steps']} steps)" if v["caught"] else "")
+            + (f" ({v['invariant']}, {plural(v['steps'], 'step')})" if v["caught"] else "")
             for name, v in r["variants"].items()
         )
         body.append(
@@ -365,7 +419,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     _survive_any_text()
     try:
-        args = _build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UsageError as exc:

@@ -11,8 +11,8 @@ targets and their obligations come from ``checks.proofs.registry``.  Bad options
 Each obligation is printed as proved or failed (with its counterexample) and the
 time it took.  Exit 0 when every obligation is proved, 1 when one failed or z3
 could not decide.  ``--json`` prints one object with the keys ``spec``, ``params``,
-``variant``, ``invariant``, ``result`` ("ok", "violation" or "unknown"),
-``seconds`` and ``obligations`` (each with ``name``, ``statement``, ``result``,
+``variant``, ``invariant``, ``verdict`` ("ok", "violated" or "unknown"),
+``seconds`` and ``obligations`` (each with ``name``, ``statement``, ``verdict``: proved, failed, unknown or skipped,
 ``seconds``, and ``counterexample`` where one exists).
 """
 
@@ -33,6 +33,7 @@ from distcheck.checks.proofs.obligations import (
     overall,
 )
 from distcheck.checks.proofs.registry import PROVABLE, Target, find_target
+from distcheck.checks.verdict import OK
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("target", metavar="SPEC", help=f"what to prove: {', '.join(PROVABLE)}")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p.add_argument("--variant", help="prove a deliberately broken variant (the proof should fail)")
+    p.add_argument("--variant", metavar="V", help="prove a deliberately broken variant (the proof should fail)")
     p.add_argument("--invariant", metavar="NAME", help="the candidate inductive invariant (default: the spec's own)")
     p.add_argument("--no-cross-check", action="store_true", help="skip comparing the encoding with the spec")
     p.add_argument(
@@ -107,30 +108,30 @@ def cmd_prove(args: argparse.Namespace) -> int:
             if outcome.counterexample is not None:
                 print("\n" + _indent(outcome.counterexample.text, "    ") + "\n")
     seconds = time.perf_counter() - started
-    result = overall(outcomes)
+    verdict = overall(outcomes)
     if args.json:
         out = {
             "spec": target.name,
             "params": plan.params,
             "variant": args.variant,
             "invariant": plan.invariant,
-            "result": result,
+            "verdict": verdict,
             "seconds": round(seconds, 3),
             "obligations": [o.to_json() for o in outcomes],
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
-        failed = sum(o.result == FAILED for o in outcomes)
-        proved = sum(o.result == PROVED for o in outcomes)
-        skipped = sum(o.result == SKIPPED for o in outcomes)
+        failed = sum(o.verdict == FAILED for o in outcomes)
+        proved = sum(o.verdict == PROVED for o in outcomes)
+        skipped = sum(o.verdict == SKIPPED for o in outcomes)
         also = f", {skipped} skipped" if skipped else ""
-        print(f"{result}: {proved} of {len(outcomes)} obligations proved, {failed} failed{also}, {seconds:.2f} s")
-    return 0 if result == "ok" else 1
+        print(f"{verdict}: {proved} of {len(outcomes)} obligations proved, {failed} failed{also}, {seconds:.2f} s")
+    return 0 if verdict == OK else 1
 
 
 def _outcome_line(o: Outcome) -> str:
     detail = f" ({o.detail})" if o.detail else ""
-    return f"  {o.name:<24} {o.result:<8} {o.seconds:6.2f} s  {o.statement}{detail}"
+    return f"  {o.name:<24} {o.verdict:<8} {o.seconds:6.2f} s  {o.statement}{detail}"
 
 
 def _indent(text: str, prefix: str) -> str:

@@ -4,8 +4,9 @@ Where it sits: ``checks/cli.py`` calls ``register`` to add these subcommands; ea
 sets ``handler`` (a function of the parsed arguments returning the exit code) and
 raises ``checks.params.UsageError`` on bad input.  ``simulate`` runs
 ``checks.conformance.simulate`` with a protocol's wiring (``checks/conformance/wiring/``) over
-many seeds; ``validate`` checks a trace file with ``checks.validate`` (or, for a
-replicated log, ``checks.paxos_log``).
+many seeds; ``validate`` checks a trace file with ``checks.conformance.validate``, or
+the way the protocol's wiring says (``Wiring.validate_file``, e.g. a replicated log
+slot by slot).  Neither names a protocol: they ask the registry and the wiring.
 
     distcheck simulate SPEC [-p NAME=VALUE ...] [--seed N] [--runs R]
                        [--strategy random|pct] [--pct-depth D]
@@ -23,21 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, simulate
-from distcheck.checks.conformance.validate import Validation, action_text, trace_events, validate_trace
+from distcheck.checks.conformance.validate import Validation, action_text, validate_trace
 from distcheck.checks.conformance.wiring import WIRINGS, find_wiring
-from distcheck.checks.conformance.wiring.paxos_log import (
-    LogTraceError,
-    log_acceptors,
-    project,
-    validate_decree,
-    validate_log,
-)
-from distcheck.checks.params import UsageError, build_spec
+from distcheck.checks.params import UsageError, build_spec, output_file
 from distcheck.checks.traces import trace as trace_file
 from distcheck.checks.traces.compare import change_text
-from distcheck.checks.traces.render import state_table
+from distcheck.checks.traces.render import plural, state_table
+from distcheck.checks.verdict import UNKNOWN
 from distcheck.impl.runtime import FaultPolicy
-from distcheck.spec.paxos import Paxos
 
 
 def _fault_policy(text: str | None) -> FaultPolicy:
@@ -71,8 +65,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     assert last is not None
     shown = failure[1] if failure else last
-    if args.trace_out:
-        Path(args.trace_out).write_text(shown.run.trace.text())
+    written: Path | None = None
+    if args.trace_out or failure is not None:
+        # Every counterexample is written (README); a passing run only when asked.
+        written = Path(args.trace_out) if args.trace_out else _default_trace_path(entry.name, args.variant, failure)
+        try:
+            written.parent.mkdir(parents=True, exist_ok=True)  # only ever our own default folder
+            written.write_text(shown.run.trace.text(), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the trace to {written}: {exc.strerror or exc}") from None
     replay = (
         f"distcheck simulate {entry.name}"
         + "".join(f" -p {k}={v}" for k, v in params.items())
@@ -93,13 +94,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "passed": passed,
             "failed": 0 if failure is None else 1,
             "seconds": round(seconds, 3),
-            "result": "ok" if failure is None else failure[1].status,
+            "verdict": "ok" if failure is None else failure[1].verdict,
         }
+        if written is not None:
+            out["trace_file"] = str(written)
         if failure is not None:
             seed, outcome = failure
             out["failure"] = {
                 "seed": seed,
-                "status": outcome.status,
+                "kind": outcome.kind,
                 "message": outcome.message,
                 "steps": outcome.run.steps,
                 "choices": outcome.run.indices,
@@ -115,25 +118,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     label += f" variant={args.variant}" if args.variant else ""
     if failure is None:
         print(
-            f"{label}: ok: {passed} schedule(s) passed (seeds {args.seed}..{args.seed + args.runs - 1}), "
+            f"{label}: ok: {plural(passed, 'schedule')} passed (seeds {args.seed}..{args.seed + args.runs - 1}), "
             f"invariants checked after every step and every trace valid, {seconds:.2f} s"
         )
+        if written is not None:
+            print(f"trace of the last run written to {written}")
         return 0
     seed, outcome = failure
-    print(f"{label}: {outcome.status} with seed {seed} after {passed} passing schedule(s)\n")
+    print(f"{label}: violated ({outcome.kind}) with seed {seed} after {plural(passed, 'passing schedule')}\n")
     print(outcome.run.render(compact=True))
     if not outcome.validation.ok:
         print()
         print(validation_text(outcome.validation, "the run's trace"))
     print(f"\nreplay: {replay}")
+    print(f"trace written to {written} (validate it with: distcheck validate {entry.name} {written})")
     return 1
+
+
+def _default_trace_path(spec_name: str, variant: str | None, failure: tuple[int, SimOutcome] | None) -> Path:
+    """Where a failing run's trace goes unless ``--trace-out`` says: beside the
+    explorer's counterexamples, one file per spec, variant and kind of failure."""
+    kind = failure[1].kind if failure is not None else None
+    name = "-".join(p for p in (spec_name, variant, kind or "run", "simulate") if p)
+    return trace_file.DEFAULT_DIR / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.jsonl"
 
 
 # ----------------------------------------------------------------- validate
 
 
 def validation_json(v: Validation) -> dict[str, Any]:
-    out: dict[str, Any] = {"result": v.outcome, "events": v.events, "states_explored": v.states_explored}
+    out: dict[str, Any] = {"verdict": v.verdict, "events": v.events, "states_explored": v.states_explored}
     if v.message:
         out["message"] = v.message
     if v.mismatch is not None:
@@ -175,7 +189,7 @@ def validation_text(v: Validation, what: str) -> str:
         lines.append(f"    ... and {len(m.possible) - 5} more")
     if m.expected:
         lines.append("  what the spec could have logged instead:")
-        lines += [f"    {o.get('actor')} {action_text(o.get('action'))}" for o in m.expected[:12]]
+        lines += [f"    {o.get('actor') or 'env'} {action_text(o.get('action'))}" for o in m.expected[:12]]
     else:
         lines.append("  the spec can take no further step there")
     return "\n".join(lines)
@@ -196,28 +210,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace} line 1: {exc}") from None
     if args.max_states < 1:
         raise UsageError(f"--max-states must be positive, got {args.max_states}")
-    if isinstance(spec, Paxos) and args.split != "slot" and any("from_slot" in s.extra for s in recorded.steps):
-        raise UsageError(
-            f"{args.trace} is a replicated log (its events carry from_slot); validate it with --split slot"
-        )
-    if isinstance(spec, Paxos) and args.split == "slot":
-        # A replicated log: each slot against single-decree Paxos (checks/conformance/wiring/paxos_log.py).
-        events = trace_events(recorded)
-        try:
-            acceptors = log_acceptors(events, spec.config.acceptors)
-            project(events, acceptors)  # a malformed event is bad input, not a mismatch
-        except LogTraceError as exc:
-            raise UsageError(f"{args.trace}: {exc}") from None
-        result = validate_log(events, acceptors)
-    elif isinstance(spec, Paxos):  # the same actor naming as a replicated log (paxos_log.validate_decree)
-        result = validate_decree(spec, recorded, split_key=args.split, max_states=args.max_states)
-    else:
+    wiring = WIRINGS.get(entry.name)
+    special = dict(wiring.validate_splits) if wiring is not None else {}
+    if args.split is not None and args.split not in special:
+        carried = sorted({key for step in recorded.steps for key in step.extra})
+        if args.split not in carried:
+            allowed = ", ".join([*carried, *special]) or "none (no event carries a key beyond step, actor, action)"
+            raise UsageError(f"--split {args.split}: no event of {args.trace} carries that key; allowed: {allowed}")
+    try:
+        result = wiring.validate_file(spec, recorded, args.split, args.max_states) if wiring is not None else None
+    except UsageError as exc:
+        raise UsageError(f"{args.trace}: {exc}") from None
+    if result is None:
         result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
     if result.mismatch is not None and result.mismatch.bad_input:
         # The event is not in the spec's vocabulary at all: bad input, one line.
         m = result.mismatch
         raise UsageError(f"{args.trace} line {m.step + 2}: {m.reason}")
-    if result.outcome == "too_large":
+    if result.verdict == UNKNOWN:
         raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
     if args.json:
         out = {"spec": entry.name, "params": params, "variant": header.variant, "trace": str(args.trace)}
@@ -251,21 +261,34 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("simulate", help="run our implementation of a spec under the controlled scheduler")
     p.add_argument("spec", help=f"spec name; implemented: {', '.join(WIRINGS)}")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the first run (default 0)")
-    p.add_argument("--runs", type=_int_at_least(1), default=1, help="run seeds SEED..SEED+RUNS-1 (default 1)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="random", help="where choices come from")
-    p.add_argument("--pct-depth", type=_int_at_least(1), default=3, help="PCT bug depth d (default 3)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N", help="seed of the first run (default 0)")
     p.add_argument(
-        "--faults", default="", help="comma-separated: crash, drop, duplicate, reorder, partition (default none)"
+        "--runs", type=_int_at_least(1), default=1, metavar="R", help="run seeds SEED..SEED+RUNS-1 (default 1)"
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, default="random", help="where choices come from")
+    p.add_argument("--pct-depth", type=_int_at_least(1), default=3, metavar="D", help="PCT bug depth d (default 3)")
+    p.add_argument(
+        "--faults",
+        default="",
+        metavar="F,F,...",
+        help="comma-separated: crash, drop, duplicate, reorder, partition (default none)",
     )
     p.add_argument(
         "--steps",
         type=_int_at_least(10),
         default=None,
-        help="most scheduler steps per run; faults only in the first half (default 2000; paxos 5000)",
+        metavar="K",
+        help="most scheduler steps per run; faults only in the first half (default: "
+        + ", ".join(f"{name} {w.default_steps}" for name, w in WIRINGS.items())
+        + ")",
     )
-    p.add_argument("--variant", help="a deliberately broken implementation variant")
-    p.add_argument("--trace-out", metavar="FILE", help="write the (first failing, else last) run's trace")
+    p.add_argument("--variant", metavar="V", help="a deliberately broken implementation variant")
+    p.add_argument(
+        "--trace-out",
+        type=output_file,
+        metavar="FILE",
+        help="write the run's trace here (default: a failing run's trace under .distcheck/traces/)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_simulate)
 
@@ -275,10 +298,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     v.add_argument(
         "--split",
         metavar="KEY",
-        help="validate each value of this event key on its own (e.g. txn); for paxos, "
-        "--split slot validates a replicated log slot by slot (docs/paxos.md)",
+        help="validate each value of this event key on its own (any key the trace's events carry, e.g. txn)"
+        + "".join(
+            f"; {name} --split {key}: {what}" for name, w in WIRINGS.items() for key, what in w.validate_splits.items()
+        ),
     )
-    v.add_argument("--max-states", type=int, default=200_000, help="give up beyond this many possible states")
+    v.add_argument(
+        "--max-states", type=int, default=200_000, metavar="N", help="give up beyond this many possible states"
+    )
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(handler=cmd_validate)
 

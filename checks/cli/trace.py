@@ -18,23 +18,34 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from distcheck.checks.conformance.wiring import WIRINGS
-from distcheck.checks.params import UsageError, build_spec, non_negative_int, positive_int
+from distcheck.checks.params import UsageError, build_spec, non_negative_int, output_file, positive_int
 from distcheck.checks.search import stateful
 from distcheck.checks.traces import render, shiviz, trace
 from distcheck.checks.traces.html import page as html_page
+from distcheck.checks.verdict import INVALID, VIOLATED
 from distcheck.spec.contract import Spec
+from distcheck.spec.registry import REGISTRY
+
+#: Behaviours ``fuzz`` tries unless told: a few seconds for each spec at its default size.
+DEFAULT_EXAMPLES = 200
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this module's subcommands to the ``distcheck`` parser."""
     p_show = sub.add_parser("show", help="print a trace file as a step table (or write HTML / ShiViz)")
     p_show.add_argument("trace", help="a trace file (JSON Lines, docs/trace-format.md)")
-    p_show.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML viewer instead")
-    p_show.add_argument("--shiviz", metavar="OUT.log", help="write a ShiViz log (with vector clocks) instead")
+    p_show.add_argument(
+        "--html", type=output_file, metavar="OUT.html", help="write a self-contained HTML viewer instead"
+    )
+    p_show.add_argument(
+        "--shiviz", type=output_file, metavar="OUT.log", help="write a ShiViz log (with vector clocks) instead"
+    )
     p_show.add_argument("--python", action="store_true", help="print a Python snippet that replays the trace instead")
     p_show.set_defaults(handler=cmd_show)
 
@@ -46,15 +57,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_fuzz = sub.add_parser("fuzz", help="search random behaviours with hypothesis and shrink a failing one")
     p_fuzz.add_argument("spec", help="spec name (see distcheck list)")
     p_fuzz.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
-    p_fuzz.add_argument("--variant", help="fuzz a deliberately broken variant")
+    p_fuzz.add_argument("--variant", metavar="V", help="fuzz a deliberately broken variant")
     p_fuzz.add_argument(
-        "--examples", type=positive_int, default=1000, metavar="N", help="behaviours to try (default 1000)"
+        "--examples",
+        type=positive_int,
+        default=DEFAULT_EXAMPLES,
+        metavar="N",
+        help=f"behaviours to generate and check (default {DEFAULT_EXAMPLES}; shrinking a failure runs more)",
     )
     p_fuzz.add_argument("--steps", type=positive_int, default=20, metavar="N", help="steps per behaviour (default 20)")
     p_fuzz.add_argument(
         "--seed", type=non_negative_int, metavar="S", help="make the run repeatable (default: drawn and shown)"
     )
-    p_fuzz.add_argument("--trace-out", metavar="FILE", help="write a counterexample here (default .distcheck/traces/)")
+    p_fuzz.add_argument(
+        "--trace-out", type=output_file, metavar="FILE", help="write a counterexample here (default .distcheck/traces/)"
+    )
     p_fuzz.add_argument("--json", action="store_true", help="print one JSON object")
     p_fuzz.set_defaults(handler=cmd_fuzz)
 
@@ -85,15 +102,18 @@ def spec_of(tr: trace.Trace, origin: str = "trace") -> Spec[Any, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.python and (args.html or args.shiviz):
+        raise UsageError("--python prints a snippet instead of writing a view; drop --html and --shiviz, or --python")
     tr = load_trace(args.trace)
     note = ""
-    if any(step.state is None for step in tr.steps):
+    # A header naming a registered spec must name it rightly (a misspelled variant
+    # would otherwise be shown as if it were the reference); a trace of a spec we
+    # do not know is still shown, as recorded.
+    spec = spec_of(tr, args.trace) if tr.header.spec in REGISTRY else None
+    if spec is not None and any(step.state is None for step in tr.steps):
         # A log without states (an implementation's): show the spec's states, when
         # the actions replay on it, so that the changes column says something.
-        try:
-            full = trace.completed(tr, spec_of(tr, args.trace))
-        except UsageError:
-            full = None
+        full = trace.completed(tr, spec)
         if full is not None:
             tr = full
             note = "(states not recorded in the file: shown as the spec computes them by replaying the actions)\n\n"
@@ -113,7 +133,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _write(path: str, text: str) -> Path:
     out = Path(path)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -130,7 +149,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if several is not None:
         raise UsageError(f"{args.trace} cannot be replayed as one behaviour: {several}")
     result = trace.replay(tr, spec)
-    if result.outcome == "diverged":
+    if result.verdict == INVALID:
         raise UsageError(f"{args.trace} is not a behaviour of {tr.header.spec}: {result.reason}")
     if args.json:
         out: dict[str, Any] = {
@@ -138,7 +157,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "spec": tr.header.spec,
             "params": dict(tr.header.params),
             "variant": tr.header.variant,
-            "result": result.outcome,
+            "verdict": result.verdict,
             "steps": tr.length,
         }
         if result.violation is not None:
@@ -150,10 +169,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 "matches_recorded": result.matches_recorded,
             }
         print(json.dumps(out, indent=2))
-    elif result.outcome == "violation":
+    elif result.verdict == VIOLATED:
         print(f"{args.trace}: reproduced: {result.reason}")
     else:
-        print(f"{args.trace}: a clean behaviour of {tr.header.spec} ({tr.length} steps): {result.reason}")
+        steps = render.plural(tr.length, "step")
+        print(f"{args.trace}: ok: a clean behaviour of {tr.header.spec} ({steps}): {result.reason}")
     return result.exit_code
 
 
@@ -183,8 +203,27 @@ def several_instances(tr: trace.Trace) -> str | None:
 # -------------------------------------------------------------------------- fuzz
 
 
+def _fuzz_progress(examples: int) -> Callable[[int, bool], None]:
+    """A one-line progress report on stderr, at most a few times a second."""
+    started = time.perf_counter()
+    last = [float("-inf")]  # the first behaviour is always reported
+
+    def report(runs: int, shrinking: bool) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 0.25:
+            return
+        last[0] = now
+        what = f"shrinking a failure, {runs:,} behaviours run" if shrinking else f"{min(runs, examples):,}/{examples:,}"
+        sys.stderr.write(f"\r  fuzz: {what}, {now - started:.1f} s ")
+        sys.stderr.flush()
+
+    return report
+
+
 def cmd_fuzz(args: argparse.Namespace) -> int:
     entry, params, spec = build_spec(args.spec, args.param, args.variant)
+    show_progress = not args.json and sys.stderr.isatty()
+    trace_out = args.trace_out
     outcome = stateful.fuzz(
         spec,
         examples=args.examples,
@@ -193,18 +232,22 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         spec_name=entry.name,
         params=params,
         variant=args.variant,
-        trace_path=args.trace_out,
+        trace_path=trace_out,
+        on_run=_fuzz_progress(args.examples) if show_progress else None,
     )
+    if show_progress:
+        sys.stderr.write("\r" + " " * 72 + "\r")
     written = None
     if outcome.trace is not None:
-        written = str(args.trace_out or trace.default_path(outcome.trace.header))
+        written = str(trace_out or trace.default_path(outcome.trace.header))
     if args.json:
         out: dict[str, Any] = {
             "spec": entry.name,
             "params": params,
             "variant": args.variant,
-            "result": outcome.result,
+            "verdict": outcome.verdict,
             "examples": outcome.examples,
+            "runs": outcome.runs,
             "seconds": round(outcome.seconds, 3),
             "seed": outcome.seed,
             "steps": args.steps,
@@ -222,13 +265,18 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     else:
         label = entry.name + "".join(f" {k}={v}" for k, v in params.items())
         label += f" variant={args.variant}" if args.variant else ""
-        runs = f"{outcome.examples:,} examples, seed {outcome.seed}, {outcome.seconds:.2f} s"
+        runs = f"seed {outcome.seed}, {outcome.seconds:.2f} s"
         if outcome.trace is None:
-            print(f"{label}: ok ({runs}; up to {args.steps} steps each)")
+            print(
+                f"{label}: ok: no property failed in {render.plural(outcome.examples, 'behaviour')} "
+                f"of up to {render.plural(args.steps, 'step')} ({runs})"
+            )
         else:
-            print(f"{label}: {_violated(outcome.trace)} after {outcome.trace.length} steps, shrunk ({runs})\n")
+            steps = render.plural(outcome.trace.length, "step")
+            found = f"found in behaviour {outcome.examples:,}, shrunk ({render.plural(outcome.runs, 'behaviour')} run"
+            print(f"{label}: {_violated(outcome.trace)} after {steps}, {found}, {runs})\n")
             print(render.trace_text(outcome.trace, colour=use_colour()))
-            print(f"\ntrace written to {written}")
+            print(f"\ntrace written to {written} (replay it with: distcheck replay {written})")
     return 0 if outcome.trace is None else 1
 
 

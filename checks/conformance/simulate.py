@@ -22,6 +22,8 @@ import attrs
 
 from distcheck.checks.conformance.validate import Validation, Validator, validate_events
 from distcheck.checks.traces.render import state_table
+from distcheck.checks.traces.trace import Trace
+from distcheck.checks.verdict import OK, VIOLATED
 from distcheck.impl.runtime import (
     ChoiceSource,
     FaultPolicy,
@@ -83,6 +85,19 @@ class Wiring(ABC):
         """Is the run's trace a behaviour of the spec?"""
         return validate_events(spec, events, split_key=self.split_key)
 
+    #: ``distcheck validate --split`` keys this protocol validates its own way (key →
+    #: what it does), beyond the generic split by any key the trace's events carry
+    validate_splits: Mapping[str, str] = {}
+
+    def validate_file(
+        self, spec: Spec[Any, Any], trace: Trace, split: str | None, max_states: int
+    ) -> Validation | None:
+        """``distcheck validate`` of a trace file of this protocol, where it is
+        validated in a way of its own (a replicated log, slot by slot; an actor-naming
+        rule of its own); None for the generic path (``checks.conformance.validate``).  A trace this protocol cannot
+        read that way is bad input: raise ``checks.params.UsageError`` (one line)."""
+        return None
+
     def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
         """The faults the scheduler may inject into this system (e.g. which nodes may crash)."""
         return faults
@@ -115,18 +130,30 @@ class SimOptions:
 
 @attrs.frozen
 class SimOutcome:
-    """status: ok, or why the run failed: violation (an invariant of the spec on the
-    abstraction, or the end-of-run check), deadlock, error (a node raised),
-    step_limit (did not finish), invalid_trace (the trace is not a behaviour)."""
+    """One run's verdict (``checks.verdict``): "ok", or "violated" with ``kind``
+    saying what failed: "invariant" (an invariant of the spec on the abstraction, or
+    the end-of-run check), "deadlock", "error" (a node raised), "step_limit" (the run
+    did not finish) or "invalid_trace" (its trace is not a behaviour of the spec)."""
 
-    status: str
+    verdict: str
+    kind: str | None
     message: str
     run: RunResult
     validation: Validation
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.verdict == OK
+
+
+#: the runtime's word for how a run ended → the ``kind`` of a failed run
+_KINDS = {"violation": "invariant", "deadlock": "deadlock", "error": "error", "step_limit": "step_limit"}
+
+
+def _outcome(status: str, message: str, run: RunResult, validation: Validation) -> SimOutcome:
+    if status == "ok":
+        return SimOutcome(OK, None, message, run, validation)
+    return SimOutcome(VIOLATED, _KINDS.get(status, status), message, run, validation)
 
 
 def make_choices(options: SimOptions) -> ChoiceSource:
@@ -183,5 +210,5 @@ def simulate(
     # invariant still tells whether its trace was a behaviour up to there.
     validation = wiring.validate(spec, tracelog.events)
     if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
-        return SimOutcome("invalid_trace", validation.message, run, validation)
-    return SimOutcome(run.status, run.message, run, validation)
+        return _outcome("invalid_trace", validation.message, run, validation)
+    return _outcome(run.status, run.message, run, validation)

@@ -95,11 +95,12 @@ class Mismatch:
 
 @attrs.frozen
 class Validation:
-    """outcome: "ok" (every event explained), "mismatch", or "too_large" (the
-    unlogged steps between two events reach more than ``max_states`` states, so no
-    answer was found; the message says which event)."""
+    """verdict (``checks.verdict``): "ok" (every event explained), "violated" (an
+    event no behaviour explains: ``mismatch``), or "unknown" (the unlogged steps
+    between two events reach more than ``max_states`` states, so no answer was
+    found; the message says which event)."""
 
-    outcome: str
+    verdict: str
     events: int
     states_explored: int
     mismatch: Mismatch | None = None
@@ -107,7 +108,7 @@ class Validation:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.verdict == "ok"
 
 
 class _TooLarge(Exception):
@@ -253,7 +254,7 @@ class Validator:
 
     def result(self) -> Validation:
         if self.mismatch is not None:
-            return Validation("mismatch", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
+            return Validation("violated", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
         return Validation("ok", self.events, self.search.explored, message=f"all {self.events} events explained")
 
     # Remembered work (``_Memo``): a long trace repeats the same few situations (a
@@ -337,7 +338,7 @@ def validate_events(
             if validator.feed(event) is not None:
                 break
     except TooLarge as exc:
-        return Validation("too_large", len(events), validator.search.explored, message=str(exc))
+        return Validation("unknown", len(events), validator.search.explored, message=str(exc))
     return validator.result()
 
 
@@ -385,7 +386,7 @@ def validate_trace(
                 kind="state",
                 diff=tuple(closest),
             )
-            return Validation("mismatch", len(events), 0, mismatch, mismatch.reason)
+            return Validation("violated", len(events), 0, mismatch, mismatch.reason)
     return validate_events(spec, events, split_key=split_key, max_states=max_states, initial=inits)
 
 

@@ -13,7 +13,7 @@ Where it sits: part of ``checks/``; the ``distcheck prove`` command
                        with z3 models decoded into real spec states
 ``crosscheck``         proof that an encoding says what the executable spec does, on
                        every reachable state of the instance
-``obligations``        what every proof step reports (result, time, counterexample)
+``obligations``        what every proof step reports (verdict, time, counterexample)
 ``registry``           the provable targets, by name
 ``twophase``           TwoPhase's encoding and its inductive invariant
 ``quorums``            quorum-intersection lemmas (majorities; BFT with N = 3f+1)

@@ -69,6 +69,7 @@ from distcheck.spec.lock import (
     AcceptWrite,
     Acquire,
     Client,
+    ClientCrash,
     Drift,
     Expire,
     Grant,
@@ -84,7 +85,6 @@ from distcheck.spec.lock import (
     Tick,
     Write,
 )
-from distcheck.spec.network import Crash
 from distcheck.spec.values import FrozenMap
 
 ABSENT = 0  # z3 index of None in every field that allows it
@@ -283,7 +283,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
         for c in self.clients:
             out += [AcceptWrite(c), RejectWrite(c)]
         for c in self.clients:
-            out += [Acquire(c), Renew(c), Release(c), Write(c), Drift(c), Crash(c)]
+            out += [Acquire(c), Renew(c), Release(c), Write(c), Drift(c), ClientCrash(c)]
         out.append(Tick())
         return out
 
@@ -296,7 +296,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
                     z3.And(z3.Not(s.is_(holder(k), None)), z3.Not(self.live(s, k))),
                     {holder(k): None, granted_at(k): 0, expires(k): 0},
                 )
-            case Crash(node=c):
+            case ClientCrash(client=c):
                 return Transition(
                     s.is_in(status(c), KNOWN_TO_SERVER),
                     {**self.leaves(s, c, CRASHED), crashed_at(c): s["now"] + 1},

@@ -17,6 +17,8 @@ from typing import Any
 import attrs
 import z3
 
+from distcheck.checks.verdict import OK, VIOLATED
+
 PROVED, FAILED, UNKNOWN = "proved", "failed", "unknown"
 #: Not run (e.g. the cross-check of an instance too large to enumerate); ``detail`` says why.
 SKIPPED = "skipped"
@@ -41,7 +43,7 @@ class Verdict:
     """An obligation's answer before timing: PROVED, FAILED (with a counterexample),
     UNKNOWN (z3 gave up) or SKIPPED; ``detail`` says more (why, or what was covered)."""
 
-    result: str
+    verdict: str
     counterexample: Counterexample | None = None
     detail: str = ""
 
@@ -58,9 +60,11 @@ class Obligation:
 
 @attrs.frozen
 class Outcome:
+    """A discharged obligation: its ``verdict`` (proved, failed, unknown or skipped) and time."""
+
     name: str
     statement: str
-    result: str
+    verdict: str
     seconds: float
     counterexample: Counterexample | None = None
     detail: str = ""
@@ -68,13 +72,13 @@ class Outcome:
     @property
     def fine(self) -> bool:
         """Proved, or deliberately skipped (which the output says)."""
-        return self.result in (PROVED, SKIPPED)
+        return self.verdict in (PROVED, SKIPPED)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
             "statement": self.statement,
-            "result": self.result,
+            "verdict": self.verdict,
             "seconds": round(self.seconds, 3),
         }
         if self.detail:
@@ -90,17 +94,17 @@ def discharge(obligation: Obligation) -> Outcome:
     verdict = obligation.check()
     seconds = time.perf_counter() - started
     return Outcome(
-        obligation.name, obligation.statement, verdict.result, seconds, verdict.counterexample, verdict.detail
+        obligation.name, obligation.statement, verdict.verdict, seconds, verdict.counterexample, verdict.detail
     )
 
 
 def overall(outcomes: Sequence[Outcome]) -> str:
-    """ "ok" when every obligation is proved (or skipped), "violation" when one failed,
-    else "unknown"."""
+    """The proof's verdict (``checks.verdict``): "ok" when every obligation is proved
+    (or skipped), "violated" when one failed, else "unknown"."""
     if all(o.fine for o in outcomes):
-        return "ok"
-    if any(o.result == FAILED for o in outcomes):
-        return "violation"
+        return OK
+    if any(o.verdict == FAILED for o in outcomes):
+        return VIOLATED
     return UNKNOWN
 
 

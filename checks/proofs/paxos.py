@@ -83,8 +83,9 @@ from typing import Any
 import z3
 
 from distcheck.checks.proofs.system import Candidate, Encoding, Field, Predicate, SymState, Transition
-from distcheck.spec.network import MessageSet, Restart
+from distcheck.spec.network import MessageSet
 from distcheck.spec.paxos import (
+    AcceptorRestart,
     Message,
     Msg1a,
     Msg1b,
@@ -418,7 +419,7 @@ class PaxosEncoding(Encoding[PaxosState, PaxosAction]):
             out += [Phase1b(a, b) for b in self.ballots]
             out += [Phase2b(a, b, v) for b in self.ballots for v in self.vals]
             if self.variant == "forgotten_vote":
-                out.append(Restart(a))
+                out.append(AcceptorRestart(a))
         return out
 
     def transition(self, action: PaxosAction, s: SymState) -> Transition:
@@ -445,7 +446,7 @@ class PaxosEncoding(Encoding[PaxosState, PaxosAction]):
                 return Transition(
                     z3.And(*guard), {max_bal(a): b, max_vbal(a): b, max_val(a): v, sent_2b(a, b, v): True}
                 )
-            case Restart(node=a) if self.variant == "forgotten_vote":
+            case AcceptorRestart(acceptor=a) if self.variant == "forgotten_vote":
                 return Transition(z3.Not(s.is_(max_vbal(a), NO_BALLOT)), {max_vbal(a): NO_BALLOT, max_val(a): None})
         raise ValueError(f"not a Paxos action of this encoding: {action!r}")
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import attrs
 
+from distcheck.checks.verdict import BOUNDED, OK, VIOLATED
 from distcheck.spec.contract import Spec
 from distcheck.spec.values import fingerprint
 
@@ -70,6 +71,9 @@ class Stats:
     depth: int = 0
     queue: int = 0
     seconds: float = 0.0
+    #: a random search (swarm) knows no shortest paths, so no ``depth``: instead the
+    #: states on its longest walk
+    longest_walk: int | None = None
 
     @property
     def states_per_second(self) -> float:
@@ -78,17 +82,25 @@ class Stats:
 
 @attrs.frozen
 class Result:
-    """The outcome: "ok", "violation" or "deadlock", with statistics."""
+    """What a search found (``checks.verdict``): verdict "ok" (every property holds
+    on every reachable state), "violated" (``violation`` says what and how; its kind
+    tells an invariant from a deadlock, a refinement step or a reachability property
+    never reached) or "bounded" (nothing failed, but a depth bound or a random
+    sample left states unexplored: ``complete`` is False, and ``unreached`` names
+    the reachability properties not reached within the bound, which a deeper search
+    might still reach)."""
 
-    result: str
+    verdict: str
     stats: Stats
     violation: Violation | None = None
-    complete: bool = True  # False when a depth limit cut the search short
+    complete: bool = True  # False when a depth limit (or sampling) left states unexplored
     reached: tuple[str, ...] = ()
+    unreached: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.result == "ok"
+        """Nothing failed (verdict "ok" or "bounded"): exit code 0."""
+        return self.verdict != VIOLATED
 
 
 ProgressCallback = Callable[[Stats], None]
@@ -141,10 +153,12 @@ class Explorer:
         queue: deque[tuple[Any, int, int]] = deque()
         truncated = False
 
-        def finish(result: str, violation: Violation | None) -> Result:
+        def finish(violation: Violation | None, unreached: tuple[str, ...] = ()) -> Result:
             stats.seconds = time.perf_counter() - started
             stats.queue = len(queue)
-            return Result(result, stats, violation, complete=not truncated, reached=tuple(sorted(self.reached)))
+            verdict = VIOLATED if violation is not None else BOUNDED if truncated else OK
+            reached = tuple(sorted(self.reached))
+            return Result(verdict, stats, violation, complete=not truncated, reached=reached, unreached=unreached)
 
         def discover(state: Any, fp: int, depth: int) -> Violation | None:
             """Record a newly seen state; return the first invariant it breaks."""
@@ -170,7 +184,7 @@ class Explorer:
             parents[fp] = fp
             violation = discover(state, fp, 0)
             if violation:
-                return finish("violation", violation)
+                return finish(violation)
 
         successors_of, popleft = spec.successors, queue.popleft
         while queue:
@@ -185,7 +199,6 @@ class Explorer:
                 if refinement is not None and not _refines_step(refinement, state, nxt):
                     trace = (*self.path_to(fp), Step(action, nxt))
                     return finish(
-                        "violation",
                         Violation(
                             "refinement",
                             f"Refines{refinement.abstract.name.capitalize()}",
@@ -203,10 +216,9 @@ class Explorer:
                 parents[nfp] = fp
                 violation = discover(nxt, nfp, depth + 1)
                 if violation:
-                    return finish("violation", violation)
+                    return finish(violation)
             if successors == 0 and self.check_deadlock:
                 return finish(
-                    "deadlock",
                     Violation(
                         "deadlock",
                         "Deadlock",
@@ -222,10 +234,14 @@ class Explorer:
                     stats.queue = len(queue)
                     self.progress(stats)
 
+        if pending and truncated:
+            # Not reached within the bound: a deeper search might reach them, so
+            # this is no failure, and the result says so.
+            return finish(None, unreached=tuple(sorted(pending)))
         if pending:
             name, prop = next(iter(sorted(pending.items())))
-            return finish("violation", Violation("unreached", name, prop.statement, ()))
-        return finish("ok", None)
+            return finish(Violation("unreached", name, prop.statement, ()))
+        return finish(None)
 
     def path_to(self, fp: int) -> list[Step]:
         """The behaviour from an initial state to the state with fingerprint ``fp``,
@@ -269,9 +285,10 @@ def explore(spec: Spec[Any, Any], **options: Any) -> Result:
     return Explorer(spec, **options).run()
 
 
-def check_refinement_of(spec: Spec[Any, Any]) -> Result:
+def check_refinement_of(spec: Spec[Any, Any], **options: Any) -> Result:
     """Explore ``spec`` checking its refinement mapping on every step, plus that its
-    initial states map to the abstract spec's initial states."""
+    initial states map to the abstract spec's initial states; other options as for
+    ``Explorer`` (a depth bound, deadlock)."""
     refinement = spec.refinement()
     if refinement is None:
         raise ValueError(f"spec {spec.name!r} declares no refinement mapping")
@@ -279,7 +296,7 @@ def check_refinement_of(spec: Spec[Any, Any]) -> Result:
     for init in spec.init_states():
         if refinement.mapping(init) not in abstract_inits:
             return Result(
-                "violation",
+                VIOLATED,
                 Stats(),
                 Violation(
                     "refinement",
@@ -288,7 +305,7 @@ def check_refinement_of(spec: Spec[Any, Any]) -> Result:
                     (Step(None, init),),
                 ),
             )
-    return explore(spec, check_refinement=True)
+    return explore(spec, check_refinement=True, **options)
 
 
 def check_invariants(spec: Spec[Any, Any], state: Any) -> Sequence[str]:

@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from distcheck.checks.search.explore import ProgressCallback, Result, Stats, Violation, replay_chain
+from distcheck.checks.verdict import BOUNDED, OK, VIOLATED
 from distcheck.spec.contract import Spec
 from distcheck.spec.values import fingerprint
 
@@ -177,12 +178,15 @@ class ParallelExplorer:
         statements = {inv.name: inv.statement for inv in spec.invariants()}
         pending = {p.name: p.statement for p in spec.reachable()}
 
-        def finish(result: str, violation: Violation | None, complete: bool = True) -> Result:
+        def finish(violation: Violation | None, complete: bool = True, unreached: tuple[str, ...] = ()) -> Result:
             for conn in conns:
                 conn.send(("count",))
             stats.distinct_states = sum(conn.recv() for conn in conns)
             stats.seconds = time.perf_counter() - started
-            return Result(result, stats, violation, complete=complete, reached=tuple(sorted(reached)))
+            verdict = VIOLATED if violation is not None else OK if complete else BOUNDED
+            return Result(
+                verdict, stats, violation, complete=complete, reached=tuple(sorted(reached)), unreached=unreached
+            )
 
         def path(fp: int) -> tuple[Any, ...]:
             chain = [fp]
@@ -222,7 +226,7 @@ class ParallelExplorer:
             if frontier or found:
                 stats.depth = max(stats.depth, level + 1)
             if found:
-                return finish("violation", invariant_violation(found))
+                return finish(invariant_violation(found))
             if frontier == 0:
                 break
             last_level = self.max_depth is not None and level + 1 >= self.max_depth
@@ -240,12 +244,11 @@ class ParallelExplorer:
             found = [v for r in replies for v in r[1]]
             if found:
                 stats.depth = level + 2
-                return finish("violation", invariant_violation(found))
+                return finish(invariant_violation(found))
             deadlocks = [r[2] for r in replies if r[2] is not None]
             if deadlocks:
                 trace = path(min(deadlocks))
                 return finish(
-                    "deadlock",
                     Violation("deadlock", "Deadlock", "some action is enabled in every reachable state", trace),
                 )
             if last_level:
@@ -258,7 +261,9 @@ class ParallelExplorer:
                 self.progress(stats)
 
         unreached = sorted(set(pending) - set(reached))
+        if unreached and not complete:  # not reached within the bound: no failure (as Explorer)
+            return finish(None, complete, tuple(unreached))
         if unreached:
             name = unreached[0]
-            return finish("violation", Violation("unreached", name, pending[name], ()), complete)
-        return finish("ok", None, complete)
+            return finish(Violation("unreached", name, pending[name], ()), complete)
+        return finish(None, complete)

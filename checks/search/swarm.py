@@ -15,12 +15,18 @@ rebuilds the spec from the registry.  A violation comes back as the list of
 actions (JSON); the driver replays it on the spec, removes loops and
 unnecessary steps (the counterexample must still be a behaviour that violates
 the same invariant), and renders it like any other counterexample.
+
+Random walks know no shortest paths, so a swarm reports no ``depth`` (the explorer's
+states on the longest shortest path) but ``longest_walk``: the states on the
+longest walk it took.  Its verdict is "bounded" at best (``checks.verdict``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +35,7 @@ from typing import Any
 import attrs
 
 from distcheck.checks.search.explore import Result, Stats, Step, Violation
+from distcheck.checks.verdict import BOUNDED, VIOLATED
 from distcheck.spec.codec import to_json
 from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY
@@ -70,7 +77,7 @@ def run_task(task: SwarmTask) -> dict[str, Any]:
                     "seed": task.seed,
                     "generated": generated,
                     "fingerprints": sorted(seen),
-                    "depth": max(deepest, step + 1),
+                    "longest_walk": max(deepest, step + 1),
                     "violation": {"invariant": broken.name, "actions": [to_json(a) for a in path]},
                 }
             if step == task.depth:
@@ -86,7 +93,7 @@ def run_task(task: SwarmTask) -> dict[str, Any]:
         "seed": task.seed,
         "generated": generated,
         "fingerprints": sorted(seen),
-        "depth": deepest,
+        "longest_walk": deepest,
         "violation": None,
     }
 
@@ -96,14 +103,39 @@ def _local_map(tasks: Sequence[SwarmTask], workers: int) -> Iterable[dict[str, A
         yield from pool.map(run_task, tasks)
 
 
+class SchedulerError(Exception):
+    """The Dask scheduler cannot be used: the client is not installed, the address
+    is malformed, or nothing answers there (the message says which, in one line)."""
+
+
+#: ``tcp://host:port`` or ``tls://host:port`` (a host name, an IPv4 address or a
+#: bracketed IPv6 address), the addresses a Dask scheduler listens on.
+SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+
+
+def check_scheduler(address: str) -> None:
+    """Raise ``SchedulerError`` unless ``address`` is a scheduler address and the
+    Dask client (the ``[swarm]`` extra) is installed; before any work starts."""
+    match = SCHEDULER_ADDRESS.fullmatch(address)
+    if match is None or not 0 < int(match.group(3)) < 65536:
+        raise SchedulerError(f"--scheduler {address!r} is not an address like tcp://HOST:PORT")
+    if importlib.util.find_spec("distributed") is None:
+        raise SchedulerError(
+            "--scheduler needs the Dask client, which is not installed: pip install 'distcheck[swarm]'"
+        )
+
+
 def _dask_map(tasks: Sequence[SwarmTask], address: str) -> Iterable[dict[str, Any]]:
+    check_scheduler(address)
+    from distributed import Client
+
     try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError("the Dask backend needs the 'distributed' package: pip install distributed") from None
-    with Client(address, timeout="10s") as client:  # type: ignore[no-untyped-call]
+        client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, ValueError, TypeError) as exc:  # OSError covers a timeout
+        raise SchedulerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    with client:
         futures = client.map(run_task, tasks, pure=False)
-        yield from client.gather(futures)
+        yield from client.gather(futures)  # type: ignore[no-untyped-call]
 
 
 def swarm(
@@ -132,7 +164,7 @@ def swarm(
     stats = Stats(
         distinct_states=len(merged),
         generated_states=sum(o["generated"] for o in outcomes),
-        depth=max((o["depth"] for o in outcomes), default=0),
+        longest_walk=max((o["longest_walk"] for o in outcomes), default=0),
     )
     found = [o["violation"] for o in outcomes if o["violation"] is not None]
     violation = None
@@ -141,7 +173,7 @@ def swarm(
         actions = [spec.action_from_json(a) for a in best["actions"]]
         violation = _violation(spec, best["invariant"], shorten(spec, best["invariant"], actions))
     stats.seconds = time.perf_counter() - started
-    return Result("violation" if violation else "ok", stats, violation, complete=False)
+    return Result(VIOLATED if violation else BOUNDED, stats, violation, complete=False)
 
 
 def _violation(spec: Spec[Any, Any], name: str, actions: Sequence[Any]) -> Violation:

@@ -40,6 +40,12 @@ from distcheck.spec.network import MessageSet, Network
 from distcheck.spec.values import Bag, FrozenMap, sorted_values
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 step``, ``3 steps``, ``1,000 examples``."""
+    word = noun if count == 1 else plural_form or noun + "s"
+    return f"{count:,} {word}"
+
+
 def show(value: Any) -> str:
     """A short human form of a spec value."""
     if isinstance(value, str):

@@ -28,6 +28,7 @@ import attrs
 
 from distcheck.checks.inputs import DEFAULT_LIMITS, InputError, JsonReader, Limits, read_lines
 from distcheck.checks.search.explore import Step
+from distcheck.checks.verdict import INVALID, OK, VIOLATED
 from distcheck.spec.codec import from_json, to_json, value_problem
 from distcheck.spec.contract import Action, Spec
 from distcheck.spec.network import Network
@@ -532,12 +533,13 @@ def _subtract(items: list[tuple[Any, int]], minus: list[tuple[Any, int]]) -> lis
 class ReplayResult:
     """What re-executing a trace on its spec showed.
 
-    outcome: "violation" (a property fails at ``step``), "clean" (a behaviour of the
-    spec on which every invariant holds) or "diverged" (``step`` is the first one the
-    spec does not explain; ``reason`` says why).  ``behaviour`` holds the spec's
-    values for every step replayed before the outcome was known."""
+    verdict (``checks.verdict``): "violated" (a property fails at ``step``), "ok" (a
+    behaviour of the spec on which every invariant holds) or "invalid" (the trace is
+    not a behaviour: ``step`` is the first one the spec does not explain; ``reason``
+    says why).  ``behaviour`` holds the spec's values for every step replayed before
+    the verdict was known."""
 
-    outcome: str
+    verdict: str
     reason: str
     behaviour: tuple[Step, ...]
     step: int | None = None
@@ -549,14 +551,14 @@ class ReplayResult:
 
     @property
     def exit_code(self) -> int:
-        return {"violation": 1, "clean": 0}.get(self.outcome, 2)
+        return {VIOLATED: 1, OK: 0}.get(self.verdict, 2)
 
 
 def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
     """Re-execute the trace's actions on ``spec`` (built for the trace's header) and
     check the recorded actor and state of every step.
 
-    The first failure of a property is the outcome, unless the trace goes on and a
+    The first failure of a property is the verdict, unless the trace goes on and a
     later step diverges: a trace must be a behaviour all the way through.  A header
     that records a violation which does not happen is reported as a divergence at
     the last step."""
@@ -565,7 +567,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
     positions: list[int] = []
 
     def diverged(at: int, reason: str) -> ReplayResult:
-        return ReplayResult("diverged", f"step {at}: {reason}", tuple(behaviour), at)
+        return ReplayResult(INVALID, f"step {at}: {reason}", tuple(behaviour), at)
 
     inits = list(spec.init_states())
     first = steps[0]
@@ -634,7 +636,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
                 f"the header records {recorded.invariant} violated, but every property holds on replay",
             )
         return ReplayResult(
-            "clean",
+            OK,
             "every step is a step of the spec and every invariant holds",
             tuple(behaviour),
             positions=tuple(positions),
@@ -642,7 +644,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
     matches = recorded is not None and recorded.invariant == found.invariant
     note = "" if matches else f" (the header records {recorded.invariant if recorded else 'no violation'})"
     return ReplayResult(
-        "violation",
+        VIOLATED,
         f"{found.invariant} is violated at step {found_at}{note}: {found.statement}",
         tuple(behaviour),
         found_at,
@@ -705,7 +707,7 @@ def completed(trace: Trace, spec: Spec[Any, Any]) -> Trace | None:
     log records only actions; replaying them gives the rest.  None when the trace is
     not a behaviour of ``spec``.  What the writer did record is kept."""
     result = replay(trace, spec)
-    if result.outcome == "diverged":
+    if result.verdict == INVALID:
         return None
     full = from_behaviour(spec, result.behaviour)
     spec_steps = [full.steps[p] for p in result.positions] if result.positions else list(full.steps)

@@ -47,6 +47,20 @@ from typing import Any
 
 import attrs
 
+from distcheck.impl.lock.messages import (
+    CLIENT_MESSAGES,
+    Acquire,
+    Granted,
+    Refused,
+    Release,
+    Released,
+    Renew,
+    Renewed,
+    Write,
+    WriteResult,
+)
+from distcheck.impl.runtime import config
+from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope, NodeCrashed, Queue
 
 CLIENT_VARIANTS = {
@@ -68,7 +82,7 @@ class StaleToken(Exception):
 
 
 @attrs.frozen
-class ClientTiming:
+class ClientTiming(config.Timing):
     """Seconds on the client's own clock, and its drift bound."""
 
     retry: float = 0.5  # between re-sent requests
@@ -115,8 +129,7 @@ class LockClient:
         timing: ClientTiming = ClientTiming(),
         variant: str | None = None,
     ) -> None:
-        if variant is not None and variant not in CLIENT_VARIANTS:
-            raise ValueError(f"unknown client variant {variant!r}; allowed: {', '.join(CLIENT_VARIANTS)}")
+        config.check_variant(variant, CLIENT_VARIANTS, "client variant")
         self.ctx = ctx
         self.session = session
         self.server = server
@@ -163,10 +176,7 @@ class LockClient:
             req = self._pending[name] = f"{self.session}/{self._requests}"
         while True:
             attempt = self._new_attempt()
-            self.ctx.send(
-                self.server,
-                {"type": "Acquire", "lock": name, "session": self.session, "req": req, "attempt": attempt, "ttl": ttl},
-            )
+            self.ctx.send(self.server, encode(Acquire(name, self.session, req, attempt, ttl)))
             lease = self._await_grant(name, req, self._wait_end(deadline))
             if lease is not None:
                 if self._confirm(lease, deadline):
@@ -191,9 +201,7 @@ class LockClient:
         replies = self._releases.setdefault(key, self.ctx.queue())
         try:
             while True:
-                self.ctx.send(
-                    self.server, {"type": "Release", "lock": lease.name, "session": self.session, "token": lease.token}
-                )
+                self.ctx.send(self.server, encode(Release(lease.name, self.session, lease.token)))
                 if replies.get(timeout=self.timing.retry) is not None:
                     return
         finally:
@@ -220,10 +228,10 @@ class LockClient:
             msg = self._grants.get(timeout=left)
             if msg is None:
                 return None
-            if msg.get("lock") != name or msg.get("req") != req or msg.get("type") != "Granted":
+            if not isinstance(msg, Granted) or msg.lock != name or msg.req != req:
                 continue  # an answer to an earlier request, since closed
-            lease = Lease(self, name, int(msg["token"]), self._trusted_for(int(msg["ttl_ticks"]), float(msg["tick"])))
-            sent = self._sent_at.get(msg.get("attempt")) if isinstance(msg.get("attempt"), int) else None
+            lease = Lease(self, name, msg.token, self._trusted_for(msg.ttl_ticks, msg.tick))
+            sent = self._sent_at.get(msg.attempt) if msg.attempt is not None else None
             if sent is not None:
                 lease.trust_until = sent + lease.trusted_for
             return lease
@@ -242,20 +250,19 @@ class LockClient:
     def _renew_once(self, lease: Lease) -> None:
         replies = self._renewals[(lease.name, lease.token)]
         attempt = self._new_attempt()
-        msg = {"type": "Renew", "lock": lease.name, "session": self.session, "token": lease.token, "attempt": attempt}
-        self.ctx.send(self.server, msg)
+        self.ctx.send(self.server, encode(Renew(lease.name, self.session, lease.token, attempt)))
         until = self.ctx.now() + min(self.timing.retry, lease.trusted_for / 3)
         while (left := until - self.ctx.now()) > 0:
             reply = replies.get(timeout=left)
             if reply is None:
                 return
-            if reply.get("type") == "Refused":
+            if isinstance(reply, Refused):
                 lease.lost = True
                 return
-            sent = self._sent_at.get(reply.get("attempt")) if isinstance(reply.get("attempt"), int) else None
+            sent = self._sent_at.get(reply.attempt) if reply.attempt is not None else None
             if sent is not None:  # any renewal answered is good evidence, even a late one
                 lease.trust_until = max(lease.trust_until, sent + lease.trusted_for)
-            if reply.get("attempt") == attempt:
+            if reply.attempt == attempt:
                 return
 
     def _renew_loop(self, lease: Lease) -> None:
@@ -269,31 +276,28 @@ class LockClient:
             self._renewals.pop((lease.name, lease.token), None)
 
     def _dispatch(self) -> None:
-        """The node's mailbox belongs to the library: route each reply to whoever
-        waits for it."""
+        """The node's mailbox belongs to the library: route each reply, decoded and
+        checked, to whoever waits for it."""
         while True:
             item = self.ctx.receive()
             if not isinstance(item, Envelope):
                 continue
-            msg: dict[str, Any] = dict(item.msg)
-            kind = msg.get("type")
-            key = (str(msg.get("lock")), int(msg.get("token", 0) or 0))
-            if kind in ("Granted", "Busy"):
-                self._grants.put(msg)
-            elif kind in ("Renewed", "Refused"):
-                queue = self._renewals.get(key)
-                if queue is not None:
-                    queue.put(msg)
-            elif kind == "Released":
-                queue = self._releases.get(key)
-                if queue is not None:
-                    queue.put(msg)
-            elif kind == "WriteResult":
-                queue = self._results.get(str(msg.get("wid")))
-                if queue is not None:
-                    queue.put(msg)
-            else:
-                self.ctx.log(f"ignored {kind} from {item.src}")
+            try:
+                msg = CLIENT_MESSAGES.decode(item.msg)
+            except MessageError as exc:
+                self.ctx.log(f"rejected a message from {item.src}: {exc}")
+                continue
+            queue: Queue | None
+            if isinstance(msg, WriteResult):
+                queue = self._results.get(msg.wid)
+            elif isinstance(msg, Renewed | Refused):
+                queue = self._renewals.get((msg.lock, msg.token))
+            elif isinstance(msg, Released):
+                queue = self._releases.get((msg.lock, msg.token))
+            else:  # Granted, Busy
+                queue = self._grants
+            if queue is not None:
+                queue.put(msg)
 
 
 class FencedStorage:
@@ -316,8 +320,7 @@ class FencedStorage:
         replies = self.client._results.setdefault(wid, ctx.queue())
         ctx.record({"type": "Write", "client": session}, lock=lease.name)
         self.client.sent_writes.append((lease.name, lease.token, wid))
-        msg = {"type": "Write", "wid": wid, "lock": lease.name, "token": lease.token, "session": session}
-        msg.update(key=key, value=value)
+        msg = encode(Write(wid, lease.name, lease.token, session, key, value))
         try:
             while True:
                 ctx.send(self.node, msg)
@@ -326,7 +329,7 @@ class FencedStorage:
                     break
         finally:
             self.client._results.pop(wid, None)
-        if not reply["accepted"]:
+        if not reply.accepted:
             raise StaleToken(
                 f"storage rejected the write of {key!r} with fencing token {lease.token}: a newer lease wrote"
             )

@@ -39,7 +39,20 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.runtime.api import Context, Envelope, Message, Storage, Timer
+from distcheck.impl.lock.messages import (
+    SERVER_MESSAGES,
+    Acquire,
+    Busy,
+    Granted,
+    Refused,
+    Release,
+    Released,
+    Renew,
+    Renewed,
+)
+from distcheck.impl.runtime import config
+from distcheck.impl.runtime.actor import Actor
+from distcheck.impl.runtime.api import Storage
 
 #: Broken server variants (the implementation tests must catch them).
 SERVER_VARIANTS = {
@@ -144,11 +157,17 @@ def forget_leases(state: LockState) -> None:
             del table.requests[session]
 
 
-class LockServer:
+@attrs.frozen
+class Tick:
+    """The timer that advances the server's clock by one tick."""
+
+
+class LockServer(Actor):
     """The lock server node.  ``state`` is its memory, rebuilt from its log at every
     start.  ``tick`` is the clock's period in seconds."""
 
     LOG = "leases"
+    messages = SERVER_MESSAGES
 
     def __init__(
         self,
@@ -159,11 +178,10 @@ class LockServer:
         max_requests: int | None = None,
         variant: str | None = None,
     ) -> None:
-        if variant is not None and variant not in SERVER_VARIANTS:
-            raise ValueError(f"unknown server variant {variant!r}; allowed: {', '.join(SERVER_VARIANTS)}")
+        config.check_variant(variant, SERVER_VARIANTS, "server variant")
         if tick <= 0:
             raise ValueError(f"tick must be positive, got {tick}")
-        self.name = name
+        super().__init__(name)
         self.tick = tick
         self.horizon = horizon
         self.max_requests = max_requests
@@ -174,9 +192,8 @@ class LockServer:
 
     # ------------------------------------------------------------------ running
 
-    def main(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.log: Storage = ctx.storage(self.LOG)
+    def on_start(self) -> None:
+        self.log: Storage = self.ctx.storage(self.LOG)
         self.state = recover(self.log.records())
         if self.variant == "volatile_leases":
             forget_leases(self.state)
@@ -187,13 +204,19 @@ class LockServer:
         for name in sorted(self.state.locks):
             self._grant_next(name, None)
         self._arm_clock()
-        while True:
-            item = ctx.receive()
-            if isinstance(item, Timer) and item.name == "tick":
-                self._clock_armed = False
-                self._on_tick()
-            elif isinstance(item, Envelope):
-                self._on_message(item.src, item.msg)
+
+    def on_timer(self, timer: Any) -> None:
+        self._clock_armed = False
+        self._on_tick()
+
+    def on_message(self, src: str, msg: Any) -> None:
+        match msg:
+            case Acquire():
+                self._on_acquire(src, msg)
+            case Renew(name, session, token, attempt):
+                self._on_renew(src, name, session, token, attempt)
+            case Release(name, session, token):
+                self._on_release(src, name, session, token)
 
     def _commit(self, record: dict[str, Any], action: dict[str, Any], lock: str) -> None:
         """Make a change durable, then apply it, then log the spec step; whatever the
@@ -209,7 +232,7 @@ class LockServer:
         has_leases = any(t.leases for t in self.state.locks.values())
         at_horizon = self.horizon is not None and self.state.now >= self.horizon
         if has_leases and not at_horizon and not self._clock_armed:
-            self.ctx.set_timer("tick", self.tick)
+            self.set_timer(Tick(), self.tick)
             self._clock_armed = True
 
     def _on_tick(self) -> None:
@@ -233,31 +256,15 @@ class LockServer:
 
     # ----------------------------------------------------------------- messages
 
-    def _on_message(self, src: str, msg: Message) -> None:
-        kind = msg.get("type")
-        try:
-            name, session = str(msg["lock"]), str(msg["session"])
-        except KeyError:
-            self.ctx.log(f"ignored {kind} from {src}: no lock or session")
-            return
-        if kind == "Acquire":
-            self._on_acquire(src, name, session, msg)
-        elif kind == "Renew":
-            self._on_renew(src, name, session, int(msg["token"]), msg.get("attempt"))
-        elif kind == "Release":
-            self._on_release(src, name, session, int(msg["token"]))
-        else:
-            self.ctx.log(f"ignored {kind} from {src}")
-
-    def _on_acquire(self, src: str, name: str, session: str, msg: Message) -> None:
+    def _on_acquire(self, src: str, msg: Acquire) -> None:
+        name, session, req = msg.lock, msg.session, msg.req
         table = self.state.table(name)
-        req = str(msg["req"])
         open_request = table.requests.get(session)
         if open_request is not None:
             if open_request.req != req:
                 # The session still holds (or waits for) this lock under another
                 # request; the client library never does that.  Say so, change nothing.
-                self.ctx.send(src, {"type": "Busy", "lock": name, "req": req, "token": open_request.token})
+                self.send(src, Busy(name, req, open_request.token))
             elif open_request.granted:
                 # A retried request for a lock already granted: the grant again, but
                 # without an attempt to time it from, since it is older than this copy.
@@ -267,14 +274,15 @@ class LockServer:
             self.ctx.log(f"model bound: no more than {self.max_requests} requests on {name}")
             return
         # At least two ticks: a lease is only sure to last ttl - 1 of them.
-        ttl = max(2, math.ceil(float(msg.get("ttl", 2 * self.tick)) / self.tick - 1e-9))
+        seconds = msg.ttl if msg.ttl is not None else 2 * self.tick
+        ttl = max(2, math.ceil(seconds / self.tick - 1e-9))
         token = table.issued + 1
         record = {"op": "acquire", "lock": name, "token": token, "session": session, "req": req, "ttl": ttl}
         self._commit(record, {"type": "Acquire", "client": session}, name)
         self.clients[session] = src
-        self._grant_next(name, (session, msg.get("attempt")))
+        self._grant_next(name, (session, msg.attempt))
 
-    def _grant_next(self, name: str, asking: tuple[str, Any] | None) -> None:
+    def _grant_next(self, name: str, asking: tuple[str, int | None] | None) -> None:
         """Grant ``name`` to its oldest waiter if no lease on it is live.  ``asking``
         is the session whose request is being handled, with the attempt number it
         sent: a grant made in answer to that very message can be timed from it."""
@@ -291,38 +299,24 @@ class LockServer:
             self._send_grant(client, name, table.requests[session], attempt)
         self._arm_clock()
 
-    def _send_grant(self, dst: str, name: str, request: Request, attempt: Any) -> None:
-        self.ctx.send(
-            dst,
-            {
-                "type": "Granted",
-                "lock": name,
-                "req": request.req,
-                "token": request.token,
-                "ttl_ticks": request.ttl,
-                "tick": self.tick,
-                "attempt": attempt,
-            },
-        )
+    def _send_grant(self, dst: str, name: str, request: Request, attempt: int | None) -> None:
+        self.send(dst, Granted(name, request.req, request.token, request.ttl, self.tick, attempt))
 
-    def _on_renew(self, src: str, name: str, session: str, token: int, attempt: Any) -> None:
+    def _on_renew(self, src: str, name: str, session: str, token: int, attempt: int | None) -> None:
         table = self.state.table(name)
         request = table.requests.get(session)
         if request is None or request.token != token or not request.granted:
             # Already released or refused (this is a late copy), or never granted.
-            self.ctx.send(src, {"type": "Refused", "lock": name, "token": token, "attempt": attempt})
+            self.send(src, Refused(name, token, attempt))
             return
         lease = table.leases.get(token)
         if lease is not None and self.state.live(lease):
             self._commit({"op": "renew", "lock": name, "token": token}, {"type": "Renew", "client": session}, name)
-            self.ctx.send(
-                src,
-                {"type": "Renewed", "lock": name, "token": token, "attempt": attempt, "ttl_ticks": request.ttl},
-            )
+            self.send(src, Renewed(name, token, attempt, request.ttl))
             return
         # Expired: the lock may have passed on.  The session has lost it for good.
         self._commit({"op": "close", "lock": name, "token": token}, {"type": "Renew", "client": session}, name)
-        self.ctx.send(src, {"type": "Refused", "lock": name, "token": token, "attempt": attempt})
+        self.send(src, Refused(name, token, attempt))
         self._grant_next(name, None)
 
     def _on_release(self, src: str, name: str, session: str, token: int) -> None:
@@ -331,4 +325,4 @@ class LockServer:
         if request is not None and request.token == token and request.granted:
             self._commit({"op": "close", "lock": name, "token": token}, {"type": "Release", "client": session}, name)
             self._grant_next(name, None)
-        self.ctx.send(src, {"type": "Released", "lock": name, "token": token})
+        self.send(src, Released(name, token))

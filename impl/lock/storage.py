@@ -22,7 +22,10 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.runtime.api import Context, Envelope, Message, Storage
+from distcheck.impl.lock.messages import STORAGE_MESSAGES, Read, Value, Write, WriteResult
+from distcheck.impl.runtime import config
+from distcheck.impl.runtime.actor import Actor
+from distcheck.impl.runtime.api import Storage
 
 STORAGE_VARIANTS = {
     "unfenced_storage": "storage applies every write, whatever its fencing token",
@@ -55,52 +58,44 @@ def recover(records: Iterable[dict[str, Any]]) -> StoreState:
     return state
 
 
-class FencedStore:
+class FencedStore(Actor):
     """The storage node.  ``state`` is its memory, rebuilt from its log at every start."""
 
     LOG = "data"
+    messages = STORAGE_MESSAGES
 
     def __init__(self, name: str = "storage", variant: str | None = None) -> None:
-        if variant is not None and variant not in STORAGE_VARIANTS:
-            raise ValueError(f"unknown storage variant {variant!r}; allowed: {', '.join(STORAGE_VARIANTS)}")
-        self.name = name
+        config.check_variant(variant, STORAGE_VARIANTS, "storage variant")
+        super().__init__(name)
         self.variant = variant
         self.state = StoreState()
 
-    def main(self, ctx: Context) -> None:
-        log: Storage = ctx.storage(self.LOG)
-        self.state = recover(log.records())
-        while True:
-            item = ctx.receive()
-            if not isinstance(item, Envelope):
-                continue
-            msg = item.msg
-            if msg.get("type") == "Write":
-                self._on_write(ctx, log, item.src, msg)
-            elif msg.get("type") == "Read":
-                ctx.send(
-                    item.src,
-                    {"type": "Value", "key": msg.get("key"), "value": self.state.data.get(str(msg.get("key")))},
-                )
-            else:
-                ctx.log(f"ignored {msg.get('type')} from {item.src}")
+    def on_start(self) -> None:
+        self.log: Storage = self.ctx.storage(self.LOG)
+        self.state = recover(self.log.records())
 
-    def accepts(self, lock: str, token: int) -> bool:
+    def on_message(self, src: str, msg: Any) -> None:
+        match msg:
+            case Write():
+                self._on_write(src, msg)
+            case Read(key):
+                self.send(src, Value(key, self.state.data.get(key)))
+
+    def accepts_token(self, lock: str, token: int) -> bool:
         if self.variant == "unfenced_storage":
             return True  # BROKEN: the token is not checked
         return token >= self.state.highest.get(lock, 0)
 
-    def _on_write(self, ctx: Context, log: Storage, src: str, msg: Message) -> None:
-        wid, lock, token = str(msg["wid"]), str(msg["lock"]), int(msg["token"])
-        accepted = self.state.decided.get(wid)
+    def _on_write(self, src: str, msg: Write) -> None:
+        accepted = self.state.decided.get(msg.wid)
         if accepted is None:
-            accepted = self.accepts(lock, token)
-            record = {"wid": wid, "lock": lock, "token": token, "key": msg["key"], "value": msg.get("value")}
+            accepted = self.accepts_token(msg.lock, msg.token)
+            record = {"wid": msg.wid, "lock": msg.lock, "token": msg.token, "key": msg.key, "value": msg.value}
             record["accepted"] = accepted
-            record["session"] = msg["session"]
-            log.append(record)
-            log.sync()
+            record["session"] = msg.session
+            self.log.append(record)
+            self.log.sync()
             self.state.apply(record)
             action = "AcceptWrite" if accepted else "RejectWrite"
-            ctx.record({"type": action, "client": str(msg["session"])}, lock=lock)
-        ctx.send(src, {"type": "WriteResult", "wid": wid, "accepted": accepted, "token": token})
+            self.ctx.record({"type": action, "client": msg.session}, lock=msg.lock)
+        self.send(src, WriteResult(msg.wid, accepted, msg.token))

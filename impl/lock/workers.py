@@ -3,7 +3,10 @@ what ``distcheck simulate lock``, the tests and the free-mode example run.
 
 Where it sits: on top of ``impl.lock.client`` (the library a user would call from
 their own node).  A ``Worker`` takes the lock, writes to the fencing storage twice
-with a pause in between, and releases; what happened is kept in ``outcomes``.
+with a pause in between, and releases; what happened is kept in ``outcomes``.  It
+is a plain ``main(ctx)`` node, not an actor (``impl.runtime.actor``): its work is a
+sequence of blocking library calls (``with client.lock(...)``), which handlers
+that must return cannot express.  The server and storage it talks to are actors.
 
 Sessions.  A crashed client is a new client (spec/lock.py), so each incarnation of
 a worker node opens a new session: the names it may use are given up front, and
@@ -20,6 +23,7 @@ import attrs
 from distcheck.impl.lock.client import ClientTiming, FencedStorage, LockClient, LockLost, LockTimeout, StaleToken
 from distcheck.impl.lock.server import LockServer
 from distcheck.impl.lock.storage import FencedStore
+from distcheck.impl.runtime import config
 from distcheck.impl.runtime.api import Context
 
 VARIANTS = {
@@ -125,8 +129,7 @@ def service(
 ) -> Service:
     """Workers ``w1..wN`` whose sessions are named ``c1, c2, ...`` (worker 1 gets the
     first ``sessions_per_worker`` names), as spec/lock.py names its clients."""
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+    config.check_variant(variant, VARIANTS)
     server = LockServer(
         "server",
         tick,

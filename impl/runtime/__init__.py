@@ -4,8 +4,12 @@ Where it sits: ``impl/<protocol>.py`` modules use ``Context`` (``api``) and noth
 else of threads, sockets or clocks; ``controlled`` runs them under a deterministic
 scheduler with faults, ``free`` on OS threads over TCP; ``storage`` is the durable
 log both use; ``tracelog`` writes the trace format that ``distcheck validate`` reads.
+``actor`` is how protocols are written on ``Context`` (handlers, typed messages and
+timers); ``config`` holds what every protocol configures alike (variants, timing);
+``faults`` wraps nodes or choice sources to inject slow clocks and pauses.
 """
 
+from distcheck.impl.runtime.actor import Actor, MessageError, Messages, Rejected, encode, wire
 from distcheck.impl.runtime.api import (
     Context,
     Envelope,
@@ -18,7 +22,9 @@ from distcheck.impl.runtime.api import (
     Storage,
     Timer,
 )
+from distcheck.impl.runtime.config import Timing, check_variant
 from distcheck.impl.runtime.controlled import FaultPolicy, RunResult, Simulation, StepRecord, run_simulation
+from distcheck.impl.runtime.faults import PausingChoices, SlowClock
 from distcheck.impl.runtime.free import FreeRuntime
 from distcheck.impl.runtime.strategies import (
     Choice,
@@ -31,6 +37,7 @@ from distcheck.impl.runtime.strategies import (
 from distcheck.impl.runtime.tracelog import TraceLog
 
 __all__ = [
+    "Actor",
     "Choice",
     "ChoiceSource",
     "Context",
@@ -40,18 +47,27 @@ __all__ = [
     "FreeRuntime",
     "Lock",
     "Message",
+    "MessageError",
+    "Messages",
     "NodeCrashed",
     "NodeMain",
     "PCTChoices",
+    "PausingChoices",
     "Queue",
     "RandomChoices",
     "Received",
+    "Rejected",
     "ReplayChoices",
     "RunResult",
     "Simulation",
+    "SlowClock",
     "StepRecord",
     "Storage",
     "Timer",
+    "Timing",
     "TraceLog",
+    "check_variant",
+    "encode",
     "run_simulation",
+    "wire",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -159,6 +159,14 @@ class Context(ABC):
     @abstractmethod
     def log(self, text: str) -> None:
         """A diagnostic line (not part of the trace)."""
+
+    @abstractmethod
+    def crash(self, reason: str) -> NoReturn:
+        """Crash this node on purpose, because its own code failed (``reason`` says
+        how): the same crash a fault injects (threads unwind with ``NodeCrashed``,
+        mailbox, timers and unsynced records lost), noted with the reason.  The
+        controlled scheduler may then restart it like any crashed node; the free
+        runtime restarts it itself.  Raises ``NodeCrashed`` in the calling thread."""
 
 
 #: A node's code: run on the node's main thread, again from the top after a restart.

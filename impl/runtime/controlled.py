@@ -61,7 +61,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -271,6 +271,8 @@ class Simulation:
         #: every message ever sent, as (sender, receiver, message)
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.crashes = self.drops = self.duplicates = self.partitions = 0
+        #: crashes a node's own code caused (``Context.crash``): "node: reason", in order
+        self.failures: list[str] = []
         #: the node cut off from every other node by the partition in force, if any
         self.isolated: str | None = None
         self.schedule: list[StepRecord] = []
@@ -600,10 +602,13 @@ class Simulation:
         t.killed = True
         self._resume(t)
 
-    def _crash(self, node: _Node) -> None:
+    def _crash(self, node: _Node, caller: _Thread | None = None) -> None:
         node.up = False
         for t in node.live_threads():
-            self._kill(t)
+            if t is caller:
+                t.killed = True  # it unwinds by itself, holding the baton until it ends
+            else:
+                self._kill(t)
         node.mailbox.clear()
         node.timers.clear()
         for log in node.logs.values():
@@ -773,6 +778,15 @@ class _SimContext(Context):
     def log(self, text: str) -> None:
         self._me()
         self.sim.note(f"{self.name}: {text}")
+
+    def crash(self, reason: str) -> NoReturn:
+        me = self._me()
+        # Not a fault: it uses no fault budget, and a restart option follows as for
+        # any node that is down.
+        self.sim.failures.append(f"{self.name}: {reason}")
+        self.sim.note(f"{self.name} crashed: {reason}")
+        self.sim._crash(self.node, caller=me)
+        raise NodeCrashed
 
 
 def run_simulation(

@@ -24,7 +24,12 @@ bookkeeping when it ends, so a node serving connection after connection for days
 holds as much memory as one serving a few.
 
 ``stop()`` ends every node: its threads get ``NodeCrashed`` at their next call into
-the runtime, exactly as in a crash, so there is one way a node's code ends.
+the runtime, exactly as in a crash, so there is one way a node's code ends.  A node
+whose own code fails calls ``ctx.crash(reason)`` (actors do, ``impl.runtime.actor``):
+it stops the same way, its mailbox and timers are dropped, the crash is noted in
+``diagnostics`` and ``crashes``, and the runtime restarts the node (``main`` again
+from the top, over its logs) after ``restart_delay`` seconds, at most
+``max_restarts`` times; after that the node stays down and ``errors`` says so.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from distcheck.impl.runtime.api import (
     Context,
@@ -79,6 +84,7 @@ class _FreeNode:
         self.threads: list[threading.Thread] = []
         self.logs: dict[str, _FreeStorage] = {}
         self.listener: socket.socket | None = None
+        self.restarts = 0
 
     def deliver(self, item: Received) -> None:
         with self.cond:
@@ -105,6 +111,8 @@ class FreeRuntime:
         limits: ConnectionLimits | None = None,
         max_frame: int | None = None,
         connect_timeout: float = 1.0,
+        restart_delay: float = 0.1,
+        max_restarts: int = 3,
     ) -> None:
         self.nodes = {name: _FreeNode(self, name, main) for name, main in nodes.items()}
         self.directory = directory
@@ -118,9 +126,13 @@ class FreeRuntime:
         self.limits = chosen if max_frame is None else chosen.evolve(max_frame=max_frame)
         self.max_frame = self.limits.max_frame
         self.connect_timeout = connect_timeout
+        self.restart_delay = restart_delay
+        self.max_restarts = max_restarts
         #: the newest ``limits.diagnostics_kept`` notes; ``diagnostics.dropped`` counts older ones
         self.diagnostics = Diagnostics(self.limits.diagnostics_kept)
         self.errors: list[str] = []
+        #: crashes a node's own code caused (``Context.crash``): "node: reason", in order
+        self.crashes: list[str] = []
         self._lock = threading.Lock()
         self._outgoing: dict[tuple[str, str], socket.socket] = {}
         self._incoming: dict[str, set[socket.socket]] = {name: set() for name in self.nodes}
@@ -232,6 +244,43 @@ class FreeRuntime:
         t = threading.Thread(target=body, name=f"{node.name}.{name}", daemon=True)
         node.threads.append(t)
         t.start()
+
+    def crash(self, node: _FreeNode, reason: str) -> None:
+        """Stop ``node`` because its code failed, and have it restarted (module docstring)."""
+        with self._lock:
+            self.crashes.append(f"{node.name}: {reason}")
+        self.note(f"{node.name} crashed: {reason}")
+        with node.cond:
+            node.stopped = True
+            node.cond.notify_all()
+        self._thread(f"{node.name}.restart", functools.partial(self._restart, node))
+
+    def _restart(self, node: _FreeNode) -> None:
+        deadline = time.monotonic() + 5.0
+        for t in list(node.threads):
+            t.join(max(0.0, deadline - time.monotonic()))
+        still = [t.name for t in node.threads if t.is_alive()]
+        if still:
+            self.note(f"{node.name} not restarted: its threads {', '.join(still)} did not end")
+            return
+        time.sleep(self.restart_delay)
+        with node.cond:
+            if self._stopping:
+                return
+            if node.restarts >= self.max_restarts:
+                with self._lock:
+                    self.errors.append(f"{node.name} crashed {node.restarts + 1} times; it stays down")
+                return
+            node.restarts += 1
+            for log in node.logs.values():
+                log.close()
+            node.logs.clear()
+            node.mailbox.clear()
+            node.timers.clear()
+            node.threads = []
+            node.stopped = False
+        self.note(f"{node.name} restarted")
+        self._node_thread(node, "main", functools.partial(node.main, _FreeContext(self, node)))
 
     # ------------------------------------------------------------ transport
 
@@ -536,3 +585,8 @@ class _FreeContext(Context):
 
     def log(self, text: str) -> None:
         self.runtime.note(f"{self.name}: {text}")
+
+    def crash(self, reason: str) -> NoReturn:
+        self.node.check()
+        self.runtime.crash(self.node, reason)
+        raise NodeCrashed

@@ -38,13 +38,13 @@ def test_check_json_keys_and_parity(capsys: pytest.CaptureFixture[str]) -> None:
         "params",
         "variant",
         "symmetry",
-        "result",
+        "verdict",
         "distinct_states",
         "generated_states",
         "depth",
         "seconds",
     } <= set(report)
-    assert (report["spec"], report["params"], report["result"]) == ("twophase", {"rms": 3}, "ok")
+    assert (report["spec"], report["params"], report["verdict"]) == ("twophase", {"rms": 3}, "ok")
     assert report["distinct_states"] == 288 and report["generated_states"] == 1146 and report["depth"] == 11
 
 
@@ -69,7 +69,7 @@ def test_variant_exits_1_with_a_step_table(capsys: pytest.CaptureFixture[str]) -
 def test_variant_json_violation(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check", "twophase", "--variant", "commit_early", "--json")
     report = json.loads(out)
-    assert code == 1 and report["result"] == "violation"
+    assert code == 1 and report["verdict"] == "violated"
     assert report["violation"]["invariant"] == "TCConsistent"
     trace = report["violation"]["trace"]
     assert trace[0]["action"] is None and trace[1]["action"] == {"type": "TMCommit"}
@@ -107,7 +107,7 @@ def test_check_all_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert [r["spec"] for r in rows] == list(REGISTRY)
     for row in rows:
-        assert row["result"] == "ok"
+        assert row["verdict"] == "ok"
         assert all(v["caught"] for v in row["variants"].values())
         assert set(row["variants"]) == set(REGISTRY[row["spec"]].variants)
 

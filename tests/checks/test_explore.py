@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from distcheck.checks.search.explore import Explorer, explore
-from distcheck.spec.contract import Action, Invariant, Reachable, Spec
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Spec, rule
 
 
 @attrs.frozen
@@ -19,6 +19,7 @@ class Counters:
 
 @attrs.frozen
 class Inc(Action):
+    ACTOR = "which"
     which: str
 
 
@@ -34,16 +35,15 @@ class TwoCounters(Spec[Counters, Inc]):
     def init_states(self) -> Iterable[Counters]:
         yield Counters(0, 0)
 
-    def actions(self, s: Counters) -> Iterable[Inc]:
-        if s.a < self.limit:
-            yield Inc("a")
-        if s.b < self.limit:
-            yield Inc("b")
+    def next(self) -> Next:
+        return (Exists("which", ("a", "b"), self.inc),)
 
-    def next_state(self, s: Counters, action: Inc) -> Counters | None:
-        if action.which == "a" and s.a < self.limit:
+    @rule(Inc)
+    def inc(self, s: Counters, which: str) -> Counters | None:
+        """Either counter goes up by one, to the limit."""
+        if which == "a" and s.a < self.limit:
             return Counters(s.a + 1, s.b)
-        if action.which == "b" and s.b < self.limit:
+        if which == "b" and s.b < self.limit:
             return Counters(s.a, s.b + 1)
         return None
 
@@ -83,7 +83,7 @@ def test_symmetry_counts_orbits() -> None:
 def test_shortest_counterexample_and_its_states() -> None:
     result = explore(TwoCounters(3, bad=3))
     v = result.violation
-    assert result.result == "violation" and v is not None
+    assert result.verdict == "violated" and v is not None
     assert v.name == "SumBelowBad" and len(v.trace) == 4  # init + 3 increments
     assert v.trace[0].action is None
     last = v.trace[-1].state
@@ -102,7 +102,7 @@ def test_counterexample_under_symmetry_is_a_real_behaviour() -> None:
 
 def test_unreached_property_fails_the_check() -> None:
     result = explore(TwoCounters(3, bound=4))  # (3,3) has sum 6 > 4
-    assert result.result == "violation"
+    assert result.verdict == "violated"
     assert result.violation is not None and result.violation.kind == "unreached"
     assert result.violation.name == "BothAtLimit"
 
@@ -113,15 +113,18 @@ def test_state_constraint_discards_states_like_tlc() -> None:
 
 
 def test_deadlock_detection_is_optional() -> None:
-    assert explore(TwoCounters(2)).result == "ok"
+    assert explore(TwoCounters(2)).verdict == "ok"
     result = explore(TwoCounters(2), check_deadlock=True)
-    assert result.result == "deadlock"
+    assert result.verdict == "violated"
     assert result.violation is not None and result.violation.trace[-1].state == Counters(2, 2)
 
 
 def test_depth_limit() -> None:
     result = explore(TwoCounters(3), max_depth=3)
     assert result.stats.depth == 3 and not result.complete
+    # BothAtLimit lies deeper than the bound: not a failure, and the result says so.
+    assert result.verdict == "bounded" and result.ok and result.violation is None
+    assert result.unreached == ("BothAtLimit",)
     assert result.stats.distinct_states == 6  # sums 0..2
 
 
@@ -141,3 +144,11 @@ def test_progress_callback_reports() -> None:
 def test_refinement_needs_a_mapping() -> None:
     with pytest.raises(ValueError, match="no refinement"):
         Explorer(TwoCounters(2), check_refinement=True)
+
+
+def test_a_bound_the_search_never_hits_is_a_complete_search() -> None:
+    deep_enough = explore(TwoCounters(3), max_depth=7)  # (3, 3) is 7 states deep and has no successor
+    assert deep_enough.verdict == "ok" and deep_enough.complete and deep_enough.unreached == ()
+    never = explore(TwoCounters(3, bound=4), max_depth=50)  # the constraint keeps (3, 3) out
+    assert never.verdict == "violated" and never.complete
+    assert never.violation is not None and never.violation.kind == "unreached"

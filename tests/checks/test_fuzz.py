@@ -32,8 +32,8 @@ def test_fuzz_finds_each_variant_close_to_the_shortest_counterexample(
     code = main(["fuzz", "twophase", "--variant", variant, *BUDGET, "--trace-out", str(out_file), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1
-    assert {"spec", "params", "variant", "result", "examples", "seconds"} <= set(report)
-    assert (report["spec"], report["variant"], report["result"]) == ("twophase", variant, "violation")
+    assert {"spec", "params", "variant", "verdict", "examples", "seconds"} <= set(report)
+    assert (report["spec"], report["variant"], report["verdict"]) == ("twophase", variant, "violated")
     assert report["params"] == {"rms": 3}
     assert report["violation"]["invariant"] == shortest.name
     fuzz_steps = len(report["violation"]["trace"]) - 1
@@ -43,7 +43,7 @@ def test_fuzz_finds_each_variant_close_to_the_shortest_counterexample(
     assert trace.steps_json(written) == report["violation"]["trace"]
     assert written.header.source == "fuzz"
     replayed = trace.replay(written, spec)
-    assert replayed.outcome == "violation" and replayed.matches_recorded and replayed.step == fuzz_steps
+    assert replayed.verdict == "violated" and replayed.matches_recorded and replayed.step == fuzz_steps
 
 
 def test_fuzz_of_a_correct_spec_is_ok(
@@ -53,7 +53,9 @@ def test_fuzz_of_a_correct_spec_is_ok(
     code = main(["fuzz", "twophase", "--seed", "3", "--examples", "40", "--steps", "12"])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.startswith("twophase rms=3: ok (") and "seed 3" in out
+    assert (
+        out.startswith("twophase rms=3: ok: no property failed in 40 behaviours of up to 12 steps") and "seed 3" in out
+    )
     assert not (tmp_path / ".distcheck").exists()
 
 

@@ -18,7 +18,7 @@ def test_same_counts_as_the_sequential_explorer(name: str, params: dict[str, int
     spec = REGISTRY[name].make(None, **params)
     one = Explorer(spec, symmetry=symmetry).run()
     two = ParallelExplorer(spec, workers=2, symmetry=symmetry).run()
-    assert two.result == one.result == "ok"
+    assert two.verdict == one.verdict == "ok"
     assert (two.stats.distinct_states, two.stats.generated_states, two.stats.depth) == (
         one.stats.distinct_states,
         one.stats.generated_states,
@@ -43,10 +43,11 @@ def test_counterexamples_are_as_short_and_replay(name: str, variant: str) -> Non
 
 def test_deadlock_depth_limit_and_unreached() -> None:
     deadlock = ParallelExplorer(TwoCounters(2), workers=2, check_deadlock=True).run()
-    assert deadlock.result == "deadlock" and deadlock.violation is not None
+    assert deadlock.verdict == "violated" and deadlock.violation is not None
     assert deadlock.violation.trace[-1].state == Counters(2, 2)
     cut = ParallelExplorer(TwoCounters(3), workers=2, max_depth=3).run()
     assert cut.stats.distinct_states == 6 and cut.stats.depth == 3 and not cut.complete
+    assert cut.verdict == "bounded" and cut.unreached == ("BothAtLimit",) and cut.violation is None
     unreached = ParallelExplorer(TwoCounters(3, bound=4), workers=2).run()
     assert unreached.violation is not None and unreached.violation.kind == "unreached"
 

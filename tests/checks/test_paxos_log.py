@@ -87,7 +87,7 @@ def test_the_same_trace_missing_a_promise_quorum_is_refused() -> None:
     # leader has no quorum and may not propose (so the check is not vacuous).
     events = Trace().phase1("r1", 7, ("r1",)).chosen("r1", 7, "c1:1", 0, ("r1", "r2")).events
     result = validate_log(events, REPLICAS)
-    assert result.outcome == "mismatch"
+    assert result.verdict == "violated"
     assert result.mismatch is not None and result.mismatch.step == 3
 
 
@@ -190,7 +190,7 @@ def test_a_leader_ignoring_the_reported_value_is_refused_in_its_own_names() -> N
         .p2a("r2", 2, "c2:5", 0)  # the ignore_reported_value bug: r2 proposes its own command
     )
     result = validate_log(t.events, REPLICAS)
-    assert result.outcome == "mismatch"
+    assert result.verdict == "violated"
     assert result.mismatch is not None
     assert result.mismatch.step == len(t.events)
     assert result.mismatch.group == "slot 0"
@@ -209,7 +209,7 @@ def test_an_acceptor_breaking_its_promise_is_refused() -> None:
         .p2b("r3", 1, "c1:1", 0)  # the broken_promise bug: then votes in ballot 1
     )
     result = validate_log(t.events, REPLICAS)
-    assert result.outcome == "mismatch"
+    assert result.verdict == "violated"
     assert result.mismatch is not None and result.mismatch.step == len(t.events)
     assert "(recorded by r3 in slot 0: Phase2b at ballot 1 for c1:1)" in result.message
     # r1, which promised nothing above 1, may still vote
@@ -244,7 +244,7 @@ def test_a_promise_from_a_later_slot_does_not_bind_an_earlier_slot() -> None:
     # the same promise made from slot 1 (or earlier) does bind slot 1
     for from_slot in (0, 1):
         covering = validate_log(trace(from_slot).events, REPLICAS)
-        assert covering.outcome == "mismatch"
+        assert covering.verdict == "violated"
         assert covering.mismatch is not None and covering.mismatch.step == len(trace(from_slot).events)
 
 
@@ -293,7 +293,7 @@ def test_an_event_that_is_not_a_multi_paxos_step_is_one_clear_line(event: Event,
         project(events, REPLICAS)
     assert str(raised.value).startswith(words)
     result = validate_log(events, REPLICAS)
-    assert result.outcome == "mismatch"
+    assert result.verdict == "violated"
     assert result.message == str(raised.value)
     assert "\n" not in result.message
     assert result.mismatch is not None and result.mismatch.reason == result.message
@@ -306,7 +306,7 @@ def test_an_acceptor_not_among_the_given_names_is_refused() -> None:
     with pytest.raises(LogTraceError, match=r"^step 3: acceptor 'r4' is not one of r1, r2, r3$"):
         project(t.events, REPLICAS)
     result = validate_log(t.events, REPLICAS)
-    assert result.outcome == "mismatch"
+    assert result.verdict == "violated"
     assert result.message == "step 3: acceptor 'r4' is not one of r1, r2, r3"
     assert result.mismatch is not None and result.mismatch.kind == "unknown_name"
     # named, r4 counts: its promise with r1's and r2's is a quorum of four

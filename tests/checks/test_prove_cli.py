@@ -36,13 +36,13 @@ def test_twophase_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "prove", "twophase", "-p", "rms=2", "--json")
     report = json.loads(out)
     assert code == 0
-    assert {"spec", "params", "result", "obligations"} <= set(report)
+    assert {"spec", "params", "verdict", "obligations"} <= set(report)
     assert report["spec"] == "twophase"
     assert report["params"] == {"rms": 2}
-    assert report["result"] == "ok"
+    assert report["verdict"] == "ok"
     assert [o["name"] for o in report["obligations"]] == OBLIGATIONS
     for o in report["obligations"]:
-        assert o["result"] == "proved"
+        assert o["verdict"] == "proved"
         assert isinstance(o["seconds"], float) and o["seconds"] >= 0
         assert "counterexample" not in o
     assert "56 reachable states" in report["obligations"][0]["detail"]
@@ -55,12 +55,12 @@ def test_tcconsistent_alone_is_reported_non_inductive(capsys: pytest.CaptureFixt
     assert "counterexample to induction" in out
     assert "not reachable from Init: TCConsistent is too weak" in out
     assert "RMChooseToAbort" in out and "working → aborted" in out
-    assert out.splitlines()[-1].startswith("violation:")
+    assert out.splitlines()[-1].startswith("violated:")
 
     code, out, _ = run(capsys, "prove", "twophase", "--invariant", "TCConsistent", "--json")
     report = json.loads(out)
-    assert code == 1 and report["result"] == "violation" and report["invariant"] == "TCConsistent"
-    failed = [o for o in report["obligations"] if o["result"] == "failed"]
+    assert code == 1 and report["verdict"] == "violated" and report["invariant"] == "TCConsistent"
+    failed = [o for o in report["obligations"] if o["verdict"] == "failed"]
     assert [o["name"] for o in failed] == ["Consecution"]
     cex = failed[0]["counterexample"]
     assert cex["failing"] == ["TCConsistent"]
@@ -87,7 +87,7 @@ def test_quorums_bft(capsys: pytest.CaptureFixture[str]) -> None:
 
     code, out, _ = run(capsys, "prove", "quorums", "-p", "n=3", "-p", "f=1", "--json")
     report = json.loads(out)
-    assert code == 1 and report["result"] == "violation"
+    assert code == 1 and report["verdict"] == "violated"
     assert report["params"] == {"n": 3, "f": 1, "q": 2}
     cex = next(o for o in report["obligations"] if o["name"] == "QuorumIntersection")["counterexample"]
     assert len(cex["quorum_1"]) == 2 and len(cex["quorum_2"]) == 2 and len(cex["common"]) == 1
@@ -124,5 +124,5 @@ def test_no_cross_check_is_reported_as_skipped(capsys: pytest.CaptureFixture[str
     code, out, _ = run(capsys, "prove", "twophase", "-p", "rms=2", "--no-cross-check", "--json")
     report = json.loads(out)
     assert code == 0
-    assert report["obligations"][0]["result"] == "skipped"
-    assert [o["result"] for o in report["obligations"][1:]] == ["proved"] * 3
+    assert report["obligations"][0]["verdict"] == "skipped"
+    assert [o["verdict"] for o in report["obligations"][1:]] == ["proved"] * 3

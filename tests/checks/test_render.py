@@ -87,7 +87,7 @@ def test_step_table_of_values_matches_the_trace_rendering() -> None:
     spec = REGISTRY["twophase"].make(variant="abort_after_prepare")
     v = Explorer(spec).run().violation
     assert v is not None
-    from_values = render.step_table([(s.action, s.state) for s in v.trace], actor=spec.actor, width=100)
+    from_values = render.step_table([(s.action, s.state) for s in v.trace], width=100)
     assert from_values == render.trace_table(trace.from_behaviour(spec, v.trace), width=100)
 
 

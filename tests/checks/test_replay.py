@@ -38,7 +38,7 @@ def test_check_writes_a_valid_trace_that_replays_to_the_same_violation(
     assert tr.header.violation.invariant == expected.name and tr.length == len(expected.trace) - 1
     assert main(["replay", str(path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["result"] == "violation"
+    assert report["verdict"] == "violated"
     assert report["violation"]["invariant"] == expected.name
     assert report["violation"]["step"] == tr.length and report["violation"]["matches_recorded"]
 
@@ -121,7 +121,7 @@ def test_check_without_trace_out_writes_under_distcheck_traces(
     written = assert_valid_trace_text(path.read_text())
     assert written.header.source == "explorer" and written.header.variant == "commit_early"
     # The existing --json keys are kept.
-    assert {"spec", "params", "variant", "result", "violation"} <= set(report)
+    assert {"spec", "params", "variant", "verdict", "violation"} <= set(report)
     assert [s["state"] for s in report["violation"]["trace"]] == [s.state for s in written.steps]
     assert main(["check", "twophase"]) == 0
     assert "trace written" not in capsys.readouterr().out

@@ -44,7 +44,7 @@ def test_every_registered_encoding_agrees_with_its_spec_at_default_size() -> Non
         plan = target.plan([])
         outcome = discharge(plan.obligations[0])
         assert outcome.name == "CrossCheck"
-        assert outcome.result == PROVED, f"{target.name}: {outcome.counterexample}"
+        assert outcome.verdict == PROVED, f"{target.name}: {outcome.counterexample}"
 
 
 # ------------------------------------------------------- altered copies of TwoPhase
@@ -146,7 +146,7 @@ def test_an_altered_encoding_fails_the_cross_check(altered: type[TwoPhaseEncodin
     assert not report.ok
     assert report.mismatches[0].kind == kind
     verdict = report.verdict()
-    assert verdict.result == FAILED and verdict.counterexample is not None
+    assert verdict.verdict == FAILED and verdict.counterexample is not None
     assert kind in verdict.counterexample.text
 
 
@@ -168,7 +168,7 @@ def test_the_altered_encoding_would_also_change_the_proof() -> None:
     from distcheck.checks.proofs.induction import obligations
 
     encoding = CommitWithoutWaiting(TwoPhase(Config(rms=2)))
-    outcomes = {o.name: discharge(o).result for o in obligations(encoding, encoding.candidate(None))}
+    outcomes = {o.name: discharge(o).verdict for o in obligations(encoding, encoding.candidate(None))}
     assert outcomes["Consecution"] == FAILED
 
 
@@ -179,7 +179,7 @@ def test_a_step_leaving_a_field_domain_breaks_consecution() -> None:
 
     encoding = CommitOverflows(TwoPhase(Config(rms=2)))
     outcome = discharge(obligations(encoding, encoding.candidate(None))[1])
-    assert outcome.name == "Consecution" and outcome.result == FAILED
+    assert outcome.name == "Consecution" and outcome.verdict == FAILED
     assert outcome.counterexample is not None
     assert outcome.counterexample.data["failing"][0] == "FieldDomains"
     assert outcome.counterexample.values["next_state"] is None

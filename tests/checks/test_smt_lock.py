@@ -19,7 +19,6 @@ from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, dischar
 from distcheck.checks.proofs.system import Evaluator, Field, SymState, Transition
 from distcheck.spec.lock import (
     HOLDING,
-    VARIANTS,
     AcceptWrite,
     Config,
     Grant,
@@ -59,7 +58,7 @@ def prove(enc: LockEncoding, invariant: str | None = None, **options: Any) -> di
 def test_lockinv_proves_every_property(params: dict[str, int]) -> None:
     outcomes = prove(encoding(None, **params))
     assert list(outcomes) == ["Initiation", "Consecution", *[f"Safety({p})" for p in PROPERTIES]]
-    assert {name: o.result for name, o in outcomes.items()} == dict.fromkeys(outcomes, PROVED)
+    assert {name: o.verdict for name, o in outcomes.items()} == dict.fromkeys(outcomes, PROVED)
 
 
 @pytest.mark.parametrize("params", [ONE_CLIENT_OVER_TIME, TWO_CLIENTS_AT_ONCE])
@@ -93,7 +92,7 @@ CROSS_CHECKED = [
 
 
 def test_every_variant_is_cross_checked() -> None:
-    assert {v for v, _ in CROSS_CHECKED} == {None, *VARIANTS}
+    assert {v for v, _ in CROSS_CHECKED} == {None, *Lock.variants()}
 
 
 @pytest.mark.parametrize("variant,params", CROSS_CHECKED)
@@ -123,14 +122,14 @@ def test_cross_check_fails_on_an_altered_encoding() -> None:
     assert "lapsed" in first.detail and "holding" in first.detail
     # ... and the proof with the altered encoding would be about another protocol:
     # a holder trusts its lease for ever, and LeaseValidity is no longer inductive.
-    assert prove(NoLapseOnTick(spec))["Consecution"].result == FAILED
+    assert prove(NoLapseOnTick(spec))["Consecution"].verdict == FAILED
 
 
 def test_properties_alone_are_not_inductive() -> None:
     outcomes = prove(encoding(None, clients=1, max_requests=1, max_time=2), invariant="Properties")
-    assert outcomes["Initiation"].result == PROVED
+    assert outcomes["Initiation"].verdict == PROVED
     consecution = outcomes["Consecution"]
-    assert consecution.result == FAILED and consecution.counterexample is not None
+    assert consecution.verdict == FAILED and consecution.counterexample is not None
     assert consecution.counterexample.data["spec_agrees"] is True
 
 
@@ -146,7 +145,7 @@ BROKEN_BY: dict[str, tuple[dict[str, int], tuple[type, ...], str]] = {
 
 
 def test_every_variant_has_a_failing_proof_below() -> None:
-    assert set(BROKEN_BY) == set(VARIANTS)
+    assert set(BROKEN_BY) == set(Lock.variants())
 
 
 @pytest.mark.parametrize("variant", sorted(BROKEN_BY))
@@ -154,7 +153,7 @@ def test_variant_breaks_consecution_with_a_real_spec_step(variant: str) -> None:
     params, actions, conjunct = BROKEN_BY[variant]
     enc = encoding(variant, **params)
     consecution = prove(enc)["Consecution"]
-    assert consecution.result == FAILED and consecution.counterexample is not None
+    assert consecution.verdict == FAILED and consecution.counterexample is not None
     cex = consecution.counterexample
     before, action, after = cex.values["state"], cex.values["action"], cex.values["next_state"]
     assert isinstance(before, LockState) and isinstance(after, LockState)
@@ -166,14 +165,14 @@ def test_variant_breaks_consecution_with_a_real_spec_step(variant: str) -> None:
 def test_prove_lock_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["prove", "lock", "-p", "clients=1", "-p", "max_time=2", "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["spec"] == "lock" and report["result"] == "ok"
+    assert code == 0 and report["spec"] == "lock" and report["verdict"] == "ok"
     assert [o["name"] for o in report["obligations"]] == [
         "CrossCheck",
         "Initiation",
         "Consecution",
         *[f"Safety({p})" for p in PROPERTIES],
     ]
-    assert all(o["result"] == PROVED for o in report["obligations"])
+    assert all(o["verdict"] == PROVED for o in report["obligations"])
 
 
 def test_prove_lock_cli_variant_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

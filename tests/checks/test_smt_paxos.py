@@ -19,11 +19,11 @@ from distcheck.checks.proofs.induction import obligations
 from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
 from distcheck.checks.proofs.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
-from distcheck.spec.network import Restart
-from distcheck.spec.paxos import VARIANTS as PAXOS_VARIANTS
-from distcheck.spec.paxos import Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
-from distcheck.spec.voting import VARIANTS as VOTING_VARIANTS
+from distcheck.spec.paxos import AcceptorRestart, Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
 from distcheck.spec.voting import VoteFor, Voting, VotingConfig
+
+PAXOS_VARIANTS = tuple(Paxos.variants())
+VOTING_VARIANTS = tuple(Voting.variants())
 
 # The smallest instance on which every variant of both specs differs from the
 # correct spec (two acceptors: a quorum is both of them, or either one in
@@ -44,7 +44,7 @@ def prove(enc: Encoding[Any, Any], invariant: str | None = None, **options: Any)
 
 
 def results(outcomes: dict[str, Outcome]) -> dict[str, str]:
-    return {name: o.result for name, o in outcomes.items()}
+    return {name: o.verdict for name, o in outcomes.items()}
 
 
 class Holds:
@@ -105,9 +105,9 @@ def test_agreement_alone_is_not_inductive(make: Any) -> None:
     enc = make()
     reachable = set(reachable_states(enc.spec))
     outcomes = prove(enc, "Agreement", is_reachable=reachable.__contains__)
-    assert outcomes["Initiation"].result == PROVED and outcomes["Safety(Agreement)"].result == PROVED
+    assert outcomes["Initiation"].verdict == PROVED and outcomes["Safety(Agreement)"].verdict == PROVED
     consecution = outcomes["Consecution"]
-    assert consecution.result == FAILED and consecution.counterexample is not None
+    assert consecution.verdict == FAILED and consecution.counterexample is not None
     cex = consecution.counterexample
     before, action, after = cex.values["state"], cex.values["action"], cex.values["next_state"]
     assert enc.spec.next_state(before, action) == after
@@ -126,7 +126,7 @@ def test_every_conjunct_is_needed(make: Any) -> None:
     for dropped in full.conjuncts:
         rest = Candidate(f"without {dropped.name}", "", tuple(c for c in full.conjuncts if c != dropped))
         outcomes = {o.name: discharge(o) for o in obligations(enc, rest)}
-        failed = [name for name, o in outcomes.items() if o.result == FAILED]
+        failed = [name for name, o in outcomes.items() if o.verdict == FAILED]
         assert failed, f"{dropped.name} is redundant"
         assert all(outcomes[name].counterexample is not None for name in failed)
 
@@ -255,14 +255,14 @@ def test_an_altered_encoding_fails_the_cross_check(
     if action_type is not None:
         assert isinstance(first.action, action_type)
     verdict = report.verdict()
-    assert verdict.result == FAILED and verdict.counterexample is not None and kind in verdict.counterexample.text
+    assert verdict.verdict == FAILED and verdict.counterexample is not None and kind in verdict.counterexample.text
 
 
 def test_an_altered_encoding_changes_the_proof() -> None:
     # Why the cross-check matters: the correct spec, misread by the altered
     # encoding, would fail its proof at the misread step.
     consecution = prove(ProposerIgnoresReports(paxos().paxos))["Consecution"]
-    assert consecution.result == FAILED and consecution.counterexample is not None
+    assert consecution.verdict == FAILED and consecution.counterexample is not None
     assert isinstance(consecution.counterexample.values["action"], Phase2a)
     assert consecution.counterexample.data["spec_agrees"] is False
     assert "the executable spec does not take this step" in consecution.counterexample.text
@@ -276,7 +276,7 @@ BROKEN_BY: dict[tuple[str, str], tuple[type, str]] = {
     ("paxos", "broken_promise"): (Phase2b, "MsgInv1b"),
     ("paxos", "ignore_reported_value"): (Phase2a, "MsgInv2aSafe"),
     ("paxos", "shared_ballot"): (Phase2a, "MsgInv2aUnique"),
-    ("paxos", "forgotten_vote"): (Restart, "AccInv"),
+    ("paxos", "forgotten_vote"): (AcceptorRestart, "AccInv"),
     ("voting", "unsafe_vote"): (VoteFor, "VotesSafe"),
     ("voting", "two_values_per_ballot"): (VoteFor, "OneValuePerBallot"),
 }
@@ -358,7 +358,7 @@ def test_prove_paxos_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
         "Consecution",
         "Safety(Agreement)",
     ]
-    assert all(o["result"] == PROVED for o in report["obligations"])
+    assert all(o["verdict"] == PROVED for o in report["obligations"])
     assert "145 reachable states" in report["obligations"][0]["detail"]
 
 
@@ -393,7 +393,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
 
 
 def test_restart_is_encoded_only_where_the_spec_has_it() -> None:
-    assert any(isinstance(a, Restart) for a in paxos("forgotten_vote").actions())
-    assert not any(isinstance(a, Restart) for a in paxos().actions())
+    assert any(isinstance(a, AcceptorRestart) for a in paxos("forgotten_vote").actions())
+    assert not any(isinstance(a, AcceptorRestart) for a in paxos().actions())
     with pytest.raises(ValueError, match="not a Paxos action"):
-        paxos().transition(Restart("a1"), paxos().symbolic())
+        paxos().transition(AcceptorRestart("a1"), paxos().symbolic())

@@ -25,7 +25,7 @@ def two_quorums(data: dict[str, Any]) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("f", [1, 2, 3])
 def test_bft_quorums_of_3f_plus_1_nodes_share_f_plus_1(f: int) -> None:
     outcomes = run(n=3 * f + 1, f=f)
-    assert {name: o.result for name, o in outcomes.items()} == {
+    assert {name: o.verdict for name, o in outcomes.items()} == {
         "MajoritiesIntersect": PROVED,
         "QuorumIntersection": PROVED,
         "CorrectInIntersection": PROVED,
@@ -37,10 +37,10 @@ def test_bft_quorums_of_3f_plus_1_nodes_share_f_plus_1(f: int) -> None:
 def test_with_3f_nodes_z3_returns_two_quorums_sharing_only_f(f: int) -> None:
     n, q = 3 * f, 2 * f
     outcomes = run(n=n, f=f)
-    assert outcomes["MajoritiesIntersect"].result == PROVED
+    assert outcomes["MajoritiesIntersect"].verdict == PROVED
 
     broken = outcomes["QuorumIntersection"]
-    assert broken.result == FAILED and broken.counterexample is not None
+    assert broken.verdict == FAILED and broken.counterexample is not None
     q1, q2 = two_quorums(broken.counterexample.data)
     nodes = {f"n{i}" for i in range(1, n + 1)}
     assert q1 <= nodes and q2 <= nodes
@@ -49,7 +49,7 @@ def test_with_3f_nodes_z3_returns_two_quorums_sharing_only_f(f: int) -> None:
     assert "Q1 = {" in broken.counterexample.text and "Q2 = {" in broken.counterexample.text
 
     no_correct = outcomes["CorrectInIntersection"]
-    assert no_correct.result == FAILED and no_correct.counterexample is not None
+    assert no_correct.verdict == FAILED and no_correct.counterexample is not None
     q1, q2 = two_quorums(no_correct.counterexample.data)
     faulty = set(no_correct.counterexample.data["faulty"])
     assert len(q1) >= q and len(q2) >= q and len(faulty) <= f
@@ -59,21 +59,21 @@ def test_with_3f_nodes_z3_returns_two_quorums_sharing_only_f(f: int) -> None:
 @pytest.mark.parametrize("n", range(2, 10))
 def test_any_two_majorities_intersect(n: int) -> None:
     # f only shapes the BFT lemmas; the majority lemma depends on n alone.
-    assert run(n=n, f=1)["MajoritiesIntersect"].result == PROVED
+    assert run(n=n, f=1)["MajoritiesIntersect"].verdict == PROVED
 
 
 def test_half_is_not_a_quorum() -> None:
     # Quorums of exactly half the nodes may be disjoint.
     outcome = run(n=4, f=1, q=2)["QuorumIntersection"]
-    assert outcome.result == FAILED and outcome.counterexample is not None
+    assert outcome.verdict == FAILED and outcome.counterexample is not None
     q1, q2 = two_quorums(outcome.counterexample.data)
     assert len(q1) >= 2 and len(q2) >= 2 and len(q1 & q2) < 2
 
 
 def test_larger_systems_are_proved_too() -> None:
     # Symmetry breaking keeps 40 nodes fast; without it z3 timed out near 20.
-    assert {o.result for o in run(n=40, f=13).values()} == {PROVED}
-    assert run(n=39, f=13)["QuorumIntersection"].result == FAILED
+    assert {o.verdict for o in run(n=40, f=13).values()} == {PROVED}
+    assert run(n=39, f=13)["QuorumIntersection"].verdict == FAILED
 
 
 @pytest.mark.parametrize(

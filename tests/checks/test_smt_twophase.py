@@ -16,7 +16,7 @@ from distcheck.checks.proofs.system import Candidate, Evaluator, Predicate
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.checks.traces.render import changes
 from distcheck.spec.codec import to_json
-from distcheck.spec.twophase import VARIANTS, Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
+from distcheck.spec.twophase import Config, TCConfig, TCommit, TPState, TwoPhase, tc_consistent_tp
 
 
 def prove(rms: int, variant: str | None = None, invariant: str | None = None, **options: Any) -> dict[str, Outcome]:
@@ -28,7 +28,7 @@ def prove(rms: int, variant: str | None = None, invariant: str | None = None, **
 def test_tpinv_proves_tcconsistent(rms: int) -> None:
     outcomes = prove(rms)
     assert set(outcomes) == {"Initiation", "Consecution", "Safety(TCConsistent)"}
-    assert {name: o.result for name, o in outcomes.items()} == dict.fromkeys(outcomes, PROVED)
+    assert {name: o.verdict for name, o in outcomes.items()} == dict.fromkeys(outcomes, PROVED)
     assert all(o.counterexample is None for o in outcomes.values())
 
 
@@ -60,8 +60,8 @@ def test_every_conjunct_of_tpinv_is_needed() -> None:
     for dropped in full.conjuncts:
         rest = Candidate(f"TPInv - {dropped.name}", "", tuple(c for c in full.conjuncts if c != dropped))
         outcomes = {o.name: discharge(o) for o in obligations(encoding, rest)}
-        assert outcomes["Initiation"].result == PROVED
-        failed = [name for name, o in outcomes.items() if o.result == FAILED]
+        assert outcomes["Initiation"].verdict == PROVED
+        failed = [name for name, o in outcomes.items() if o.verdict == FAILED]
         assert failed, f"{dropped.name} is redundant"
         for name in failed:
             assert outcomes[name].counterexample is not None
@@ -74,9 +74,9 @@ def test_tcconsistent_alone_is_not_inductive_and_the_counterexample_is_real() ->
     spec = TwoPhase(Config(rms=3))
     reachable = set(reachable_states(spec))
     outcomes = prove(3, invariant="TCConsistent", is_reachable=reachable.__contains__)
-    assert outcomes["Initiation"].result == PROVED
+    assert outcomes["Initiation"].verdict == PROVED
     consecution = outcomes["Consecution"]
-    assert consecution.result == FAILED
+    assert consecution.verdict == FAILED
     cex = consecution.counterexample
     assert cex is not None
 
@@ -102,13 +102,13 @@ def test_tcconsistent_alone_is_not_inductive_and_the_counterexample_is_real() ->
     assert "not reachable from Init" in cex.text
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(TwoPhase.variants()))
 def test_each_variant_breaks_the_proof_with_a_reachable_counterexample(variant: str) -> None:
     spec = TwoPhase(Config(rms=3, variant=variant))
     reachable = set(reachable_states(spec))
     outcomes = prove(3, variant, is_reachable=reachable.__contains__)
     consecution = outcomes["Consecution"]
-    assert consecution.result == FAILED
+    assert consecution.verdict == FAILED
     cex = consecution.counterexample
     assert cex is not None
     before, after = cex.values["state"], cex.values["next_state"]
@@ -124,7 +124,7 @@ def test_failed_initiation_decodes_an_initial_state() -> None:
     encoding = TwoPhaseEncoding(TwoPhase(Config(rms=2)))
     decided = Predicate("Decided", "the TM is done", lambda s: s.is_("tm_state", "done"))
     outcome = discharge(obligations(encoding, Candidate("Decided", "wrong from the start", (decided,)))[0])
-    assert outcome.name == "Initiation" and outcome.result == FAILED
+    assert outcome.name == "Initiation" and outcome.verdict == FAILED
     assert outcome.counterexample is not None
     assert outcome.counterexample.values["state"] in set(encoding.spec.init_states())
     assert outcome.counterexample.data["failing"] == ["Decided"]
@@ -135,7 +135,7 @@ def test_failed_safety_decodes_a_state_breaking_the_property() -> None:
     weak = Predicate("OneDecision", "not both decisions", lambda s: z3.Not(z3.And(s["sent_commit"], s["sent_abort"])))
     outcomes = {o.name: discharge(o) for o in obligations(encoding, Candidate("Weak", "too weak", (weak,)))}
     safety = outcomes["Safety(TCConsistent)"]
-    assert safety.result == FAILED and safety.counterexample is not None
+    assert safety.verdict == FAILED and safety.counterexample is not None
     state = safety.counterexample.values["state"]
     assert not tc_consistent_tp(state)
     # The model closest to the initial state: two RMs, one committed, one aborted.
@@ -147,4 +147,4 @@ def test_tcommit_needs_no_strengthening(rms: int) -> None:
     encoding = TCommitEncoding(TCommit(TCConfig(rms=rms)))
     assert cross_check(encoding).ok
     outcomes = [discharge(o) for o in obligations(encoding, encoding.candidate(None))]
-    assert [o.result for o in outcomes] == [PROVED] * 3
+    assert [o.verdict for o in outcomes] == [PROVED] * 3

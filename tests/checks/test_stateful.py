@@ -42,7 +42,7 @@ def test_a_broken_spec_fails_with_the_rendering_and_a_replayable_trace(tmp_path:
     assert written == machine.last_failure
     assert written.header.source == "hypothesis" and written.header.variant == "commit_early"
     result = trace.replay(written, spec)
-    assert result.outcome == "violation" and result.matches_recorded and result.step == 3
+    assert result.verdict == "violated" and result.matches_recorded and result.step == 3
 
 
 def test_the_harness_offers_enabled_actions_but_no_stutters() -> None:

@@ -16,7 +16,7 @@ VARIANTS = [(name, v) for name in ("twophase", "paxoscommit") for v in REGISTRY[
 
 def assert_real_counterexample(name: str, variant: str, result: Any) -> None:
     v = result.violation
-    assert result.result == "violation" and v is not None and not result.complete
+    assert result.verdict == "violated" and v is not None and not result.complete
     spec = REGISTRY[name].make(variant=variant)
     actions = [step.action for step in v.trace[1:]]
     assert violates(spec, v.name, actions)  # replays on the spec and ends in the violation
@@ -40,7 +40,7 @@ def test_swarm_on_a_local_dask_cluster_finds_the_variants() -> None:
 
 def test_swarm_of_a_correct_spec_samples_only_reachable_states() -> None:
     result = swarm("twophase", {"rms": 3}, None, runs=2, walks=50, workers=1)
-    assert result.result == "ok" and not result.complete
+    assert result.verdict == "bounded" and not result.complete
     assert 0 < result.stats.distinct_states <= explore(REGISTRY["twophase"].make()).stats.distinct_states
 
 

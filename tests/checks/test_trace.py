@@ -34,7 +34,7 @@ def test_explorer_traces_round_trip_validate_and_replay_to_the_same_violation(va
     back = trace.read(path)
     assert back == tr
     result = trace.replay(back, spec)
-    assert result.outcome == "violation" and result.exit_code == 1
+    assert result.verdict == "violated" and result.exit_code == 1
     assert result.matches_recorded
     assert result.step == tr.length
     assert tr.header.violation is not None and result.violation is not None
@@ -52,7 +52,7 @@ def test_a_trace_with_one_edited_step_is_rejected_naming_that_step(variant: str)
             tr.header, (*tr.steps[:index], step.__class__(**{**_fields(step), "state": state}), *tr.steps[index + 1 :])
         )
         result = trace.replay(edited, spec)
-        assert result.outcome == "diverged" and result.exit_code == 2
+        assert result.verdict == "invalid" and result.exit_code == 2
         assert result.step == index
         assert result.reason.startswith(f"step {index}:")
         assert "tm_state" in result.reason
@@ -66,7 +66,7 @@ def test_an_action_that_is_not_enabled_is_named_with_its_step() -> None:
     steps[1] = trace.TraceStep(1, second.actor, second.action)
     steps[3] = trace.TraceStep(3, first.actor, first.action)
     result = trace.replay(trace.Trace(tr.header, tuple(steps)), spec)
-    assert result.outcome == "diverged" and result.step == 1
+    assert result.verdict == "invalid" and result.step == 1
     assert "RMRcvCommitMsg(r2) is not enabled" in result.reason
 
 
@@ -76,12 +76,12 @@ def test_a_clean_behaviour_replays_to_exit_0_and_states_may_be_omitted() -> None
     explorer.run()
     behaviour = explorer.witness("AllCommitted")
     tr = trace.from_behaviour(spec, behaviour, source="impl")
-    assert trace.replay(tr, spec).outcome == "clean"
+    assert trace.replay(tr, spec).verdict == "ok"
     # An implementation's log: actions only, no global state.
     partial = trace.Trace(tr.header, tuple(trace.TraceStep(s.step, s.actor, s.action) for s in tr.steps))
     assert_valid_trace_text(trace.dumps(partial))
     result = trace.replay(trace.loads(trace.dumps(partial)), spec)
-    assert result.outcome == "clean" and result.exit_code == 0
+    assert result.verdict == "ok" and result.exit_code == 0
     assert [s.state for s in result.behaviour] == [s.state for s in behaviour]
 
 
@@ -89,7 +89,7 @@ def test_a_recorded_violation_that_does_not_happen_is_not_a_behaviour_of_that_cl
     spec, tr = counterexample("commit_early")
     short = trace.Trace(tr.header, tr.steps[:2])
     result = trace.replay(short, spec)
-    assert result.outcome == "diverged" and "records TCConsistent violated" in result.reason
+    assert result.verdict == "invalid" and "records TCConsistent violated" in result.reason
 
 
 def test_messages_sent_and_received_are_worked_out_from_the_network() -> None:

@@ -107,7 +107,7 @@ def test_one_changed_event_is_rejected_at_that_event(change: Any) -> None:
             continue
         tried += 1
         result = validate_events(SPEC, changed, split_key="txn")
-        assert result.outcome == "mismatch"
+        assert result.verdict == "violated"
         assert result.mismatch is not None
         assert result.mismatch.step == events[k]["step"], (k, result.message)
         assert result.mismatch.event == changed[k]
@@ -129,7 +129,7 @@ def test_cli_names_the_changed_event_and_the_states_before_it(
     assert "RMRcvAbortMsg" in out and "tm_state = done" in out
     code, out, _ = run(capsys, "validate", "twophase", str(path), "--json")
     data = json.loads(out)
-    assert code == 1 and data["result"] == "mismatch"
+    assert code == 1 and data["verdict"] == "violated"
     assert data["mismatch"]["step"] == step and data["mismatch"]["line"] == step + 2
     assert data["mismatch"]["possible_count"] >= 1
     assert {"actor": changed[k]["actor"], "action": {"type": "RMRcvCommitMsg", "rm": changed[k]["actor"]}} in data[
@@ -194,7 +194,7 @@ def test_too_many_unlogged_possibilities_give_up_with_a_reason() -> None:
     spec = QuietTM(Config(rms=2))
     events = [{"step": 1, "actor": "r1", "action": {"type": "RMPrepare", "rm": "r1"}}]
     result = validate_events(spec, events, max_states=1)  # init, and the TM silently aborting
-    assert result.outcome == "too_large" and "before step 1" in result.message
+    assert result.verdict == "unknown" and "before step 1" in result.message
     assert validate_events(spec, events).ok
 
 

@@ -53,7 +53,7 @@ def test_two_phase_commit_over_tcp_on_loopback(tmp_path: Path) -> None:
     trace.write(path)
     result = validate_trace(TwoPhase(Config(rms=3)), trace_file.read(path), split_key="txn")
     assert result.ok, result.message
-    assert validate_events(TwoPhase(Config(rms=3)), trace.events).outcome == "mismatch"  # two txns are not one
+    assert validate_events(TwoPhase(Config(rms=3)), trace.events).verdict == "violated"  # two txns are not one
 
 
 def raw_connection(address: tuple[str, int]) -> socket.socket:

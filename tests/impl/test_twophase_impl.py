@@ -226,7 +226,7 @@ def test_broken_variants_are_caught_by_the_atomicity_check_alone(variant: str) -
     caught = first_caught(variant, range(500), invariants=True, trace=False)
     assert caught is not None, f"{variant}: no schedule broke atomicity"
     _, outcome = caught
-    assert outcome.status == "violation" and outcome.message.startswith("TCConsistent violated"), outcome.message
+    assert outcome.kind == "invariant" and outcome.message.startswith("TCConsistent violated"), outcome.message
 
 
 @pytest.mark.parametrize("variant", sorted(twophase.VARIANTS))
@@ -234,7 +234,7 @@ def test_broken_variants_are_caught_by_trace_validation_alone(variant: str) -> N
     caught = first_caught(variant, range(500), invariants=False, trace=True)
     assert caught is not None, f"{variant}: every trace validated"
     _, outcome = caught
-    assert outcome.status == "invalid_trace", outcome.message
+    assert outcome.kind == "invalid_trace", outcome.message
     m = outcome.validation.mismatch
     assert m is not None
     # the run stopped at the unexplained event: it is the last one recorded
@@ -297,7 +297,7 @@ def shrunk_failure(variant: str, crashable: tuple[str, ...]) -> tuple[tuple[int,
 
     drawn: tuple[int, dict[int, int]] = find(
         st.tuples(st.integers(0, 10_000), st.dictionaries(st.integers(1, 150), st.integers(0, 3), max_size=3)),
-        lambda d: outcome(d).status in ("violation", "invalid_trace"),
+        lambda d: outcome(d).kind in ("invariant", "invalid_trace"),
         settings=settings(max_examples=1000, database=None, derandomize=True, deadline=None),
     )
     return drawn, outcome(drawn)

@@ -103,7 +103,7 @@ def test_canonical_preserves_every_invariant(spec: Spec[Any, Any]) -> None:
 @pytest.mark.parametrize("spec", SPECS)
 def test_every_reachability_property_is_reached_and_invariants_hold(spec: Spec[Any, Any]) -> None:
     result = explore(spec)
-    assert result.result == "ok", result.violation
+    assert result.verdict == "ok", result.violation
     assert set(result.reached) == {p.name for p in spec.reachable()}
     assert spec.reachable(), f"{spec.name} states no reachability property, so a vacuous spec would pass"
 

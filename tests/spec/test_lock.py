@@ -13,14 +13,12 @@ import pytest
 from distcheck.checks.cli import main
 from distcheck.checks.search.explore import explore
 from distcheck.spec.contract import Invariant, Reachable
-from distcheck.spec.network import Crash
-from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.lock import (
     HOLDING,
     LAPSED,
-    VARIANTS,
     AcceptWrite,
     Acquire,
+    ClientCrash,
     Config,
     Drift,
     Expire,
@@ -29,12 +27,14 @@ from distcheck.spec.lock import (
     Lock,
     LockAction,
     LockState,
+    NoDriftMargin,
     RejectWrite,
     Release,
     Renew,
     Tick,
     Write,
 )
+from distcheck.spec.values import FrozenMap, canonical_text
 
 
 def replay(spec: Lock, actions: Sequence[LockAction]) -> LockState:
@@ -91,7 +91,7 @@ EXPECTED = {
 
 
 def test_every_variant_has_an_expected_counterexample() -> None:
-    assert set(EXPECTED) == set(VARIANTS)
+    assert set(EXPECTED) == set(Lock.variants())
 
 
 @pytest.mark.parametrize("variant", sorted(EXPECTED))
@@ -152,7 +152,7 @@ def test_fencing_saves_the_data_even_without_a_drift_margin() -> None:
     """Kleppmann's point: with fencing, a timing assumption that fails (here, clock
     drift) breaks who believes it holds the lock, but not the data."""
 
-    class FencingOnly(Lock):
+    class FencingOnly(NoDriftMargin):  # the variant, checked for FencedWrites alone
         def invariants(self) -> Sequence[Invariant[LockState]]:
             return [inv for inv in super().invariants() if inv.name == "FencedWrites"]
 
@@ -197,7 +197,7 @@ def test_renewal_after_expiry_revives_a_superseded_lease() -> None:
 
 
 def test_crashed_holder_releases_the_lock_within_ttl() -> None:
-    plan: list[LockAction] = [Acquire("c1"), Grant("c1"), Acquire("c2"), Crash("c1"), Tick(), Tick()]
+    plan: list[LockAction] = [Acquire("c1"), Grant("c1"), Acquire("c2"), ClientCrash("c1"), Tick(), Tick()]
     spec = lock("no_expiry")
     state = replay(spec, plan)
     assert broken(spec, state) == ["AutomaticRelease"]
@@ -285,7 +285,7 @@ def test_unknown_or_disabled_actions_are_not_enabled() -> None:
     init = next(iter(spec.init_states()))
     for a in (Grant("c9"), Acquire("c9"), Grant("c1"), Renew("c1"), Release("c1"), Write("c1"), Expire(1)):
         assert spec.next_state(init, a) is None, a
-    assert spec.next_state(init, Crash("c1")) is None  # an idle client has nothing to lose
+    assert spec.next_state(init, ClientCrash("c1")) is None  # an idle client has nothing to lose
     assert spec.next_state(init, Drift("c1")) is None  # only a holder's clock matters
 
 
@@ -302,12 +302,12 @@ def test_type_invariant_detects_ill_typed_states() -> None:
 
 
 def test_actors_name_who_takes_each_step() -> None:
-    spec = lock()
-    assert [spec.actor(a) for a in (Acquire("c1"), Grant("c1"), Expire(1), AcceptWrite("c2"), Tick())] == [
+    assert [a.actor for a in (Acquire("c1"), Grant("c1"), Expire(1), AcceptWrite("c2"), ClientCrash("c2"), Tick())] == [
         "c1",
         "server",
         "server",
         "storage",
+        "c2",
         "clock",
     ]
 
@@ -353,12 +353,16 @@ def test_canonical_is_exact_orbit_representative() -> None:
         ({"max_drift": 2, "ttl": 2}, "max_drift (2) must be below ttl (2)"),
         ({"clients": 0}, "clients must be between 1 and 4"),
         ({"max_time": -1}, "max_time must be between 0 and 12"),
-        ({"variant": "optimistic"}, "unknown variant 'optimistic'"),
     ],
 )
 def test_config_rejects_bad_parameters(params: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         Config(**params)  # type: ignore[arg-type]
+
+
+def test_an_unknown_variant_is_refused_where_the_spec_is_built() -> None:
+    with pytest.raises(ValueError, match="unknown variant 'optimistic' of lock; known: unfenced_storage, "):
+        lock("optimistic")
 
 
 def test_cli_reports_a_bad_combination_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:

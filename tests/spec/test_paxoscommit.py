@@ -14,7 +14,6 @@ import pytest
 from distcheck.checks.search.explore import check_refinement_of, explore
 from distcheck.spec.codec import to_json
 from distcheck.spec.network import MessageSet
-from distcheck.spec.values import FrozenMap, canonical_text
 from distcheck.spec.paxoscommit import (
     Chosen,
     Config,
@@ -32,6 +31,7 @@ from distcheck.spec.paxoscommit import (
     Phase2bMsg,
 )
 from distcheck.spec.twophase import RMPrepare, RMRcvAbortMsg, RMRcvCommitMsg
+from distcheck.spec.values import FrozenMap, canonical_text
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ vocabulary, which no generic code can know.
 from __future__ import annotations
 
 from distcheck.checks.conformance.simulate import Wiring
-from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring, PausingChoices, SlowClock
+from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
 from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
 from distcheck.checks.params import UsageError
@@ -29,10 +29,8 @@ __all__ = [
     "LeaderNemesis",
     "LockSystem",
     "LockWiring",
-    "PausingChoices",
     "PaxosSystem",
     "PaxosWiring",
-    "SlowClock",
     "TwoPhaseWiring",
     "find_wiring",
 ]

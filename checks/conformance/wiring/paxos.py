@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 from distcheck.checks.conformance.simulate import Wiring
-from distcheck.checks.conformance.validate import Validation
-from distcheck.checks.conformance.wiring.paxos_log import validate_log
+from distcheck.checks.conformance.validate import Validation, trace_events
+from distcheck.checks.conformance.wiring.paxos_log import (
+    LogTraceError,
+    log_acceptors,
+    project,
+    validate_decree,
+    validate_log,
+)
 from distcheck.checks.histories.linearizability import Operation, check_history
+from distcheck.checks.params import UsageError
+from distcheck.checks.traces.trace import Trace
 from distcheck.impl import paxos as impl_paxos
 from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, NodeMain, Simulation
 from distcheck.spec.contract import Spec
@@ -41,6 +50,9 @@ class PaxosWiring(Wiring):
     incremental_trace = False
     # Elections, heartbeats and retries make a run of a replicated log long.
     default_steps = 5000
+    validate_splits: Mapping[str, str] = MappingProxyType(
+        {"slot": "a replicated log, each slot against single-decree Paxos (docs/paxos.md)"}
+    )
     clients = ("c1", "c2")
     keys = ("x", "y")
 
@@ -109,6 +121,10 @@ class PaxosWiring(Wiring):
         return all(r.applied == known for r in cluster.replicas)
 
     def finished(self, sim: Simulation, system: Any) -> str | None:
+        # A handler that raised crashed its node, which was restarted: the run went
+        # on, but the code is wrong.
+        if sim.failures:
+            return f"a node's own code failed: {sim.failures[0]}"
         paxos_system: PaxosSystem = system
         cluster = paxos_system.cluster
         for c in cluster.clients:
@@ -131,6 +147,28 @@ class PaxosWiring(Wiring):
             raise TypeError(f"the replicated log validates against spec/paxos, not {type(spec).__name__}")
         replicas = spec.config.acceptors
         return validate_log(events, [f"r{i}" for i in range(1, replicas + 1)])
+
+    def validate_file(
+        self, spec: Spec[Any, Any], trace: Trace, split: str | None, max_states: int
+    ) -> Validation | None:
+        """A replicated log's trace (its phase 1 events carry ``from_slot``) is only
+        a behaviour of spec/paxos slot by slot: ``--split slot`` validates it with
+        ``paxos_log``; without it, such a trace is refused rather than misread.  A
+        single decree is validated with the same actor naming as a log
+        (``paxos_log.validate_decree``: a proposer may log under its own name)."""
+        if not isinstance(spec, Paxos):
+            raise TypeError(f"the replicated log validates against spec/paxos, not {type(spec).__name__}")
+        if split != "slot":
+            if any("from_slot" in step.extra for step in trace.steps):
+                raise UsageError("a replicated log (its events carry from_slot); validate it with --split slot")
+            return validate_decree(spec, trace, split_key=split, max_states=max_states)
+        events = trace_events(trace)
+        try:
+            acceptors = log_acceptors(events, spec.config.acceptors)
+            project(events, acceptors)  # a malformed event is bad input, not a mismatch
+        except LogTraceError as exc:
+            raise UsageError(str(exc)) from None
+        return validate_log(events, acceptors)
 
 
 class LeaderNemesis(ChoiceSource):

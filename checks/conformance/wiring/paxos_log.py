@@ -173,13 +173,13 @@ def validate_log(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) 
         project(events, acceptors)
     except LogTraceError as exc:
         mismatch = Mismatch(0, {}, (), (), str(exc), kind=exc.kind)
-        return Validation("mismatch", len(events), 0, mismatch, str(exc))
+        return Validation("violated", len(events), 0, mismatch, str(exc))
     problem = naming_problem(events)
     if problem is not None:
         index, naming = problem
         before = _validate_slots(events[:index], acceptors)
         if before.ok:
-            return Validation("mismatch", len(events), before.states_explored, naming, naming.reason)
+            return Validation("violated", len(events), before.states_explored, naming, naming.reason)
         return attrs.evolve(before, events=len(events))
     return _validate_slots(events, acceptors)
 
@@ -203,14 +203,14 @@ def _validate_slots(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str
         )
     st, v = worst
     if v.mismatch is None:  # too large: cannot happen with every step logged, but say so if it does
-        return Validation(v.outcome, len(events), explored, message=f"slot {st.slot}: {v.message}")
+        return Validation(v.verdict, len(events), explored, message=f"slot {st.slot}: {v.message}")
     event = v.mismatch.event
     recorded = (
         f" (recorded by {event.get('node')} in slot {st.slot}: {event['action']['type']} at ballot "
         f"{event.get('ballot')}" + (f" for {event['command']}" if "command" in event else "") + ")"
     )
     mismatch = attrs.evolve(v.mismatch, reason=v.mismatch.reason + recorded, group=f"slot {st.slot}")
-    return Validation("mismatch", len(events), explored, mismatch, mismatch.reason)
+    return Validation("violated", len(events), explored, mismatch, mismatch.reason)
 
 
 def _step(v: Validation) -> int:
@@ -291,5 +291,5 @@ def validate_decree(
         mismatch = attrs.evolve(m, event=own, reason=m.reason + note)
         return attrs.evolve(result, mismatch=mismatch, message=mismatch.reason)
     if problem is not None and result.ok:
-        return Validation("mismatch", len(events), result.states_explored, problem[1], problem[1].reason)
-    return attrs.evolve(result, events=len(events)) if result.outcome != "too_large" else result
+        return Validation("violated", len(events), result.states_explored, problem[1], problem[1].reason)
+    return attrs.evolve(result, events=len(events)) if result.verdict != "unknown" else result

@@ -67,6 +67,10 @@ class TwoPhaseWiring(Wiring):
         )
 
     def finished(self, sim: Simulation, system: Any) -> str | None:
+        # A handler that raised crashed its node, which was restarted: the run went
+        # on, but the code is wrong.
+        if sim.failures:
+            return f"a node's own code failed: {sim.failures[0]}"
         cluster: impl_twophase.Cluster = system
         states = {rm.name: self.rm_state(sim, rm) for rm in cluster.rms}
         undecided = [name for name, s in states.items() if s not in (impl_twophase.COMMITTED, impl_twophase.ABORTED)]
