@@ -5,7 +5,8 @@ checking machinery (``checks.explore``, ``checks.render``).
 
 Exit codes, for every subcommand: 0 checked and fine; 1 a property failed (the
 counterexample is printed); 2 bad usage or bad input (one line on stderr saying
-what is wrong and what is allowed; never a traceback).
+what is wrong and what is allowed; never a traceback); 3 an internal error (a bug
+in distcheck: one line too, the traceback only with DISTCHECK_TRACEBACK=1).
 
 Every result is reported as a ``verdict`` (``checks.verdict``).  The usage of every
 subcommand: ``python -m distcheck.checks.cli.usage`` (README.md's block is that text).
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 from distcheck.checks.cli import prove as cli_prove
 from distcheck.checks.cli import runtime as cli_runtime
 from distcheck.checks.cli import trace as cli_trace
+from distcheck.checks.inputs import clip, printable
 from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
 from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of
 from distcheck.checks.search.parallel import ParallelExplorer
@@ -415,12 +417,13 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _survive_any_text()
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UsageError as exc:
-        print(f"distcheck: error: {exc}", file=sys.stderr)
+        print(f"distcheck: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("distcheck: interrupted", file=sys.stderr)
@@ -428,6 +431,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader (e.g. `| head`) went away: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (RecursionError, MemoryError) as exc:
+        # The input boundary (checks/inputs.py) keeps files within limits; this is the
+        # fence behind it, for input that is within them and still too much.
+        what = "nested too deep" if isinstance(exc, RecursionError) else "too large for the memory available"
+        print(f"distcheck: error: the input is {what} to check", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug in distcheck: one line, never a traceback (exit 3)
+        if os.environ.get("DISTCHECK_TRACEBACK"):
+            raise
+        print(
+            f"distcheck: internal error (a bug in distcheck, not in the input; set DISTCHECK_TRACEBACK=1 "
+            f"to see where): {type(exc).__name__}: {one_line(str(exc))}",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def one_line(text: str, most: int = 1000) -> str:
+    """A message on one line that any terminal prints as it is: control characters
+    (newlines included) escaped, cut to ``most`` characters."""
+    return printable(clip(text, most))
+
+
+def _survive_any_text() -> None:
+    # A character the output's encoding cannot write (a lone surrogate from a file;
+    # anything under PYTHONIOENCODING=ascii) is escaped instead of raising.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured: leave it
+                pass
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distcheck.checks.conformance.wiring import WIRINGS
 from distcheck.checks.params import UsageError, build_spec, non_negative_int, output_file, positive_int
 from distcheck.checks.search import stateful
 from distcheck.checks.traces import render, shiviz, trace
@@ -87,13 +88,14 @@ def load_trace(path: str) -> trace.Trace:
         raise UsageError(f"malformed trace {exc}") from None
 
 
-def spec_of(tr: trace.Trace) -> Spec[Any, Any]:
-    """The spec a trace's header names, built with the header's parameters."""
+def spec_of(tr: trace.Trace, origin: str = "trace") -> Spec[Any, Any]:
+    """The spec a trace's header names, built with the header's parameters
+    (``origin``: the file, named in the error when they name no spec we have)."""
     raw = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in tr.header.params.items()]
     try:
         return build_spec(tr.header.spec, raw, tr.header.variant)[2]
     except UsageError as exc:
-        raise UsageError(f"trace header: {exc}") from None
+        raise UsageError(f"{origin}:1: header: {exc}") from None
 
 
 # -------------------------------------------------------------------------- show
@@ -107,7 +109,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     # A header naming a registered spec must name it rightly (a misspelled variant
     # would otherwise be shown as if it were the reference); a trace of a spec we
     # do not know is still shown, as recorded.
-    spec = spec_of(tr) if tr.header.spec in REGISTRY else None
+    spec = spec_of(tr, args.trace) if tr.header.spec in REGISTRY else None
     if spec is not None and any(step.state is None for step in tr.steps):
         # A log without states (an implementation's): show the spec's states, when
         # the actions replay on it, so that the changes column says something.
@@ -142,7 +144,10 @@ def _write(path: str, text: str) -> Path:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     tr = load_trace(args.trace)
-    spec = spec_of(tr)
+    spec = spec_of(tr, args.trace)
+    several = several_instances(tr)
+    if several is not None:
+        raise UsageError(f"{args.trace} cannot be replayed as one behaviour: {several}")
     result = trace.replay(tr, spec)
     if result.verdict == INVALID:
         raise UsageError(f"{args.trace} is not a behaviour of {tr.header.spec}: {result.reason}")
@@ -170,6 +175,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
         steps = render.plural(tr.length, "step")
         print(f"{args.trace}: ok: a clean behaviour of {tr.header.spec} ({steps}): {result.reason}")
     return result.exit_code
+
+
+def several_instances(tr: trace.Trace) -> str | None:
+    """Why a trace is not one behaviour but several interleaved instances of the
+    protocol (its implementation's wiring names the key that tells them apart, e.g.
+    a transaction id), or None.  ``validate --split KEY`` checks each on its own."""
+    wiring = WIRINGS.get(tr.header.spec)
+    key = getattr(wiring, "split_key", None)
+    if key is None:
+        return None
+    values: dict[str, None] = {}
+    for step in tr.steps:
+        if key in step.extra:
+            values.setdefault(json.dumps(step.extra[key], sort_keys=True))
+            if len(values) > 1:
+                break
+    if len(values) <= 1:
+        return None
+    shown = ", ".join(list(values)[:2])
+    return (
+        f"its steps belong to several instances of {tr.header.spec} (their {key!r} differs: {shown}, ...); "
+        f"replay re-executes one; check each with: distcheck validate {tr.header.spec} TRACE --split {key}"
+    )
 
 
 # -------------------------------------------------------------------------- fuzz

@@ -36,7 +36,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -220,6 +220,8 @@ class Validator:
         self.groups: dict[str, dict[int, Any]] = {}
         self.events = 0
         self.mismatch: Mismatch | None = None
+        self._memo = _Memo()
+        self._situation: tuple[frozenset[int], dict[int, Any], frozenset[str]] = (frozenset(), {}, frozenset())
         self._vocabulary: _Vocabulary | None = None
 
     def feed(self, event: Mapping[str, Any]) -> Mismatch | None:
@@ -232,15 +234,15 @@ class Validator:
         name = "" if self.split_key is None else _group_name(event.get(self.split_key))
         states = self.groups.get(name)
         if states is None:
-            states = {fingerprint(s): s for s in self.initial}
+            states = self._memo.initial(self.initial)
         try:
-            before = self.search.close(states.values())
+            before = self._close(states)
         except _TooLarge:
             raise TooLarge(
                 f"more than {self.search.max_states:,} spec states are possible before step {event.get('step')}; "
                 "the log leaves too much unexplained"
             ) from None
-        after = self.search.step(before.values(), event)
+        after = self._step(states, before, event)
         if not after:
             group = None if self.split_key is None else name
             if self._vocabulary is None:
@@ -254,6 +256,65 @@ class Validator:
         if self.mismatch is not None:
             return Validation("violated", self.events, self.search.explored, self.mismatch, self.mismatch.reason)
         return Validation("ok", self.events, self.search.explored, message=f"all {self.events} events explained")
+
+    # Remembered work (``_Memo``): a long trace repeats the same few situations (a
+    # set of possible states, an event), so each is searched once, not once per event.
+    def _close(self, states: dict[int, Any]) -> dict[int, Any]:
+        key = frozenset(states)
+        entry = self._memo.closed.get(key)
+        if entry is None:
+            before = self.search.close(states.values())
+            # The event keys that the spec's observations in these states look at.
+            known = frozenset(
+                k for s in before.values() for a, _ in self.search.spec.successors(s) for k in self._observed(s, a)
+            )
+            entry = (key, before, known)
+            self._memo.remember(self._memo.closed, key, entry)
+        self._situation = entry
+        return entry[1]
+
+    def _step(self, states: dict[int, Any], before: dict[int, Any], event: Mapping[str, Any]) -> dict[int, Any]:
+        memo = self._memo
+        situation, _, known = self._situation  # set by _close(states) just before
+        key = (situation, _KEY_TEXT.encode({k: v for k, v in event.items() if k in known or k == "state"}))
+        after = memo.stepped.get(key)
+        if after is None:
+            after = self.search.step(before.values(), event)
+            if after:
+                memo.remember(memo.stepped, key, after)
+        return after
+
+    def _observed(self, state: Any, action: Any) -> Iterable[str]:
+        return self.search.spec.observe(state, action) or ()
+
+
+_KEY_TEXT = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+class _Memo:
+    """What a ``Validator`` has worked out, by situation: the initial states; the
+    closure of a set of possible states (keyed by their fingerprints), with the event
+    keys that the spec's observations in the closure look at; and the states after an event
+    (keyed by the set of states before it and the event's text on those keys, so two
+    transactions' events that differ only in their id share one search).  Results are
+    shared, never changed; each table is bounded and starts over when full."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self.closed: dict[frozenset[int], tuple[frozenset[int], dict[int, Any], frozenset[str]]] = {}
+        self.stepped: dict[tuple[frozenset[int], str], dict[int, Any]] = {}
+        self._initial: dict[int, Any] | None = None
+
+    def initial(self, states: Iterable[Any]) -> dict[int, Any]:
+        if self._initial is None:
+            self._initial = {fingerprint(s): s for s in states}
+        return self._initial
+
+    def remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= self.LIMIT:
+            table.clear()
+        table[key] = value
 
 
 class TooLarge(Exception):
@@ -329,17 +390,48 @@ def validate_trace(
     return validate_events(spec, events, split_key=split_key, max_states=max_states, initial=inits)
 
 
-def trace_events(trace: Trace) -> list[dict[str, Any]]:
+def trace_events(trace: Trace) -> Sequence[dict[str, Any]]:
     """A trace file's steps after step 0 as events (step, actor, action, state if
-    recorded, and every extra key)."""
-    events: list[dict[str, Any]] = []
-    for step in trace.steps[1:]:
-        event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
-        if step.state is not None:
-            event["state"] = step.state
-        event.update(step.extra)
-        events.append(event)
-    return events
+    recorded, and every extra key).  Each event is made when it is read, so a long
+    trace is not held twice in memory."""
+    return _Events(trace.steps)
+
+
+class _Events(Sequence[dict[str, Any]]):
+    def __init__(self, steps: Sequence[Any]) -> None:
+        self._steps = steps
+
+    def __len__(self) -> int:
+        return max(0, len(self._steps) - 1)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return _event(self._steps[index + 1])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        steps = iter(self._steps)
+        next(steps, None)  # step 0 is the initial state, not an event
+        for step in steps:
+            yield _event(step)
+
+
+def _event(step: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"step": step.step, "actor": step.actor, "action": step.action}
+    if step.state is not None:
+        event["state"] = step.state
+    event.update(step.extra)
+    return event
 
 
 def action_text(action: Any) -> str:

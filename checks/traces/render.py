@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from distcheck.checks.inputs import clip, printable
 from distcheck.checks.traces.trace import (
     ABSENT,
     Change,
@@ -30,6 +31,7 @@ from distcheck.checks.traces.trace import (
     TraceStep,
     actors,
     diff,
+    frozen,
     is_record,
     path_text,
 )
@@ -117,11 +119,17 @@ def _width(width: int | None) -> int:
 # ----------------------------------------------------------- traces (JSON values)
 
 
+VALUE_CHARS = 200  # a longer string in a value is shown cut, with a marker saying how much is left out
+LINE_CHARS = 2_000  # a longer line of the step table is cut the same way before it is wrapped
+ACTOR_CHARS = 24  # the actor column is at most this wide; a longer name is cut with "…"
+MAX_LANES = 16  # more nodes than this and the sequence chart is left out (it would be unreadable)
+
+
 def show_json(value: Any) -> str:
     """A short human form of a value in its JSON form: records as ``Type(a, b)``
     (like an action's ``str``), maps as ``[k ↦ v]``, bags as ``⟅m ×2⟆``."""
     if isinstance(value, str):
-        return value
+        return clip(value, VALUE_CHARS)
     if value is ABSENT:
         return "∅"
     if value is None or isinstance(value, (bool, int, float)):
@@ -135,9 +143,9 @@ def show_json(value: Any) -> str:
         else:  # a message or action: short, like its str
             args = [show_json(v) for _, v in fields]
         return f"{value['type']}({', '.join(args)})" if args else str(value["type"])
-    if isinstance(value, dict) and set(value) == {"bag"}:
+    if isinstance(value, dict) and set(value) == {"bag"} and isinstance(value["bag"], list):
         return "⟅" + ", ".join(show_json(m) + ("" if n == 1 else f" ×{n}") for m, n in value["bag"]) + "⟆"
-    if isinstance(value, dict) and set(value) == {"map"}:
+    if isinstance(value, dict) and set(value) == {"map"} and isinstance(value["map"], list):
         return "[" + ", ".join(f"{show_json(k)} ↦ {show_json(v)}" for k, v in value["map"]) + "]"
     if isinstance(value, dict):
         return "[" + ", ".join(f"{k} ↦ {show_json(v)}" for k, v in value.items()) + "]"
@@ -189,7 +197,13 @@ def trace_table(trace: Trace, *, width: int | None = None, highlight: int | None
     ``highlight`` marks one step (the violating one) in bold when ``colour`` is on."""
     width = _width(width)
     rows: list[tuple[str, str, str, list[str]]] = [
-        (str(s.step), s.actor or "", step_action_text(s), step_changes(trace, i)) for i, s in enumerate(trace.steps)
+        (
+            str(s.step),
+            _cell(s.actor or "", ACTOR_CHARS),
+            printable(clip(step_action_text(s), LINE_CHARS)),
+            [printable(clip(line, LINE_CHARS)) for line in step_changes(trace, i)],
+        )
+        for i, s in enumerate(trace.steps)
     ]
     w_num = max(len(r[0]) for r in rows)
     w_actor = max(5, *(len(r[1]) for r in rows))
@@ -211,6 +225,11 @@ def trace_table(trace: Trace, *, width: int | None = None, highlight: int | None
                 line = indent + change
             lines.append(_bold(line) if colour and index == highlight else line)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(text: str, most: int) -> str:
+    text = printable(text)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _bold(text: str) -> str:
@@ -236,12 +255,13 @@ def arrows(trace: Trace) -> list[Arrow]:
     """Every receipt in the trace, matched to the latest earlier step that sent an
     equal message (docs/trace-format.md, "Messages")."""
     out: list[Arrow] = []
-    sent: list[tuple[int, str | None, Any]] = []
+    latest: dict[Any, tuple[int, str | None]] = {}  # a message (frozen) -> the latest step that sent it
     for step in trace.steps:
         for msg in step.received:
-            origin = next(((i, who) for i, who, m in reversed(sent) if m == msg), (None, None))
+            origin = latest.get(frozen(msg), (None, None))
             out.append(Arrow(msg, origin[1], origin[0], step.actor or "?", step.step))
-        sent += [(step.step, step.actor, m) for m in step.sent]
+        for msg in step.sent:
+            latest[frozen(msg)] = (step.step, step.actor)
     return out
 
 
@@ -260,6 +280,8 @@ def sequence_chart(trace: Trace, *, width: int | None = None) -> str:
     row of the receipt from the sender's lane.  Notes on the right name the action."""
     width = _width(width)
     nodes = lanes(trace)
+    if len(nodes) > MAX_LANES:
+        return f"(left out: {len(nodes):,} nodes take steps, and a chart is readable up to {MAX_LANES})"
     margin = max(3, len(str(len(trace.steps)))) + 1
     lane_w = max(6, min(14, (width - margin - 44) // max(1, len(nodes))))
     centre = {node: margin + k * lane_w + lane_w // 2 for k, node in enumerate(nodes)}
@@ -273,13 +295,14 @@ def sequence_chart(trace: Trace, *, width: int | None = None) -> str:
         for col, ch in cells.items():
             line[col] = ch
         text = "".join(line)
+        note = printable(note[: note_room + 1])
         if len(note) > note_room:
             note = note[: note_room - 1] + "…"
         return (text + "  " + note).rstrip()
 
     header = list(" " * chart_w)
     for node in nodes:
-        name = node[: lane_w - 1]
+        name = printable(node)[: lane_w - 1]
         start = centre[node] - len(name) // 2
         header[start : start + len(name)] = list(name)
     lines = ["".join(header).rstrip()]
@@ -339,6 +362,7 @@ def trace_text(trace: Trace, *, width: int | None = None, colour: bool = False) 
         line = f"{violation.invariant}: {violation.statement}" if violation.statement else violation.invariant
         if violation.kind != "invariant":
             line += f" ({violation.kind})"
+        line = printable(clip(line, LINE_CHARS))
         parts.append(_red(line) if colour else line)
     return "\n\n".join(parts)
 
@@ -352,13 +376,23 @@ def _describe(state: Any) -> Iterable[str]:
 
 
 def _wrap(lines: Iterable[str], room: int) -> Iterable[str]:
+    """Each line cut into pieces of at most ``room`` characters (at a space where one
+    is near), continuation pieces indented by two; linear in the line's length."""
     for line in lines:
-        while len(line) > room:
-            cut = line.rfind(" ", 0, room)
-            cut = cut if cut > room // 2 else room
-            yield line[:cut]
-            line = "  " + line[cut:].lstrip()
-        yield line
+        start, first = 0, True
+        while True:
+            space = room if first else room - 2
+            if len(line) - start <= space:
+                yield line[start:] if first else "  " + line[start:]
+                break
+            cut = line.rfind(" ", start, start + space)
+            cut = cut if cut > start + space // 2 else start + space
+            yield line[start:cut] if first else "  " + line[start:cut]
+            start, first = cut, False
+            while start < len(line) and line[start] == " ":
+                start += 1
+            if start >= len(line):
+                break
 
 
 def state_table(state: Any) -> str:

@@ -20,17 +20,19 @@ re-executing its actions, and says where and why it stops being a behaviour.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from distcheck.checks.inputs import DEFAULT_LIMITS, InputError, JsonReader, Limits, read_lines
 from distcheck.checks.search.explore import Step
 from distcheck.checks.verdict import INVALID, OK, VIOLATED
-from distcheck.spec.codec import from_json, to_json
+from distcheck.spec.codec import from_json, to_json, value_problem
 from distcheck.spec.contract import Action, Spec
 from distcheck.spec.network import Network
+from distcheck.spec.values import fingerprint
 
 FORMAT = "distcheck-trace"
 VERSION = 1
@@ -87,14 +89,10 @@ class Trace:
         return len(self.steps) - 1
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(InputError):
     """A trace file that does not follow the format: ``line`` is 1-based (0: the file
-    as a whole), ``reason`` says what is wrong."""
-
-    def __init__(self, origin: str, line: int, reason: str) -> None:
-        self.origin, self.line, self.reason = origin, line, reason
-        where = f"{origin}:{line}" if line else origin
-        super().__init__(f"{where}: {reason}")
+    as a whole), ``reason`` says what is wrong (``checks.inputs`` reads the file
+    within its limits and raises this too)."""
 
 
 # --------------------------------------------------------------- building from a spec
@@ -236,43 +234,70 @@ def write(trace: Trace, path: str | Path) -> Path:
     return path
 
 
-def read(path: str | Path) -> Trace:
-    """Read a trace file; ``TraceFormatError`` names the line and what is wrong."""
-    path = Path(path)
+def read(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Trace:
+    """Read a trace file; ``TraceFormatError`` names the line and what is wrong.
+
+    The file is read line by line through ``checks.inputs`` (its limits: size,
+    lines, line length, nesting, integers, strings), so memory grows with the steps
+    kept, not with the text."""
+    reader = JsonReader(limits)
+    origin = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TraceFormatError(str(path), 0, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(str(path), 0, f"cannot read the file: {exc}") from None
-    return loads(text, str(path))
+        return _from_lines(origin, read_lines(path, limits), reader)
+    except InputError as exc:
+        if isinstance(exc, TraceFormatError):
+            raise
+        raise TraceFormatError(exc.origin, exc.line, exc.reason) from None
 
 
-def loads(text: str, origin: str = "<trace>") -> Trace:
+def loads(text: str, origin: str = "<trace>", limits: Limits = DEFAULT_LIMITS) -> Trace:
     """Parse JSON Lines text.  Blank lines are not allowed between steps: line numbers
     are how errors are reported and how people find a step in the file."""
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
+    reader = JsonReader(limits)
+    lines = text.split("\n")
+    if len(lines) > limits.lines + 1:
+        raise TraceFormatError(origin, limits.lines + 1, f"more than {limits.lines:,} lines")
+    return _from_lines(origin, ((n, line.removesuffix("\r")) for n, line in enumerate(lines, start=1)), reader)
+
+
+def _from_lines(origin: str, lines: Iterable[tuple[int, str]], reader: JsonReader) -> Trace:
+    header: TraceHeader | None = None
+    steps: list[TraceStep] = []
+    blank: int | None = None
+    checked: set[int] = set()
+    for number, text in lines:
+        if not text.strip():
+            blank = blank or number
+            continue
+        if blank is not None:
+            raise TraceFormatError(origin, blank, "a blank line: one step per line, no blank lines between steps")
+        data = _parse_json(origin, number, text, reader)
+        if header is None:
+            header = _parse_header(data, origin)
+        else:
+            steps.append(_parse_step(data, origin, number, reader, checked))
+    if header is None:
         raise TraceFormatError(origin, 0, "empty file: expected a header line and at least step 0")
-    header = _parse_header(_parse_json(origin, 1, lines[0]), origin)
-    steps = tuple(_parse_step(_parse_json(origin, n, line), origin, n) for n, line in enumerate(lines[1:], start=2))
     if not steps:
         raise TraceFormatError(
             origin, 1, "the header is not followed by any step (step 0, the initial state, is required)"
         )
-    return Trace(header, steps)
+    return Trace(header, tuple(steps))
 
 
-def _parse_json(origin: str, line_no: int, line: str) -> dict[str, Any]:
+def _parse_json(origin: str, line_no: int, line: str, reader: JsonReader) -> dict[str, Any]:
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise TraceFormatError(origin, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        value = reader.parse(line)
+    except ValueError as exc:
+        raise TraceFormatError(origin, line_no, str(exc)) from None
     if not isinstance(value, dict):
-        raise TraceFormatError(origin, line_no, f"expected a JSON object, got {type(value).__name__}")
+        raise TraceFormatError(origin, line_no, f"expected a JSON object, got {_json_kind(value)}")
     return value
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 _HEADER_KEYS = ("format", "version", "spec", "params", "variant", "source", "violation")
@@ -283,9 +308,9 @@ def _parse_header(data: dict[str, Any], origin: str) -> TraceHeader:
         return TraceFormatError(origin, 1, f"header: {reason}")
 
     if data.get("format") != FORMAT:
-        raise bad(f'"format" must be "{FORMAT}", got {json.dumps(data.get("format"))}')
+        raise bad(f'"format" must be "{FORMAT}", got {_brief(data.get("format"))}')
     if data.get("version") != VERSION:
-        raise bad(f'"version" {json.dumps(data.get("version"))} is not supported; this reader knows version {VERSION}')
+        raise bad(f'"version" {_brief(data.get("version"))} is not supported; this reader knows version {VERSION}')
     missing = [k for k in _HEADER_KEYS if k not in data]
     if missing:
         raise bad(f"missing key(s) {', '.join(missing)}")
@@ -293,10 +318,13 @@ def _parse_header(data: dict[str, Any], origin: str) -> TraceHeader:
         raise bad('"spec" must be a non-empty string (a name from distcheck list)')
     if not isinstance(data["params"], dict):
         raise bad('"params" must be an object of parameter values')
+    for name, value in data["params"].items():
+        if not isinstance(value, (str, int, bool)):
+            raise bad(f"parameter {_brief(name)}: a value is a string, an integer or a boolean, got {_brief(value)}")
     if data["variant"] is not None and not isinstance(data["variant"], str):
         raise bad('"variant" must be a string or null')
     if data["source"] not in SOURCES:
-        raise bad(f'"source" must be one of {", ".join(SOURCES)}, got {json.dumps(data["source"])}')
+        raise bad(f'"source" must be one of {", ".join(SOURCES)}, got {_brief(data["source"])}')
     violation = None
     raw = data["violation"]
     if raw is not None:
@@ -304,47 +332,82 @@ def _parse_header(data: dict[str, Any], origin: str) -> TraceHeader:
             raise bad('"violation" must be null or an object with a string "invariant"')
         kind = raw.get("kind", "invariant")
         if kind not in VIOLATION_KINDS:
-            raise bad(f'violation "kind" must be one of {", ".join(VIOLATION_KINDS)}, got {json.dumps(kind)}')
-        violation = TraceViolation(raw["invariant"], str(raw.get("statement", "")), kind)
+            raise bad(f'violation "kind" must be one of {", ".join(VIOLATION_KINDS)}, got {_brief(kind)}')
+        statement = raw.get("statement", "")
+        if not isinstance(statement, str):
+            raise bad('violation "statement" must be a string')
+        violation = TraceViolation(raw["invariant"], statement, kind)
     return TraceHeader(data["spec"], data["params"], data["variant"], data["source"], violation, data["version"])
 
 
 _STEP_KEYS = ("step", "actor", "action", "action_text", "state", "sent", "received")
 
 
-def _parse_step(data: dict[str, Any], origin: str, line_no: int) -> TraceStep:
+def _parse_step(
+    data: dict[str, Any], origin: str, line_no: int, reader: JsonReader | None = None, checked: set[int] | None = None
+) -> TraceStep:
+    """One step line.  ``checked`` holds the ids of shared action objects whose
+    encodings were checked already (a long trace repeats a few actions)."""
     expected = line_no - 2
-
-    def bad(reason: str) -> TraceFormatError:
-        return TraceFormatError(origin, line_no, f"step {expected}: {reason}")
-
-    for key in ("step", "actor", "action"):
-        if key not in data:
-            raise bad(f'missing key "{key}"')
-    if data["step"] != expected or isinstance(data["step"], bool):
-        raise bad(f'"step" must be {expected} (steps are numbered 0, 1, 2, ... one per line), got {data["step"]!r}')
-    if expected == 0:
-        if data["action"] is not None:
-            raise bad('step 0 is the initial state: its "action" must be null')
-    elif not isinstance(data["action"], dict) or not isinstance(data["action"].get("type"), str):
-        raise bad('"action" must be an object with a string "type" (the action\'s name)')
-    if data["actor"] is not None and not isinstance(data["actor"], str):
-        raise bad('"actor" must be a string or null')
-    if "action_text" in data and not isinstance(data["action_text"], str):
-        raise bad('"action_text" must be a string')
-    for key in ("sent", "received"):
-        if key in data and not isinstance(data[key], list):
-            raise bad(f'"{key}" must be a list of messages')
+    problem = _step_problem(data, expected)
+    action = data["action"] if problem is None else None
+    if problem is None and action is not None:
+        if reader is not None:
+            action = reader.share(action)
+        if checked is None or id(action) not in checked:
+            found = value_problem(action)
+            problem = None if found is None else f'"action": {found}'
+            if checked is not None and found is None:
+                checked.add(id(action))
+    if problem is None and len(data) > 3:
+        for key in ("state", "sent", "received"):
+            found = value_problem(data[key]) if key in data else None
+            if found is not None:
+                problem = f'"{key}": {found}'
+                break
+    if problem is not None:
+        raise TraceFormatError(origin, line_no, f"step {expected}: {problem}")
+    extra = {k: v for k, v in data.items() if k not in _STEP_KEYS} if len(data) > 3 else {}
     return TraceStep(
         expected,
         data["actor"],
-        data["action"],
+        action,
         data.get("state"),
         data.get("action_text"),
-        tuple(data.get("sent", ())),
-        tuple(data.get("received", ())),
-        {k: v for k, v in data.items() if k not in _STEP_KEYS},
+        tuple(data["sent"]) if "sent" in data else (),
+        tuple(data["received"]) if "received" in data else (),
+        reader.share(extra) if reader is not None and extra else extra,
     )
+
+
+def _step_problem(data: dict[str, Any], expected: int) -> str | None:
+    """What is wrong with a step line's keys (not its values' encodings), or None."""
+    for key in ("step", "actor", "action"):
+        if key not in data:
+            return f'missing key "{key}"'
+    step, actor, action = data["step"], data["actor"], data["action"]
+    if type(step) is not int or step != expected:
+        return f'"step" must be {expected} (steps are numbered 0, 1, 2, ... one per line), got {_brief(step)}'
+    if expected == 0:
+        if action is not None:
+            return 'step 0 is the initial state: its "action" must be null'
+    elif type(action) is not dict or type(action.get("type")) is not str:
+        return '"action" must be an object with a string "type" (the action\'s name)'
+    if actor is not None and type(actor) is not str:
+        return '"actor" must be a string or null'
+    if len(data) > 3:
+        if "action_text" in data and type(data["action_text"]) is not str:
+            return '"action_text" must be a string'
+        for key in ("sent", "received"):
+            if key in data and type(data[key]) is not list:
+                return f'"{key}" must be a list of messages'
+    return None
+
+
+def _brief(value: Any) -> str:
+    """A value of the input for a message: JSON, ASCII only, cut short."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------- JSON-level changes
@@ -397,13 +460,22 @@ def _map_entries(value: Any) -> dict[str, Any] | None:
     return value
 
 
-def multiset(value: Any) -> list[Any] | None:
-    """The members of a JSON list or bag, with repeats; None for anything else."""
+def multiset(value: Any) -> list[tuple[Any, int]] | None:
+    """The members of a JSON list or bag with their counts; None for anything else."""
     if isinstance(value, list):
-        return value
+        return [(m, 1) for m in value]
     if isinstance(value, dict) and set(value) == {"bag"} and isinstance(value["bag"], list):
-        return [m for m, n in value["bag"] for _ in range(n)]
+        return [(m, n) for m, n in value["bag"]]
     return None
+
+
+def frozen(value: Any) -> Any:
+    """A hashable form of a JSON value, equal exactly when the values are equal."""
+    if isinstance(value, dict):
+        return ("{}", frozenset((k, frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("[]", tuple(frozen(v) for v in value))
+    return value
 
 
 def diff(old: Any, new: Any) -> list[Change]:
@@ -434,14 +506,23 @@ def _diff(old: Any, new: Any, path: tuple[PathKey, ...], kinds: tuple[str, ...],
     out.append(Change(path, kinds, old, new))
 
 
-def _subtract(items: list[Any], minus: list[Any]) -> list[Any]:
-    rest = list(minus)
-    out = []
-    for item in items:
-        if item in rest:
-            rest.remove(item)
-        else:
-            out.append(item)
+_MAX_REPEAT = 100  # copies of one member listed in a change (a bag's count may be huge)
+
+
+def _subtract(items: list[tuple[Any, int]], minus: list[tuple[Any, int]]) -> list[Any]:
+    """The members of ``items`` not matched by one in ``minus``, counts subtracted, in
+    linear time; a member is listed once per extra copy, at most ``_MAX_REPEAT`` times."""
+    rest: dict[Any, int] = {}
+    for member, count in minus:
+        key = frozen(member)
+        rest[key] = rest.get(key, 0) + count
+    out: list[Any] = []
+    for member, count in items:
+        key = frozen(member)
+        matched = min(count, rest.get(key, 0))
+        if matched:
+            rest[key] -= matched
+        out += [member] * min(count - matched, _MAX_REPEAT)
     return out
 
 
@@ -464,6 +545,9 @@ class ReplayResult:
     step: int | None = None
     violation: TraceViolation | None = None
     matches_recorded: bool = True  # for "violation": is it the one the header records?
+    # For each trace step replayed, its index in ``behaviour`` (empty: the same index).
+    # They differ when replay had to infer steps the log leaves out (``UNLOGGED_SEARCH``).
+    positions: tuple[int, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -480,6 +564,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
     the last step."""
     steps = trace.steps
     behaviour: list[Step] = []
+    positions: list[int] = []
 
     def diverged(at: int, reason: str) -> ReplayResult:
         return ReplayResult(INVALID, f"step {at}: {reason}", tuple(behaviour), at)
@@ -498,6 +583,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
             )
         state = matching[0]
     behaviour.append(Step(None, state))
+    positions.append(0)
     found = _broken(spec, state)
     found_at = 0 if found else None
     types = spec.value_types()
@@ -508,13 +594,25 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
         except ValueError as exc:
             return diverged(i, f"the action is not one of the spec's: {exc}")
         if not isinstance(action, Action):
-            return diverged(i, f"{step.action.get('type')} is a value of the spec but not an action")
-        nxt = spec.next_state(state, action)
+            return diverged(i, f"{_brief(step.action.get('type'))} is a value of the spec but not an action")
+        nxt = _apply(spec, state, action)
+        if nxt is None and step.state is None:
+            # An implementation's log leaves out the steps the spec does not log
+            # (``observe`` None: a clock's drift, a message lost): infer the fewest.
+            unlogged = _unlogged_before(spec, state, action)
+            if unlogged is not None:
+                for between, after in unlogged:
+                    state = after
+                    behaviour.append(Step(between, state))
+                    if found is None:
+                        found = _broken(spec, state)
+                        found_at = i if found else None
+                nxt = _apply(spec, state, action)
         if nxt is None:
             return diverged(i, f"{action} is not enabled in the state after step {i - 1}")
         actor = action.actor
-        if step.actor is not None and step.actor != actor:
-            return diverged(i, f"{action} is taken by {actor}, but the trace says {step.actor}")
+        if step.actor is not None and step.actor != actor and _logs_actor(spec, state, action):
+            return diverged(i, f"{action} is taken by {actor}, but the trace says {_brief(step.actor)}")
         if step.state is not None and not _same(nxt, step.state):
             return diverged(
                 i, f"after {action} the recorded state differs from the spec's: " + _explain(nxt, step.state)
@@ -522,6 +620,7 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
         refinement_broken = _breaks_refinement(spec, state, nxt, trace.header.violation)
         state = nxt
         behaviour.append(Step(action, state))
+        positions.append(len(behaviour) - 1)
         if found is None:
             found = refinement_broken or _broken(spec, state)
             found_at = i if found else None
@@ -536,7 +635,12 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
                 len(steps) - 1,
                 f"the header records {recorded.invariant} violated, but every property holds on replay",
             )
-        return ReplayResult(OK, "every step is a step of the spec and every invariant holds", tuple(behaviour))
+        return ReplayResult(
+            OK,
+            "every step is a step of the spec and every invariant holds",
+            tuple(behaviour),
+            positions=tuple(positions),
+        )
     matches = recorded is not None and recorded.invariant == found.invariant
     note = "" if matches else f" (the header records {recorded.invariant if recorded else 'no violation'})"
     return ReplayResult(
@@ -546,7 +650,55 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
         found_at,
         found,
         matches,
+        tuple(positions),
     )
+
+
+UNLOGGED_SEARCH = 10_000  # the most spec states replay visits looking for steps a log left out
+
+
+def _apply(spec: Spec[Any, Any], state: Any, action: Any) -> Any:
+    """``spec.next_state``, where an action decoded from a file that the spec's rules
+    cannot even evaluate (a parameter of the wrong kind) is simply not enabled."""
+    try:
+        return spec.next_state(state, action)
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def _logs_actor(spec: Spec[Any, Any], state: Any, action: Any) -> bool:
+    """Does the spec say who logs this step?  Its ``observe`` names the actor for most
+    specs; a spec whose events leave the actor out (a lock server logs its clients'
+    steps) lets an implementation name it as it does."""
+    observed = spec.observe(state, action)
+    return observed is None or "actor" in observed
+
+
+def _unlogged_before(spec: Spec[Any, Any], state: Any, action: Any) -> list[tuple[Any, Any]] | None:
+    """The shortest run of steps the spec does not log (``observe`` None) after which
+    ``action`` is enabled; None when there is none within ``UNLOGGED_SEARCH`` states."""
+    start = fingerprint(state)
+    parent: dict[int, tuple[int, Any, Any] | None] = {start: None}
+    queue = [state]
+    for current in queue:
+        for between, after in spec.successors(current):
+            if spec.observe(current, between) is not None:
+                continue
+            key = fingerprint(after)
+            if key in parent:
+                continue
+            parent[key] = (fingerprint(current), between, after)
+            if _apply(spec, after, action) is not None:
+                path: list[tuple[Any, Any]] = []
+                link = parent[key]
+                while link is not None:
+                    path.append((link[1], link[2]))
+                    link = parent[link[0]]
+                return path[::-1]
+            if len(parent) >= UNLOGGED_SEARCH:
+                return None
+            queue.append(after)
+    return None
 
 
 def completed(trace: Trace, spec: Spec[Any, Any]) -> Trace | None:
@@ -558,16 +710,18 @@ def completed(trace: Trace, spec: Spec[Any, Any]) -> Trace | None:
     if result.verdict == INVALID:
         return None
     full = from_behaviour(spec, result.behaviour)
+    spec_steps = [full.steps[p] for p in result.positions] if result.positions else list(full.steps)
     steps = tuple(
         attrs.evolve(
             spec_step,
+            step=own.step,
             actor=own.actor if own.actor is not None else spec_step.actor,
             action_text=own.action_text or spec_step.action_text,
             sent=own.sent or spec_step.sent,
             received=own.received or spec_step.received,
             extra=own.extra,
         )
-        for own, spec_step in zip(trace.steps, full.steps)
+        for own, spec_step in zip(trace.steps, spec_steps)
     )
     return Trace(trace.header, steps)
 
@@ -643,8 +797,8 @@ def violation_of(name: str, statement: str, kind: str) -> TraceViolation | None:
 
 def actors(trace: Trace) -> list[str]:
     """The nodes that act in the trace, in order of first appearance."""
-    out: list[str] = []
+    out: dict[str, None] = {}
     for step in trace.steps:
-        if step.actor is not None and step.actor not in out:
-            out.append(step.actor)
-    return out
+        if step.actor is not None:
+            out.setdefault(step.actor)
+    return list(out)

@@ -97,7 +97,7 @@ def test_a_header_naming_an_unknown_spec_or_parameter_is_bad_input(
         path = tmp_path / "header.jsonl"
         path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
         assert main(["replay", str(path)]) == 2
-        assert f"trace header: {needle}" in capsys.readouterr().err
+        assert f"{path}:1: header: {needle}" in capsys.readouterr().err
 
 
 def test_a_clean_behaviour_replays_to_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,6 +33,7 @@ is reported in the trace's own names (node, ballot, command).
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -103,14 +104,18 @@ def project(events: Sequence[Mapping[str, Any]], acceptors: Sequence[str]) -> li
         # no slot from there on has phase 2 events yet (a leader elected last).
         slots.add(int(e[key]))
     names = {a: f"a{i}" for i, a in enumerate(acceptors, 1)}
+    # Each slot's events in trace order, without scanning the whole trace per slot.
+    phase2: dict[int, list[tuple[int, Mapping[str, Any]]]] = {}
+    phase1: list[tuple[int, Mapping[str, Any]]] = []
+    for index, e in enumerate(events):
+        if _action(e)["type"] in PHASE1:
+            phase1.append((index, e))
+        else:
+            phase2.setdefault(int(e["slot"]), []).append((index, e))
     out: list[SlotTrace] = []
     for slot in sorted(slots):
-        group = [
-            e
-            for e in events
-            if (e.get("slot") == slot and _action(e)["type"] in PHASE2)
-            or (_action(e)["type"] in PHASE1 and int(e["from_slot"]) <= slot)
-        ]
+        covering = [(i, e) for i, e in phase1 if int(e["from_slot"]) <= slot]
+        group = [e for _, e in heapq.merge(covering, phase2.get(slot, []), key=lambda pair: pair[0])]
         ballots = {b: i for i, b in enumerate(sorted({int(_action(e)["bal"]) for e in group}))}
         values: dict[str, str] = {}
         for e in group:
@@ -147,7 +152,8 @@ def log_acceptors(events: Sequence[Mapping[str, Any]], count: int) -> list[str]:
     never acted still counts towards quorums)."""
     used = sorted(
         {str(a["acceptor"]) for e in events for a in [e.get("action")] if isinstance(a, Mapping) and "acceptor" in a},
-        key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)],
+        # isdecimal, not isdigit: "²" is a digit that int() does not read.
+        key=lambda name: [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", name)],
     )
     if len(used) > count:
         raise LogTraceError(
