@@ -599,7 +599,7 @@ def _type_problem(cls: type, data: Mapping[str, Any]) -> str | None:
     if not attrs.has(cls):
         return None
     try:
-        hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+        hints = typing.get_type_hints(cls)  # each class in the MRO in its own module
     except Exception:  # an annotation that does not resolve: nothing to check against
         return None
     for f in attrs.fields(cls):
