@@ -291,6 +291,9 @@ class Actor:
         except MessageError as exc:
             self.diagnose(f"rejected a message from {src}: {exc}")
             return
+        if not self.ctx.knows(src):
+            self.diagnose(f"rejected {type(msg).__name__} from {src}: no node of that name is known here")
+            return
         if not self.accepts_sender(src, msg):
             self.diagnose(f"rejected {type(msg).__name__} from {src}: not a sender this node accepts")
             return

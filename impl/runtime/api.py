@@ -112,6 +112,11 @@ class Context(ABC):
         lost, duplicated, reordered or delayed."""
 
     @abstractmethod
+    def knows(self, node: str) -> bool:
+        """Whether ``node`` is a node this one can address: a message from anyone else
+        claims a sender nobody could answer, and is rejected, not served."""
+
+    @abstractmethod
     def receive(self, timeout: float | None = None) -> Received | None:
         """The next message or fired timer; None when ``timeout`` seconds pass first.
         With no timeout, waits until something arrives."""

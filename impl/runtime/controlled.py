@@ -712,6 +712,9 @@ class _SimContext(Context):
             raise NodeCrashed
         return t
 
+    def knows(self, node: str) -> bool:
+        return node in self.sim.nodes
+
     def send(self, dst: str, msg: Message) -> None:
         if dst not in self.sim.nodes:
             raise ValueError(f"{self.name} sends to unknown node {dst!r}; nodes: {', '.join(self.sim.nodes)}")

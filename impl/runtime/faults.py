@@ -36,6 +36,9 @@ class SlowClock(Context):
     def _span(self, seconds: float | None) -> float | None:
         return None if seconds is None else seconds / self.rate
 
+    def knows(self, node: str) -> bool:
+        return self.inner.knows(node)
+
     def send(self, dst: str, msg: Message) -> None:
         self.inner.send(dst, msg)
 

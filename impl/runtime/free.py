@@ -507,6 +507,10 @@ class _FreeContext(Context):
         self.node = node
         self.name = node.name
 
+    def knows(self, node: str) -> bool:
+        with self.runtime._lock:
+            return node in self.runtime.addresses
+
     def send(self, dst: str, msg: Message) -> None:
         self.node.check()
         self.runtime.send(self.name, dst, msg)

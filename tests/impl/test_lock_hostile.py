@@ -4,14 +4,13 @@ that is not a finite number, a valid request from a node nobody knows — sent t
 live server, and then a lock acquired and released with the client library
 within a second.
 
-Rejecting such messages is the typed message layer's work (branch
-``impl-actors``): until it is in, the cases the old server dies of are expected
-to fail, and the mark goes away by itself when ``impl.lock.messages`` exists.
+Rejecting such messages is the typed message layer's work
+(``impl/runtime/actor.py``, ``impl/lock/messages.py``): each is rejected and
+recorded in diagnostics, and the server neither dies nor restarts.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import struct
@@ -26,11 +25,6 @@ from tests.impl.hostile import SERVED_WITHIN
 from tests.impl.waiting import WAIT, wait_for
 
 TICK = 0.1
-TYPED_MESSAGES = importlib.util.find_spec("distcheck.impl.lock.messages") is not None
-# the old server (no typed messages) dies of every one of these
-needs_typed_messages = pytest.mark.xfail(
-    not TYPED_MESSAGES, reason="the lock server validates messages only on branch impl-actors", strict=True
-)
 
 
 def acquire(**fields: Any) -> dict[str, Any]:
@@ -42,23 +36,21 @@ def without(msg: dict[str, Any], field: str) -> dict[str, Any]:
 
 
 BAD = [
-    pytest.param("worker", without(acquire(), "req"), id="acquire-without-req", marks=needs_typed_messages),
+    pytest.param("worker", without(acquire(), "req"), id="acquire-without-req"),
     pytest.param(
         "worker",
         {"type": "Renew", "lock": "L", "session": "evil", "token": "abc", "attempt": 1},
         id="renew-token-abc",
-        marks=needs_typed_messages,
     ),
     pytest.param(
         "worker",
         {"type": "Release", "lock": "L", "session": "evil", "token": None},
         id="release-token-null",
-        marks=needs_typed_messages,
     ),
-    pytest.param("worker", acquire(ttl=float("nan")), id="ttl-nan", marks=needs_typed_messages),
-    pytest.param("worker", acquire(ttl=float("inf")), id="ttl-infinity", marks=needs_typed_messages),
-    pytest.param("worker", acquire(ttl="abc"), id="ttl-string", marks=needs_typed_messages),
-    pytest.param("mallory", acquire(), id="acquire-from-unknown-src", marks=needs_typed_messages),
+    pytest.param("worker", acquire(ttl=float("nan")), id="ttl-nan"),
+    pytest.param("worker", acquire(ttl=float("inf")), id="ttl-infinity"),
+    pytest.param("worker", acquire(ttl="abc"), id="ttl-string"),
+    pytest.param("mallory", acquire(), id="acquire-from-unknown-src"),
 ]
 
 
@@ -98,3 +90,6 @@ def test_a_bad_message_does_not_stop_the_lock_server(tmp_path: Path, src: str, m
     assert "timeout" not in outcome, f"{outcome['timeout']}; diagnostics: {list(runtime.diagnostics)}"
     assert outcome["elapsed"] <= SERVED_WITHIN, outcome
     assert runtime.errors == [], runtime.errors
+    # Rejected and recorded, not a crash and a restart.
+    assert runtime.crashes == [], runtime.crashes
+    assert any("rejected" in line and src in line for line in runtime.diagnostics), list(runtime.diagnostics)
