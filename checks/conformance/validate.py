@@ -350,8 +350,15 @@ def _reason(spec: Spec[Any, Any], event: Mapping[str, Any], group: str | None, w
     where = f" of {group}" if group else ""
     return (
         f"no behaviour of {spec.name or type(spec).__name__} explains step {event.get('step')}{where}: "
-        f"{event.get('actor')} {_action_text(event.get('action'))} — {why}"
+        f"{_actor_text(event)}{_action_text(event.get('action'))} — {why}"
     )
+
+
+def _actor_text(event: Mapping[str, Any]) -> str:
+    """The event's actor and a space, or nothing for an event that names none (never
+    Python's ``None``)."""
+    actor = event.get("actor")
+    return "" if actor is None else f"{actor} "
 
 
 def _action_text(action: Any) -> str:
@@ -518,7 +525,7 @@ def diagnose(
         actors = ", ".join(sorted(set(by_actor)))
         return mismatch(
             "actor",
-            f"{kind_name} is a step of the spec here, but taken by {actors}, not by {event.get('actor')}",
+            f"{kind_name} is a step of the spec here, but taken by {actors}, not by {event.get('actor') or 'no actor'}",
             rule,
         )
     what = f"rule {rule[0]}" + (f" ({rule[1]})" if rule[1] else "")

@@ -174,7 +174,9 @@ class RunResult:
             for e in s.events:
                 extra = {k: v for k, v in e.items() if k not in ("step", "actor", "action")}
                 lines.append(
-                    " " * (width + 4) + f"→ {e['actor']}: {_action_text(e['action'])}" + (f"  {extra}" if extra else "")
+                    " " * (width + 4)
+                    + f"→ {e.get('actor') or 'env'}: {_action_text(e['action'])}"
+                    + (f"  {extra}" if extra else "")
                 )
             for note in s.notes:
                 lines.append(" " * (width + 4) + f"  ({note})")
