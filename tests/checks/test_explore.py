@@ -295,3 +295,9 @@ def test_an_initial_state_outside_the_abstract_ones_is_a_refinement_violation() 
 def test_refinement_is_not_checked_under_symmetry() -> None:
     with pytest.raises(ValueError, match="without symmetry"):
         Explorer(SummedCounters(), symmetry=True, check_refinement=True)
+
+
+def test_depth_is_the_number_of_states_on_the_longest_shortest_path() -> None:
+    # (0,0) .. (3,3): six steps, seven states, as TLC counts depth.
+    assert explore(TwoCounters(3)).stats.depth == 7
+    assert explore(TwoCounters(1)).stats.depth == 3

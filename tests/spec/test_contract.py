@@ -170,3 +170,23 @@ def test_every_invariant_fails_on_some_variant() -> None:
         for inv in entry.make().invariants():
             if inv.name != "TypeOK":
                 assert inv.name in broken, f"{name}: no variant breaks {inv.name}"
+
+
+#: Each spec at its default size: distinct states and depth (TLC's figures where a
+#: TLA+ spec exists: TwoPhase 288, Paxos 3,921), so that a changed default shows.
+DEFAULT_SIZE = {
+    "twophase": (288, 11),
+    "tcommit": (34, 7),
+    "paxos": (3921, 17),
+    "voting": (599, 11),
+    "consensus": (3, 2),
+    "paxoscommit": (1461, 15),
+    "lock": (13640, 18),
+}
+
+
+def test_every_spec_at_its_default_size() -> None:
+    assert set(DEFAULT_SIZE) == set(REGISTRY)
+    for name, entry in REGISTRY.items():
+        stats = explore(entry.make()).stats
+        assert (stats.distinct_states, stats.depth) == DEFAULT_SIZE[name], name

@@ -156,3 +156,8 @@ def test_value_types_collects_attrs_classes_of_modules_and_given_types() -> None
     assert here["Msg"] is Msg and here["Carrier"] is Carrier
     assert "Colour" not in here and "pytest" not in here  # only attrs classes
     assert value_types(Msg) == {"Msg": Msg}
+
+
+def test_bag_add_counts_new_and_old_members() -> None:
+    bag = Bag[str]().add("x").add("x").add("y", 3)
+    assert (bag.count("x"), bag.count("y"), bag.count("z"), len(bag)) == (2, 3, 0, 5)

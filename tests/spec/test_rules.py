@@ -253,3 +253,86 @@ def test_every_rule_of_next_fires_somewhere_or_is_a_variants_hook(spec: Spec[Any
     for info in spec.rules():
         assert info.name in fired, f"{spec.name}: {info.name} never fires at the default size"
         assert info.statement, f"{spec.name}: rule {info.method} has no one-line statement"
+
+
+@attrs.frozen
+class Triple(Action):
+    a: str
+    b: int
+    c: int
+
+
+@attrs.frozen
+class Quad(Action):
+    a: str
+    b: int
+    c: int
+    d: int
+
+
+class Wide(Spec[Counter, Triple | Quad]):
+    """Rules of three and four fields (the machinery has a path for each size)."""
+
+    name = "wide"
+
+    def init_states(self) -> Iterable[Counter]:
+        yield Counter(0)
+
+    def next(self) -> Next:
+        return (
+            Exists(
+                "a",
+                ("x",),
+                Exists("b", (1, 2), Exists("c", (0, 1), self.triple, Exists("d", (5,), self.quad))),
+            ),
+        )
+
+    @rule(Triple)
+    def triple(self, s: Counter, a: str, b: int, c: int) -> Counter | None:
+        """Add b when c is set, below 3."""
+        return Counter(s.value + b) if c and s.value + b <= 3 else None
+
+    @rule(Quad)
+    def quad(self, s: Counter, a: str, b: int, c: int, d: int) -> Counter | None:
+        """Jump to 3 from 0 when b is 2."""
+        return Counter(3) if s.value == 0 and b == 2 and not c else None
+
+    def invariants(self) -> Sequence[Invariant[Counter]]:
+        return ()
+
+
+def test_rules_of_three_and_four_fields() -> None:
+    wide = Wide()
+    assert [str(a) for a in wide.actions(Counter(0))] == ["Triple(x, 1, 1)", "Quad(x, 2, 0, 5)", "Triple(x, 2, 1)"]
+    assert wide.next_state(Counter(0), Triple("x", 2, 1)) == Counter(2)
+    assert wide.next_state(Counter(0), Triple("x", 2, 0)) is None  # the guard
+    assert wide.next_state(Counter(0), Quad("x", 2, 0, 5)) == Counter(3)
+    assert wide.next_state(Counter(0), Quad("x", 2, 0, 6)) is None  # d outside its domain
+    assert wide.actions(Counter(3)) == []
+
+
+def test_the_default_optional_parts() -> None:
+    toy = Toy()
+    assert not toy.has_symmetry() and toy.canonical(Counter(2)) == Counter(2)
+    assert toy.within_bounds(Counter(99)) and toy.refinement() is None and toy.reachable() == ()
+    assert toy.observe(Counter(0), Inc("ann")) == {"actor": "ann", "action": {"type": "Inc", "who": "ann"}}
+
+    class Symmetric(Toy):
+        def canonical(self, s: Counter) -> Counter:
+            return Counter(s.value)
+
+    assert Symmetric().has_symmetry()
+    # The default bounds let the explorer see every state: 0..3, with logs of who did what.
+    from distcheck.checks.search.explore import explore
+
+    assert explore(Toy()).stats.distinct_states == len({s for s in _reachable(Toy())})
+
+
+def _reachable(spec: Toy) -> set[Counter]:
+    seen = set(spec.init_states())
+    frontier = list(seen)
+    while frontier:
+        nxt = [t for s in frontier for _, t in spec.successors(s) if t not in seen]
+        seen.update(nxt)
+        frontier = list(dict.fromkeys(nxt))
+    return seen
