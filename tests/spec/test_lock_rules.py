@@ -334,3 +334,20 @@ def test_a_crash_reads_as_crash_and_round_trips_through_json() -> None:
     crash = ClientCrash("c2")
     assert str(crash) == "Crash(c2)" and crash.actor == "c2"
     assert SPEC.action_from_json(json.loads(json.dumps(to_json(crash)))) == crash
+
+
+def test_expired_and_regranted_and_crashed_holder_replaced_on_hand_built_states() -> None:
+    props = {p.name: p.holds for p in SPEC.reachable()}
+    expired, live = Lease("c1", 0, 2), Lease("c2", 3, 5)  # at time 3, c1's lease is over
+    c2_holds = holding(2, 4)
+
+    def at3(c1: Client, leases: dict[int, Lease]) -> LockState:
+        return state({"c1": c1, "c2": c2_holds}, now=3, leases=leases, issued=2, last_granted=2)
+
+    crashed = at3(Client(CRASHED, 1), {1: expired, 2: live})
+    lapsed = at3(Client(LAPSED, 1), {1: expired, 2: live})
+    only_live = at3(Client(LAPSED, 1), {2: live})
+    assert props["ExpiredAndRegranted"](crashed) and props["ExpiredAndRegranted"](lapsed)
+    assert props["CrashedHolderReplaced"](crashed)
+    assert not props["CrashedHolderReplaced"](lapsed)  # c1 did not crash: its lease merely ran out
+    assert not props["ExpiredAndRegranted"](only_live) and not props["CrashedHolderReplaced"](only_live)
