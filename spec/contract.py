@@ -191,11 +191,7 @@ class VariantInfo:
     @property
     def changes(self) -> tuple[str, ...]:
         """The rules and helpers this variant overrides (derived, never restated)."""
-        return tuple(
-            name
-            for name, value in vars(self.cls).items()
-            if callable(value) and not name.startswith("__") and name not in ("name",)
-        )
+        return tuple(name for name, value in vars(self.cls).items() if callable(value) and not name.startswith("__"))
 
 
 def variant(name: str, description: str, *, params: Mapping[str, Any] | None = None) -> Callable[[T], T]:
