@@ -109,6 +109,16 @@ class Invariant(Generic[S]):
 
 
 @attrs.frozen
+class StepProperty(Generic[S]):
+    """A named property of every step ("always, of each step": TLA+'s ``[][P]_vars``),
+    a predicate of a state and its successor, such as "a leader's log only grows"."""
+
+    name: str
+    statement: str  # one line of English
+    holds: Callable[[S, S], bool] = attrs.field(eq=False)
+
+
+@attrs.frozen
 class Reachable(Generic[S]):
     """A named property that must hold in some reachable state ("sometimes").
 
@@ -343,6 +353,10 @@ class Spec(Generic[S, A], metaclass=SpecMeta):
     # --------------------------------------------------------------- optional parts
 
     def reachable(self) -> Sequence[Reachable[S]]:
+        return ()
+
+    def step_properties(self) -> Sequence[StepProperty[S]]:
+        """Properties of every step, checked on each (state, successor) the search computes."""
         return ()
 
     def canonical(self, state: S) -> S:

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec import consensus, lock, paxos, paxoscommit, twophase, voting
+from distcheck.spec import consensus, lock, paxos, paxoscommit, raft, twophase, voting
 from distcheck.spec.contract import Spec
 
 
@@ -118,6 +118,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "a lock service with leases, clock drift, fencing tokens and FIFO waiters",
             lock.Config,
             lock.Lock,
+        ),
+        SpecEntry(
+            "raft",
+            "Ongaro's Raft (raft.tla): elections, log replication, a bag of messages, restarts",
+            raft.Config,
+            raft.Raft,
         ),
     )
 }

@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 
 from distcheck.checks.verdict import BOUNDED, OK, VIOLATED
-from distcheck.spec.contract import Spec
+from distcheck.spec.contract import Spec, StepProperty
 from distcheck.spec.values import fingerprint
 
 
@@ -54,8 +54,9 @@ class Step:
 class Violation:
     """A failed property with its counterexample.
 
-    kind: "invariant", "deadlock", "refinement" or "unreached" (a reachability
-    property no state satisfied; its trace is empty).
+    kind: "invariant", "deadlock", "refinement", "action" (a step property failed on
+    the trace's last step) or "unreached" (a reachability property no state
+    satisfied; its trace is empty).
     """
 
     kind: str
@@ -150,6 +151,7 @@ class Explorer:
         # Skip calls that cannot change anything (17 million of them on a large model).
         within = spec.within_bounds if type(spec).within_bounds is not Spec.within_bounds else None
         refinement = spec.refinement() if self.check_refinement else None
+        step_properties = list(spec.step_properties())
         queue: deque[tuple[Any, int, int]] = deque()
         truncated = False
 
@@ -206,6 +208,9 @@ class Explorer:
                             trace,
                         ),
                     )
+                for prop in step_properties:
+                    if not prop.holds(state, nxt):
+                        return finish(Violation("action", prop.name, prop.statement, self._bad_step(fp, prop)))
                 if within is not None and not within(nxt):
                     continue
                 if canon is not None:
@@ -239,8 +244,8 @@ class Explorer:
             # this is no failure, and the result says so.
             return finish(None, unreached=tuple(sorted(pending)))
         if pending:
-            name, prop = next(iter(sorted(pending.items())))
-            return finish(Violation("unreached", name, prop.statement, ()))
+            name, wanted = next(iter(sorted(pending.items())))
+            return finish(Violation("unreached", name, wanted.statement, ()))
         return finish(None)
 
     def path_to(self, fp: int) -> list[Step]:
@@ -251,6 +256,15 @@ class Explorer:
             chain.append(self.parents[chain[-1]])
         chain.reverse()
         return replay_chain(self.spec, chain, self._canon)
+
+    def _bad_step(self, fp: int, prop: StepProperty[Any]) -> tuple[Step, ...]:
+        """The behaviour to the state with fingerprint ``fp`` and one step from it that
+        breaks ``prop``.  Under symmetry the search held a representative; the real
+        state at the path's end breaks the (symmetric) property by some step too."""
+        path = self.path_to(fp)
+        last = path[-1].state
+        bad = next((a, t) for a, t in self.spec.successors(last) if not prop.holds(last, t))
+        return (*path, Step(*bad))
 
     def witness(self, name: str) -> list[Step]:
         """A shortest behaviour reaching reachability property ``name``."""
