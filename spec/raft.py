@@ -793,14 +793,15 @@ class NoLogCheck(Raft):
 class TruncateOnStale(Raft):
     def accept_append_entries(self, s: RaftState, msg: AppendEntriesRequest) -> RaftState:
         """Replaces everything after prev_log_index with the request's entries, so a
-        stale or reordered request removes entries the follower already acknowledged."""
+        stale or reordered request removes entries the follower already acknowledged
+        and committed.  (Its commit index, as in implementations, never goes back.)"""
         i, j = msg.dest, msg.source
         log = (*s.log[i][: msg.prev_log_index], *msg.entries)
         done = AppendEntriesResponse(s.current_term[i], True, msg.prev_log_index + len(msg.entries), i, j)
         return self.step(
             s,
             log=s.log.set(i, log),
-            commit_index=s.commit_index.set(i, msg.commit_index),
+            commit_index=s.commit_index.set(i, max(s.commit_index[i], msg.commit_index)),
             messages=self.reply(s, done, msg),
         )
 
