@@ -69,7 +69,12 @@ class Workload:
     """A client node that runs ``ops`` in order and keeps the results."""
 
     def __init__(
-        self, name: str, servers: Sequence[str], ops: Sequence[Mapping[str, Any]], history: History, timing: ClientTiming
+        self,
+        name: str,
+        servers: Sequence[str],
+        ops: Sequence[Mapping[str, Any]],
+        history: History,
+        timing: ClientTiming,
     ) -> None:
         self.name = name
         self.servers = tuple(servers)

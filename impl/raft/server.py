@@ -1,0 +1,246 @@
+"""One Raft server as its own process: ``python -m distcheck.impl.raft.server``.
+
+Where it sits: the host around a ``RaftNode`` (``impl.raft.node``).  The node runs
+in a ``FreeRuntime`` (``impl.runtime.free``) and talks to the other servers over the
+runtime's TCP, on the address the cluster list gives it.  Clients talk to a
+separate **client port** (by default the peer port + 1000; ``--client-port``):
+frames of the runtime's format (4-byte length, JSON ``{"src": client id, "msg":
+{...}}``) carrying ``Command``, ``Query`` or ``Status`` (``impl.raft.messages``),
+answered on the same connection with ``Reply`` or ``StatusReply``.  Inside the
+process a gateway node (``<name>.clients``) passes requests to the Raft node and
+its answers back to the connection they came from (the ``route`` field).
+
+    python -m distcheck.impl.raft.server --name n1 \\
+        --cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --data /var/lib/raft/n1
+
+Bad arguments: one line on stderr and exit status 2.  SIGTERM or SIGINT stops the
+server (exit 0); what it acknowledged is on disk (``--data``), and starting it
+again over the same directory recovers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import queue
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from distcheck.impl.raft.client import Address, parse_cluster
+from distcheck.impl.raft.messages import Command, Query, Status
+from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
+from distcheck.impl.runtime.actor import MessageError, Messages, encode
+from distcheck.impl.runtime.api import Context, Envelope
+from distcheck.impl.runtime.free import FreeRuntime
+from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, FrameReader, IdleConnection, encode_frame
+from distcheck.impl.runtime.tracelog import TraceLog
+
+CLIENT_PORT_OFFSET = 1000
+REQUESTS = Messages(Command, Query, Status)
+
+
+class NoTrace(TraceLog):
+    """A long-running server keeps no trace in memory unless asked to (``--trace``)."""
+
+    def __init__(self) -> None:
+        super().__init__("raft")
+
+    def record(self, actor: str, action: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        return {}
+
+
+class Gateway:
+    """The client port: connections in, requests to the node, answers back.  Its
+    ``main`` is a runtime node (``<name>.clients``) that forwards requests and routes
+    answers; a thread per connection reads requests."""
+
+    def __init__(self, node: str, host: str, port: int, limits: ConnectionLimits) -> None:
+        self.node = node
+        self.name = f"{node}.clients"
+        self.limits = limits
+        self.listener = socket.create_server((host, port))
+        self.address: Address = self.listener.getsockname()[:2]
+        self.conns: dict[str, socket.socket] = {}
+        self.lock = threading.Lock()
+        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.ids = itertools.count(1)
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept, name=f"{self.name}.accept", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        with self.lock:
+            for conn in self.conns.values():
+                conn.close()
+            self.conns.clear()
+
+    def main(self, ctx: Context) -> None:
+        ctx.spawn("forward", lambda: self._forward(ctx))
+        while True:
+            item = ctx.receive()
+            if not isinstance(item, Envelope):
+                continue
+            route = item.msg.get("route")
+            with self.lock:
+                conn = self.conns.get(route) if isinstance(route, str) else None
+            if conn is None:
+                continue  # the client went away
+            try:
+                conn.sendall(encode_frame(self.node, dict(item.msg)))
+            except OSError:
+                self._drop(str(route), conn)
+
+    def _forward(self, ctx: Context) -> None:
+        while True:
+            try:
+                msg = self.requests.get(timeout=0.2)
+            except queue.Empty:
+                ctx.yield_now()  # notices a stopped runtime (NodeCrashed)
+                continue
+            ctx.send(self.node, msg)
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                self.stopping.wait(0.05)
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            route = f"c{next(self.ids)}"
+            with self.lock:
+                if len(self.conns) >= self.limits.max_connections:
+                    conn.close()
+                    continue
+                self.conns[route] = conn
+            threading.Thread(target=self._read, args=(route, conn), name=f"{self.name}.read", daemon=True).start()
+
+    def _read(self, route: str, conn: socket.socket) -> None:
+        reader = FrameReader(conn, self.limits)
+        try:
+            while not self.stopping.is_set():
+                frame = reader.read()
+                if frame is None:
+                    return
+                try:
+                    request = REQUESTS.decode(frame[1])
+                except MessageError:
+                    return  # not a client of ours: hang up
+                msg = encode(request)
+                msg["route"] = route
+                self.requests.put(msg)
+        except (FrameError, IdleConnection, OSError):
+            pass
+        finally:
+            self._drop(route, conn)
+
+    def _drop(self, route: str, conn: socket.socket) -> None:
+        with self.lock:
+            if self.conns.get(route) is conn:
+                del self.conns[route]
+        conn.close()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m distcheck.impl.raft.server", description="Run one server of a Raft KV cluster.")
+    p.add_argument("--name", required=True, help="this server's name, as in --cluster")
+    p.add_argument("--cluster", required=True, help="every server: n1=HOST:PORT,n2=HOST:PORT,... (peer ports)")
+    p.add_argument("--data", required=True, type=Path, help="directory for this server's durable state")
+    p.add_argument("--client-port", type=int, help=f"port for clients (default: peer port + {CLIENT_PORT_OFFSET})")
+    p.add_argument("--heartbeat", type=float, default=Timing().heartbeat, help="seconds between heartbeats")
+    p.add_argument(
+        "--election-timeout", type=float, default=Timing().election_timeout, help="seconds (randomized up to twice)"
+    )
+    p.add_argument("--max-batch", type=int, default=RaftOptions().max_batch, help="entries per write and request")
+    p.add_argument("--no-pipeline", action="store_true", help="wait for each AppendEntries answer")
+    p.add_argument("--no-pre-vote", action="store_true")
+    p.add_argument("--no-check-quorum", action="store_true")
+    p.add_argument("--snapshot-every", type=int, default=RaftOptions().snapshot_every, help="entries (0: never)")
+    p.add_argument("--trace", type=Path, help="write this server's trace here (JSON Lines) when it stops")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        cluster = parse_cluster(args.cluster)
+        if args.name not in cluster:
+            raise ValueError(f"--name {args.name!r} is not in --cluster (servers: {', '.join(cluster)})")
+        timing = Timing(heartbeat=args.heartbeat, election_timeout=args.election_timeout)
+        options = RaftOptions(
+            max_batch=args.max_batch,
+            pipeline=not args.no_pipeline,
+            pre_vote=not args.no_pre_vote,
+            check_quorum=not args.no_check_quorum,
+            snapshot_every=args.snapshot_every,
+        )
+        if args.heartbeat <= 0 or args.election_timeout <= args.heartbeat:
+            raise ValueError("--election-timeout must be longer than --heartbeat, and both positive")
+        host, port = cluster[args.name]
+        client_port = args.client_port if args.client_port is not None else port + CLIENT_PORT_OFFSET
+        if not 0 <= client_port < 65536:
+            raise ValueError(f"--client-port {client_port} is not a port")
+    except ValueError as exc:
+        p.error(str(exc))
+    try:
+        args.data.mkdir(parents=True, exist_ok=True)
+        gateway = Gateway(args.name, host, client_port, ConnectionLimits(max_connections=4096))
+    except OSError as exc:
+        print(f"{p.prog}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    node = RaftNode(args.name, list(cluster), timing, options)
+    trace: TraceLog = TraceLog("raft") if args.trace else NoTrace()
+    runtime = FreeRuntime(
+        {args.name: node.main, gateway.name: gateway.main},
+        args.data,
+        peers={k: v for k, v in cluster.items() if k != args.name},
+        host=host,
+        ports={args.name: port},
+        trace=trace,
+        max_restarts=100,
+    )
+    try:
+        runtime.listen()
+    except OSError as exc:
+        gateway.stop()
+        print(f"{p.prog}: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    runtime.start()
+    gateway.start()
+    print(
+        f"{args.name} serving peers on {host}:{port}, clients on {gateway.address[0]}:{gateway.address[1]}", flush=True
+    )
+    while not done.wait(0.5):
+        pass
+    gateway.stop()
+    runtime.stop()
+    if args.trace:
+        trace.write(args.trace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
