@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.raft.messages import CLIENT_MESSAGES, Command, Query, Reply, Status, StatusReply
+from distcheck.impl.raft.messages import CLIENT_MESSAGES, Command, Query, Replies, Reply, Status, StatusReply
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.tcp import FrameError, decode_frame, encode_frame
@@ -174,11 +174,13 @@ class NodeClient(_Session):
                 continue
             try:
                 answer = CLIENT_MESSAGES.decode(item.msg)
+                answers = [CLIENT_MESSAGES.decode(a) for a in answer.items] if isinstance(answer, Replies) else [answer]
             except MessageError as exc:
                 self.ctx.log(f"ignored a message from {item.src}: {exc}")
                 continue
-            if isinstance(answer, Reply) and answer.client == self.client_id and answer.seq == request.seq:
-                return answer
+            for answer in answers:
+                if isinstance(answer, Reply) and answer.client == self.client_id and answer.seq == request.seq:
+                    return answer
         return None
 
     def _now(self) -> float:

@@ -191,6 +191,20 @@ class StatusReply:
     last_applied: int
 
 
+@attrs.frozen
+class Requests:
+    """Several client requests in one message (a gateway forwards what queued up)."""
+
+    items: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen
+class Replies:
+    """Several answers to one destination in one message (what one step produced)."""
+
+    items: tuple[dict[str, Any], ...]
+
+
 RAFT_MESSAGES = (
     RequestVoteRequest,
     RequestVoteResponse,
@@ -200,8 +214,9 @@ RAFT_MESSAGES = (
     PreVoteResponse,
     InstallSnapshot,
 )
-NODE_MESSAGES = Messages(*RAFT_MESSAGES, Command, Query, Status)
-CLIENT_MESSAGES = Messages(Reply, StatusReply)
+CLIENT_REQUESTS = Messages(Command, Query, Status)
+NODE_MESSAGES = Messages(*RAFT_MESSAGES, Command, Query, Status, Requests)
+CLIENT_MESSAGES = Messages(Reply, StatusReply, Replies)
 
 
 # ------------------------------------------------------------------ timers

@@ -66,6 +66,7 @@ import attrs
 from distcheck.impl.raft.kv import KeyValueStore
 from distcheck.impl.raft.log import Entry, RaftLog
 from distcheck.impl.raft.messages import (
+    CLIENT_REQUESTS,
     NODE_MESSAGES,
     NOOP_ID,
     RAFT_MESSAGES,
@@ -80,7 +81,9 @@ from distcheck.impl.raft.messages import (
     PreVoteResponse,
     Query,
     QuorumTimer,
+    Replies,
     Reply,
+    Requests,
     RequestVoteRequest,
     RequestVoteResponse,
     Status,
@@ -88,7 +91,7 @@ from distcheck.impl.raft.messages import (
     command_id,
 )
 from distcheck.impl.runtime import config
-from distcheck.impl.runtime.actor import Actor, encode
+from distcheck.impl.runtime.actor import Actor, MessageError, encode
 
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 NOOP: dict[str, Any] = {"id": NOOP_ID}
@@ -210,7 +213,7 @@ class RaftNode(Actor):
         self.in_log: dict[str, int] = {}  # command id -> index, for entries not yet applied
         for i in range(self.log.base_index + 1, self.log.last_index + 1):
             self.in_log[str(self.log.entry(i)[1]["id"])] = i
-        self.since_snapshot = 0
+        self.outbox: dict[str, list[Reply]] = {}
         if self.starts > 0 or self.log.recovered:
             self._record({"type": "Restart", "server": self.name})
         self.starts += 1
@@ -278,11 +281,40 @@ class RaftNode(Actor):
             self.queue, self.queued = [], set()
 
     def _refuse(self, src: str, route: str, client: str, seq: int) -> None:
-        self.send(src, Reply(route, client, seq, False, None, self.leader))
+        self._reply(src, Reply(route, client, seq, False, None, self.leader))
+
+    def _reply(self, dst: str, reply: Reply) -> None:
+        """Answer a client at the end of this step, with the step's other answers to ``dst``."""
+        self.outbox.setdefault(dst, []).append(reply)
+
+    def _send_replies(self) -> None:
+        for dst, replies in self.outbox.items():
+            if len(replies) == 1:
+                self.send(dst, replies[0])
+            else:
+                self.send(dst, Replies(tuple(encode(r) for r in replies)))
+        self.outbox = {}
 
     # ----------------------------------------------------------------- dispatch
 
     def on_timer(self, timer: Any) -> None:
+        self._on_timer(timer)
+        self._send_replies()
+
+    def on_message(self, src: str, msg: Any) -> None:
+        if isinstance(msg, Requests):
+            for item in msg.items:
+                try:
+                    request = CLIENT_REQUESTS.decode(item)
+                except MessageError as exc:
+                    self.diagnose(f"rejected a request from {src}: {exc}")
+                    continue
+                self._on_message(src, request)
+        else:
+            self._on_message(src, msg)
+        self._send_replies()
+
+    def _on_timer(self, timer: Any) -> None:
         if isinstance(timer, ElectionTimer):
             if self.role != LEADER and not self.heard:
                 if self.options.pre_vote and len(self.servers) > 1:
@@ -313,7 +345,7 @@ class RaftNode(Actor):
             self.heard_from = set()
             self.set_timer(timer, self.timing.election_timeout)
 
-    def on_message(self, src: str, msg: Any) -> None:
+    def _on_message(self, src: str, msg: Any) -> None:
         match msg:
             case RequestVoteRequest():
                 self._on_request_vote(src, msg)
@@ -633,7 +665,7 @@ class RaftNode(Actor):
             self.applied.append((index, cid))
             self.in_log.pop(cid, None)
             for src, route, client, seq in self.waiters.pop(cid, ()):
-                self.send(src, Reply(route, client, seq, True, result, self.name))
+                self._reply(src, Reply(route, client, seq, True, result, self.name))
         self._serve_reads()
         self._maybe_snapshot()
 
@@ -654,7 +686,7 @@ class RaftNode(Actor):
             return
         done, result = self.kv.answered(msg.client, msg.seq)
         if done:
-            self.send(src, Reply(msg.route, msg.client, msg.seq, True, result, self.name))
+            self._reply(src, Reply(msg.route, msg.client, msg.seq, True, result, self.name))
             return
         if self.kv.stale(msg.client, msg.seq):
             self.diagnose(f"ignored {msg.client}'s command {msg.seq}: it has sent later ones")
@@ -716,7 +748,7 @@ class RaftNode(Actor):
         for entry in self.reads:
             round_, index, (src, route, client, seq, key) = entry
             if round_ <= confirmed and index <= self.last_applied:
-                self.send(src, Reply(route, client, seq, True, self.kv.data.get(key), self.name))
+                self._reply(src, Reply(route, client, seq, True, self.kv.data.get(key), self.name))
             else:
                 waiting.append(entry)
         self.reads = waiting

@@ -32,16 +32,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from distcheck.impl.raft.client import Address, parse_cluster
-from distcheck.impl.raft.messages import Command, Query, Status
+from distcheck.impl.raft.messages import CLIENT_REQUESTS, Requests
 from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
-from distcheck.impl.runtime.actor import MessageError, Messages, encode
+from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.free import FreeRuntime
 from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, FrameReader, IdleConnection, encode_frame
 from distcheck.impl.runtime.tracelog import TraceLog
 
 CLIENT_PORT_OFFSET = 1000
-REQUESTS = Messages(Command, Query, Status)
+#: requests forwarded to the node in one message, at most
+FORWARD_BATCH = 256
 
 
 class NoTrace(TraceLog):
@@ -88,24 +89,35 @@ class Gateway:
             item = ctx.receive()
             if not isinstance(item, Envelope):
                 continue
-            route = item.msg.get("route")
-            with self.lock:
-                conn = self.conns.get(route) if isinstance(route, str) else None
-            if conn is None:
-                continue  # the client went away
-            try:
-                conn.sendall(encode_frame(self.node, dict(item.msg)))
-            except OSError:
-                self._drop(str(route), conn)
+            items = item.msg.get("items") if item.msg.get("type") == "Replies" else [item.msg]
+            for answer in items if isinstance(items, list) else []:
+                if isinstance(answer, dict):
+                    self._answer(answer)
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        route = answer.get("route")
+        with self.lock:
+            conn = self.conns.get(route) if isinstance(route, str) else None
+        if conn is None:
+            return  # the client went away
+        try:
+            conn.sendall(encode_frame(self.node, answer))
+        except OSError:
+            self._drop(str(route), conn)
 
     def _forward(self, ctx: Context) -> None:
         while True:
             try:
-                msg = self.requests.get(timeout=0.2)
+                batch = [self.requests.get(timeout=0.2)]
             except queue.Empty:
                 ctx.yield_now()  # notices a stopped runtime (NodeCrashed)
                 continue
-            ctx.send(self.node, msg)
+            while len(batch) < FORWARD_BATCH:
+                try:
+                    batch.append(self.requests.get_nowait())
+                except queue.Empty:
+                    break
+            ctx.send(self.node, batch[0] if len(batch) == 1 else encode(Requests(tuple(batch))))
 
     def _accept(self) -> None:
         self.listener.settimeout(0.2)
@@ -136,7 +148,7 @@ class Gateway:
                 if frame is None:
                     return
                 try:
-                    request = REQUESTS.decode(frame[1])
+                    request = CLIENT_REQUESTS.decode(frame[1])
                 except MessageError:
                     return  # not a client of ours: hang up
                 msg = encode(request)
