@@ -41,6 +41,8 @@ from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, FrameReader
 from distcheck.impl.runtime.tracelog import TraceLog
 
 CLIENT_PORT_OFFSET = 1000
+#: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
+SWITCH_INTERVAL = 0.0005
 #: requests forwarded to the node in one message, at most
 FORWARD_BATCH = 256
 
@@ -220,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"{p.prog}: cannot start: {exc}", file=sys.stderr)
         return 1
+    # Every request crosses several threads of this process (connection reader,
+    # forwarder, the node); each hand-over waits for the GIL, by default up to 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     node = RaftNode(args.name, list(cluster), timing, options)
     trace: TraceLog = TraceLog("raft") if args.trace else NoTrace()
     runtime = FreeRuntime(
