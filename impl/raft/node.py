@@ -214,6 +214,7 @@ class RaftNode(Actor):
         for i in range(self.log.base_index + 1, self.log.last_index + 1):
             self.in_log[str(self.log.entry(i)[1]["id"])] = i
         self.outbox: dict[str, list[Reply]] = {}
+        self.snapshot_sent: dict[str, float] = {}  # when this leader last sent each follower its snapshot
         if self.starts > 0 or self.log.recovered:
             self._record({"type": "Restart", "server": self.name})
         self.starts += 1
@@ -326,12 +327,13 @@ class RaftNode(Actor):
         elif isinstance(timer, HeartbeatTimer) and self.role == LEADER:
             self.set_timer(timer, self.timing.heartbeat)
             for peer in self.others:
-                if peer not in self.responded and not self.probing[peer]:
+                if peer not in self.responded:
                     # No answer for a whole heartbeat: what was in flight may be lost.
-                    # Go back to probing from what it is known to have.
-                    self.probing[peer] = True
+                    # Probe again, from what it is known to have when pipelining.
                     self.outstanding[peer] = False
-                    self.next_index[peer] = self.match_index[peer] + 1
+                    if not self.probing[peer]:
+                        self.probing[peer] = True
+                        self.next_index[peer] = self.match_index[peer] + 1
             self.responded = set()
             self._replicate(force=True)
         elif isinstance(timer, FlushTimer):
@@ -501,7 +503,8 @@ class RaftNode(Actor):
             sent = False
             limit = self.options.max_inflight * self.options.max_batch
             while (
-                self.next_index[peer] <= self.log.last_index
+                not self.probing[peer]
+                and self.next_index[peer] <= self.log.last_index
                 and self.next_index[peer] - 1 - self.match_index[peer] < limit
             ):
                 self._send_append(peer)
@@ -514,7 +517,9 @@ class RaftNode(Actor):
         prev = nxt - 1
         prev_term = self.log.term_at(prev)
         if prev_term is None:  # compacted away: the follower needs the snapshot
-            self._send_snapshot(peer)
+            self.probing[peer] = True
+            if self.ctx.now() >= self.snapshot_sent.get(peer, -1.0) + self.timing.election_timeout:
+                self._send_snapshot(peer)  # not again before it had time to arrive
             return
         last = prev if empty else min(self.log.last_index, prev + self.options.max_batch)
         entries = tuple(self.log.slice(nxt, last))
@@ -529,6 +534,7 @@ class RaftNode(Actor):
 
     def _send_snapshot(self, peer: str) -> None:
         assert self.log.snapshot is not None
+        self.snapshot_sent[peer] = self.ctx.now()
         self._record({"type": "InstallSnapshot", "server": self.name, "peer": peer})
         self.outstanding[peer] = True
         self.send(peer, InstallSnapshot(self.log.term, self.log.base_index, self.log.base_term, self.log.snapshot))

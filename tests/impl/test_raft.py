@@ -386,3 +386,32 @@ def test_durable_log_records_are_plain_json(tmp_path: Path) -> None:
     run(2, faults=FaultPolicy(), directory=tmp_path, wl={"c1": [sim.put("x", 1)]})
     records = read_log(tmp_path / "n1" / f"{RaftNode.LOG}.log")
     assert records and all(set(r) in ({"hs"}, {"at", "e"}, {"snap"}) for r in records)
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+SNAPSHOTS = RaftOptions(max_batch=2, snapshot_every=3)
+
+
+@pytest.mark.parametrize("seed", [5, 10, 30])
+def test_snapshots_compact_the_log_and_lagging_followers_install_them(seed: int) -> None:
+    trace = TraceLog("raft")
+    cluster, _ = run(seed, options=SNAPSHOTS, wl=workloads(3, 8), trace=trace)
+    linearizable(cluster.history)
+    assert all(srv.log.base_index > 0 for srv in cluster.servers)
+    installs = [e for e in trace.events if e["action"]["type"] == "InstallSnapshot" and "index" in e["action"]]
+    assert installs, "no follower installed a snapshot"
+
+
+def test_a_node_restarts_from_its_snapshot_and_the_log_after_it(tmp_path: Path) -> None:
+    cluster, _ = run(20, options=SNAPSHOTS, faults=FaultPolicy(), wl=workloads(2, 8), directory=tmp_path)
+    before = {srv.name: (srv.log.base_index, list(srv.log.entries), dict(srv.kv.data)) for srv in cluster.servers}
+    again = sim.cluster(3, {}, options=SNAPSHOTS)
+    run_simulation(again.nodes(), RandomChoices(0), FaultPolicy(), max_steps=3, directory=tmp_path)
+    for srv in again.servers:
+        base, entries, data = before[srv.name]
+        assert base > 0 and (srv.log.base_index, srv.log.entries) == (base, entries)
+        assert srv.last_applied == base  # the snapshot's state; the suffix is applied once committed again
+        if srv.log.base_index == max(b for b, _, _ in before.values()) and not entries:
+            assert srv.kv.data == data
