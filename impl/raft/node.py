@@ -173,6 +173,7 @@ class RaftNode(Actor):
         self.options = options
         self.starts = 0
         self.applied: list[tuple[int, str]] = []
+        self.role = FOLLOWER  # (before the first start too: tests and checkers look)
 
     def accepts_sender(self, src: str, msg: Any) -> bool:
         return not isinstance(msg, RAFT_MESSAGES) or src in self.servers

@@ -8,7 +8,7 @@ vocabulary."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from distcheck.impl.raft import simulation as sim
 from distcheck.impl.raft.kv import KeyValueStore
 from distcheck.impl.raft.messages import AppendEntriesRequest, AppendEntriesResponse, Command, Reply
 from distcheck.impl.raft.node import LEADER, RaftNode, RaftOptions, Timing
-from distcheck.impl.runtime import FaultPolicy, RandomChoices, Simulation, TraceLog, encode, run_simulation
+from distcheck.impl.runtime import Choice, FaultPolicy, RandomChoices, Simulation, TraceLog, encode, run_simulation
 from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.storage import read_log
 
@@ -415,3 +415,53 @@ def test_a_node_restarts_from_its_snapshot_and_the_log_after_it(tmp_path: Path) 
         assert srv.last_applied == base  # the snapshot's state; the suffix is applied once committed again
         if srv.log.base_index == max(b for b, _, _ in before.values()) and not entries:
             assert srv.kv.data == data
+
+
+# ------------------------------------------------------------------ check-quorum
+
+
+class IsolateTheLeader(RandomChoices):
+    """Random, except that once a leader is elected it is cut off from the others
+    (and the partition is never healed while the test watches)."""
+
+    def __init__(self, cluster: sim.Cluster, seed: int) -> None:
+        super().__init__(seed, fault_rate=0.0)
+        self.cluster = cluster
+        self.isolated: str | None = None
+
+    def choose(self, options: Sequence[Choice]) -> int:
+        leaders = [srv.name for srv in self.cluster.servers if srv.role == LEADER]
+        if self.isolated is None and leaders:
+            for i, option in enumerate(options):
+                if option.kind == "partition" and option.agent == leaders[0]:
+                    self.isolated = leaders[0]
+                    return i
+        allowed = [i for i, o in enumerate(options) if not o.fault and o.kind != "heal"]
+        if not allowed:  # the fault phase is over: the run heals
+            return super().choose(options)
+        return allowed[super().choose([options[i] for i in allowed])]
+
+
+def test_a_leader_cut_off_from_the_majority_steps_down_and_the_others_elect_one() -> None:
+    cluster = sim.cluster(3, {})
+    choices = IsolateTheLeader(cluster, 3)
+    trace = TraceLog("raft")
+
+    def settled(s: Simulation) -> bool:
+        old = choices.isolated
+        return (
+            old is not None
+            and any(srv.role == LEADER and srv.name != old for srv in cluster.servers)
+            and all(srv.role != LEADER for srv in cluster.servers if srv.name == old)
+        )
+
+    faults = FaultPolicy(partition=True, partitioned=("n1", "n2", "n3"))
+    _, result = run_simulation(
+        cluster.nodes(), choices, faults, max_steps=20_000, fault_steps=3000, trace=trace, until=settled
+    )
+    assert result.status == "ok" and choices.isolated is not None, result.message
+    old = choices.isolated
+    down = [e for e in trace.events if e["action"] == {"type": "StepDown", "server": old}]
+    assert down and down[0]["role"] == "follower"
+    became = [e["term"] for e in trace.events if e["action"] == {"type": "BecomeLeader", "server": old}]
+    assert down[0]["term"] == became[-1]  # stepping down keeps the term
