@@ -43,6 +43,8 @@ from distcheck.impl.runtime.tracelog import TraceLog
 CLIENT_PORT_OFFSET = 1000
 #: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
 SWITCH_INTERVAL = 0.0005
+#: bytes: the largest message between servers (an AppendEntries batch, a snapshot)
+MAX_FRAME = 256 << 20
 #: requests forwarded to the node in one message, at most
 FORWARD_BATCH = 256
 
@@ -234,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=host,
         ports={args.name: port},
         trace=trace,
+        # batches of entries and snapshots travel in one frame each
+        limits=ConnectionLimits(max_frame=MAX_FRAME),
         max_restarts=100,
     )
     try:
