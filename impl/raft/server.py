@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import queue
+import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -34,13 +35,14 @@ from typing import Any, NoReturn
 from distcheck.impl.raft.client import Address, parse_cluster
 from distcheck.impl.raft.messages import CLIENT_REQUESTS, Requests
 from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
-from distcheck.impl.runtime.actor import MessageError, encode
+from distcheck.impl.runtime.actor import encode
 from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.free import FreeRuntime
-from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, FrameReader, IdleConnection, encode_frame
+from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, decode_frame, encode_frame
 from distcheck.impl.runtime.tracelog import TraceLog
 
 CLIENT_PORT_OFFSET = 1000
+_LENGTH = struct.Struct(">I")
 #: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
 SWITCH_INTERVAL = 0.0005
 #: bytes: the largest message between servers (an AppendEntries batch, a snapshot)
@@ -61,23 +63,22 @@ class NoTrace(TraceLog):
 
 class Gateway:
     """The client port: connections in, requests to the node, answers back.  Its
-    ``main`` is a runtime node (``<name>.clients``) that forwards requests and routes
-    answers; a thread per connection reads requests."""
+    ``main`` is a runtime node (``<name>.clients``): one thread of it serves every
+    client connection with a selector and forwards what the connections sent since
+    it last looked as one message (``Requests``); the main thread routes the node's
+    answers to the connections they belong to (``route``)."""
 
     def __init__(self, node: str, host: str, port: int, limits: ConnectionLimits) -> None:
         self.node = node
         self.name = f"{node}.clients"
         self.limits = limits
         self.listener = socket.create_server((host, port))
+        self.listener.setblocking(False)
         self.address: Address = self.listener.getsockname()[:2]
         self.conns: dict[str, socket.socket] = {}
         self.lock = threading.Lock()
-        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
         self.ids = itertools.count(1)
         self.stopping = threading.Event()
-
-    def start(self) -> None:
-        threading.Thread(target=self._accept, name=f"{self.name}.accept", daemon=True).start()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -88,7 +89,7 @@ class Gateway:
             self.conns.clear()
 
     def main(self, ctx: Context) -> None:
-        ctx.spawn("forward", lambda: self._forward(ctx))
+        ctx.spawn("serve", lambda: self._serve(ctx))
         while True:
             item = ctx.receive()
             if not isinstance(item, Envelope):
@@ -109,58 +110,81 @@ class Gateway:
         except OSError:
             self._drop(str(route), conn)
 
-    def _forward(self, ctx: Context) -> None:
-        while True:
-            try:
-                batch = [self.requests.get(timeout=0.2)]
-            except queue.Empty:
-                ctx.yield_now()  # notices a stopped runtime (NodeCrashed)
-                continue
-            while len(batch) < FORWARD_BATCH:
-                try:
-                    batch.append(self.requests.get_nowait())
-                except queue.Empty:
-                    break
-            ctx.send(self.node, batch[0] if len(batch) == 1 else encode(Requests(tuple(batch))))
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.2)
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.stopping.is_set():
-                    return
-                self.stopping.wait(0.05)
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            route = f"c{next(self.ids)}"
-            with self.lock:
-                if len(self.conns) >= self.limits.max_connections:
-                    conn.close()
-                    continue
-                self.conns[route] = conn
-            threading.Thread(target=self._read, args=(route, conn), name=f"{self.name}.read", daemon=True).start()
-
-    def _read(self, route: str, conn: socket.socket) -> None:
-        reader = FrameReader(conn, self.limits)
+    def _serve(self, ctx: Context) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ, None)
+        buffers: dict[str, bytearray] = {}
         try:
             while not self.stopping.is_set():
-                frame = reader.read()
-                if frame is None:
-                    return
-                try:
-                    request = CLIENT_REQUESTS.decode(frame[1])
-                except MessageError:
-                    return  # not a client of ours: hang up
-                msg = encode(request)
-                msg["route"] = route
-                self.requests.put(msg)
-        except (FrameError, IdleConnection, OSError):
-            pass
+                ready = selector.select(timeout=0.2)
+                if not ready:
+                    ctx.yield_now()  # notices a stopped runtime (NodeCrashed)
+                    continue
+                batch: list[dict[str, Any]] = []
+                for key, _ in ready:
+                    if key.data is None:
+                        self._accept(selector, buffers)
+                    else:
+                        self._read(selector, key.data, key.fileobj, buffers, batch)  # type: ignore[arg-type]
+                for start in range(0, len(batch), FORWARD_BATCH):
+                    part = batch[start : start + FORWARD_BATCH]
+                    ctx.send(self.node, part[0] if len(part) == 1 else encode(Requests(tuple(part))))
         finally:
+            selector.close()
+
+    def _accept(self, selector: selectors.BaseSelector, buffers: dict[str, bytearray]) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return  # gone, or out of descriptors: the client tries again
+        with self.lock:
+            if len(self.conns) >= self.limits.max_connections:
+                conn.close()
+                return
+            route = f"c{next(self.ids)}"
+            self.conns[route] = conn
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(self.limits.frame_deadline)  # answers: a client that does not read is dropped
+        buffers[route] = bytearray()
+        selector.register(conn, selectors.EVENT_READ, route)
+
+    def _read(
+        self,
+        selector: selectors.BaseSelector,
+        route: str,
+        conn: socket.socket,
+        buffers: dict[str, bytearray],
+        batch: list[dict[str, Any]],
+    ) -> None:
+        buffer = buffers[route]
+        try:
+            data = conn.recv(1 << 16)
+        except OSError:
+            data = b""
+        ok = bool(data)
+        buffer += data
+        while ok and len(buffer) >= 4:
+            (length,) = _LENGTH.unpack_from(buffer)
+            if length > self.limits.max_frame:
+                ok = False
+                break
+            if len(buffer) < 4 + length:
+                break
+            payload = bytes(buffer[4 : 4 + length])
+            del buffer[: 4 + length]
+            try:
+                msg = decode_frame(payload, self.limits.max_depth)[1]
+            except FrameError:
+                ok = False
+                break
+            if msg.get("type") not in CLIENT_REQUESTS.kinds:
+                ok = False  # not a client of ours: hang up (the node checks the rest)
+                break
+            msg["route"] = route
+            batch.append(msg)
+        if not ok:
+            selector.unregister(conn)
+            del buffers[route]
             self._drop(route, conn)
 
     def _drop(self, route: str, conn: socket.socket) -> None:
@@ -250,7 +274,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     runtime.start()
-    gateway.start()
     print(
         f"{args.name} serving peers on {host}:{port}, clients on {gateway.address[0]}:{gateway.address[1]}", flush=True
     )
