@@ -600,9 +600,10 @@ class RaftNode(Actor):
         self.leader = src
         self.heard = True
         prev = msg.prev_log_index
+        received: list[Entry] = [(t, c) for t, c in msg.entries]
         if prev < self.log.base_index:  # what precedes our snapshot is committed: skip it
             skip = self.log.base_index - prev
-            if skip > len(msg.entries):
+            if skip > len(received):
                 if changed:
                     self.log.sync()
                 self._receive_record(src, msg)
@@ -610,10 +611,10 @@ class RaftNode(Actor):
                     src, AppendEntriesResponse(term, True, self.log.base_index, msg.read_round, self.log.last_index)
                 )
                 return
-            entries: Sequence[Entry] = msg.entries[skip:]
+            entries = received[skip:]
             prev, prev_term = self.log.base_index, self.log.base_term
         else:
-            entries, prev_term = msg.entries, msg.prev_log_term
+            entries, prev_term = received, msg.prev_log_term
         if self.log.term_at(prev) != prev_term:
             if changed:
                 self.log.sync()
