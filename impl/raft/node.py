@@ -95,6 +95,8 @@ from distcheck.impl.runtime.actor import Actor, MessageError, encode
 
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 NOOP: dict[str, Any] = {"id": NOOP_ID}
+#: heartbeats without an answer from a follower before the leader sends again what it may have lost
+SILENT_HEARTBEATS = 3
 
 
 @attrs.frozen
@@ -201,6 +203,7 @@ class RaftNode(Actor):
         #: answered with success is replicated to by pipelining, when that is on
         self.probing: dict[str, bool] = {}
         self.responded: set[str] = set()  # since the last heartbeat
+        self.silent: dict[str, int] = {}  # heartbeats in a row without an answer
         self.heard_from: set[str] = set()  # since the last check-quorum
         self.queue: list[dict[str, Any]] = []
         self.queued: set[str] = set()
@@ -328,9 +331,12 @@ class RaftNode(Actor):
         elif isinstance(timer, HeartbeatTimer) and self.role == LEADER:
             self.set_timer(timer, self.timing.heartbeat)
             for peer in self.others:
-                if peer not in self.responded:
-                    # No answer for a whole heartbeat: what was in flight may be lost.
-                    # Probe again, from what it is known to have when pipelining.
+                self.silent[peer] = 0 if peer in self.responded else self.silent.get(peer, 0) + 1
+                if self.silent[peer] >= SILENT_HEARTBEATS:
+                    # No answer for a while: what was in flight may be lost (a loss is
+                    # noticed sooner when a later request fails its check).  Probe
+                    # again, from what the follower is known to have when pipelining.
+                    self.silent[peer] = 0
                     self.outstanding[peer] = False
                     if not self.probing[peer]:
                         self.probing[peer] = True
