@@ -17,6 +17,7 @@ picked.  Each server's output goes to ``<data_dir>/<name>.out``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -81,6 +82,7 @@ class LocalCluster:
         ]
         self.start_timeout = start_timeout
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._owner = os.getpid()
 
     @property
     def cluster(self) -> str:
@@ -96,12 +98,19 @@ class LocalCluster:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._owner = os.getpid()
+        atexit.register(self._stop_at_exit)  # no server outlives this process
         for name in self.names:
             self._spawn(name)
         for name in self.names:
             self._wait_ready(name)
 
+    def _stop_at_exit(self) -> None:
+        if os.getpid() == self._owner:  # not in a forked child (a benchmark's client processes)
+            self.stop()
+
     def stop(self) -> None:
+        atexit.unregister(self._stop_at_exit)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
