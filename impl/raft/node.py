@@ -151,7 +151,8 @@ Read = tuple[str, str, str, int, str]  # (src, route, client, seq, key)
 class RaftNode(Actor):
     """One server.  ``peers`` names every server of the cluster, this one included.
     Its memory is rebuilt from its ``raft`` log at every start; ``applied`` (kept
-    across restarts, for tests) lists every (index, command id) it applied."""
+    across restarts, for tests; empty with ``trace=False``) lists every (index,
+    command id) it applied."""
 
     LOG = "raft"
     messages = NODE_MESSAGES
@@ -162,6 +163,8 @@ class RaftNode(Actor):
         peers: Sequence[str],
         timing: Timing = Timing(),
         options: RaftOptions = RaftOptions(),
+        *,
+        trace: bool = True,
     ) -> None:
         if name not in peers:
             raise ValueError(f"server {name!r} is not among the cluster's servers {list(peers)}")
@@ -173,6 +176,9 @@ class RaftNode(Actor):
         self.quorum = len(self.servers) // 2 + 1
         self.timing = timing
         self.options = options
+        #: record the trace and keep ``applied`` (a server that keeps no trace skips
+        #: building it, and a list that would grow as long as it runs)
+        self.trace = trace
         self.starts = 0
         self.applied: list[tuple[int, str]] = []
         self.role = FOLLOWER  # (before the first start too: tests and checkers look)
@@ -227,6 +233,8 @@ class RaftNode(Actor):
     # ----------------------------------------------------------------- helpers
 
     def _record(self, action: dict[str, Any]) -> None:
+        if not self.trace:
+            return
         self.ctx.record(
             action,
             term=self.log.term,
@@ -238,6 +246,8 @@ class RaftNode(Actor):
 
     def _receive_record(self, src: str, msg: Any) -> None:
         """``Receive`` of ``msg`` (in raft.tla's form), after its effect."""
+        if not self.trace:
+            return
         spec = encode(msg)
         spec.pop("read_round", None)
         spec.pop("last_index", None)
@@ -676,7 +686,8 @@ class RaftNode(Actor):
             result = self.kv.apply(index, cmd)
             self.last_applied = index
             cid = str(cmd["id"])
-            self.applied.append((index, cid))
+            if self.trace:
+                self.applied.append((index, cid))
             self.in_log.pop(cid, None)
             for src, route, client, seq in self.waiters.pop(cid, ()):
                 self._reply(src, Reply(route, client, seq, True, result, self.name))

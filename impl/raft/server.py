@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every request crosses several threads of this process (connection reader,
     # forwarder, the node); each hand-over waits for the GIL, by default up to 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    node = RaftNode(args.name, list(cluster), timing, options)
+    node = RaftNode(args.name, list(cluster), timing, options, trace=args.trace is not None)
     trace: TraceLog = TraceLog("raft") if args.trace else NoTrace()
     runtime = FreeRuntime(
         {args.name: node.main, gateway.name: gateway.main},
