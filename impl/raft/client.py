@@ -109,7 +109,35 @@ class _Session:
         """Remove ``key``; whether it was there."""
         return bool(self.execute({"op": "delete", "key": key}))
 
+    def add_server(self, name: str) -> bool:
+        """Make server ``name`` (one of the cluster's ``--cluster`` list) a voting member;
+        whether that changed anything.  Changes go one at a time: the call waits for a
+        change in progress.  ValueError for a server the cluster does not know."""
+        return bool(self.execute({"op": "add_server", "key": name}))
+
+    def remove_server(self, name: str) -> bool:
+        """Take server ``name`` out of the voting members (it can then be stopped);
+        whether that changed anything.  ValueError for the last member."""
+        return bool(self.execute({"op": "remove_server", "key": name}))
+
     def execute(self, op: Mapping[str, Any]) -> Any:
+        if op.get("op") not in ("add_server", "remove_server"):
+            return self._execute(op)
+        backoff = self.timing.backoff
+        deadline = self._now() + self.timing.timeout
+        while True:
+            result = self._execute(op)
+            if result == "busy" and self._now() + backoff < deadline:
+                self._sleep(backoff)  # another change is in progress
+                backoff = min(backoff * 2, self.timing.max_backoff)
+                continue
+            if result == "busy":
+                raise Unavailable(f"another membership change did not end within {self.timing.timeout:g} s")
+            if isinstance(result, str) and result.startswith("error: "):
+                raise ValueError(result.removeprefix("error: "))
+            return result == "changed"
+
+    def _execute(self, op: Mapping[str, Any]) -> Any:
         if not isinstance(op.get("key"), str):
             raise TypeError(f"a key must be a string, got {op.get('key')!r}")
         self.seq += 1

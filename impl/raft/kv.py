@@ -37,7 +37,9 @@ def apply_op(data: dict[str, Any], op: Mapping[str, Any]) -> Any:
         return False
     if kind == "delete":
         return data.pop(key, None) is not None
-    raise ValueError(f"unknown operation {kind!r}; allowed: put, get, cas, delete")
+    if kind in ("add_server", "remove_server"):
+        return "changed"  # the configuration changed when the entry was appended (impl.raft.node)
+    raise ValueError(f"unknown operation {kind!r}; allowed: put, get, cas, delete, add_server, remove_server")
 
 
 @attrs.define

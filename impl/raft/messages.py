@@ -30,6 +30,9 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "cas": frozenset({"op", "key", "expected", "value"}),
     "delete": frozenset({"op", "key"}),
     "get": frozenset({"op", "key"}),
+    # membership changes: ``key`` names the server
+    "add_server": frozenset({"op", "key"}),
+    "remove_server": frozenset({"op", "key"}),
 }
 
 
@@ -197,6 +200,7 @@ class StatusReply:
     last_index: int
     commit_index: int
     last_applied: int
+    members: tuple[str, ...]  # the configuration (the last in its log)
 
 
 @attrs.frozen

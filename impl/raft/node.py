@@ -147,6 +147,19 @@ class RaftOptions:
 
 Read = tuple[str, str, str, int, str]  # (src, route, client, seq, key)
 
+#: the operations that change the configuration
+CHANGES = ("add_server", "remove_server")
+
+
+def _change(members: tuple[str, ...], op: dict[str, Any]) -> tuple[str, ...]:
+    """The members after a membership change (the same tuple when it changes nothing)."""
+    name = str(op["key"])
+    if op["op"] == "add_server" and name not in members:
+        return (*members, name)
+    if op["op"] == "remove_server" and name in members:
+        return tuple(m for m in members if m != name)
+    return members
+
 
 class RaftNode(Actor):
     """One server.  ``peers`` names every server of the cluster, this one included.
@@ -164,16 +177,21 @@ class RaftNode(Actor):
         timing: Timing = Timing(),
         options: RaftOptions = RaftOptions(),
         *,
+        members: Sequence[str] | None = None,
         trace: bool = True,
     ) -> None:
         if name not in peers:
             raise ValueError(f"server {name!r} is not among the cluster's servers {list(peers)}")
         if len(set(peers)) != len(peers):
             raise ValueError(f"a server is named twice in {list(peers)}")
+        members = tuple(peers) if members is None else tuple(members)
+        if not members or not set(members) <= set(peers) or len(set(members)) != len(members):
+            raise ValueError(f"the members {list(members)} must be some of the servers {list(peers)}, each once")
         super().__init__(name, None)
+        #: every server this one may talk to; ``members`` (the configuration) are those that vote
         self.servers = tuple(peers)
-        self.others = tuple(p for p in peers if p != name)
-        self.quorum = len(self.servers) // 2 + 1
+        self.initial_members = members
+        self._set_members(members)
         self.timing = timing
         self.options = options
         #: record the trace and keep ``applied`` (a server that keeps no trace skips
@@ -193,8 +211,13 @@ class RaftNode(Actor):
         self.role = FOLLOWER
         self.leader: str | None = None
         self.kv = KeyValueStore(max_sessions=self.options.max_sessions)
+        base_members = self.initial_members
         if self.log.snapshot is not None:
             self.kv = KeyValueStore.from_json(self.log.snapshot, self.options.max_sessions)
+            base_members = tuple(self.log.snapshot.get("members", base_members))
+        #: configurations in the log, oldest first: (index where it took effect, members)
+        self.configs: list[tuple[int, tuple[str, ...]]] = [(self.log.base_index, base_members)]
+        self._configure_from(self.log.base_index + 1)
         self.commit_index = self.last_applied = self.log.base_index
         self.rng = random.Random(f"{self.name}:{self.starts}:{self.ctx.now()}")
         self.heard = False  # from a leader (or granted a vote) in this election period
@@ -229,6 +252,46 @@ class RaftNode(Actor):
             self._record({"type": "Restart", "server": self.name})
         self.starts += 1
         self._arm_election()
+
+    # ----------------------------------------------------------------- configuration
+
+    def _set_members(self, members: Sequence[str]) -> None:
+        self.members = tuple(members)
+        self.others = tuple(p for p in self.members if p != self.name)
+        self.quorum = len(self.members) // 2 + 1
+
+    def _configure_from(self, first: int) -> None:
+        """Entries from ``first`` on were (re)written: the configuration is the last one
+        in the log, committed or not (single-server changes, dissertation §4.1)."""
+        while len(self.configs) > 1 and self.configs[-1][0] >= first:
+            self.configs.pop()
+        for index in range(max(first, self.log.base_index + 1), self.log.last_index + 1):
+            op = self.log.entry(index)[1].get("op")
+            if op is not None and op["op"] in CHANGES:
+                members = self.configs[-1][1]
+                changed = _change(members, op)
+                if changed != members:
+                    self.configs.append((index, changed))
+        if self.configs[-1][1] != self.members:
+            self._set_members(self.configs[-1][1])
+            if getattr(self, "role", None) == LEADER:
+                for peer in self.others:
+                    if peer not in self.next_index:
+                        self._track(peer)
+
+    def _members_at(self, index: int) -> tuple[str, ...]:
+        return next(m for i, m in reversed(self.configs) if i <= index)
+
+    def _majority(self, values: dict[str, int]) -> int:
+        """The highest value a majority of the members has reached (this server: ``values[self]``)."""
+        ordered = sorted((values.get(m, 0) for m in self.members), reverse=True)
+        return ordered[self.quorum - 1]
+
+    def _track(self, peer: str) -> None:
+        self.next_index[peer] = self.log.last_index + 1
+        self.match_index[peer] = 0
+        self.outstanding[peer] = False
+        self.probing[peer] = True
 
     # ----------------------------------------------------------------- helpers
 
@@ -331,8 +394,8 @@ class RaftNode(Actor):
 
     def _on_timer(self, timer: Any) -> None:
         if isinstance(timer, ElectionTimer):
-            if self.role != LEADER and not self.heard:
-                if self.options.pre_vote and len(self.servers) > 1:
+            if self.role != LEADER and not self.heard and self.name in self.members:
+                if self.options.pre_vote and len(self.members) > 1:
                     self._start_prevote()
                 else:
                     self._timeout()
@@ -357,7 +420,8 @@ class RaftNode(Actor):
             self.flush_armed = False
             self._flush()
         elif isinstance(timer, QuorumTimer) and self.role == LEADER:
-            if len(self.heard_from) + 1 < self.quorum:
+            heard = len(self.heard_from & set(self.members)) + (self.name in self.members)
+            if heard < self.quorum:
                 self._become_follower(None)
                 self._record({"type": "StepDown", "server": self.name})
                 return
@@ -379,7 +443,7 @@ class RaftNode(Actor):
             case PreVoteResponse(term, granted):
                 if granted and self.role != LEADER and term == self.prevote_term:
                     self.prevotes.add(src)
-                    if len(self.prevotes) >= self.quorum:
+                    if len(self.prevotes & set(self.members)) >= self.quorum:
                         self._timeout()
             case InstallSnapshot():
                 self._on_install_snapshot(src, msg)
@@ -399,6 +463,7 @@ class RaftNode(Actor):
                         self.log.last_index,
                         self.commit_index,
                         self.last_applied,
+                        self.members,
                     ),
                 )
 
@@ -439,7 +504,7 @@ class RaftNode(Actor):
         self._receive_record(self.name, request)
         self.votes.add(self.name)
         self._receive_record(self.name, RequestVoteResponse(term, True))
-        if len(self.votes) >= self.quorum:
+        if len(self.votes & set(self.members)) >= self.quorum:
             self._become_leader()
             return
         wire = encode(request)
@@ -470,16 +535,14 @@ class RaftNode(Actor):
         if msg.term == self.log.term and msg.vote_granted:
             self.votes.add(src)
         self._receive_record(src, msg)
-        if self.role == CANDIDATE and len(self.votes) >= self.quorum:
+        if self.role == CANDIDATE and len(self.votes & set(self.members)) >= self.quorum:
             self._become_leader()
 
     def _become_leader(self) -> None:
         self.role, self.leader = LEADER, self.name
+        self.next_index, self.match_index, self.outstanding, self.probing = {}, {}, {}, {}
         for peer in self.others:
-            self.next_index[peer] = self.log.last_index + 1
-            self.match_index[peer] = 0
-            self.outstanding[peer] = False
-            self.probing[peer] = True
+            self._track(peer)
         self.responded, self.heard_from, self.acked_round = set(), set(), {}
         self.reads, self.blocked_reads, self.waiters = [], [], {}
         self._record({"type": "BecomeLeader", "server": self.name})
@@ -500,6 +563,7 @@ class RaftNode(Actor):
         for i, cmd in enumerate(cmds):
             self.in_log[str(cmd["id"])] = start + i
             self._record({"type": "ClientRequest", "server": self.name, "value": str(cmd["id"])})
+        self._configure_from(start)
 
     def _replicate(self, force: bool = False) -> None:
         """Send each follower what it lacks; ``force``: send each one something (a heartbeat)."""
@@ -559,8 +623,8 @@ class RaftNode(Actor):
     def _on_append_response(self, src: str, msg: AppendEntriesResponse) -> None:
         if self._observe_term(msg.term):
             self.log.sync()
-        if msg.term != self.log.term or self.role != LEADER:
-            self._receive_record(src, msg)
+        if msg.term != self.log.term or self.role != LEADER or src not in self.next_index:
+            self._receive_record(src, msg)  # stale, or from a server no longer a member
             return
         self.responded.add(src)
         self.heard_from.add(src)
@@ -586,12 +650,16 @@ class RaftNode(Actor):
     def _advance_commit(self) -> None:
         if self.role != LEADER:
             return
-        matches = sorted([self.log.last_index, *(self.match_index[p] for p in self.others)], reverse=True)
-        n = matches[self.quorum - 1]
+        n = self._majority({**self.match_index, self.name: self.log.last_index})
         if n > self.commit_index and self.log.term_at(n) == self.log.term:
             self.commit_index = n
             self._record({"type": "AdvanceCommitIndex", "server": self.name})
             self._apply()
+            if self.name not in self.members and self.configs[-1][0] <= self.commit_index:
+                # This leader's removal is committed: it hands over (the others time out).
+                self._become_follower(None)
+                self._record({"type": "StepDown", "server": self.name})
+                return
             if self.blocked_reads:  # this leader's no-op is committed: reads may go on
                 for read in self.blocked_reads:
                     self._enqueue_read(read)
@@ -649,6 +717,7 @@ class RaftNode(Actor):
                 self.in_log.pop(str(cmd["id"]), None)
             for k, (_, cmd) in enumerate(entries[first_new:]):
                 self.in_log[str(cmd["id"])] = at + k
+            self._configure_from(at)
             changed = True
         if changed:
             self.log.sync()
@@ -670,6 +739,9 @@ class RaftNode(Actor):
                 self.kv = KeyValueStore.from_json(msg.state, self.options.max_sessions)
                 self.commit_index = self.last_applied = msg.last_included_index
                 self.in_log = {k: v for k, v in self.in_log.items() if v > msg.last_included_index}
+                members = tuple(msg.state.get("members", self.initial_members))
+                self.configs = [(self.log.base_index, members)]
+                self._configure_from(self.log.base_index + 1)
                 changed = True
         if changed:
             self.log.sync()
@@ -700,8 +772,10 @@ class RaftNode(Actor):
             return
         term = self.log.term_at(self.last_applied)
         assert term is not None
-        self.log.save_snapshot(self.last_applied, term, self.kv.to_json())
+        members = self._members_at(self.last_applied)
+        self.log.save_snapshot(self.last_applied, term, {**self.kv.to_json(), "members": list(members)})
         self.log.sync()
+        self.configs = [(self.log.base_index, members)] + [c for c in self.configs if c[0] > self.log.base_index]
 
     # ----------------------------------------------------------------- clients
 
@@ -724,6 +798,27 @@ class RaftNode(Actor):
         self.queued.add(cid)
         self._arm_flush()
 
+    def _admit_change(self, cmd: dict[str, Any], another: bool) -> bool:
+        """Whether a membership change may go in the log now; if not, its client is
+        answered why.  One change at a time: none while another is uncommitted, and
+        none before this leader has committed an entry of its term (the dissertation's
+        fix: otherwise two leaders' changes in successive terms can overlap)."""
+        op, name = cmd["op"], str(cmd["op"]["key"])
+        outcome = None
+        if name not in self.servers:
+            outcome = f"error: {name} is not one of the servers {', '.join(self.servers)}"
+        elif _change(self.members, op) == self.members:
+            outcome = "unchanged"
+        elif op["op"] == "remove_server" and len(self.members) == 1:
+            outcome = "error: the last member cannot be removed"
+        elif another or self.configs[-1][0] > self.commit_index or self.log.term_at(self.commit_index) != self.log.term:
+            outcome = "busy"  # ``another``: a change is in this very batch
+        if outcome is None:
+            return True
+        for src, route, client, seq in self.waiters.pop(str(cmd["id"]), ()):
+            self._reply(src, Reply(route, client, seq, True, outcome, self.name))
+        return False
+
     def _arm_flush(self) -> None:
         if not self.flush_armed:
             self.flush_armed = True
@@ -736,6 +831,14 @@ class RaftNode(Actor):
         del self.queue[: self.options.max_batch]
         for cmd in batch:
             self.queued.discard(str(cmd["id"]))
+        admitted, changing = [], False
+        for cmd in batch:
+            if cmd["op"]["op"] in CHANGES:
+                if not self._admit_change(cmd, changing):
+                    continue
+                changing = True
+            admitted.append(cmd)
+        batch = admitted
         if batch:
             self._append_local(batch)
         force = self.read_wanted
@@ -767,8 +870,7 @@ class RaftNode(Actor):
     def _serve_reads(self) -> None:
         if self.role != LEADER or not self.reads:
             return
-        rounds = sorted([self.read_round, *(self.acked_round.get(p, 0) for p in self.others)], reverse=True)
-        confirmed = rounds[self.quorum - 1]
+        confirmed = self._majority({**self.acked_round, self.name: self.read_round})
         waiting = []
         for entry in self.reads:
             round_, index, (src, route, client, seq, key) = entry

@@ -38,6 +38,14 @@ def delete(key: str) -> dict[str, Any]:
     return {"op": "delete", "key": key}
 
 
+def add_server(name: str) -> dict[str, Any]:
+    return {"op": "add_server", "key": name}
+
+
+def remove_server(name: str) -> dict[str, Any]:
+    return {"op": "remove_server", "key": name}
+
+
 @attrs.define
 class HistoryEntry:
     client: str
@@ -117,15 +125,20 @@ class Cluster:
 def cluster(
     servers: int = 3,
     workloads: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+    *,
+    spares: int = 0,
     timing: Timing = Timing(heartbeat=1.0, election_timeout=10.0),
     options: RaftOptions = RaftOptions(),
     client_timing: ClientTiming = ClientTiming(attempt=20.0, backoff=1.0, max_backoff=10.0, timeout=1e9),
 ) -> Cluster:
-    """Servers ``n1..nN`` and a client node per workload (name -> operations)."""
-    if servers < 1:
-        raise ValueError(f"a cluster needs at least 1 server, got {servers}")
-    names = [f"n{i}" for i in range(1, servers + 1)]
+    """Servers ``n1..nN`` (the members) and ``spares`` more (``n(N+1)``..., running but
+    not members until a workload adds them), and a client node per workload (name ->
+    operations)."""
+    if servers < 1 or spares < 0:
+        raise ValueError(f"a cluster needs at least 1 server and no negative spares, got {servers}, {spares}")
+    names = [f"n{i}" for i in range(1, servers + spares + 1)]
+    members = names[:servers]
     history = History()
     workloads = workloads if workloads is not None else {"c1": [put("x", 1), get("x")]}
     clients = [Workload(name, names, list(ops), history, client_timing) for name, ops in workloads.items()]
-    return Cluster([RaftNode(n, names, timing, options) for n in names], clients, history)
+    return Cluster([RaftNode(n, names, timing, options, members=members) for n in names], clients, history)

@@ -102,6 +102,7 @@ def linearizable(history: sim.History) -> None:
     ops = [
         Operation(e.client, e.call, e.ret, e.op, "ok" if e.op["op"] == "put" and e.ret is not None else e.result)
         for e in history.entries
+        if e.op["op"] in ("put", "get", "cas")  # membership changes are not KV operations
     ]
     # a client that gave up on an operation goes on under a new name
     renamed: list[Operation] = []
@@ -465,3 +466,55 @@ def test_a_leader_cut_off_from_the_majority_steps_down_and_the_others_elect_one(
     assert down and down[0]["role"] == "follower"
     became = [e["term"] for e in trace.events if e["action"] == {"type": "BecomeLeader", "server": old}]
     assert down[0]["term"] == became[-1]  # stepping down keeps the term
+
+
+# ------------------------------------------------------------------ membership changes
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_single_server_membership_changes_under_faults(seed: int) -> None:
+    """Add n4, remove n1, add n5, remove n2 (one at a time), while another client
+    writes: every replica agrees, results are linearizable, and the servers end
+    with the last configuration."""
+    changes = [
+        sim.add_server("n4"),
+        sim.put("a", 1),
+        sim.remove_server("n1"),
+        sim.add_server("n5"),
+        sim.remove_server("n2"),
+        sim.add_server("n4"),  # already a member: nothing to do
+        sim.get("a"),
+    ]
+    cluster = sim.cluster(3, {"c1": changes, "c2": [sim.put("b", i) for i in range(6)]}, spares=2)
+    s, result = run_simulation(
+        cluster.nodes(),
+        RandomChoices(seed, fault_rate=0.05),
+        ALL_FAULTS,
+        max_steps=60_000,
+        fault_steps=600,
+        check=lambda _: agreement(cluster),
+        until=lambda _: cluster.done(),
+    )
+    assert result.status == "ok" and cluster.done() and not s.failures, result.message
+    assert cluster.clients[0].results == [True, None, True, True, True, False, 1]
+    linearizable(cluster.history)
+    leader = next(srv for srv in cluster.servers if srv.role == LEADER)
+    assert leader.members == ("n3", "n4", "n5")
+
+
+def test_a_membership_change_of_an_unknown_server_is_refused() -> None:
+    cluster = sim.cluster(3, {})
+    errors: list[str] = []
+
+    def client(ctx: Context) -> None:
+        from distcheck.impl.raft.client import ClientTiming, NodeClient
+
+        kv = NodeClient(ctx, ["n1", "n2", "n3"], ClientTiming(attempt=20.0, backoff=1.0, max_backoff=10.0, timeout=1e9))
+        try:
+            kv.add_server("n9")
+        except ValueError as exc:
+            errors.append(str(exc))
+        ctx.receive()
+
+    run_simulation({**cluster.nodes(), "c1": client}, RandomChoices(1), FaultPolicy(), until=lambda _: bool(errors))
+    assert errors == ["n9 is not one of the servers n1, n2, n3"]
