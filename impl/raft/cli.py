@@ -9,7 +9,9 @@ addresses directly instead (for servers started with ``--client-port``).
     ... get k            # prints the value as JSON (null: no value)
     ... cas k old new    # prints true or false
     ... delete k         # prints true or false (whether it was there)
-    ... status           # each server's role, term and indexes
+    ... status           # each server's role, term, indexes and members
+    ... add-server n4    # make n4 (in the servers' --cluster list) a voting member
+    ... remove-server n1
 
 Values are taken as JSON when they parse as JSON (``42``, ``"s"``, ``[1]``), as
 strings otherwise.  Exit status: 0 done, 1 the cluster did not answer in time,
@@ -57,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     cas.add_argument("new")
     sub.add_parser("delete", help="remove a key").add_argument("key")
     sub.add_parser("status", help="each server's role, term and indexes")
+    sub.add_parser("add-server", help="make a server of the cluster list a voting member").add_argument("name")
+    sub.add_parser("remove-server", help="take a server out of the voting members").add_argument("name")
     return p
 
 
@@ -84,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(client.cas(args.key, _value(args.old), _value(args.new))))
             elif args.command == "delete":
                 print(json.dumps(client.delete(args.key)))
+            elif args.command == "add-server":
+                print(json.dumps(client.add_server(args.name)))
+            elif args.command == "remove-server":
+                print(json.dumps(client.remove_server(args.name)))
             else:
                 for name in addresses:
                     status = client.status(name)
@@ -92,9 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         print(
                             f"{name}: {status.role} term {status.term} leader {status.leader} "
-                            f"last {status.last_index} commit {status.commit_index} applied {status.last_applied}"
+                            f"last {status.last_index} commit {status.commit_index} applied {status.last_applied} "
+                            f"members {','.join(status.members)}"
                         )
         except Unavailable as exc:
+            print(f"{p.prog}: {exc}", file=sys.stderr)
+            return 1
+        except ValueError as exc:  # a membership change the cluster refused
             print(f"{p.prog}: {exc}", file=sys.stderr)
             return 1
     return 0

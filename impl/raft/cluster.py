@@ -10,7 +10,8 @@ Where it sits: starts ``python -m distcheck.impl.raft.server`` once per server
         c.kill(c.leader())          # SIGKILL: the process dies, its synced state stays
         c.restart(name)             # the same server again, over the same directory
 
-Servers are ``n1..nN``.  Ports: ``base_port`` given, server *i* listens for peers on
+Servers are ``n1..nN``; ``spares=k`` adds ``n(N+1)..`` to every server's cluster
+list, not started and not members until ``add_server``.  Ports: ``base_port`` given, server *i* listens for peers on
 ``base_port + i - 1`` and for clients on that + 1000; otherwise free ports are
 picked.  Each server's output goes to ``<data_dir>/<name>.out``.
 """
@@ -58,10 +59,14 @@ class LocalCluster:
         election_timeout: float = 0.3,
         heartbeat: float = 0.05,
         start_timeout: float = 20.0,
+        spares: int = 0,
     ) -> None:
-        if n < 1:
-            raise ValueError(f"a cluster needs at least 1 server, got {n}")
-        self.names = [f"n{i}" for i in range(1, n + 1)]
+        if n < 1 or spares < 0:
+            raise ValueError(f"a cluster needs at least 1 server and no negative spares, got {n}, {spares}")
+        #: every server: the ``n`` members, then the spares (not started until ``add_server``)
+        self.names = [f"n{i}" for i in range(1, n + spares + 1)]
+        self.members = self.names[:n]
+        n = len(self.names)
         self.data_dir = Path(data_dir)
         if base_port is None:
             ports = _free_ports(2 * n)
@@ -78,6 +83,8 @@ class LocalCluster:
             str(election_timeout),
             "--heartbeat",
             str(heartbeat),
+            "--members",
+            ",".join(self.members),
             *server_args,
         ]
         self.start_timeout = start_timeout
@@ -100,9 +107,9 @@ class LocalCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._owner = os.getpid()
         atexit.register(self._stop_at_exit)  # no server outlives this process
-        for name in self.names:
+        for name in self.members:
             self._spawn(name)
-        for name in self.names:
+        for name in self.members:
             self._wait_ready(name)
 
     def _stop_at_exit(self) -> None:
@@ -146,6 +153,19 @@ class LocalCluster:
             self.kill(name)
         self._spawn(name)
         self._wait_ready(name)
+
+    def add_server(self, name: str) -> bool:
+        """Start spare ``name`` (if it does not run) and make it a voting member."""
+        if self.procs.get(name) is None or self.procs[name].poll() is not None:
+            self._spawn(name)
+            self._wait_ready(name)
+        with self.client() as client:
+            return client.add_server(name)
+
+    def remove_server(self, name: str) -> bool:
+        """Take ``name`` out of the voting members (its process keeps running: ``kill`` it)."""
+        with self.client() as client:
+            return client.remove_server(name)
 
     def alive(self) -> list[str]:
         return [s for s, p in self.procs.items() if p.poll() is None]

@@ -207,6 +207,10 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m distcheck.impl.raft.server", description="Run one server of a Raft KV cluster.")
     p.add_argument("--name", required=True, help="this server's name, as in --cluster")
     p.add_argument("--cluster", required=True, help="every server: n1=HOST:PORT,n2=HOST:PORT,... (peer ports)")
+    p.add_argument(
+        "--members",
+        help="the servers of --cluster that vote at first, n1,n2,... (default: all; the others wait to be added)",
+    )
     p.add_argument("--data", required=True, type=Path, help="directory for this server's durable state")
     p.add_argument("--client-port", type=int, help=f"port for clients (default: peer port + {CLIENT_PORT_OFFSET})")
     p.add_argument("--heartbeat", type=float, default=Timing().heartbeat, help="seconds between heartbeats")
@@ -229,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = parse_cluster(args.cluster)
         if args.name not in cluster:
             raise ValueError(f"--name {args.name!r} is not in --cluster (servers: {', '.join(cluster)})")
+        members = list(cluster) if args.members is None else [m.strip() for m in args.members.split(",")]
+        unknown = [m for m in members if m not in cluster]
+        if unknown or not members or len(set(members)) != len(members):
+            raise ValueError(f"--members must name servers of --cluster, each once; got {args.members!r}")
         timing = Timing(heartbeat=args.heartbeat, election_timeout=args.election_timeout)
         options = RaftOptions(
             max_batch=args.max_batch,
@@ -254,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every request crosses several threads of this process (connection reader,
     # forwarder, the node); each hand-over waits for the GIL, by default up to 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    node = RaftNode(args.name, list(cluster), timing, options, trace=args.trace is not None)
+    node = RaftNode(args.name, list(cluster), timing, options, members=members, trace=args.trace is not None)
     trace: TraceLog = TraceLog("raft") if args.trace else NoTrace()
     runtime = FreeRuntime(
         {args.name: node.main, gateway.name: gateway.main},

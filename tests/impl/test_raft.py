@@ -16,6 +16,7 @@ import pytest
 
 from distcheck.checks.histories.linearizability import Operation, check_history
 from distcheck.impl.raft import simulation as sim
+from distcheck.impl.raft.client import ClientTiming, NodeClient
 from distcheck.impl.raft.kv import KeyValueStore
 from distcheck.impl.raft.messages import AppendEntriesRequest, AppendEntriesResponse, Command, Reply
 from distcheck.impl.raft.node import LEADER, RaftNode, RaftOptions, Timing
@@ -507,8 +508,6 @@ def test_a_membership_change_of_an_unknown_server_is_refused() -> None:
     errors: list[str] = []
 
     def client(ctx: Context) -> None:
-        from distcheck.impl.raft.client import ClientTiming, NodeClient
-
         kv = NodeClient(ctx, ["n1", "n2", "n3"], ClientTiming(attempt=20.0, backoff=1.0, max_backoff=10.0, timeout=1e9))
         try:
             kv.add_server("n9")

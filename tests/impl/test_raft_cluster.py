@@ -152,3 +152,25 @@ def test_a_client_with_no_server_gives_up_in_its_time() -> None:
     else:
         raise AssertionError("a get with no server answered")
     assert time.monotonic() - start < 5
+
+
+def test_a_server_is_added_and_another_removed_while_the_cluster_serves(tmp_path: Path) -> None:
+    with LocalCluster(3, tmp_path, spares=1) as c:
+        client = c.client()
+        client.put("a", 1)
+        assert c.add_server("n4") is True
+        assert c.add_server("n4") is False  # a member already
+        client.put("b", 2)
+        assert c.remove_server("n1") is True
+        c.kill("n1")
+        client.put("c", 3)
+        assert [client.get(k) for k in "abc"] == [1, 2, 3]
+        with RaftClient(c.addresses) as probe:
+
+            def n4_has_everything() -> bool:
+                status = probe.status("n4")
+                return status is not None and status.members == ("n2", "n3", "n4") and status.last_applied >= 5
+
+            wait_for(n4_has_everything, "n4 to be a member with the whole log", timeout=20)
+        done = cli("--clients", c.client_cluster, "add-server", "n9")
+        assert done.returncode == 1 and "n9 is not one of the servers" in done.stderr
