@@ -53,6 +53,11 @@ The protocol, and where it departs from raft.tla on purpose:
 - **Snapshots** (option ``snapshot_every``): after that many applied entries a
   node snapshots its store (sessions included) and drops the log up to there; a
   follower that needs compacted entries gets ``InstallSnapshot``.
+- **Membership changes**, one server at a time (dissertation §4.1): a change is a
+  log entry and takes effect when appended; every majority is counted among the
+  members of the last configuration in the log.  The leader admits one change at a
+  time, and only once it has committed an entry of its term.  ``peers`` are all
+  the servers that may ever take part, ``members`` those that vote at first.
 """
 
 from __future__ import annotations
