@@ -225,7 +225,8 @@ class RaftNode(Actor):
         self._configure_from(self.log.base_index + 1)
         self.commit_index = self.last_applied = self.log.base_index
         self.rng = random.Random(f"{self.name}:{self.starts}:{self.ctx.now()}")
-        self.heard = False  # from a leader (or granted a vote) in this election period
+        #: when this server last heard from a leader (or granted a vote, or stood)
+        self.last_heard = self.ctx.now()
         self.votes: set[str] = set()
         self.prevotes: set[str] = set()
         self.prevote_term = 0
@@ -325,8 +326,10 @@ class RaftNode(Actor):
         self._record({"type": "Receive", "msg": spec})
 
     def _arm_election(self) -> None:
+        """A new random election timeout, in [t, 2t], from now."""
         t = self.timing.election_timeout
-        self.set_timer(ElectionTimer(), t + self.rng.random() * t)
+        self.election_span = t + self.rng.random() * t
+        self.set_timer(ElectionTimer(), self.election_span)
 
     def _log_ok(self, last_log_term: int, last_log_index: int) -> bool:
         """Whether a candidate's log is at least as up-to-date as ours."""
@@ -399,13 +402,16 @@ class RaftNode(Actor):
 
     def _on_timer(self, timer: Any) -> None:
         if isinstance(timer, ElectionTimer):
-            if self.role != LEADER and not self.heard and self.name in self.members:
-                if self.options.pre_vote and len(self.members) > 1:
-                    self._start_prevote()
-                else:
-                    self._timeout()
-            self.heard = False
-            self._arm_election()
+            quiet = self.ctx.now() - self.last_heard
+            if self.role == LEADER or self.name not in self.members or quiet >= self.election_span:
+                if self.role != LEADER and self.name in self.members:
+                    if self.options.pre_vote and len(self.members) > 1:
+                        self._start_prevote()
+                    else:
+                        self._timeout()
+                self._arm_election()
+            else:  # heard from a leader meanwhile: the timeout runs from then
+                self.set_timer(ElectionTimer(), self.election_span - quiet)
         elif isinstance(timer, HeartbeatTimer) and self.role == LEADER:
             self.set_timer(timer, self.timing.heartbeat)
             for peer in self.others:
@@ -486,7 +492,7 @@ class RaftNode(Actor):
         granted = (
             msg.term > self.log.term
             and self.role != LEADER
-            and not (self.heard and self.leader is not None)
+            and not (self.leader is not None and self.ctx.now() - self.last_heard < self.timing.election_timeout)
             and self._log_ok(msg.last_log_term, msg.last_log_index)
         )
         self.send(src, PreVoteResponse(msg.term, granted))
@@ -498,7 +504,7 @@ class RaftNode(Actor):
         self.log.sync()
         self.role, self.leader, self.prevote_term = CANDIDATE, None, 0
         self.votes = set()
-        self.heard = True  # give this candidacy a whole period
+        self.last_heard = self.ctx.now()  # give this candidacy a whole period
         # The trace shows raft.tla's steps: votedFor is nil after Timeout, and the
         # candidate's vote is its answer to its own request (durable above).
         self.log.voted_for = None
@@ -530,7 +536,7 @@ class RaftNode(Actor):
         if changed:
             self.log.sync()
         if grant:
-            self.heard = True
+            self.last_heard = self.ctx.now()
         self._receive_record(src, msg)
         self.send(src, RequestVoteResponse(self.log.term, grant))
 
@@ -687,7 +693,7 @@ class RaftNode(Actor):
             self.diagnose(f"AppendEntries from {src} in my own term {term} as leader")
             return
         self.leader = src
-        self.heard = True
+        self.last_heard = self.ctx.now()
         prev = msg.prev_log_index
         received: list[Entry] = [(t, c) for t, c in msg.entries]
         if prev < self.log.base_index:  # what precedes our snapshot is committed: skip it
@@ -738,7 +744,7 @@ class RaftNode(Actor):
         if msg.term == self.log.term and self.role != LEADER:
             if self.role == CANDIDATE:
                 self._become_follower(src)
-            self.leader, self.heard = src, True
+            self.leader, self.last_heard = src, self.ctx.now()
             if msg.last_included_index > self.commit_index:
                 self.log.save_snapshot(msg.last_included_index, msg.last_included_term, msg.state)
                 self.kv = KeyValueStore.from_json(msg.state, self.options.max_sessions)
