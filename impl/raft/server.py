@@ -222,7 +222,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pre-vote", action="store_true")
     p.add_argument("--no-check-quorum", action="store_true")
     p.add_argument("--snapshot-every", type=int, default=RaftOptions().snapshot_every, help="entries (0: never)")
-    p.add_argument("--trace", type=Path, help="write this server's trace here (JSON Lines) when it stops")
+    p.add_argument(
+        "--trace", help="write this server's trace to this file (JSON Lines) when it stops; {name}: the server's name"
+    )
     return p
 
 
@@ -298,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gateway.stop()
     runtime.stop()
     if args.trace:
-        trace.write(args.trace)
+        trace.write(Path(args.trace.replace("{name}", args.name)))
     return 0
 
 
