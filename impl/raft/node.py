@@ -253,6 +253,8 @@ class RaftNode(Actor):
         for i in range(self.log.base_index + 1, self.log.last_index + 1):
             self.in_log[str(self.log.entry(i)[1]["id"])] = i
         self.outbox: dict[str, list[Reply]] = {}
+        #: servers being added, catching up before their change goes in the log -> the change
+        self.learners: dict[str, dict[str, Any]] = {}
         self.snapshot_sent: dict[str, float] = {}  # when this leader last sent each follower its snapshot
         if self.starts > 0 or self.log.recovered:
             self._record({"type": "Restart", "server": self.name})
@@ -365,6 +367,7 @@ class RaftNode(Actor):
                 self._refuse(read[0], read[1], read[2], read[3])
             self.reads, self.blocked_reads = [], []
             self.queue, self.queued = [], set()
+            self.learners = {}
 
     def _refuse(self, src: str, route: str, client: str, seq: int) -> None:
         self._reply(src, Reply(route, client, seq, False, None, self.leader))
@@ -414,7 +417,7 @@ class RaftNode(Actor):
                 self.set_timer(ElectionTimer(), self.election_span - quiet)
         elif isinstance(timer, HeartbeatTimer) and self.role == LEADER:
             self.set_timer(timer, self.timing.heartbeat)
-            for peer in self.others:
+            for peer in (*self.others, *self.learners):
                 self.silent[peer] = 0 if peer in self.responded else self.silent.get(peer, 0) + 1
                 if self.silent[peer] >= SILENT_HEARTBEATS:
                     # No answer for a while: what was in flight may be lost (a loss is
@@ -552,6 +555,7 @@ class RaftNode(Actor):
     def _become_leader(self) -> None:
         self.role, self.leader = LEADER, self.name
         self.next_index, self.match_index, self.outstanding, self.probing = {}, {}, {}, {}
+        self.learners = {}
         for peer in self.others:
             self._track(peer)
         self.responded, self.heard_from, self.acked_round = set(), set(), {}
@@ -577,8 +581,9 @@ class RaftNode(Actor):
         self._configure_from(start)
 
     def _replicate(self, force: bool = False) -> None:
-        """Send each follower what it lacks; ``force``: send each one something (a heartbeat)."""
-        for peer in self.others:
+        """Send each follower (and learner) what it lacks; ``force``: send each one
+        something (a heartbeat)."""
+        for peer in (*self.others, *self.learners):
             self._replicate_to(peer, force)
 
     def _replicate_to(self, peer: str, force: bool = False) -> None:
@@ -655,6 +660,13 @@ class RaftNode(Actor):
         self._receive_record(src, msg)
         self._advance_commit()
         self._serve_reads()
+        cmd = self.learners.get(src)
+        if cmd is not None and self.match_index[src] >= self.commit_index:
+            del self.learners[src]  # caught up: its change may go in the log now
+            if str(cmd["id"]) not in self.queued:  # (unless the client's retry queued it again)
+                self.queue.append(cmd)
+                self.queued.add(str(cmd["id"]))
+            self._arm_flush()
         if self.role == LEADER:
             self._replicate_to(src, force=not msg.success)
 
@@ -824,6 +836,13 @@ class RaftNode(Actor):
             outcome = "error: the last member cannot be removed"
         elif another or self.configs[-1][0] > self.commit_index or self.log.term_at(self.commit_index) != self.log.term:
             outcome = "busy"  # ``another``: a change is in this very batch
+        if outcome is None and op["op"] == "add_server" and self.match_index.get(name, 0) < self.commit_index:
+            # A new server first catches up as a learner (replicated to, not counted),
+            # so that adding it does not stall commits while it copies the log.
+            if name not in self.next_index:
+                self._track(name)
+            self.learners[name] = cmd  # admitted again once it has caught up
+            return False
         if outcome is None:
             return True
         for src, route, client, seq in self.waiters.pop(str(cmd["id"]), ()):

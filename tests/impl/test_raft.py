@@ -492,12 +492,14 @@ def test_single_server_membership_changes_under_faults(seed: int) -> None:
         sim.get("a"),
     ]
     cluster = sim.cluster(3, {"c1": changes, "c2": [sim.put("b", i) for i in range(6)]}, spares=2)
+    trace = TraceLog("raft")
     s, result = run_simulation(
         cluster.nodes(),
         RandomChoices(seed, fault_rate=0.05),
         ALL_FAULTS,
         max_steps=60_000,
         fault_steps=600,
+        trace=trace,
         check=lambda _: agreement(cluster),
         until=lambda _: cluster.done(),
     )
@@ -506,6 +508,13 @@ def test_single_server_membership_changes_under_faults(seed: int) -> None:
     linearizable(cluster.history)
     leader = next(srv for srv in cluster.servers if srv.role == LEADER)
     assert leader.members == ("n3", "n4", "n5")
+    # n4 caught up as a learner (it got entries) before its change went in the log
+    add = next(c["id"] for _, c in leader.log.entries if c.get("op") == sim.add_server("n4"))
+    first_add = next(i for i, e in enumerate(trace.events) if e["action"].get("value") == add)
+    assert any(
+        e["actor"] == "n4" and e["action"]["type"] == "Receive" and e["action"]["msg"].get("entries")
+        for e in trace.events[:first_add]
+    )
 
 
 def test_a_membership_change_of_an_unknown_server_is_refused() -> None:
