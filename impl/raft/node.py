@@ -21,8 +21,8 @@ The protocol, and where it departs from raft.tla on purpose:
   others.  A vote is granted once per term, to a candidate whose log is at least
   as up-to-date (last term, then length), and is durable before the answer leaves.
 - **Pre-vote** (option): before timing out a node asks whether it could win; a node
-  that heard from a leader within its election period, or has a more up-to-date
-  log, says no.  Nothing changes at the receiver, so a partitioned node that comes
+  that heard from a leader within the (shortest) election timeout, or has a more
+  up-to-date log, says no.  Nothing changes at the receiver, so a partitioned node that comes
   back does not depose a working leader.
 - **Replication.**  The leader sends entries from ``next_index``; the follower
   checks ``prev_log_index/term``, truncates only at a real conflict (an entry of
@@ -56,8 +56,9 @@ The protocol, and where it departs from raft.tla on purpose:
 - **Membership changes**, one server at a time (dissertation §4.1): a change is a
   log entry and takes effect when appended; every majority is counted among the
   members of the last configuration in the log.  The leader admits one change at a
-  time, and only once it has committed an entry of its term.  ``peers`` are all
-  the servers that may ever take part, ``members`` those that vote at first.
+  time, and only once it has committed an entry of its term; a server being added
+  first catches up as a learner.  ``peers`` are all the servers that may ever take
+  part, ``members`` those that vote at first.
 """
 
 from __future__ import annotations
