@@ -101,6 +101,8 @@ from distcheck.impl.runtime.actor import Actor, MessageError, encode
 
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 NOOP: dict[str, Any] = {"id": NOOP_ID}
+#: seconds: a timer due sooner than this is taken as due now
+TIMER_RESOLUTION = 1e-6
 #: heartbeats without an answer from a follower before the leader sends again what it may have lost
 SILENT_HEARTBEATS = 3
 
@@ -406,8 +408,10 @@ class RaftNode(Actor):
 
     def _on_timer(self, timer: Any) -> None:
         if isinstance(timer, ElectionTimer):
-            quiet = self.ctx.now() - self.last_heard
-            if self.role == LEADER or self.name not in self.members or quiet >= self.election_span:
+            remaining = self.election_span - (self.ctx.now() - self.last_heard)
+            # (a remaining time below the clock's resolution would re-arm a timer
+            # that fires at once, forever: time does not move by a few ulps)
+            if self.role == LEADER or self.name not in self.members or remaining < TIMER_RESOLUTION:
                 if self.role != LEADER and self.name in self.members:
                     if self.options.pre_vote and len(self.members) > 1:
                         self._start_prevote()
@@ -415,7 +419,7 @@ class RaftNode(Actor):
                         self._timeout()
                 self._arm_election()
             else:  # heard from a leader meanwhile: the timeout runs from then
-                self.set_timer(ElectionTimer(), self.election_span - quiet)
+                self.set_timer(ElectionTimer(), remaining)
         elif isinstance(timer, HeartbeatTimer) and self.role == LEADER:
             self.set_timer(timer, self.timing.heartbeat)
             for peer in (*self.others, *self.learners):
