@@ -196,7 +196,8 @@ class NodeClient(_Session):
     def _ask(self, server: str, request: Any, timeout: float) -> Reply | None:
         self.ctx.send(server, encode(request))
         deadline = self.ctx.now() + timeout
-        while (left := deadline - self.ctx.now()) > 0:
+        # (a wait shorter than the clock's resolution would not move time, and spin)
+        while (left := deadline - self.ctx.now()) > 1e-6:
             item = self.ctx.receive(timeout=left)
             if not isinstance(item, Envelope):
                 continue
