@@ -138,8 +138,13 @@ class Gateway:
     def _accept(self, selector: selectors.BaseSelector, buffers: dict[str, bytearray]) -> None:
         try:
             conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return  # another accept took it
         except OSError:
-            return  # gone, or out of descriptors: the client tries again
+            # Out of descriptors (or closed by stop): the listener stays readable, so
+            # wait a little instead of spinning; the client tries again.
+            self.stopping.wait(0.05)
+            return
         with self.lock:
             if len(self.conns) >= self.limits.max_connections:
                 conn.close()
