@@ -398,6 +398,9 @@ class FreeRuntime:
         try:
             if conn is None:
                 conn = socket.create_connection(address, timeout=self.connect_timeout)
+                # Frames are small and each is one sendall: Nagle's algorithm would hold
+                # one back until the previous one is acknowledged (delayed ACK: up to 40 ms).
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.sendall(frame)
         except OSError as exc:
             if conn is not None:
