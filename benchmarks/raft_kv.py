@@ -11,7 +11,9 @@ throughput (operations per second) and the p50 and p99 latency of one operation;
 the failover time: it SIGKILLs the leader and measures the time from the kill until a
 put started after the kill is acknowledged.  The table's last column is the ratio of
 the throughputs ours/this system (below 1: ours is slower); the failover line gives
-ours/this of the times (below 1: ours recovers faster).
+ours/this of the times (below 1: ours recovers faster).  "load CPU" is the CPU time
+the load generator's processes used per second of the cell (in cores, setup
+included), to show how much of the machine the clients took.
 
 Load: the same generator for every system.  Clients are threads spread over up to
 four worker processes (forked, so that 32 clients are not 32 threads fighting for one
@@ -67,6 +69,7 @@ import json
 import multiprocessing
 import multiprocessing.synchronize
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -565,6 +568,7 @@ def measure(system: System, op: str, clients: int, seconds: float) -> dict[str, 
             context.Process(target=worker, args=(system, op, first, share, seconds, barrier, results), daemon=True)
         )
         first += share
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for process in processes:
         process.start()
     latencies: list[float] = []
@@ -582,6 +586,9 @@ def measure(system: System, op: str, clients: int, seconds: float) -> dict[str, 
             process.join(timeout=5)
             if process.is_alive():
                 process.kill()
+                process.join()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
     return {
         "system": system.name,
         "op": op,
@@ -592,6 +599,7 @@ def measure(system: System, op: str, clients: int, seconds: float) -> dict[str, 
         "p99_ms": percentile(latencies, 99) * 1000 if latencies else None,
         "errors": errors,
         "first_error": first_error or None,
+        "generator_cpu": cpu / seconds,
     }
 
 
@@ -656,7 +664,8 @@ def text(number: float | None, digits: int) -> str:
 
 
 HEADER = (
-    f"{'system':<10} {'op':<4} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ours/this':>9} {'errors':>6}"
+    f"{'system':<10} {'op':<4} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ours/this':>9}"
+    f" {'errors':>6} {'load CPU':>8}"
 )
 
 
@@ -664,7 +673,7 @@ def row(cell: dict[str, Any]) -> str:
     return (
         f"{cell['system']:<10} {cell['op']:<4} {cell['clients']:>7} {cell['ops_per_s']:>9.0f}"
         f" {text(cell['p50_ms'], 2):>8} {text(cell['p99_ms'], 2):>8}"
-        f" {text(cell['ours_over_this'], 2):>9} {cell['errors']:>6}"
+        f" {text(cell['ours_over_this'], 2):>9} {cell['errors']:>6} {cell['generator_cpu']:>8.2f}"
     )
 
 
@@ -682,8 +691,8 @@ def run_system(
                 on_cell(cell)
         if with_failover:
             report["failover_s"] = failover(system)
-    except RuntimeError as error:
-        report["error"] = str(error)
+    except Exception as error:  # a cluster that fails is reported, and the next system still runs
+        report["error"] = f"{type(error).__name__}: {error}"
     finally:
         system.stop()
         shutil.rmtree(directory, ignore_errors=True)
