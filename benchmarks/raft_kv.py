@@ -2,38 +2,49 @@
 PySyncObj and etcd side by side in one run.
 
     .venv/bin/python benchmarks/raft_kv.py [--clients 1 8 32] [--seconds 3]
-        [--systems ours,pysyncobj,etcd] [--no-failover] [--json]
+        [--systems ours,pysyncobj,etcd] [--failovers 3] [--pysyncobj-batch] [--json]
 
-For each system the script starts a fresh 3-node cluster on 127.0.0.1 (data in a new
-temporary directory under the system's temp dir, removed at the end), then for each
-number of clients measures, for ``--seconds`` each, puts and linearizable gets:
-throughput (operations per second) and the p50 and p99 latency of one operation; then
-the failover time: it SIGKILLs the leader and measures the time from the kill until a
-put started after the kill is acknowledged.  The table's last column is the ratio of
-the throughputs ours/this system (below 1: ours is slower); the failover line gives
-ours/this of the times (below 1: ours recovers faster).  "load CPU" is the CPU time
-the load generator's processes used per second of the cell (in cores, setup
-included), to show how much of the machine the clients took.
+For each system the script starts a 3-node cluster on 127.0.0.1, its data in a new
+temporary directory (under ``$TMPDIR`` or /tmp: a real file system, for the fsyncs to
+mean something), removed at the end.  For each number of clients it measures, for
+``--seconds`` each, puts and then linearizable gets: throughput (operations per
+second) and the p50 and p99 latency of one operation.  Then it SIGKILLs the leader
+and measures the failover time: from the kill until a put started after the kill is
+acknowledged; ``--failovers N`` takes N such samples (the first on the loaded
+cluster, each other one on a fresh cluster) and prints their median and each sample.
+
+The table has one row per system, operation and number of clients: ops/s, p50 ms,
+p99 ms, ``ours/this`` (the ratio of the throughputs; below 1: ours is slower;
+"-" when ours did not run), the operations that failed (each failure is retried
+after 10 ms and is not counted as an operation; the first one is printed), and
+"load CPU": the CPU time the load generator's processes used per second of the cell,
+in cores (setup included), to show how much of the machine the clients took.  The
+failover line gives ours/this of the median times (below 1: ours recovers faster).
+``--json`` prints the same as one JSON document instead.
 
 Load: the same generator for every system.  Clients are threads spread over up to
-four worker processes (forked, so that 32 clients are not 32 threads fighting for one
-GIL); each client has its own connection and does one operation at a time (closed
-loop), on its own 16 keys, with 16-byte values.  Every client first does one
-operation untimed (connecting, finding the leader); an operation counts when it
-completes within the window.  The machine the figures come from has 2 cores shared by
-the 3 nodes and the load generator, so the figures are a comparison, not capacity.
+four worker processes, forked once the cluster is up (so that 32 clients are not 32
+threads fighting for one GIL); each client makes its own connection (its own
+``client()``) and does one operation at a time (closed loop), on its own 16 keys,
+with 16-byte values.  Every client first does one put untimed (connecting, finding
+the leader); an operation counts when it completes within the window.  The machine
+the figures come from has 2 cores shared by the 3 nodes, the load generator and other
+work, so the figures are a comparison made in one run, not capacity.
 
-Failover is measured by starting a put attempt every 50 ms from the moment of the
-kill (each on a fresh connection to the next surviving node in turn, each with a 5 s
-timeout), so a put stuck on the dead leader does not hide a recovery, and a figure
-has about 50 ms of resolution.  One kill per run: the figure varies from run to run
-with the randomized election timeouts.
+Failover: from the kill, a put attempt starts every 50 ms, each on a fresh
+connection (a fresh ``client()`` for ours) to the next surviving node in turn, each
+with a 5 s timeout, so that a put stuck on the dead leader does not hide a recovery;
+a sample has about 50 ms of resolution.  The samples vary with the randomized
+election timeouts.
 
 The systems, as this script runs them:
 
 - ours: ``distcheck.impl.raft.cluster.LocalCluster(3, data_dir)`` (three processes),
   one ``cluster.client()`` per client thread; put and get are blocking, get is
-  linearizable; the log is fsynced on every append.  Skipped, with the reason, while
+  linearizable; the log is fsynced on every append; ``cluster.kill(cluster.leader())``
+  for the failover.  The load generator calls ``cluster.client()`` in its forked
+  worker processes, so a client must be made of its own connections, not of the
+  parent's threads.  Skipped, with the reason, while
   ``distcheck.impl.raft.cluster`` does not exist.
 - pysyncobj: three ``benchmarks/peers/pysyncobj_node.py`` processes (PySyncObj's
   ``SyncObj`` with a ``ReplDict``, the library's default timings) behind a JSON-lines
@@ -73,6 +84,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -646,13 +658,13 @@ def peer_version(name: str) -> str:
     return "distcheck " + importlib.metadata.version("distcheck")
 
 
-def build(name: str, pysyncobj_batch: bool) -> System | str:
-    """The system, or why it is skipped."""
+def build(name: str, pysyncobj_batch: bool) -> Callable[[], System] | str:
+    """How to make the system's clusters, or why it is skipped."""
     if name == "ours":
-        return ours_missing() or Ours()
+        return ours_missing() or Ours
     if name == "pysyncobj":
-        return pysyncobj_missing() or PySyncObjCluster(batch=pysyncobj_batch)
-    return etcd_missing() or EtcdCluster()
+        return pysyncobj_missing() or (lambda: PySyncObjCluster(batch=pysyncobj_batch))
+    return etcd_missing() or EtcdCluster
 
 
 def ratio(ours: float | None, this: float | None) -> float | None:
@@ -677,25 +689,46 @@ def row(cell: dict[str, Any]) -> str:
     )
 
 
-def run_system(
-    system: System, clients: list[int], seconds: float, with_failover: bool, on_cell: Callable[[dict[str, Any]], None]
-) -> dict[str, Any]:
-    report: dict[str, Any] = {"version": peer_version(system.name), "cells": [], "failover_s": None}
+def on_fresh_cluster(make: Callable[[], System], use: Callable[[System], None]) -> None:
+    """Start a new cluster of ``make()`` in a new temporary directory, ``use`` it, stop it."""
+    system = make()
     directory = Path(tempfile.mkdtemp(prefix=f"raft-kv-{system.name}-"))
     try:
         system.start(directory)
+        use(system)
+    finally:
+        system.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_system(
+    make: Callable[[], System],
+    clients: list[int],
+    seconds: float,
+    failovers: int,
+    on_cell: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Every cell on one cluster, then its leader's kill; each further failover sample on a fresh cluster."""
+    samples: list[float] = []
+    report: dict[str, Any] = {"cells": [], "failover_s": None, "failover_samples_s": samples}
+
+    def load(system: System) -> None:
         for op in OPS:
             for n in clients:
                 cell = measure(system, op, n, seconds)
                 report["cells"].append(cell)
                 on_cell(cell)
-        if with_failover:
-            report["failover_s"] = failover(system)
+        if failovers:
+            samples.append(failover(system))
+
+    try:
+        on_fresh_cluster(make, load)
+        for _ in range(failovers - 1):
+            on_fresh_cluster(make, lambda system: samples.append(failover(system)))
     except Exception as error:  # a cluster that fails is reported, and the next system still runs
         report["error"] = f"{type(error).__name__}: {error}"
-    finally:
-        system.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    if samples:
+        report["failover_s"] = statistics.median(samples)
     return report
 
 
@@ -709,7 +742,9 @@ def main() -> int:
         action="store_true",
         help="run PySyncObj with its default appendEntriesUseBatch=True (commits every 0.1 s: ~100 ms a put)",
     )
-    parser.add_argument("--no-failover", action="store_true", help="skip the leader's kill")
+    parser.add_argument(
+        "--failovers", type=int, default=3, help="leader kills per system, the first after the load (0: none)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     args = parser.parse_args()
     names = [name.strip() for name in args.systems.split(",") if name.strip()]
@@ -718,8 +753,8 @@ def main() -> int:
         given = ", ".join(unknown) or "(none given)"
         print(f"--systems: unknown {given}; choose among {', '.join(SYSTEMS)}", file=sys.stderr)
         return 2
-    if args.seconds <= 0 or any(n < 1 for n in args.clients):
-        print("--seconds and --clients must be positive", file=sys.stderr)
+    if args.seconds <= 0 or any(n < 1 for n in args.clients) or args.failovers < 0:
+        print("--seconds and --clients must be positive, --failovers at least 0", file=sys.stderr)
         return 2
     say: Callable[[str], None] = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
     results: dict[str, Any] = {}
@@ -735,25 +770,30 @@ def main() -> int:
             say(f"{'':<10} first error: {cell['first_error']}")
 
     for name in sorted(names, key=SYSTEMS.index):  # ours first, so that the ratios are known
-        built = build(name, args.pysyncobj_batch)
-        if isinstance(built, str):
-            results[name] = {"skipped": built}
-            say(f"{name}: skipped: {built}")
+        make = build(name, args.pysyncobj_batch)
+        if isinstance(make, str):
+            results[name] = {"skipped": make}
+            say(f"{name}: skipped: {make}")
             continue
-        say(f"{name}: {peer_version(name)}")
-        for what, text_ in (("durability", built.durability), ("reads", built.reads), ("settings", built.settings)):
-            say(f"  {what}: {text_}")
+        described = make()
+        about = {"version": peer_version(name)}
+        about.update(durability=described.durability, reads=described.reads, settings=described.settings)
+        say(f"{name}: {about.pop('version')}")
+        for what, line in about.items():
+            say(f"  {what}: {line}")
         say(HEADER)
-        report = run_system(built, args.clients, args.seconds, not args.no_failover, on_cell)
-        report.update(durability=built.durability, reads=built.reads, settings=built.settings)
+        report = run_system(make, args.clients, args.seconds, args.failovers, on_cell)
+        report.update(version=peer_version(name), **about)
         results[name] = report
         if report["failover_s"] is not None:
             if name == "ours":
                 ours_failover = report["failover_s"]
             report["failover_ours_over_this"] = ratio(ours_failover, report["failover_s"])
+            each = ", ".join(f"{sample * 1000:.0f}" for sample in report["failover_samples_s"])
             say(
-                f"{name:<10} failover after SIGKILL of the leader: {report['failover_s'] * 1000:.0f} ms"
-                f" (ours/this {text(report['failover_ours_over_this'], 2)})"
+                f"{name:<10} failover after SIGKILL of the leader: median {report['failover_s'] * 1000:.0f} ms"
+                f" of {len(report['failover_samples_s'])} ({each} ms);"
+                f" ours/this {text(report['failover_ours_over_this'], 2)}"
             )
         if "error" in report:
             say(f"{name}: stopped early: {report['error']}")
