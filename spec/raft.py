@@ -86,6 +86,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from distcheck.spec.codec import to_json
 from distcheck.spec.consensus import Consensus, ConsensusConfig, ConsensusState
 from distcheck.spec.contract import (
     Action,
@@ -312,11 +313,13 @@ RaftAction = (
 
 @attrs.frozen
 class Config:
-    servers: int = param(2, help="number of servers", minimum=1, maximum=5)
-    values: int = param(1, help="number of client values", minimum=1, maximum=4)
-    max_term: int = param(3, help="bound: no server's term exceeds this", minimum=1, maximum=9)
-    max_log: int = param(1, help="bound: no log is longer than this", minimum=0, maximum=6)
-    max_msgs: int = param(1, help="bound: messages in the bag, counting copies", minimum=0, maximum=9)
+    # The bounds' maxima are high for trace validation, which applies no bound; an
+    # exhaustive check beyond a few terms or entries would not end.
+    servers: int = param(2, help="number of servers", minimum=1, maximum=9)
+    values: int = param(1, help="number of client values", minimum=1, maximum=100_000)
+    max_term: int = param(3, help="bound: no server's term exceeds this", minimum=1, maximum=1_000_000)
+    max_log: int = param(1, help="bound: no log is longer than this", minimum=0, maximum=1_000_000)
+    max_msgs: int = param(1, help="bound: messages in the bag, counting copies", minimum=0, maximum=1_000_000)
     variant: str | None = None
 
 
@@ -600,6 +603,20 @@ class Raft(Spec[RaftState, RaftAction]):
         """The network loses a message."""
         return self.step(s, messages=s.messages.remove(msg))
 
+    # ---------------------------------------------------------------- validation
+
+    def observe(self, s: RaftState, a: RaftAction) -> dict[str, object] | None:
+        """What an implementation logs for a step: every step, the network's included
+        (a simulator that duplicates or drops a message knows it did), with messages
+        as implementations send them, without the history field ``log``.  A Receive
+        that leaves its message in the bag (adopting a newer term, a candidate
+        returning to follower, removing or appending one entry) is logged like any
+        other: an implementation that handles a message at once logs one Receive per
+        such step (docs/raft.md, "Logging a Raft implementation")."""
+        if isinstance(a, Receive | DuplicateMessage | DropMessage):
+            return {"actor": a.actor, "action": {"type": type(a).__name__, "msg": wire_message(a.msg)}}
+        return {"actor": a.actor, "action": to_json(a)}
+
     # ---------------------------------------------------------------- properties
 
     def within_bounds(self, s: RaftState) -> bool:
@@ -666,6 +683,13 @@ class Raft(Spec[RaftState, RaftAction]):
         if self.config.max_log != 1:
             return None
         return Refinement(Consensus(ConsensusConfig(values=self.config.values)), chosen_first_value)
+
+
+def wire_message(m: Message) -> dict[str, object]:
+    """A message's JSON as an implementation sends it: without the history field ``log``."""
+    data: dict[str, object] = to_json(m)
+    data.pop("log", None)
+    return data
 
 
 # ------------------------------------------------------------------- invariants
