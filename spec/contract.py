@@ -197,6 +197,10 @@ class VariantInfo:
     cls: type
     #: the parameters at which its mistake shows, where the defaults do not suit
     params: Mapping[str, Any] = attrs.field(factory=dict)
+    #: a pinned counterexample (each action as ``str`` shows it), for a mistake whose
+    #: shortest counterexample lies beyond what an exhaustive search covers quickly;
+    #: ``distcheck check all`` and the tests replay it instead of searching
+    witness: tuple[str, ...] = ()
 
     @property
     def changes(self) -> tuple[str, ...]:
@@ -204,9 +208,12 @@ class VariantInfo:
         return tuple(name for name, value in vars(self.cls).items() if callable(value) and not name.startswith("__"))
 
 
-def variant(name: str, description: str, *, params: Mapping[str, Any] | None = None) -> Callable[[T], T]:
+def variant(
+    name: str, description: str, *, params: Mapping[str, Any] | None = None, witness: Sequence[str] = ()
+) -> Callable[[T], T]:
     """Declare a subclass of a spec as its variant ``name`` (one line of English;
-    ``params``: the size at which the mistake shows)."""
+    ``params``: the size at which the mistake shows; ``witness``: a pinned
+    counterexample, where searching for the shortest takes too long)."""
 
     def register(cls: T) -> T:
         if not issubclass(cls, Spec) or cls.__bases__[0] is Spec:
@@ -215,7 +222,7 @@ def variant(name: str, description: str, *, params: Mapping[str, Any] | None = N
         table: dict[str, VariantInfo] = reference.__dict__.get("_variants") or {}
         if name in table:
             raise ValueError(f"{reference.__name__} declares variant {name!r} twice")
-        table[name] = VariantInfo(name, description, cls, dict(params or {}))
+        table[name] = VariantInfo(name, description, cls, dict(params or {}), tuple(witness))
         reference._variants = table
         cls.variant_name = name
         return cls

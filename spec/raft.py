@@ -49,8 +49,8 @@ Invariants
     TypeOK              every variable holds a value of its type.
     ElectionSafety      at most one leader is elected in any term.
     LogMatching         two logs with an entry of the same index and term agree up to it.
-    LeaderCompleteness  a leader's log holds every entry committed in an earlier or its own term.
     StateMachineSafety  committed entries exist and agree: no two servers commit different entries at one index.
+    LeaderCompleteness  a leader's log holds every entry committed in an earlier or its own term.
 
 Step property (checked on every step, like TLA+'s [][P]_vars)
     LeaderAppendOnly    a leader never removes or changes an entry of its log while it leads.
@@ -77,6 +77,10 @@ or handler.
     truncate_on_stale  a follower truncates its log on any accepted             StateMachineSafety
                        AppendEntries, conflict or not (stale requests)
     forget_vote        votedFor is volatile and lost on restart                 ElectionSafety
+    append_duplicate   a follower appends a retransmitted request's entry again  LogMatching
+                       instead of recognising it is already in its log
+    discard_old_terms  a leader removes the uncommitted entries of older         LeaderAppendOnly
+                       terms it may not commit, instead of keeping them
     =================  =====================================================  ====================
 """
 
@@ -633,14 +637,14 @@ class Raft(Spec[RaftState, RaftAction]):
             Invariant("ElectionSafety", "at most one leader is elected in any term", election_safety),
             Invariant("LogMatching", "two logs with an entry of the same index and term agree up to it", log_matching),
             Invariant(
-                "LeaderCompleteness",
-                "a leader's log holds every entry committed in an earlier or its own term",
-                leader_completeness,
-            ),
-            Invariant(
                 "StateMachineSafety",
                 "committed entries exist and agree: no two servers commit different entries at one index",
                 state_machine_safety,
+            ),
+            Invariant(
+                "LeaderCompleteness",
+                "a leader's log holds every entry committed in an earlier or its own term",
+                leader_completeness,
             ),
         )
 
@@ -770,6 +774,112 @@ def chosen_first_value(s: RaftState) -> ConsensusState:
 
 # ---------------------------------------------------------------------- variants
 # Each a real mistake, as a subclass that overrides the one rule or handler it breaks.
+# Three need three servers, where an exhaustive search to their depth takes minutes
+# to hours; each has a pinned counterexample (a witness) that the checks replay.
+
+#: shortest (found by exhaustive search, 225,107 states, about 5 minutes)
+FORGET_VOTE_WITNESS = (
+    "Timeout(s1)",
+    "Timeout(s2)",
+    "Timeout(s3)",
+    "RequestVote(s1, s1)",
+    "Receive(RequestVote[2](s1→s1, last 0@0))",
+    "Receive(Vote[2](s1→s1, granted))",
+    "RequestVote(s1, s2)",
+    "Receive(RequestVote[2](s1→s2, last 0@0))",
+    "Restart(s2)",
+    "Receive(Vote[2](s2→s1, granted))",
+    "RequestVote(s3, s2)",
+    "BecomeLeader(s1)",
+    "Receive(RequestVote[2](s3→s2, last 0@0))",
+    "Receive(Vote[2](s2→s3, granted))",
+    "RequestVote(s3, s3)",
+    "Receive(RequestVote[2](s3→s3, last 0@0))",
+    "Receive(Vote[2](s3→s3, granted))",
+    "BecomeLeader(s3)",
+)
+
+NO_LOG_CHECK_WITNESS = (
+    "Timeout(s1)",
+    "RequestVote(s1, s1)",
+    "Receive(RequestVote[2](s1→s1, last 0@0))",
+    "Receive(Vote[2](s1→s1, granted))",
+    "RequestVote(s1, s2)",
+    "Receive(RequestVote[2](s1→s2, last 0@0))",
+    "Receive(RequestVote[2](s1→s2, last 0@0))",
+    "Receive(Vote[2](s2→s1, granted))",
+    "BecomeLeader(s1)",
+    "ClientRequest(s1, v1)",
+    "AppendEntries(s1, s2)",
+    "Receive(Append[2](s1→s2, after 0@0, [v1@2], commit 0))",
+    "Receive(Append[2](s1→s2, after 0@0, [v1@2], commit 0))",
+    "Receive(Appended[2](s2→s1, ok 1))",
+    "AdvanceCommitIndex(s1)",
+    "Timeout(s3)",
+    "Timeout(s3)",
+    "RequestVote(s3, s3)",
+    "Receive(RequestVote[3](s3→s3, last 0@0))",
+    "Receive(Vote[3](s3→s3, granted))",
+    "RequestVote(s3, s2)",
+    "Receive(RequestVote[3](s3→s2, last 0@0))",
+    "Receive(RequestVote[3](s3→s2, last 0@0))",
+    "Receive(Vote[3](s2→s3, granted))",
+    "BecomeLeader(s3)",
+)
+
+#: the paper's Figure 8 with three servers and one log slot
+COMMIT_OLD_TERM_WITNESS = (
+    "Timeout(s1)",
+    "RequestVote(s1, s1)",
+    "Receive(RequestVote[2](s1→s1, last 0@0))",
+    "Receive(Vote[2](s1→s1, granted))",
+    "RequestVote(s1, s2)",
+    "Receive(RequestVote[2](s1→s2, last 0@0))",
+    "Receive(RequestVote[2](s1→s2, last 0@0))",
+    "Receive(Vote[2](s2→s1, granted))",
+    "BecomeLeader(s1)",
+    "ClientRequest(s1, v1)",
+    "Timeout(s2)",
+    "RequestVote(s2, s2)",
+    "Receive(RequestVote[3](s2→s2, last 0@0))",
+    "Receive(Vote[3](s2→s2, granted))",
+    "RequestVote(s2, s3)",
+    "Receive(RequestVote[3](s2→s3, last 0@0))",
+    "Receive(RequestVote[3](s2→s3, last 0@0))",
+    "Receive(Vote[3](s3→s2, granted))",
+    "BecomeLeader(s2)",
+    "ClientRequest(s2, v1)",
+    "Restart(s1)",
+    "Timeout(s1)",
+    "Timeout(s1)",
+    "RequestVote(s1, s1)",
+    "Receive(RequestVote[4](s1→s1, last 1@2))",
+    "Receive(Vote[4](s1→s1, granted))",
+    "RequestVote(s1, s3)",
+    "Receive(RequestVote[4](s1→s3, last 1@2))",
+    "Receive(RequestVote[4](s1→s3, last 1@2))",
+    "Receive(Vote[4](s3→s1, granted))",
+    "BecomeLeader(s1)",
+    "AppendEntries(s1, s3)",
+    "Receive(Append[4](s1→s3, after 1@2, [], commit 0))",
+    "Receive(Appended[4](s3→s1, refused))",
+    "AppendEntries(s1, s3)",
+    "Receive(Append[4](s1→s3, after 0@0, [v1@2], commit 0))",
+    "Receive(Append[4](s1→s3, after 0@0, [v1@2], commit 0))",
+    "Receive(Appended[4](s3→s1, ok 1))",
+    "AdvanceCommitIndex(s1)",
+    "Restart(s2)",
+    "Timeout(s2)",
+    "Timeout(s2)",
+    "RequestVote(s2, s2)",
+    "Receive(RequestVote[5](s2→s2, last 1@3))",
+    "Receive(Vote[5](s2→s2, granted))",
+    "RequestVote(s2, s3)",
+    "Receive(RequestVote[5](s2→s3, last 1@3))",
+    "Receive(RequestVote[5](s2→s3, last 1@3))",
+    "Receive(Vote[5](s3→s2, granted))",
+    "BecomeLeader(s2)",
+)
 
 
 @variant("vote_twice", "a server grants a second vote in the same term", params={"max_term": 2})
@@ -788,6 +898,7 @@ class VoteTwice(Raft):
     "commit_old_term",
     "a leader commits an older term's entry by counting replicas (Figure 8)",
     params={"servers": 3, "max_term": 5, "max_log": 1, "max_msgs": 1},
+    witness=COMMIT_OLD_TERM_WITNESS,
 )
 class CommitOldTerm(Raft):
     def may_commit(self, s: RaftState, server: str, entry: Entry) -> bool:
@@ -800,6 +911,7 @@ class CommitOldTerm(Raft):
     "no_log_check",
     "votes are granted without the log-up-to-date check",
     params={"servers": 3, "max_term": 3, "max_log": 1, "max_msgs": 1},
+    witness=NO_LOG_CHECK_WITNESS,
 )
 class NoLogCheck(Raft):
     def grants_vote(self, s: RaftState, msg: RequestVoteRequest) -> bool:
@@ -834,6 +946,7 @@ class TruncateOnStale(Raft):
     "forget_vote",
     "votedFor is volatile and lost on restart",
     params={"servers": 3, "max_term": 2, "max_log": 0, "max_msgs": 1},
+    witness=FORGET_VOTE_WITNESS,
 )
 class ForgetVote(Raft):
     @rule(Restart)
@@ -842,3 +955,42 @@ class ForgetVote(Raft):
         restarted = super().restart(s, server)
         assert restarted is not None
         return attrs.evolve(restarted, voted_for=restarted.voted_for.set(server, None))
+
+
+@variant(
+    "append_duplicate",
+    "a follower appends a retransmitted request's entry again",
+    params={"servers": 2, "values": 2, "max_term": 2, "max_log": 2, "max_msgs": 1},
+)
+class AppendDuplicate(Raft):
+    def accept_append_entries(self, s: RaftState, msg: AppendEntriesRequest) -> RaftState:
+        """Appends any entry it is sent at the end of its log, so a duplicated or
+        retransmitted request leaves the entry twice and the logs stop matching."""
+        if not msg.entries:
+            return super().accept_append_entries(s, msg)
+        i, j = msg.dest, msg.source
+        done = AppendEntriesResponse(s.current_term[i], True, msg.prev_log_index + len(msg.entries), i, j)
+        return self.step(
+            s,
+            log=s.log.set(i, (*s.log[i], *msg.entries)),
+            commit_index=s.commit_index.set(i, msg.commit_index),
+            messages=self.reply(s, done, msg),
+        )
+
+
+@variant(
+    "discard_old_terms",
+    "a leader removes the uncommitted entries of older terms it may not commit",
+    params={"servers": 2, "max_term": 3, "max_log": 1, "max_msgs": 1},
+)
+class DiscardOldTerms(Raft):
+    @rule(AdvanceCommitIndex)
+    def advance_commit_index(self, s: RaftState, server: str) -> RaftState | None:
+        """Reads Figure 8 as "entries of older terms must go": after committing what it
+        may, the leader drops every later entry of an older term from its own log."""
+        advanced = super().advance_commit_index(s, server)
+        if advanced is None:
+            return None
+        term, commit, log = s.current_term[server], advanced.commit_index[server], s.log[server]
+        kept = log[:commit] + tuple(e for e in log[commit:] if e.term == term)
+        return attrs.evolve(advanced, log=advanced.log.set(server, kept))

@@ -27,7 +27,7 @@ from distcheck.checks.cli import runtime as cli_runtime
 from distcheck.checks.cli import trace as cli_trace
 from distcheck.checks.inputs import clip, printable
 from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
-from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of
+from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of, follow_witness
 from distcheck.checks.search.parallel import ParallelExplorer
 from distcheck.checks.search.swarm import SchedulerError, check_scheduler, swarm
 from distcheck.checks.traces.render import plural, step_table, trace_text
@@ -261,7 +261,7 @@ def print_result(
     elif v.kind == "unreached":
         print(f"{label}: {v.name} was never reached: {v.statement}")
     else:
-        what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated"}[v.kind]
+        what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated", "action": "violated"}[v.kind]
         print(f"{label}: {v.name} {what} after {plural(len(v.trace) - 1, 'step')}\n")
         if tr is not None:
             print(trace_text(tr, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
@@ -369,14 +369,17 @@ def cmd_check_all(args: argparse.Namespace) -> int:
             failed |= not refined.ok
         row["variants"] = {}
         failed |= not result.ok
-        for variant in entry.variants:
-            broken = Explorer(entry.make(variant=variant)).run()
+        for variant, info in entry.build.variants().items():
+            # A variant whose shortest counterexample lies deep has a pinned one.
+            spec_v = entry.make(variant=variant)
+            broken = follow_witness(spec_v, info.witness) if info.witness else Explorer(spec_v).run()
             caught = broken.violation is not None and broken.violation.kind != "unreached"
             row["variants"][variant] = {
                 "params": entry.defaults(variant),
                 "caught": caught,
                 "invariant": broken.violation.name if broken.violation else None,
                 "steps": len(broken.violation.trace) - 1 if broken.violation and broken.violation.trace else None,
+                "search": "pinned counterexample" if info.witness else "exhaustive",
             }
             failed |= not caught
         rows.append(row)

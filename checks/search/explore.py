@@ -322,6 +322,39 @@ def check_refinement_of(spec: Spec[Any, Any], **options: Any) -> Result:
     return explore(spec, check_refinement=True, **options)
 
 
+def follow_witness(spec: Spec[Any, Any], witness: Sequence[str]) -> Result:
+    """Replay a pinned counterexample (each action as ``str`` shows it) from the spec's
+    initial state, checking the invariants and step properties after every step; the
+    result's violation is the first property that fails.  A witness that does not
+    replay (an action not enabled where it stands) raises ValueError naming the step."""
+    started = time.perf_counter()
+    stats = Stats()
+    state = next(iter(spec.init_states()))
+    steps = [Step(None, state)]
+    invariants, step_properties = list(spec.invariants()), list(spec.step_properties())
+    for number, text in enumerate(witness, 1):
+        found = next(((a, t) for a, t in spec.successors(state) if str(a) == text), None)
+        if found is None:
+            raise ValueError(f"witness step {number} ({text}) is not enabled in {spec.name}")
+        action, nxt = found
+        steps.append(Step(action, nxt))
+        stats.generated_states += 1
+        broken: Violation | None = None
+        for prop in step_properties:
+            if broken is None and not prop.holds(state, nxt):
+                broken = Violation("action", prop.name, prop.statement, tuple(steps))
+        for inv in invariants:
+            if broken is None and not inv.holds(nxt):
+                broken = Violation("invariant", inv.name, inv.statement, tuple(steps))
+        state = nxt
+        stats.depth = number + 1
+        if broken is not None:
+            stats.seconds = time.perf_counter() - started
+            return Result(VIOLATED, stats, broken, complete=False)
+    stats.seconds = time.perf_counter() - started
+    return Result(BOUNDED, stats, None, complete=False)
+
+
 def check_invariants(spec: Spec[Any, Any], state: Any) -> Sequence[str]:
     """Names of the invariants ``state`` breaks."""
     return [inv.name for inv in spec.invariants() if not inv.holds(state)]

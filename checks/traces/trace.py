@@ -37,7 +37,7 @@ from distcheck.spec.values import fingerprint
 FORMAT = "distcheck-trace"
 VERSION = 1
 SOURCES = ("explorer", "swarm", "hypothesis", "fuzz", "simulate", "impl", "external")
-VIOLATION_KINDS = ("invariant", "deadlock", "refinement")
+VIOLATION_KINDS = ("invariant", "deadlock", "refinement", "action")
 
 # ------------------------------------------------------------------------- the model
 
