@@ -29,7 +29,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from distcheck.checks.search.explore import ProgressCallback, Result, Stats, Violation, replay_chain
+from distcheck.checks.search.explore import ProgressCallback, Result, Stats, Step, Violation, replay_chain
 from distcheck.checks.verdict import BOUNDED, OK, VIOLATED
 from distcheck.spec.contract import Spec
 from distcheck.spec.values import fingerprint
@@ -40,6 +40,7 @@ def _worker(
 ) -> None:
     canon: Callable[[Any], Any] = spec.canonical if symmetry else (lambda s: s)
     invariants = list(spec.invariants())
+    step_properties = list(spec.step_properties())
     pending = {p.name: p for p in spec.reachable()}
     within = spec.within_bounds
     seen: dict[int, int] = {}  # fingerprint -> parent fingerprint, for this worker's share
@@ -87,6 +88,8 @@ def _worker(
                         truncated = True
                         break
                     generated += 1
+                    # A broken step property is reported at the state the step leaves.
+                    violations.extend((prop.name, fp) for prop in step_properties if not prop.holds(state, nxt))
                     if not within(nxt):
                         continue
                     nxt = canon(nxt)
@@ -115,6 +118,10 @@ def _worker(
         else:
             conn.close()
             return
+
+
+def _step_holds(spec: Spec[Any, Any], name: str, state: Any, nxt: Any) -> bool:
+    return all(prop.holds(state, nxt) for prop in spec.step_properties() if prop.name == name)
 
 
 class ParallelExplorer:
@@ -176,6 +183,7 @@ class ParallelExplorer:
         stats = Stats()
         reached: dict[str, int] = {}
         statements = {inv.name: inv.statement for inv in spec.invariants()}
+        step_statements = {prop.name: prop.statement for prop in spec.step_properties()}
         pending = {p.name: p.statement for p in spec.reachable()}
 
         def finish(violation: Violation | None, complete: bool = True, unreached: tuple[str, ...] = ()) -> Result:
@@ -201,6 +209,11 @@ class ParallelExplorer:
 
         def invariant_violation(found: list[tuple[str, int]]) -> Violation:
             name, fp = min(found, key=lambda nv: nv[1])  # the same choice in every run
+            if name in step_statements:  # a step from the state ``fp`` broke it
+                steps = path(fp)
+                last = steps[-1].state
+                bad = next((a, t) for a, t in spec.successors(last) if not _step_holds(spec, name, last, t))
+                return Violation("action", name, step_statements[name], (*steps, Step(*bad)))
             return Violation("invariant", name, statements[name], path(fp))
 
         # The initial states go to their owners as the first batch to absorb.

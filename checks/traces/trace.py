@@ -617,7 +617,9 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
             return diverged(
                 i, f"after {action} the recorded state differs from the spec's: " + _explain(nxt, step.state)
             )
-        refinement_broken = _breaks_refinement(spec, state, nxt, trace.header.violation)
+        refinement_broken = _breaks_refinement(spec, state, nxt, trace.header.violation) or _breaks_step_property(
+            spec, state, nxt
+        )
         state = nxt
         behaviour.append(Step(action, state))
         positions.append(len(behaviour) - 1)
@@ -745,6 +747,13 @@ def _breaks_refinement(
     if a == b or any(t == b for _, t in refinement.abstract.successors(a)):
         return None
     return recorded
+
+
+def _breaks_step_property(spec: Spec[Any, Any], state: Any, nxt: Any) -> TraceViolation | None:
+    for prop in spec.step_properties():
+        if not prop.holds(state, nxt):
+            return TraceViolation(prop.name, prop.statement, "action")
+    return None
 
 
 def _same(spec_state: Any, recorded: Any) -> bool:

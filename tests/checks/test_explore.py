@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 import attrs
 import pytest
 
-from distcheck.checks.search.explore import Explorer, check_refinement_of, explore
-from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, rule
+from distcheck.checks.search.explore import Explorer, check_refinement_of, explore, follow_witness
+from distcheck.checks.search.parallel import ParallelExplorer
+from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, StepProperty, rule
 
 
 @attrs.frozen
@@ -301,3 +302,29 @@ def test_depth_is_the_number_of_states_on_the_longest_shortest_path() -> None:
     # (0,0) .. (3,3): six steps, seven states, as TLC counts depth.
     assert explore(TwoCounters(3)).stats.depth == 7
     assert explore(TwoCounters(1)).stats.depth == 3
+
+
+class SteppingCounters(TwoCounters):
+    """TwoCounters with a step property: no step raises a past ``cap``."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(limit=3)
+        self.cap = cap
+
+    def step_properties(self) -> Sequence[StepProperty[Counters]]:
+        cap = self.cap
+        return (StepProperty("CapA", "no step raises a past cap", lambda s, t: t.a <= max(cap, s.a)),)
+
+
+def test_a_step_property_is_checked_on_every_step_sequential_parallel_and_witness() -> None:
+    assert explore(SteppingCounters(cap=3)).ok
+    result = explore(SteppingCounters(cap=1))
+    assert result.violation is not None and result.violation.kind == "action"
+    assert [str(step.action) for step in result.violation.trace[1:]] == ["Inc(a)", "Inc(a)"]
+    parallel = ParallelExplorer(SteppingCounters(cap=1), workers=2).run()
+    assert parallel.violation is not None and parallel.violation.kind == "action"
+    assert len(parallel.violation.trace) == 3
+    pinned = follow_witness(SteppingCounters(cap=1), ["Inc(b)", "Inc(a)", "Inc(a)"])
+    assert pinned.violation is not None and pinned.violation.name == "CapA" and len(pinned.violation.trace) == 4
+    with pytest.raises(ValueError, match="witness step 4"):
+        follow_witness(SteppingCounters(cap=3), ["Inc(a)", "Inc(a)", "Inc(a)", "Inc(a)"])
