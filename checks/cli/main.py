@@ -281,6 +281,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError("--trace-out takes the counterexample of one spec; drop it with 'check all'")
         return cmd_check_all(args)
     entry, params, spec = build_spec(args.spec, args.param, args.variant)
+    info = entry.build.variants().get(args.variant or "")
+    if info is not None and info.witness and not args.json:
+        print(
+            f"note: the shortest counterexample of {args.variant} lies deep ({len(info.witness)} steps pinned);"
+            " an exhaustive search to it may take hours. 'distcheck check all' replays the pinned one.",
+            file=sys.stderr,
+        )
     if args.scheduler and not args.swarm:
         raise UsageError("--scheduler runs a swarm: give --swarm N as well")
     if args.swarm and (args.symmetry or args.max_depth or args.deadlock or args.refinement):
