@@ -103,11 +103,16 @@ class SpecMachineBase(RuleBasedStateMachine):
         if not self.behaviour:
             return
         state = self.behaviour[-1].state
+        if len(self.behaviour) > 1:
+            before = self.behaviour[-2].state
+            for prop in self.spec.step_properties():
+                if not prop.holds(before, state):
+                    self._fail(prop.name, prop.statement, "action")
         for inv in self.spec.invariants():
             if not inv.holds(state):
                 self._fail(inv.name, inv.statement)
 
-    def _fail(self, name: str, statement: str) -> None:
+    def _fail(self, name: str, statement: str, kind: str = "invariant") -> None:
         cls = type(self)
         if not cls.failed:
             cls.failed, cls.failed_at = True, cls.runs
@@ -115,7 +120,7 @@ class SpecMachineBase(RuleBasedStateMachine):
             # While hypothesis shrinks, a failure only needs to be a failure: the
             # trace and its rendering are built once, for the final example.
             raise AssertionError(f"{name} violated after {render.plural(len(self.behaviour) - 1, 'step')}")
-        header = attrs.evolve(self.header, violation=trace.TraceViolation(name, statement))
+        header = attrs.evolve(self.header, violation=trace.TraceViolation(name, statement, kind))
         failure = trace.from_behaviour(
             self.spec,
             self.behaviour,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import attrs
 import pytest
 
 from distcheck.checks.search.explore import Explorer, check_refinement_of, explore, follow_witness
 from distcheck.checks.search.parallel import ParallelExplorer
+from distcheck.checks.search.stateful import fuzz
 from distcheck.spec.contract import Action, Exists, Invariant, Next, Reachable, Refinement, Spec, StepProperty, rule
 
 
@@ -328,3 +330,16 @@ def test_a_step_property_is_checked_on_every_step_sequential_parallel_and_witnes
     assert pinned.violation is not None and pinned.violation.name == "CapA" and len(pinned.violation.trace) == 4
     with pytest.raises(ValueError, match="witness step 4"):
         follow_witness(SteppingCounters(cap=3), ["Inc(a)", "Inc(a)", "Inc(a)", "Inc(a)"])
+
+
+def test_fuzz_checks_step_properties(tmp_path: Path) -> None:
+    found = fuzz(
+        SteppingCounters(cap=1),
+        examples=100,
+        steps=6,
+        seed=1,
+        spec_name="two-counters",
+        trace_path=tmp_path / "t.jsonl",
+    )
+    assert found.trace is not None and found.trace.header.violation is not None
+    assert (found.trace.header.violation.invariant, found.trace.header.violation.kind) == ("CapA", "action")
