@@ -18,6 +18,21 @@ on every state reachable in the executable spec (found by breadth-first search):
 4. each of the encoding's safety properties agrees with the spec's invariant of
    the same name.
 
+For an **abstraction** (``Encoding.abstraction``), which forgets part of the state
+and over-approximates the spec's steps, equality cannot hold; what a proof needs is
+that the abstraction *simulates* the spec, and that is what is checked instead, on
+every reachable state s:
+
+1. the abstraction α(s) of a spec initial state satisfies the encoding's Init;
+2. ``state`` gives a witness of α(s): a spec state whose abstraction is α(s);
+3. for every spec step s --a--> t, the abstract steps ``simulate`` names take
+   α(s) to α(t), each with its guard true and its updates as computed;
+4. each safety property agrees with the spec's invariant of the same name on α(s).
+
+Then every reachable spec state's abstraction is reachable in the encoding, and an
+invariant proved for the encoding holds, through α, in the spec.  (The converse,
+that every abstract step is a spec step, is not claimed.)
+
 Formulas are evaluated by z3 itself (``substitute`` then ``simplify``), through the
 memo of ``system.Evaluator``.  Since every ``relation`` is built by the framework
 from a guard and updates with a frame condition, checking guard and updates checks
@@ -94,7 +109,9 @@ class Report:
 
 def reachable_states(spec: Spec[Any, Any], limit: int | None = None) -> list[Any]:
     """Every state reachable in ``spec`` (breadth-first; unreduced, since the
-    encoding names every node).  ValueError past ``limit`` states."""
+    encoding names every node).  Successors outside the spec's state constraint
+    (``within_bounds``) are discarded, as the explorer does.  ValueError past
+    ``limit`` states."""
     seen = set()
     order: list[Any] = []
     queue: deque[Any] = deque()
@@ -105,7 +122,7 @@ def reachable_states(spec: Spec[Any, Any], limit: int | None = None) -> list[Any
             queue.append(init)
     while queue:
         state = queue.popleft()
-        for _, nxt in spec.successors(state):
+        for _, nxt in bounded_successors(spec, state):
             if nxt not in seen:
                 if limit is not None and len(seen) >= limit:
                     raise ValueError(f"more than {limit:,} reachable states")
@@ -113,6 +130,12 @@ def reachable_states(spec: Spec[Any, Any], limit: int | None = None) -> list[Any
                 order.append(nxt)
                 queue.append(nxt)
     return order
+
+
+def bounded_successors(spec: Spec[Any, Any], state: Any) -> list[tuple[Any, Any]]:
+    """The steps of the bounded instance from ``state``: successors within the
+    spec's state constraint."""
+    return [(action, nxt) for action, nxt in spec.successors(state) if spec.within_bounds(nxt)]
 
 
 class _CompiledAction:
@@ -135,6 +158,8 @@ def cross_check(
     spec = encoding.spec
     if states is None:
         states = reachable_states(spec)
+    if encoding.abstraction:
+        return _check_simulation(encoding, states, max_mismatches)
     s = encoding.symbolic()
     mismatches: list[Mismatch] = []
 
@@ -175,7 +200,7 @@ def cross_check(
             if note(Mismatch("values", str(exc), state)):
                 break
             continue
-        spec_steps = dict(spec.successors(state))
+        spec_steps = dict(bounded_successors(spec, state))
         enabled_in_spec = set(spec.actions(state))
         for action, nxt in spec_steps.items():
             steps += 1
@@ -199,7 +224,7 @@ def cross_check(
         for action, comp in zip(actions, compiled):
             if action in spec_steps or not comp.guard.holds(values):
                 continue
-            reason = "not in actions()" if action not in enabled_in_spec else "next_state returns None"
+            reason = "not in actions()" if action not in enabled_in_spec else "its successor is out of bounds"
             if note(Mismatch("z3 enables an action the spec does not", reason, state, action)):
                 break
         if len(mismatches) >= max_mismatches:
@@ -273,3 +298,95 @@ def _check_init(encoding: Encoding[Any, Any], s: SymState) -> Iterable[Mismatch]
             yield Mismatch("init", "the z3 Init allows a state that is not a spec initial state", state)
             return
         blocked.append(z3.Not(s.equals(values)))
+
+
+def _check_simulation(encoding: Encoding[Any, Any], states: Sequence[Any], max_mismatches: int) -> Report:
+    """The cross-check of an abstraction: it simulates every spec step (see the
+    module docstring)."""
+    spec = encoding.spec
+    s = encoding.symbolic()
+    mismatches: list[Mismatch] = []
+
+    def note(m: Mismatch) -> bool:
+        mismatches.append(m)
+        return len(mismatches) >= max_mismatches
+
+    init = Evaluator(encoding.init(s), s)
+    for state in spec.init_states():
+        if not init.holds(encoding.values(state)) and note(
+            Mismatch("init", "the abstraction of a spec initial state does not satisfy the z3 Init", state)
+        ):
+            return Report(len(states), 0, tuple(mismatches))
+
+    actions = list(encoding.actions())
+    compiled = {a: _CompiledAction(encoding, a, s) for a in actions}
+    invariants = {inv.name: inv for inv in spec.invariants()}
+    properties = []
+    for prop in encoding.properties():
+        if prop.name not in invariants:
+            note(Mismatch("property", f"{prop.name} is not an invariant of the spec (it has: {', '.join(invariants)})"))
+            return Report(len(states), 0, tuple(mismatches))
+        properties.append((prop.name, Evaluator(prop.formula(s), s), invariants[prop.name].holds))
+
+    abstracted: dict[Any, Mapping[str, Hashable]] = {}
+
+    def abstract(state: Any) -> Mapping[str, Hashable]:
+        values = abstracted.get(state)
+        if values is None:
+            values = abstracted[state] = encoding.values(state)
+            for f in encoding.fields():
+                f.index(values[f.name])
+        return values
+
+    steps = 0
+    for state in states:
+        try:
+            values = abstract(state)
+            witness = encoding.values(encoding.state(values))
+        except ValueError as exc:
+            if note(Mismatch("values", str(exc), state)):
+                break
+            continue
+        if witness != values and note(
+            Mismatch("values", "state(values(s)) does not have the abstraction values(s)", state)
+        ):
+            break
+        for name, formula, holds in properties:
+            z3_says, spec_says = formula.holds(values), holds(state)
+            if z3_says != spec_says and note(
+                Mismatch("property", f"{name} is {z3_says} in z3 but {spec_says} in the spec", state)
+            ):
+                return Report(len(states), steps, tuple(mismatches))
+        for action, nxt in bounded_successors(spec, state):
+            steps += 1
+            try:
+                problem = _follow(compiled, encoding.simulate(state, action, nxt), values, abstract(nxt))
+            except ValueError as exc:
+                problem = str(exc)
+            if problem and note(Mismatch("spec step the abstraction does not simulate", problem, state, action)):
+                return Report(len(states), steps, tuple(mismatches))
+    return Report(len(states), steps, tuple(mismatches))
+
+
+def _follow(
+    compiled: Mapping[Any, _CompiledAction],
+    path: Sequence[Any],
+    values: Mapping[str, Hashable],
+    target: Mapping[str, Hashable],
+) -> str | None:
+    """Why the abstract steps ``path`` from ``values`` do not end in ``target`` (None
+    if they do)."""
+    current = dict(values)
+    for action in path:
+        comp = compiled.get(action)
+        if comp is None:
+            return f"{show(action)} is not an action of the encoding"
+        if not comp.guard.holds(current):
+            return f"the z3 guard of {show(action)} is false"
+        current = {**current, **{name: update(current) for name, update in comp.updates.items()}}
+    wrong = [name for name in target if current[name] != target[name]]
+    if wrong:
+        return "the abstract steps end elsewhere: " + ", ".join(
+            f"{name} is {show(current[name])}, the spec's {show(target[name])}" for name in wrong[:5]
+        )
+    return None
