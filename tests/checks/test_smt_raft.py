@@ -221,7 +221,7 @@ def test_a_broken_variant_fails_consecution_at_the_step_that_breaks_it(
     # ElectionInv held, and the spec's ElectionSafety then fails on the way.
     s = enc.symbolic()
     conjuncts = {c.name: Evaluator(c.formula(s), s) for c in enc.candidate(None).conjuncts}
-    states = replay(enc.spec, path)
+    states = replay(enc.raft, path)
     before, after = enc.values(states[-2]), enc.values(states[-1])
     assert all(holds.holds(before) for holds in conjuncts.values())
     assert {name for name, holds in conjuncts.items() if not holds.holds(after)} == breaks
