@@ -42,7 +42,7 @@ the relation.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -107,29 +107,38 @@ class Report:
         return Verdict(FAILED, Counterexample(text, data), detail=self.summary())
 
 
+Steps = Mapping[Any, Sequence[tuple[Any, Any]]]
+
+
 def reachable_states(spec: Spec[Any, Any], limit: int | None = None) -> list[Any]:
     """Every state reachable in ``spec`` (breadth-first; unreduced, since the
     encoding names every node).  Successors outside the spec's state constraint
     (``within_bounds``) are discarded, as the explorer does.  ValueError past
     ``limit`` states."""
-    seen = set()
-    order: list[Any] = []
+    return list(reachable_steps(spec, limit))
+
+
+def reachable_steps(spec: Spec[Any, Any], limit: int | None = None) -> dict[Any, list[tuple[Any, Any]]]:
+    """Every reachable state (keys, in breadth-first order, as ``reachable_states``)
+    with its steps within the bounds, so that ``cross_check`` need not compute
+    them again."""
+    steps: dict[Any, list[tuple[Any, Any]]] = {}
     queue: deque[Any] = deque()
+    seen = set()
     for init in spec.init_states():
         if init not in seen:
             seen.add(init)
-            order.append(init)
             queue.append(init)
     while queue:
         state = queue.popleft()
-        for _, nxt in bounded_successors(spec, state):
+        steps[state] = bounded_successors(spec, state)
+        for _, nxt in steps[state]:
             if nxt not in seen:
                 if limit is not None and len(seen) >= limit:
                     raise ValueError(f"more than {limit:,} reachable states")
                 seen.add(nxt)
-                order.append(nxt)
                 queue.append(nxt)
-    return order
+    return steps
 
 
 def bounded_successors(spec: Spec[Any, Any], state: Any) -> list[tuple[Any, Any]]:
@@ -149,17 +158,25 @@ class _CompiledAction:
 
 def cross_check(
     encoding: Encoding[Any, Any],
-    states: Sequence[Any] | None = None,
+    states: Sequence[Any] | Steps | None = None,
     *,
     max_mismatches: int = 3,
 ) -> Report:
     """Compare ``encoding`` with ``encoding.spec`` on ``states`` (default: every
-    reachable state).  Stops after ``max_mismatches`` disagreements."""
+    reachable state; a mapping from ``reachable_steps`` also gives each state's
+    steps).  Stops after ``max_mismatches`` disagreements."""
     spec = encoding.spec
     if states is None:
-        states = reachable_states(spec)
+        states = reachable_steps(spec)
+    known: Steps = states if isinstance(states, Mapping) else {}
+
+    def steps_from(state: Any) -> Sequence[tuple[Any, Any]]:
+        found = known.get(state)
+        return found if found is not None else bounded_successors(spec, state)
+
+    states = list(states)
     if encoding.abstraction:
-        return _check_simulation(encoding, states, max_mismatches)
+        return _check_simulation(encoding, states, steps_from, max_mismatches)
     s = encoding.symbolic()
     mismatches: list[Mismatch] = []
 
@@ -178,8 +195,8 @@ def cross_check(
     properties = []
     for prop in encoding.properties():
         if prop.name not in invariants:
-            known = ", ".join(invariants)
-            note(Mismatch("property", f"{prop.name} is not an invariant of the spec (it has: {known})"))
+            names = ", ".join(invariants)
+            note(Mismatch("property", f"{prop.name} is not an invariant of the spec (it has: {names})"))
             return Report(len(states), 0, tuple(mismatches))
         properties.append((prop.name, Evaluator(prop.formula(s), s), invariants[prop.name].holds))
 
@@ -200,7 +217,7 @@ def cross_check(
             if note(Mismatch("values", str(exc), state)):
                 break
             continue
-        spec_steps = dict(bounded_successors(spec, state))
+        spec_steps = dict(steps_from(state))
         enabled_in_spec = set(spec.actions(state))
         for action, nxt in spec_steps.items():
             steps += 1
@@ -300,7 +317,12 @@ def _check_init(encoding: Encoding[Any, Any], s: SymState) -> Iterable[Mismatch]
         blocked.append(z3.Not(s.equals(values)))
 
 
-def _check_simulation(encoding: Encoding[Any, Any], states: Sequence[Any], max_mismatches: int) -> Report:
+def _check_simulation(
+    encoding: Encoding[Any, Any],
+    states: Sequence[Any],
+    steps_from: Callable[[Any], Sequence[tuple[Any, Any]]],
+    max_mismatches: int,
+) -> Report:
     """The cross-check of an abstraction: it simulates every spec step (see the
     module docstring)."""
     spec = encoding.spec
@@ -357,7 +379,7 @@ def _check_simulation(encoding: Encoding[Any, Any], states: Sequence[Any], max_m
                 Mismatch("property", f"{name} is {z3_says} in z3 but {spec_says} in the spec", state)
             ):
                 return Report(len(states), steps, tuple(mismatches))
-        for action, nxt in bounded_successors(spec, state):
+        for action, nxt in steps_from(state):
             steps += 1
             try:
                 problem = _follow(compiled, encoding.simulate(state, action, nxt), values, abstract(nxt))

@@ -137,14 +137,15 @@ class _ReachableOnce:
         self.spec = spec
         self.key = key
         self.computed = False
-        self.found: list[Any] | None = None
+        self.found: crosscheck.Steps | None = None
         self.members: frozenset[Any] = frozenset()
 
-    def states(self) -> list[Any] | None:
+    def states(self) -> crosscheck.Steps | None:
+        """Each reachable state with its steps (None past the limit)."""
         if not self.computed:
             self.computed = True
             try:
-                self.found = crosscheck.reachable_states(self.spec, limit=CROSS_CHECK_LIMIT)
+                self.found = crosscheck.reachable_steps(self.spec, limit=CROSS_CHECK_LIMIT)
                 self.members = frozenset(self.key(state) for state in self.found)
             except ValueError:
                 self.found = None
