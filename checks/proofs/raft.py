@@ -64,7 +64,9 @@ Why it is inductive, in one line each: a grant needs votedFor empty or the
 candidate, and VotesRecorded says votedFor names every server j's vote in its term
 is recorded for; a tally, a ``BecomeLeader`` and the history only copy a record;
 a server leaves a term only upwards (``Timeout``, a newer message), where no vote
-of it is recorded yet, and a candidate's tally is reset when its term changes.
+of it is recorded yet; and a tally records votes only while its owner is a
+candidate or leader of that term, which it stops being when its term changes
+(``Timeout`` also resets the tally, a newer message makes it a follower).
 ElectionSafety follows: two elections in one term have quorums that share a
 voter, whose votes in that term go to one server.  Quorum intersection is used only
 there (``distcheck prove quorums`` proves it for majorities on its own).
@@ -79,10 +81,10 @@ LeaderCompleteness and StateMachineSafety, not elections).
 
 **Where z3 stops.**  ElectionSafety is proved for every instance up to 4 servers
 and terms 1..9 (the spec's largest term bound; Consecution about 200 s) and up to 5
-servers and terms 1..5 (about 150 s); at the spec's largest parameters, 5 servers
-and terms 1..9, the Consecution query (one satisfiability check over 2,535 abstract
-steps and 1,370 fields) does not finish within ``--timeout 300``, while Initiation
-and Safety(ElectionSafety) are proved in about a second (``docs/proofs.md`` has the
+servers and terms 1..7 (about 530 s); at the spec's largest parameters, 5 servers
+and terms 1..9, z3 gives up on the Consecution query (one satisfiability check
+over 2,535 abstract steps and 1,370 fields) with ``--timeout 300``, while
+Initiation and Safety(ElectionSafety) are proved in about a second (``docs/proofs.md`` has the
 table).  The log properties (LogMatching, LeaderCompleteness, StateMachineSafety)
 are not proved: this abstraction forgets logs and cannot state them, and no
 encoding of the log part was written.  It would need the logs, the log fields of
