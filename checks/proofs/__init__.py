@@ -16,6 +16,8 @@ Where it sits: part of ``checks/``; the ``distcheck prove`` command
 ``obligations``        what every proof step reports (verdict, time, counterexample)
 ``registry``           the provable targets, by name
 ``twophase``           TwoPhase's encoding and its inductive invariant
+``lock``, ``paxos``    the lock service's, Paxos's and Voting's encodings
+``raft``               an abstraction of Raft's election part, proving ElectionSafety
 ``quorums``            quorum-intersection lemmas (majorities; BFT with N = 3f+1)
 =====================  ==============================================================
 

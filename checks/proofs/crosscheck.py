@@ -18,6 +18,24 @@ on every state reachable in the executable spec (found by breadth-first search):
 4. each of the encoding's safety properties agrees with the spec's invariant of
    the same name.
 
+For an **abstraction** (``Encoding.abstraction``), which forgets part of the state
+and over-approximates the spec's steps, equality cannot hold; what a proof needs is
+that the abstraction *simulates* the spec, and that is what is checked instead, on
+every reachable state s:
+
+1. the abstraction α(s) of a spec initial state satisfies the encoding's Init;
+2. ``state`` gives a witness of α(s): a spec state whose abstraction is α(s);
+3. for every spec step s --a--> t, the abstract steps ``simulate`` names take
+   α(s) to α(t), each with its guard true and its updates as computed;
+4. each safety property agrees with the spec's invariant of the same name on α(s);
+5. each of the encoding's actions that is a spec action (not an abstract step of
+   its own) and whose z3 guard holds on α(s) is enabled in the spec in s, and
+   unless its successor t is out of bounds, z3's successor is α(t).
+
+Then every reachable spec state's abstraction is reachable in the encoding, and an
+invariant proved for the encoding holds, through α, in the spec.  (That every
+abstract step of its own is a spec step is not claimed: those over-approximate.)
+
 Formulas are evaluated by z3 itself (``substitute`` then ``simplify``), through the
 memo of ``system.Evaluator``.  Since every ``relation`` is built by the framework
 from a guard and updates with a frame condition, checking guard and updates checks
@@ -27,7 +45,7 @@ the relation.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -92,27 +110,44 @@ class Report:
         return Verdict(FAILED, Counterexample(text, data), detail=self.summary())
 
 
+Steps = Mapping[Any, Sequence[tuple[Any, Any]]]
+
+
 def reachable_states(spec: Spec[Any, Any], limit: int | None = None) -> list[Any]:
     """Every state reachable in ``spec`` (breadth-first; unreduced, since the
-    encoding names every node).  ValueError past ``limit`` states."""
-    seen = set()
-    order: list[Any] = []
+    encoding names every node).  Successors outside the spec's state constraint
+    (``within_bounds``) are discarded, as the explorer does.  ValueError past
+    ``limit`` states."""
+    return list(reachable_steps(spec, limit))
+
+
+def reachable_steps(spec: Spec[Any, Any], limit: int | None = None) -> dict[Any, list[tuple[Any, Any]]]:
+    """Every reachable state (keys, in breadth-first order, as ``reachable_states``)
+    with its steps within the bounds, so that ``cross_check`` need not compute
+    them again."""
+    steps: dict[Any, list[tuple[Any, Any]]] = {}
     queue: deque[Any] = deque()
+    seen = set()
     for init in spec.init_states():
         if init not in seen:
             seen.add(init)
-            order.append(init)
             queue.append(init)
     while queue:
         state = queue.popleft()
-        for _, nxt in spec.successors(state):
+        steps[state] = bounded_successors(spec, state)
+        for _, nxt in steps[state]:
             if nxt not in seen:
                 if limit is not None and len(seen) >= limit:
                     raise ValueError(f"more than {limit:,} reachable states")
                 seen.add(nxt)
-                order.append(nxt)
                 queue.append(nxt)
-    return order
+    return steps
+
+
+def bounded_successors(spec: Spec[Any, Any], state: Any) -> list[tuple[Any, Any]]:
+    """The steps of the bounded instance from ``state``: successors within the
+    spec's state constraint."""
+    return [(action, nxt) for action, nxt in spec.successors(state) if spec.within_bounds(nxt)]
 
 
 class _CompiledAction:
@@ -126,15 +161,25 @@ class _CompiledAction:
 
 def cross_check(
     encoding: Encoding[Any, Any],
-    states: Sequence[Any] | None = None,
+    states: Sequence[Any] | Steps | None = None,
     *,
     max_mismatches: int = 3,
 ) -> Report:
     """Compare ``encoding`` with ``encoding.spec`` on ``states`` (default: every
-    reachable state).  Stops after ``max_mismatches`` disagreements."""
+    reachable state; a mapping from ``reachable_steps`` also gives each state's
+    steps).  Stops after ``max_mismatches`` disagreements."""
     spec = encoding.spec
     if states is None:
-        states = reachable_states(spec)
+        states = reachable_steps(spec)
+    known: Steps = states if isinstance(states, Mapping) else {}
+
+    def steps_from(state: Any) -> Sequence[tuple[Any, Any]]:
+        found = known.get(state)
+        return found if found is not None else bounded_successors(spec, state)
+
+    states = list(states)
+    if encoding.abstraction:
+        return _check_simulation(encoding, states, steps_from, max_mismatches)
     s = encoding.symbolic()
     mismatches: list[Mismatch] = []
 
@@ -153,8 +198,8 @@ def cross_check(
     properties = []
     for prop in encoding.properties():
         if prop.name not in invariants:
-            known = ", ".join(invariants)
-            note(Mismatch("property", f"{prop.name} is not an invariant of the spec (it has: {known})"))
+            names = ", ".join(invariants)
+            note(Mismatch("property", f"{prop.name} is not an invariant of the spec (it has: {names})"))
             return Report(len(states), 0, tuple(mismatches))
         properties.append((prop.name, Evaluator(prop.formula(s), s), invariants[prop.name].holds))
 
@@ -175,7 +220,7 @@ def cross_check(
             if note(Mismatch("values", str(exc), state)):
                 break
             continue
-        spec_steps = dict(spec.successors(state))
+        spec_steps = dict(steps_from(state))
         enabled_in_spec = set(spec.actions(state))
         for action, nxt in spec_steps.items():
             steps += 1
@@ -199,7 +244,7 @@ def cross_check(
         for action, comp in zip(actions, compiled):
             if action in spec_steps or not comp.guard.holds(values):
                 continue
-            reason = "not in actions()" if action not in enabled_in_spec else "next_state returns None"
+            reason = "not in actions()" if action not in enabled_in_spec else "its successor is out of bounds"
             if note(Mismatch("z3 enables an action the spec does not", reason, state, action)):
                 break
         if len(mismatches) >= max_mismatches:
@@ -273,3 +318,119 @@ def _check_init(encoding: Encoding[Any, Any], s: SymState) -> Iterable[Mismatch]
             yield Mismatch("init", "the z3 Init allows a state that is not a spec initial state", state)
             return
         blocked.append(z3.Not(s.equals(values)))
+
+
+def _check_simulation(
+    encoding: Encoding[Any, Any],
+    states: Sequence[Any],
+    steps_from: Callable[[Any], Sequence[tuple[Any, Any]]],
+    max_mismatches: int,
+) -> Report:
+    """The cross-check of an abstraction: it simulates every spec step (see the
+    module docstring)."""
+    spec = encoding.spec
+    s = encoding.symbolic()
+    mismatches: list[Mismatch] = []
+
+    def note(m: Mismatch) -> bool:
+        mismatches.append(m)
+        return len(mismatches) >= max_mismatches
+
+    init = Evaluator(encoding.init(s), s)
+    for state in spec.init_states():
+        if not init.holds(encoding.values(state)) and note(
+            Mismatch("init", "the abstraction of a spec initial state does not satisfy the z3 Init", state)
+        ):
+            return Report(len(states), 0, tuple(mismatches))
+
+    actions = list(encoding.actions())
+    compiled = {a: _CompiledAction(encoding, a, s) for a in actions}
+    # The encoding's actions that are the spec's own (not abstract steps).
+    shared = [a for a in actions if spec.rule_of(a) is not None]
+    invariants = {inv.name: inv for inv in spec.invariants()}
+    properties = []
+    for prop in encoding.properties():
+        if prop.name not in invariants:
+            note(Mismatch("property", f"{prop.name} is not an invariant of the spec (it has: {', '.join(invariants)})"))
+            return Report(len(states), 0, tuple(mismatches))
+        properties.append((prop.name, Evaluator(prop.formula(s), s), invariants[prop.name].holds))
+
+    abstracted: dict[Any, Mapping[str, Hashable]] = {}
+
+    def abstract(state: Any) -> Mapping[str, Hashable]:
+        values = abstracted.get(state)
+        if values is None:
+            values = abstracted[state] = encoding.values(state)
+            for f in encoding.fields():
+                f.index(values[f.name])
+        return values
+
+    steps = 0
+    for state in states:
+        try:
+            values = abstract(state)
+            witness = encoding.values(encoding.state(values))
+        except ValueError as exc:
+            if note(Mismatch("values", str(exc), state)):
+                break
+            continue
+        if witness != values and note(
+            Mismatch("values", "state(values(s)) does not have the abstraction values(s)", state)
+        ):
+            break
+        for name, formula, holds in properties:
+            z3_says, spec_says = formula.holds(values), holds(state)
+            if z3_says != spec_says and note(
+                Mismatch("property", f"{name} is {z3_says} in z3 but {spec_says} in the spec", state)
+            ):
+                return Report(len(states), steps, tuple(mismatches))
+        spec_steps = steps_from(state)
+        for action, nxt in spec_steps:
+            steps += 1
+            try:
+                problem = _follow(compiled, encoding.simulate(state, action, nxt), values, abstract(nxt))
+            except ValueError as exc:
+                problem = str(exc)
+            if problem and note(Mismatch("spec step the abstraction does not simulate", problem, state, action)):
+                return Report(len(states), steps, tuple(mismatches))
+        taken = dict(spec_steps)
+        for action in shared:
+            if not compiled[action].guard.holds(values):
+                continue
+            nxt = taken.get(action)
+            if nxt is None:
+                if spec.next_state(state, action) is None:  # (else: its successor is out of bounds)
+                    problem = "the spec does not take it here"
+                else:
+                    continue
+            else:
+                problem = _follow(compiled, [action], values, abstract(nxt))
+            if problem and note(
+                Mismatch("z3 step of a spec action that the spec does not take", problem, state, action)
+            ):
+                return Report(len(states), steps, tuple(mismatches))
+    return Report(len(states), steps, tuple(mismatches))
+
+
+def _follow(
+    compiled: Mapping[Any, _CompiledAction],
+    path: Sequence[Any],
+    values: Mapping[str, Hashable],
+    target: Mapping[str, Hashable],
+) -> str | None:
+    """Why the abstract steps ``path`` from ``values`` do not end in ``target`` (None
+    if they do)."""
+    current = dict(values)
+    for action in path:
+        comp = compiled.get(action)
+        if comp is None:
+            return f"{show(action)} is not an action of the encoding"
+        if not comp.guard.holds(current):
+            return f"the z3 guard of {show(action)} is false"
+        current = {**current, **{name: update(current) for name, update in comp.updates.items()}}
+    wrong = [name for name in target if current[name] != target[name]]
+    if wrong:
+        return "the abstract steps end elsewhere: " + ", ".join(
+            f"{name} is {show(current[name])}, the spec's {show(target[name])}" for name in wrong[:5]
+        )
+    return None

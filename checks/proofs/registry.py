@@ -25,6 +25,7 @@ from distcheck.checks.proofs import crosscheck, induction, quorums
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
+from distcheck.checks.proofs.raft import RaftElectionEncoding
 from distcheck.checks.proofs.system import Encoding
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.spec.registry import ParamInfo
@@ -102,7 +103,7 @@ class SpecProof(Target):
             candidate = encoding.candidate(invariant)
         except (KeyError, ValueError) as exc:
             raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
-        reachable = _ReachableOnce(spec)
+        reachable = _ReachableOnce(spec, encoding.reachability_key)
 
         def check_encoding() -> Verdict:
             if not cross_check:
@@ -116,35 +117,43 @@ class SpecProof(Target):
             return crosscheck.cross_check(encoding, states).verdict()
 
         obligations = [
-            Obligation("CrossCheck", "the z3 encoding takes exactly the spec's steps", check_encoding),
+            Obligation("CrossCheck", _CROSS_CHECK[encoding.abstraction], check_encoding),
             *induction.obligations(encoding, candidate, is_reachable=reachable.contains, timeout=timeout),
         ]
         return Plan(params, candidate.name, obligations)
+
+
+_CROSS_CHECK = {
+    False: "the z3 encoding takes exactly the spec's steps",
+    True: "the z3 abstraction simulates every step of the spec",
+}
 
 
 class _ReachableOnce:
     """The spec's reachable states, computed on first use and shared by the
     cross-check and the counterexample's "is this state reachable?" note."""
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: Any, key: Callable[[Any], Any]) -> None:
         self.spec = spec
+        self.key = key
         self.computed = False
-        self.found: list[Any] | None = None
+        self.found: crosscheck.Steps | None = None
         self.members: frozenset[Any] = frozenset()
 
-    def states(self) -> list[Any] | None:
+    def states(self) -> crosscheck.Steps | None:
+        """Each reachable state with its steps (None past the limit)."""
         if not self.computed:
             self.computed = True
             try:
-                self.found = crosscheck.reachable_states(self.spec, limit=CROSS_CHECK_LIMIT)
-                self.members = frozenset(self.found)
+                self.found = crosscheck.reachable_steps(self.spec, limit=CROSS_CHECK_LIMIT)
+                self.members = frozenset(self.key(state) for state in self.found)
             except ValueError:
                 self.found = None
         return self.found
 
     def contains(self, state: Any) -> bool | None:
         """Whether ``state`` is reachable; None when the instance is too large to say."""
-        return None if self.states() is None else state in self.members
+        return None if self.states() is None else self.key(state) in self.members
 
 
 class LemmaProof(Target):
@@ -193,6 +202,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("lock", LockEncoding),
         SpecProof("paxos", PaxosEncoding),
         SpecProof("voting", VotingEncoding),
+        SpecProof("raft", RaftElectionEncoding),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",

@@ -20,13 +20,23 @@ field, and every action is a function: one successor per enabled state.
 An encoding also maps real spec states to field values and back (``values`` and
 ``state``), which is how a z3 model becomes a readable spec state and how the
 cross-check feeds reachable states to the z3 formulas.
+
+Most encodings are exact: ``values`` is one-to-one, and the encoded steps are the
+spec's steps.  An encoding may instead be an **abstraction** (``abstraction =
+True``): ``values`` is an abstraction function α that forgets part of the state
+(many spec states, one field valuation), ``state`` returns one spec state with the
+given abstraction (a witness, for printing), the actions may be the encoding's own
+abstract steps, and ``simulate`` says which abstract steps take α(s) to α(t) for a
+spec step s → t.  An invariant inductive for an abstraction that simulates every
+spec step holds, through α, in every reachable spec state; the cross-check checks
+the simulation instead of equality.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
 import z3
@@ -172,7 +182,11 @@ class Encoding(ABC, Generic[S, A]):
     framework derives the transition relation, the proof obligations and the
     cross-check against ``spec``."""
 
-    def __init__(self, spec: Spec[S, A]) -> None:
+    #: True for an abstraction: ``values`` forgets part of the state and ``simulate``
+    #: maps each spec step to abstract steps (see the module docstring).
+    abstraction: ClassVar[bool] = False
+
+    def __init__(self, spec: Spec[S, Any]) -> None:
         self.spec = spec
         self._fields: tuple[Field, ...] | None = None
 
@@ -210,7 +224,22 @@ class Encoding(ABC, Generic[S, A]):
     def candidates(self) -> Sequence[Candidate]:
         """Candidate inductive invariants; the first is the one ``prove`` uses by default."""
 
+    def simulate(self, state: S, action: Any, after: S) -> Sequence[A]:
+        """(Abstractions only.)  The abstract steps, in order, that take
+        ``values(state)`` to ``values(after)`` for the spec step ``state --action-->
+        after``; none for a step the abstraction does not see.  The cross-check
+        checks each one's guard and updates."""
+        raise NotImplementedError(f"{type(self).__name__} is not an abstraction")
+
     # ------------------------------------------------------------------ derived
+
+    def reachability_key(self, state: S) -> Hashable:
+        """What identifies ``state`` for "is it reachable?": the state itself, or for an
+        abstraction its field values (some reachable state has the same abstraction)."""
+        if not self.abstraction:
+            return state
+        values = self.values(state)
+        return tuple(values[f.name] for f in self.fields())
 
     def fields(self) -> tuple[Field, ...]:
         if self._fields is None:
