@@ -28,7 +28,8 @@ SAMPLE = 1500  # states per spec: enough to cover every action kind at default s
 
 
 def reachable_sample(spec: Spec[Any, Any], limit: int = SAMPLE) -> list[Any]:
-    """The first ``limit`` states in BFS order (unreduced)."""
+    """The first ``limit`` reachable states in BFS order (unreduced), within the spec's
+    bounds as the explorer keeps them."""
     seen: set[int] = set()
     out: list[Any] = []
     queue: deque[Any] = deque()
@@ -41,7 +42,7 @@ def reachable_sample(spec: Spec[Any, Any], limit: int = SAMPLE) -> list[Any]:
         out.append(s)
         for _, t in spec.successors(s):
             fp = fingerprint(t)
-            if fp not in seen:
+            if fp not in seen and spec.within_bounds(t):
                 seen.add(fp)
                 queue.append(t)
     return out
