@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--deadlock", action="store_true", help="fail on a state with no successor")
     p_check.add_argument("--refinement", action="store_true", help="check the spec's refinement mapping on every step")
     p_check.add_argument(
+        "--witness",
+        action="store_true",
+        help="replay the variant's pinned counterexample instead of searching (variants too deep to search)",
+    )
+    p_check.add_argument(
         "--workers",
         type=positive_int,
         default=1,
@@ -282,10 +287,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         return cmd_check_all(args)
     entry, params, spec = build_spec(args.spec, args.param, args.variant)
     info = entry.build.variants().get(args.variant or "")
-    if info is not None and info.witness and not args.json:
+    if args.witness and (info is None or not info.witness):
+        pinned = [name for name, v in entry.build.variants().items() if v.witness]
+        raise UsageError(
+            f"--witness replays a variant's pinned counterexample; {entry.name} pins one for: {', '.join(pinned) or 'none'}"
+        )
+    if args.witness and (args.swarm or args.symmetry or args.max_depth or args.refinement or args.workers > 1):
+        raise UsageError(
+            "--witness replays one behaviour; drop --swarm, --symmetry, --max-depth, --refinement, --workers"
+        )
+    if info is not None and info.witness and not args.witness and not args.json:
         print(
-            f"note: the shortest counterexample of {args.variant} lies deep ({len(info.witness)} steps pinned);"
-            " an exhaustive search to it may take hours. 'distcheck check all' replays the pinned one.",
+            f"note: the shortest counterexample of {args.variant} lies deep; an exhaustive search to it may take"
+            f" hours. --witness replays its pinned counterexample ({len(info.witness)} steps).",
             file=sys.stderr,
         )
     if args.scheduler and not args.swarm:
@@ -308,6 +322,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         except SchedulerError as exc:
             raise UsageError(str(exc)) from None
+    elif args.witness:
+        assert info is not None
+        result = follow_witness(spec, info.witness)
     else:
         result = _run(spec, args, quiet=args.json)
     tr = counterexample_trace(entry.name, params, args.variant, result, spec, "swarm" if args.swarm else "explorer")
