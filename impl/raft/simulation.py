@@ -130,15 +130,19 @@ def cluster(
     timing: Timing = Timing(heartbeat=1.0, election_timeout=10.0),
     options: RaftOptions = RaftOptions(),
     client_timing: ClientTiming = ClientTiming(attempt=20.0, backoff=1.0, max_backoff=10.0, timeout=1e9),
+    variant: str | None = None,
+    prefix: str = "n",
 ) -> Cluster:
     """Servers ``n1..nN`` (the members) and ``spares`` more (``n(N+1)``..., running but
     not members until a workload adds them), and a client node per workload (name ->
-    operations)."""
+    operations).  ``variant``: one of ``node.VARIANTS`` (every server has it);
+    ``prefix``: the servers' names (``s`` for raft.tla's ``s1..sN``)."""
     if servers < 1 or spares < 0:
         raise ValueError(f"a cluster needs at least 1 server and no negative spares, got {servers}, {spares}")
-    names = [f"n{i}" for i in range(1, servers + spares + 1)]
+    names = [f"{prefix}{i}" for i in range(1, servers + spares + 1)]
     members = names[:servers]
     history = History()
     workloads = workloads if workloads is not None else {"c1": [put("x", 1), get("x")]}
     clients = [Workload(name, names, list(ops), history, client_timing) for name, ops in workloads.items()]
-    return Cluster([RaftNode(n, names, timing, options, members=members) for n in names], clients, history)
+    nodes = [RaftNode(n, names, timing, options, members=members, variant=variant) for n in names]
+    return Cluster(nodes, clients, history)

@@ -1,0 +1,348 @@
+"""The Raft key-value service (``impl/raft/``) wired to ``spec/raft.py``.
+
+Checked after every step, on the implementation's real state: ElectionSafety (at
+most one leader per term over the whole run: every (term, leader) seen is
+remembered) and agreement of the committed prefixes (no two servers commit
+different entries at an index, and an entry once committed never changes).  At the
+end: every client finished, every server applied the same command at each index
+(and servers that applied as much hold the same store), the clients' results are
+linearizable (``checks.histories.linearizability``), and the trace is a behaviour
+of spec/raft.
+
+The servers run ``RaftOptions.conformance()``: they log raft.tla's steps one by
+one (docs/raft-service.md, "Conformance mode").  What a server cannot know is
+added here, before validation (``spec_events``): the command ids it logs as
+values become the spec's ``v1..vK`` (``values=K`` in the header), and a
+``DuplicateMessage`` of the network is put before the receipt of a message that
+was received as many times as it was sent.  A leader-targeting nemesis
+(``RaftNemesis``) crashes or isolates the current leader.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from distcheck.checks.conformance.simulate import Wiring
+from distcheck.checks.conformance.validate import Validation, Validator, trace_events
+from distcheck.checks.histories.linearizability import Operation, check_history
+from distcheck.checks.params import UsageError
+from distcheck.checks.traces.trace import Trace
+from distcheck.impl import raft as impl_raft
+from distcheck.impl.raft import simulation as raft_sim
+from distcheck.impl.raft.node import LEADER, RaftNode
+from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, NodeMain, Simulation
+from distcheck.spec.contract import Spec
+from distcheck.spec.raft import Config, Raft, value_names
+
+#: large bounds for the header: validation applies none
+UNBOUNDED = 1_000_000
+
+
+class RaftWiring(Wiring):
+    """``impl.raft`` (servers s1..sN, N = ``servers``, and two clients running a few
+    random puts, gets and compare-and-sets on two keys) against ``spec.raft``."""
+
+    spec_name = "raft"
+    variants = impl_raft.VARIANTS
+    default_params = ("servers=3", f"max_term={UNBOUNDED}", f"max_log={UNBOUNDED}", f"max_msgs={UNBOUNDED}")
+    incremental_trace = False
+    default_steps = 3000
+    clients = ("c1", "c2")
+    keys = ("x", "y")
+
+    def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
+        servers = int(params.get("servers", 3))
+        workloads = {c: [self.random_op(rng) for _ in range(rng.randint(2, 4))] for c in self.clients}
+        cluster = raft_sim.cluster(
+            servers, workloads, options=impl_raft.RaftOptions.conformance(), variant=variant, prefix="s"
+        )
+        return RaftSystem(cluster)
+
+    def random_op(self, rng: random.Random) -> dict[str, Any]:
+        key = rng.choice(self.keys)
+        kind = rng.choice(("put", "get", "cas"))
+        if kind == "put":
+            return raft_sim.put(key, rng.randint(1, 3))
+        if kind == "get":
+            return raft_sim.get(key)
+        return raft_sim.cas(key, rng.choice((None, 1, 2, 3)), rng.randint(1, 3))
+
+    def nodes(self, system: Any) -> dict[str, NodeMain]:
+        raft_system: RaftSystem = system
+        return raft_system.cluster.nodes()
+
+    def wrap_choices(self, choices: ChoiceSource, seed: int, system: Any, faults: FaultPolicy) -> ChoiceSource:
+        raft_system: RaftSystem = system
+        if not (faults.crash or faults.partition):
+            return choices
+        return RaftNemesis(choices, raft_system.cluster.servers, faults, random.Random(f"nemesis {seed}"))
+
+    def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
+        raft_system: RaftSystem = system
+        servers = tuple(s.name for s in raft_system.cluster.servers)
+        return attrs.evolve(faults, crashable=servers, partitioned=servers)
+
+    def check_state(self, spec: Spec[Any, Any], sim: Simulation, system: Any) -> str | None:
+        raft_system: RaftSystem = system
+        for server in raft_system.cluster.servers:
+            if not hasattr(server, "log"):
+                continue  # not started yet
+            if server.role == LEADER:
+                first = raft_system.leaders.setdefault(server.log.term, server.name)
+                if first != server.name:
+                    return f"ElectionSafety violated: two leaders in term {server.log.term}: {first} and {server.name}"
+            problem = raft_system.check_committed(server)
+            if problem is not None:
+                return problem
+        return None
+
+    def done(self, sim: Simulation, system: Any) -> bool:
+        raft_system: RaftSystem = system
+        cluster = raft_system.cluster
+        if not cluster.done():
+            return False
+        applied = {s.last_applied for s in cluster.servers if hasattr(s, "log")}
+        return len(applied) == 1
+
+    def finished(self, sim: Simulation, system: Any) -> str | None:
+        if sim.failures:
+            return f"a node's own code failed: {sim.failures[0]}"
+        raft_system: RaftSystem = system
+        cluster = raft_system.cluster
+        for c in cluster.clients:
+            if len(c.results) < len(c.ops):
+                return f"client {c.name} finished {len(c.results)} of its {len(c.ops)} operations"
+        applied: dict[int, tuple[str, str]] = {}
+        for s in cluster.servers:
+            for index, cid in s.applied:
+                first = applied.setdefault(index, (cid, s.name))
+                if first[0] != cid:
+                    return f"servers applied different commands at index {index}: {first[1]} {first[0]}, {s.name} {cid}"
+        by_applied: dict[int, tuple[str, dict[str, Any]]] = {}
+        for s in cluster.servers:
+            first_store = by_applied.setdefault(s.last_applied, (s.name, s.kv.data))
+            if first_store[1] != s.kv.data:
+                return (
+                    f"{first_store[0]} and {s.name} applied {s.last_applied} entries but hold different stores: "
+                    f"{first_store[1]} and {s.kv.data}"
+                )
+        verdict = check_history(history_operations(cluster.history))
+        if not verdict.ok:
+            return f"the clients' results are {verdict.message}"
+        # The trace file says what a validator needs: the spec's values and their number.
+        events, values, _ = spec_events(sim.trace.events, len(cluster.servers))
+        sim.trace.events[:] = events
+        sim.trace.header["params"] = spec_params(len(cluster.servers), values)
+        return None
+
+    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+        if not isinstance(spec, Raft):
+            raise TypeError(f"the Raft service validates against spec/raft, not {type(spec).__name__}")
+        return validate_raft(events, spec.config.servers)
+
+    def validate_file(
+        self, spec: Spec[Any, Any], trace: Trace, split: str | None, max_states: int
+    ) -> Validation | None:
+        """A Raft trace with the implementation's values (command ids) or without the
+        network's duplicates is made the spec's (``spec_events``) before validation."""
+        if not isinstance(spec, Raft):
+            raise TypeError(f"the Raft service validates against spec/raft, not {type(spec).__name__}")
+        if split is not None:
+            raise UsageError("a Raft trace is one instance: validate it without --split")
+        events = trace_events(trace)
+        return validate_raft(events, spec.config.servers, max_states)
+
+
+def history_operations(history: raft_sim.History) -> list[Operation]:
+    """The clients' operations for the linearizability check: a put answers "ok";
+    a client that gave up on an operation goes on as a new client (its next
+    operation may run concurrently with the one it abandoned)."""
+    out: list[Operation] = []
+    attempt: dict[str, int] = {}
+    for e in sorted(history.entries, key=lambda e: e.call):
+        result = "ok" if e.op["op"] == "put" and e.ret is not None else e.result
+        name = f"{e.client}#{attempt.get(e.client, 0)}"
+        if e.ret is None:
+            attempt[e.client] = attempt.get(e.client, 0) + 1
+        out.append(Operation(name, e.call, e.ret, e.op, result))
+    return out
+
+
+def spec_params(servers: int, values: int) -> dict[str, Any]:
+    return {"servers": servers, "values": values, "max_term": UNBOUNDED, "max_log": UNBOUNDED, "max_msgs": UNBOUNDED}
+
+
+def _values_in(event: Mapping[str, Any]) -> list[str]:
+    action = event.get("action") or {}
+    if action.get("type") == "ClientRequest":
+        return [str(action.get("value"))]
+    msg = action.get("msg")
+    if isinstance(msg, Mapping):
+        return [str(e.get("value")) for e in msg.get("entries") or () if isinstance(e, Mapping)]
+    return []
+
+
+def _rename(event: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(event))
+    action = out.get("action") or {}
+    if action.get("type") == "ClientRequest":
+        action["value"] = names[str(action["value"])]
+    msg = action.get("msg")
+    if isinstance(msg, dict):
+        for e in msg.get("entries") or ():
+            if isinstance(e, dict):
+                e["value"] = names[str(e.get("value"))]
+    return dict(out)
+
+
+def value_map(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The implementation's values (command ids) → the spec's ``v1..vK``, in the order
+    they first appear; values that are already ``v1..vK`` stay."""
+    seen: list[str] = []
+    for event in events:
+        for value in _values_in(event):
+            if value not in seen:
+                seen.append(value)
+    if set(seen) <= set(value_names(len(seen))):
+        return {v: v for v in seen}
+    return {v: name for v, name in zip(seen, value_names(len(seen)))}
+
+
+def _renumber(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for i, event in enumerate(events, start=1):
+        event["step"] = i
+    return events
+
+
+def _same_msg(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def spec_events(
+    events: Sequence[Mapping[str, Any]], servers: int, max_states: int | None = None
+) -> tuple[list[dict[str, Any]], int, Validation]:
+    """The events as spec/raft speaks, the number of values, and the validation of
+    the result: values renamed (``value_map``), and a ``DuplicateMessage`` (actor
+    "network") put before the previous receipt of a message whose receipt the spec
+    cannot explain because every copy sent was received already (a network that
+    delivered it twice).  The trace is validated as it goes, which tells the copies
+    in flight."""
+    names = value_map(events)
+    renamed = _renumber([_rename(e, names) for e in events])
+    values = max(len(names), 1)
+    spec = Raft(Config(servers=servers, values=values, max_term=UNBOUNDED, max_log=UNBOUNDED, max_msgs=UNBOUNDED))
+    validation, out = _validate_inserting(spec, renamed, max_states)
+    return out, values, validation
+
+
+def _validate_inserting(
+    spec: Raft, events: list[dict[str, Any]], max_states: int | None = None
+) -> tuple[Validation, list[dict[str, Any]]]:
+    kwargs: dict[str, Any] = {} if max_states is None else {"max_states": max_states}
+    validator = Validator(spec, **kwargs)
+    #: checkpoints[i]: the spec states possible before events[i]
+    checkpoints: list[list[Any]] = [list(spec.init_states())]
+    i = 0
+    while i < len(events):
+        event = events[i]
+        if validator.feed(event) is None:
+            checkpoints.append(list(validator.groups[""].values()))
+            i += 1
+            continue
+        action = event.get("action") or {}
+        msg = action.get("msg") if action.get("type") == "Receive" else None
+        earlier = [
+            j
+            for j in range(i)
+            if (events[j].get("action") or {}).get("type") == "Receive"
+            and _same_msg((events[j].get("action") or {}).get("msg"), msg)
+        ]
+        if msg is None or not earlier:
+            return validator.result(), events
+        j = earlier[-1]
+        duplicate = {"step": 0, "actor": "network", "action": {"type": "DuplicateMessage", "msg": msg}}
+        events = _renumber([*events[:j], duplicate, *events[j:]])
+        del checkpoints[j + 1 :]
+        validator = Validator(spec, initial=checkpoints[j], **kwargs)
+        i = j
+    return validator.result(), events
+
+
+def validate_raft(events: Sequence[Mapping[str, Any]], servers: int, max_states: int | None = None) -> Validation:
+    """Is the implementation's trace a behaviour of spec/raft (``spec_events``)?"""
+    return spec_events(events, servers, max_states)[2]
+
+
+class RaftNemesis(ChoiceSource):
+    """Faults aimed at the leader, as Jepsen's nemeses aim at the primary: in most
+    runs, whenever some server leads (and a budget is left), crash it or cut it off
+    from the other servers (its clients still reach it: a deposed leader that goes
+    on answering is what a stale read or an unsafe commit needs), and heal a
+    partition some steps later.  Every other choice is the inner source's."""
+
+    def __init__(
+        self, inner: ChoiceSource, servers: Sequence[RaftNode], faults: FaultPolicy, rng: random.Random
+    ) -> None:
+        self.inner = inner
+        self.servers = list(servers)
+        self.faults = faults
+        self.rng = rng
+        self.active = rng.random() < 0.8
+        self.strikes = 0
+        self.cut_at: int | None = None
+        self.steps = 0
+        self.hold = rng.randint(30, 300)
+        self.delay = rng.randint(0, 60)
+
+    def choose(self, options: Sequence[Choice]) -> int:
+        self.steps += 1
+        texts = [o.text for o in options]
+        if self.active:
+            if self.cut_at is not None and self.steps - self.cut_at >= self.hold and "heal the partition" in texts:
+                self.cut_at = None
+                return texts.index("heal the partition")
+            leaders = [s for s in self.servers if s.role == LEADER and hasattr(s, "log")]
+            if leaders and self.steps >= self.delay:
+                leader = max(leaders, key=lambda s: s.log.term)
+                kinds = [k for k in ("crash", "partition") if getattr(self.faults, k)]
+                kind = self.rng.choice(kinds) if kinds else None
+                text = f"crash {leader.name}" if kind == "crash" else f"isolate {leader.name}"
+                if kind is not None and text in texts:
+                    self.strikes += 1
+                    self.delay = self.steps + self.rng.randint(20, 200)
+                    if kind == "partition":
+                        self.cut_at = self.steps
+                    return texts.index(text)
+        return self.inner.choose(options)
+
+
+@attrs.define
+class RaftSystem:
+    cluster: raft_sim.Cluster
+    #: term -> the first server seen leading it
+    leaders: dict[int, str] = attrs.field(factory=dict)
+    #: index -> (term, command id, server) of the first entry seen committed there
+    committed: dict[int, tuple[int, str, str]] = attrs.field(factory=dict)
+
+    def check_committed(self, server: RaftNode) -> str | None:
+        log = server.log
+        if server.commit_index > log.last_index:
+            return (
+                f"StateMachineSafety violated: {server.name} commits up to {server.commit_index} "
+                f"but its log ends at {log.last_index}"
+            )
+        for index in range(log.base_index + 1, server.commit_index + 1):
+            term, cmd = log.entry(index)
+            cid = str(cmd["id"])
+            first = self.committed.setdefault(index, (term, cid, server.name))
+            if first[:2] != (term, cid):
+                return (
+                    f"StateMachineSafety violated at index {index}: {first[2]} committed {first[1]} of term "
+                    f"{first[0]}, {server.name} commits {cid} of term {term}"
+                )
+        return None
