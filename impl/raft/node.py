@@ -817,6 +817,9 @@ class RaftNode(Actor):
         self._adopt_term(src, msg)
         term = self.log.term
         prev = msg.prev_log_index
+        if msg.term == term and self.role == FOLLOWER:  # heard from the leader, even if its log does not match
+            self.leader = src
+            self.last_heard = self.ctx.now()
         if msg.term < term or (self.role == FOLLOWER and self.log.term_at(prev) != msg.prev_log_term):
             self._receive_record(src, msg)
             self.send(src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index))

@@ -28,7 +28,14 @@ from typing import Any
 import attrs
 
 from distcheck.checks.conformance.simulate import Wiring
-from distcheck.checks.conformance.validate import Validation, Validator, trace_events
+from distcheck.checks.conformance.validate import (
+    TooLarge,
+    Validation,
+    Validator,
+    event_matches,
+    trace_events,
+    validate_events,
+)
 from distcheck.checks.histories.linearizability import Operation, check_history
 from distcheck.checks.params import UsageError
 from distcheck.checks.traces.trace import Trace
@@ -37,7 +44,24 @@ from distcheck.impl.raft import simulation as raft_sim
 from distcheck.impl.raft.node import LEADER, RaftNode
 from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, NodeMain, Simulation
 from distcheck.spec.contract import Spec
-from distcheck.spec.raft import Config, Raft, value_names
+from distcheck.spec.raft import (
+    AdvanceCommitIndex,
+    AppendEntries,
+    BecomeLeader,
+    ClientRequest,
+    Config,
+    DropMessage,
+    DuplicateMessage,
+    Raft,
+    RaftState,
+    Receive,
+    RequestVote,
+    Restart,
+    Timeout,
+    value_names,
+    wire_message,
+)
+from distcheck.spec.values import fingerprint
 
 #: large bounds for the header: validation applies none
 UNBOUNDED = 1_000_000
@@ -154,8 +178,11 @@ class RaftWiring(Wiring):
             raise TypeError(f"the Raft service validates against spec/raft, not {type(spec).__name__}")
         if split is not None:
             raise UsageError("a Raft trace is one instance: validate it without --split")
-        events = trace_events(trace)
-        return validate_raft(events, spec.config.servers, max_states)
+        events, values, directed = spec_events(trace_events(trace), spec.config.servers, max_states)
+        if not directed.ok:
+            return directed
+        # The reference path: the generic search over every enabled action.
+        return validate_events(raft_spec(spec.config.servers, values), events, max_states=max_states)
 
 
 def history_operations(history: raft_sim.History) -> list[Operation]:
@@ -171,6 +198,11 @@ def history_operations(history: raft_sim.History) -> list[Operation]:
             attempt[e.client] = attempt.get(e.client, 0) + 1
         out.append(Operation(name, e.call, e.ret, e.op, result))
     return out
+
+
+def raft_spec(servers: int, values: int) -> Raft:
+    """spec/raft for a trace: its servers and values, no bounds."""
+    return Raft(Config(servers=servers, values=values, max_term=UNBOUNDED, max_log=UNBOUNDED, max_msgs=UNBOUNDED))
 
 
 def spec_params(servers: int, values: int) -> dict[str, Any]:
@@ -219,8 +251,12 @@ def _renumber(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return events
 
 
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _same_msg(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return _canon(a) == _canon(b)
 
 
 def spec_events(
@@ -235,23 +271,67 @@ def spec_events(
     names = value_map(events)
     renamed = _renumber([_rename(e, names) for e in events])
     values = max(len(names), 1)
-    spec = Raft(Config(servers=servers, values=values, max_term=UNBOUNDED, max_log=UNBOUNDED, max_msgs=UNBOUNDED))
-    validation, out = _validate_inserting(spec, renamed, max_states)
+    validation, out = _validate_inserting(raft_spec(servers, values), renamed, max_states)
     return out, values, validation
+
+
+#: the spec's actions by name, for the events that name them
+_ACTIONS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (Restart, Timeout, RequestVote, BecomeLeader, ClientRequest, AdvanceCommitIndex, AppendEntries)
+}
+_MESSAGE_ACTIONS: dict[str, type] = {cls.__name__: cls for cls in (Receive, DuplicateMessage, DropMessage)}
+
+
+def _candidates(state: RaftState, action: Mapping[str, Any]) -> list[Any]:
+    """The spec actions whose observation can be ``action``: the one it names, or,
+    for a message's step, one per message in flight that is written as it is (the
+    spec's messages carry the history field ``log``, which the event leaves out)."""
+    kind = action.get("type")
+    fields = {k: v for k, v in action.items() if k != "type"}
+    cls = _ACTIONS.get(str(kind))
+    if cls is not None:
+        try:
+            return [cls(**fields)]
+        except TypeError:
+            return []
+    cls = _MESSAGE_ACTIONS.get(str(kind))
+    if cls is None or set(fields) != {"msg"}:
+        return []
+    wanted = _canon(fields["msg"])
+    return [cls(m) for m in state.messages.distinct() if _canon(wire_message(m)) == wanted]
+
+
+def _directed_step(spec: Raft, states: Sequence[RaftState], event: Mapping[str, Any]) -> list[RaftState]:
+    """The spec states after ``event``: what the generic validator's search finds
+    when every step is logged (spec/raft's ``observe``), found directly from the
+    actions the event can stand for instead of from every enabled action."""
+    action = event.get("action")
+    if not isinstance(action, Mapping) or "state" in event:
+        return []
+    out: dict[int, RaftState] = {}
+    for state in states:
+        for candidate in _candidates(state, action):
+            nxt = spec.next_state(state, candidate)
+            if nxt is None or not event_matches(spec.observe(state, candidate) or {}, event, candidate):
+                continue
+            out.setdefault(fingerprint(nxt), nxt)
+    return list(out.values())
 
 
 def _validate_inserting(
     spec: Raft, events: list[dict[str, Any]], max_states: int | None = None
 ) -> tuple[Validation, list[dict[str, Any]]]:
-    kwargs: dict[str, Any] = {} if max_states is None else {"max_states": max_states}
-    validator = Validator(spec, **kwargs)
     #: checkpoints[i]: the spec states possible before events[i]
-    checkpoints: list[list[Any]] = [list(spec.init_states())]
+    checkpoints: list[list[RaftState]] = [list(spec.init_states())]
+    explored = 0
     i = 0
     while i < len(events):
         event = events[i]
-        if validator.feed(event) is None:
-            checkpoints.append(list(validator.groups[""].values()))
+        after = _directed_step(spec, checkpoints[i], event)
+        if after:
+            checkpoints.append(after)
+            explored += len(after)
             i += 1
             continue
         action = event.get("action") or {}
@@ -263,14 +343,23 @@ def _validate_inserting(
             and _same_msg((events[j].get("action") or {}).get("msg"), msg)
         ]
         if msg is None or not earlier:
-            return validator.result(), events
+            # No behaviour explains it: the generic validator says why, from the states before it.
+            kwargs: dict[str, Any] = {} if max_states is None else {"max_states": max_states}
+            validator = Validator(spec, initial=checkpoints[i], **kwargs)
+            try:
+                validator.feed(event)
+            except TooLarge as exc:
+                return Validation("unknown", len(events), explored, message=str(exc)), events
+            result = validator.result()
+            if result.mismatch is None:  # (cannot be: the search finds what the directed step finds)
+                raise AssertionError(f"step {event.get('step')}: the directed step and the search disagree")
+            return Validation("violated", i + 1, explored, result.mismatch, result.message), events
         j = earlier[-1]
         duplicate = {"step": 0, "actor": "network", "action": {"type": "DuplicateMessage", "msg": msg}}
         events = _renumber([*events[:j], duplicate, *events[j:]])
         del checkpoints[j + 1 :]
-        validator = Validator(spec, initial=checkpoints[j], **kwargs)
         i = j
-    return validator.result(), events
+    return Validation("ok", len(events), explored, message=f"all {len(events)} events explained"), events
 
 
 def validate_raft(events: Sequence[Mapping[str, Any]], servers: int, max_states: int | None = None) -> Validation:
