@@ -20,6 +20,7 @@ was received as many times as it was sent.  A leader-targeting nemesis
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -102,8 +103,6 @@ class RaftWiring(Wiring):
 
     def wrap_choices(self, choices: ChoiceSource, seed: int, system: Any, faults: FaultPolicy) -> ChoiceSource:
         raft_system: RaftSystem = system
-        if not (faults.crash or faults.partition):
-            return choices
         return RaftNemesis(choices, raft_system.cluster.servers, faults, random.Random(f"nemesis {seed}"))
 
     def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
@@ -299,7 +298,12 @@ def _candidates(state: RaftState, action: Mapping[str, Any]) -> list[Any]:
     if cls is None or set(fields) != {"msg"}:
         return []
     wanted = _canon(fields["msg"])
-    return [cls(m) for m in state.messages.distinct() if _canon(wire_message(m)) == wanted]
+    return [cls(m) for m in state.messages.distinct() if _wire_text(m) == wanted]
+
+
+@functools.lru_cache(maxsize=4096)
+def _wire_text(m: Any) -> str:
+    return _canon(wire_message(m))
 
 
 def _directed_step(spec: Raft, states: Sequence[RaftState], event: Mapping[str, Any]) -> list[RaftState]:
@@ -375,13 +379,19 @@ class RaftNemesis(ChoiceSource):
     partition some steps later.  Every other choice is the inner source's."""
 
     def __init__(
-        self, inner: ChoiceSource, servers: Sequence[RaftNode], faults: FaultPolicy, rng: random.Random
+        self,
+        inner: ChoiceSource,
+        servers: Sequence[RaftNode],
+        faults: FaultPolicy,
+        rng: random.Random,
+        patience: float = 0.75,
     ) -> None:
         self.inner = inner
         self.servers = list(servers)
         self.faults = faults
         self.rng = rng
-        self.active = rng.random() < 0.8
+        self.active = (faults.crash or faults.partition) and rng.random() < 0.8
+        self.patience = patience
         self.strikes = 0
         self.cut_at: int | None = None
         self.steps = 0
@@ -407,6 +417,12 @@ class RaftNemesis(ChoiceSource):
                     if kind == "partition":
                         self.cut_at = self.steps
                     return texts.index(text)
+        if self.patience and any(o.kind == "advance" for o in options) and self.rng.random() < self.patience:
+            # Time jumps to the next deadline, which without a leader is an election
+            # timeout: let messages in flight race it less, or elections rarely end.
+            kept = [i for i, o in enumerate(options) if o.kind != "advance"]
+            if any(options[i].kind in ("run", "deliver") for i in kept):
+                return kept[self.inner.choose([options[i] for i in kept])]
         return self.inner.choose(options)
 
 
