@@ -42,7 +42,7 @@ from distcheck.checks.params import UsageError
 from distcheck.checks.traces.trace import Trace
 from distcheck.impl import raft as impl_raft
 from distcheck.impl.raft import simulation as raft_sim
-from distcheck.impl.raft.node import LEADER, RaftNode
+from distcheck.impl.raft.node import CANDIDATE, LEADER, RaftNode
 from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, NodeMain, Simulation
 from distcheck.spec.contract import Spec
 from distcheck.spec.raft import (
@@ -79,12 +79,23 @@ class RaftWiring(Wiring):
     default_steps = 3000
     clients = ("c1", "c2")
     keys = ("x", "y")
+    #: a client gives up on a server sooner than an election takes, so that it
+    #: reaches a new leader soon after it is elected
+    client_timing = impl_raft.ClientTiming(attempt=5.0, backoff=1.0, max_backoff=4.0, timeout=1e9)
+    #: think time (virtual seconds) between a client's operations, so that they span the faults
+    pause = 15.0
 
     def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
         servers = int(params.get("servers", 3))
-        workloads = {c: [self.random_op(rng) for _ in range(rng.randint(2, 4))] for c in self.clients}
+        workloads = {c: [self.random_op(rng) for _ in range(rng.randint(3, 6))] for c in self.clients}
         cluster = raft_sim.cluster(
-            servers, workloads, options=impl_raft.RaftOptions.conformance(), variant=variant, prefix="s"
+            servers,
+            workloads,
+            options=impl_raft.RaftOptions.conformance(),
+            variant=variant,
+            prefix="s",
+            client_timing=self.client_timing,
+            pause=self.pause,
         )
         return RaftSystem(cluster)
 
@@ -372,11 +383,26 @@ def validate_raft(events: Sequence[Mapping[str, Any]], servers: int, max_states:
 
 
 class RaftNemesis(ChoiceSource):
-    """Faults aimed at the leader, as Jepsen's nemeses aim at the primary: in most
-    runs, whenever some server leads (and a budget is left), crash it or cut it off
-    from the other servers (its clients still reach it: a deposed leader that goes
-    on answering is what a stale read or an unsafe commit needs), and heal a
-    partition some steps later.  Every other choice is the inner source's."""
+    """Faults aimed where Raft is fragile, as Jepsen's nemeses aim at the primary.
+    Each run draws one mode:
+
+    - ``leader``: whenever some server leads (and a budget is left), crash it or cut
+      it off from the other servers (its clients still reach it: a deposed leader
+      that goes on answering is what a stale read needs), healing a partition some
+      steps later;
+    - ``commit``: crash the leader just after it committed entries that its
+      followers do not know committed yet (the next leader has not applied them);
+    - ``voter``: crash a server that voted in a term while another candidate's
+      RequestVote of that term is on its way to it, and restart it at once (the
+      request then finds a server that must remember its vote);
+    - ``off`` (one run in ten): the inner source's faults only.
+
+    Independently, ``patience``: when time could jump to the next deadline (without
+    a leader, an election timeout) while messages are in flight, it usually waits,
+    or elections rarely end.  Every other choice is the inner source's, without the
+    faults the mode injects itself (their budgets are the nemesis's)."""
+
+    MODES = ("leader", "leader", "leader", "commit", "commit", "voter", "voter", "voter", "voter", "off")
 
     def __init__(
         self,
@@ -390,10 +416,10 @@ class RaftNemesis(ChoiceSource):
         self.servers = list(servers)
         self.faults = faults
         self.rng = rng
-        self.active = (faults.crash or faults.partition) and rng.random() < 0.8
+        self.mode = rng.choice(self.MODES) if faults.crash or faults.partition else "off"
         self.patience = patience
-        self.strikes = 0
         self.cut_at: int | None = None
+        self.restart: str | None = None
         self.steps = 0
         self.hold = rng.randint(30, 300)
         self.delay = rng.randint(0, 60)
@@ -401,29 +427,65 @@ class RaftNemesis(ChoiceSource):
     def choose(self, options: Sequence[Choice]) -> int:
         self.steps += 1
         texts = [o.text for o in options]
-        if self.active:
-            if self.cut_at is not None and self.steps - self.cut_at >= self.hold and "heal the partition" in texts:
-                self.cut_at = None
-                return texts.index("heal the partition")
-            leaders = [s for s in self.servers if s.role == LEADER and hasattr(s, "log")]
-            if leaders and self.steps >= self.delay:
-                leader = max(leaders, key=lambda s: s.log.term)
-                kinds = [k for k in ("crash", "partition") if getattr(self.faults, k)]
-                kind = self.rng.choice(kinds) if kinds else None
-                text = f"crash {leader.name}" if kind == "crash" else f"isolate {leader.name}"
-                if kind is not None and text in texts:
-                    self.strikes += 1
-                    self.delay = self.steps + self.rng.randint(20, 200)
-                    if kind == "partition":
-                        self.cut_at = self.steps
-                    return texts.index(text)
-        if self.patience and any(o.kind == "advance" for o in options) and self.rng.random() < self.patience:
+        strike = self._strike(texts)
+        if strike is not None:
+            return strike
+        # The nemesis owns the budgets of the faults it injects (the inner source would
+        # spend them in the first steps).
+        owned = {"leader": ("crash", "partition", "heal"), "off": ()}.get(self.mode, ("crash",))
+        kept = [i for i, o in enumerate(options) if o.kind not in owned]
+        if self.patience and self.rng.random() < self.patience:
             # Time jumps to the next deadline, which without a leader is an election
             # timeout: let messages in flight race it less, or elections rarely end.
-            kept = [i for i, o in enumerate(options) if o.kind != "advance"]
-            if any(options[i].kind in ("run", "deliver") for i in kept):
-                return kept[self.inner.choose([options[i] for i in kept])]
-        return self.inner.choose(options)
+            waiting = [i for i in kept if options[i].kind != "advance"]
+            if any(options[i].kind in ("run", "deliver") for i in waiting):
+                kept = waiting
+        if not kept:
+            return self.inner.choose(options)
+        return kept[self.inner.choose([options[i] for i in kept])]
+
+    def _up(self) -> list[RaftNode]:
+        return [s for s in self.servers if hasattr(s, "log")]
+
+    def _strike(self, texts: list[str]) -> int | None:
+        if self.restart is not None and f"restart {self.restart}" in texts:
+            name, self.restart = self.restart, None
+            return texts.index(f"restart {name}")
+        if self.cut_at is not None and self.steps - self.cut_at >= self.hold and "heal the partition" in texts:
+            self.cut_at = None
+            return texts.index("heal the partition")
+        if self.steps < self.delay:
+            return None
+        leaders = [s for s in self._up() if s.role == LEADER]
+        leader = max(leaders, key=lambda s: s.log.term) if leaders else None
+        if self.mode == "leader" and leader is not None:
+            kinds = [k for k in ("crash", "partition") if getattr(self.faults, k)]
+            kind = self.rng.choice(kinds)
+            text = f"crash {leader.name}" if kind == "crash" else f"isolate {leader.name}"
+            if text in texts:
+                self.delay = self.steps + self.rng.randint(20, 200)
+                if kind == "partition":
+                    self.cut_at = self.steps
+                return texts.index(text)
+        elif self.mode == "commit" and leader is not None and self.faults.crash:
+            others = [s.commit_index for s in self._up() if s is not leader]
+            text = f"crash {leader.name}"
+            # (once its answers to the clients are on their way)
+            if others and leader.commit_index > max(others) and not leader.outbox and text in texts:
+                self.delay = self.steps + self.rng.randint(20, 200)
+                return texts.index(text)
+        elif self.mode == "voter" and self.faults.crash:
+            for voter in self._up():
+                term, vote = voter.log.term, voter.log.voted_for
+                if vote is None or vote == voter.name:
+                    continue
+                rivals = [c.name for c in self._up() if c.role == CANDIDATE and c.name != vote and c.log.term == term]
+                asks = [f"deliver {r}→{voter.name} RequestVoteRequest(term={term}," for r in rivals]
+                text = f"crash {voter.name}"
+                if any(t.startswith(a) for a in asks for t in texts) and text in texts:
+                    self.restart = voter.name
+                    return texts.index(text)
+        return None
 
 
 @attrs.define
