@@ -48,8 +48,12 @@ The protocol, and where it departs from raft.tla on purpose:
   the next batch without waiting for the previous answer (``next_index`` moves
   on when it sends), up to ``max_inflight`` batches per follower.  A follower
   syncs each request's entries once.  The conformance settings
-  (``RaftOptions.conformance()``) are one entry per request, no pipelining and
-  ``next_index`` backed up by one per refusal, exactly as raft.tla.
+  (``RaftOptions.conformance()``) are one entry per request, no pipelining,
+  ``next_index`` backed up by one per refusal, no pre-vote, no check-quorum, and
+  ``tla_steps``: every raft.tla step taken and logged on its own, to its letter
+  (a ``Receive`` per UpdateTerm, per entry removed, per entry appended).
+- **Variants** (``VARIANTS``): deliberately broken servers that the conformance
+  checks must catch (``unsafe_commit``, ``volatile_vote``, ``stale_read``).
 - **Snapshots** (option ``snapshot_every``): after that many applied entries a
   node snapshots its store (sessions included) and drops the log up to there; a
   follower that needs compacted entries gets ``InstallSnapshot``.
