@@ -102,6 +102,8 @@ def test_a_tampered_vote_is_rejected(tmp_path: Path) -> None:
     result = validate_raft(bad, 3)
     assert not result.ok and result.mismatch is not None
     assert result.mismatch.event["action"]["msg"]["type"] == "RequestVoteResponse"
+    # written as spec/raft logs it (without the history field): a violation, not bad input
+    assert not result.mismatch.bad_input and result.mismatch.kind == "guard", result.mismatch.reason
     # The same through `distcheck validate raft FILE`, on the trace up to the tampered step.
     index = next(i for i, (a, b) in enumerate(zip(bad, events)) if a != b)
     path = tmp_path / "bad.jsonl"
