@@ -14,8 +14,12 @@ one (docs/raft-service.md, "Conformance mode").  What a server cannot know is
 added here, before validation (``spec_events``): the command ids it logs as
 values become the spec's ``v1..vK`` (``values=K`` in the header), and a
 ``DuplicateMessage`` of the network is put before the receipt of a message that
-was received as many times as it was sent.  A leader-targeting nemesis
-(``RaftNemesis``) crashes or isolates the current leader.
+was received as many times as it was sent.  Every step being logged, a run's
+trace is validated directly from the action each event names (``_directed_step``:
+what the generic search finds, much faster on a long trace); ``distcheck validate
+raft`` runs the generic search.  The nemesis (``RaftNemesis``) crashes or isolates
+the current leader, crashes it just after a commit its followers do not know yet,
+or crashes and restarts a voter that another candidate is asking.
 """
 
 from __future__ import annotations
