@@ -13,9 +13,10 @@ scheduler).  docs/raft-service.md describes it, and the trace it records.
 
 from distcheck.impl.raft.client import ClientTiming, NodeClient, RaftClient, RaftError, Unavailable, parse_cluster
 from distcheck.impl.raft.kv import KeyValueStore
-from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
+from distcheck.impl.raft.node import VARIANTS, RaftNode, RaftOptions, Timing
 
 __all__ = [
+    "VARIANTS",
     "ClientTiming",
     "KeyValueStore",
     "NodeClient",

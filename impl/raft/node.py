@@ -48,8 +48,12 @@ The protocol, and where it departs from raft.tla on purpose:
   the next batch without waiting for the previous answer (``next_index`` moves
   on when it sends), up to ``max_inflight`` batches per follower.  A follower
   syncs each request's entries once.  The conformance settings
-  (``RaftOptions.conformance()``) are one entry per request, no pipelining and
-  ``next_index`` backed up by one per refusal, exactly as raft.tla.
+  (``RaftOptions.conformance()``) are one entry per request, no pipelining,
+  ``next_index`` backed up by one per refusal, no pre-vote, no check-quorum, and
+  ``tla_steps``: every raft.tla step taken and logged on its own, to its letter
+  (a ``Receive`` per UpdateTerm, per entry removed, per entry appended).
+- **Variants** (``VARIANTS``): deliberately broken servers that the conformance
+  checks must catch (``unsafe_commit``, ``volatile_vote``, ``stale_read``).
 - **Snapshots** (option ``snapshot_every``): after that many applied entries a
   node snapshots its store (sessions included) and drops the log up to there; a
   follower that needs compacted entries gets ``InstallSnapshot``.
@@ -145,12 +149,35 @@ class RaftOptions:
     snapshot_every: int = attrs.field(default=10_000, validator=_count)
     #: client sessions kept (the oldest is evicted past this)
     max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
+    #: take and log raft.tla's steps one by one, to its letter (docs/raft-service.md,
+    #: "Conformance mode"): a message is handled in as many ``Receive`` steps as
+    #: raft.tla takes, a follower's commit index is the request's, a leader's
+    #: ``match_index``/``next_index`` are the answer's
+    tla_steps: bool = False
 
     @classmethod
     def conformance(cls) -> RaftOptions:
         """raft.tla's steps exactly: one entry per request, no pipelining, back up by
-        one, no pre-vote and no snapshots (neither is in the spec)."""
-        return cls(max_batch=1, pipeline=False, fast_backtrack=False, pre_vote=False, snapshot_every=0)
+        one, no pre-vote, no check-quorum and no snapshots (none is in the spec), each
+        step logged as raft.tla takes it."""
+        return cls(
+            max_batch=1,
+            pipeline=False,
+            fast_backtrack=False,
+            pre_vote=False,
+            check_quorum=False,
+            snapshot_every=0,
+            tla_steps=True,
+        )
+
+
+#: the deliberately broken versions of the server (name -> what is wrong), each a real
+#: mistake that ``distcheck simulate raft --variant NAME`` must catch
+VARIANTS = {
+    "unsafe_commit": "a leader counts itself twice, so it commits an entry one replica short of a majority",
+    "volatile_vote": "votedFor is kept in memory only: a restarted server may vote again in the same term",
+    "stale_read": "reads are answered from the local store of whichever server is asked (no ReadIndex)",
+}
 
 
 Read = tuple[str, str, str, int, str]  # (src, route, client, seq, key)
@@ -187,7 +214,9 @@ class RaftNode(Actor):
         *,
         members: Sequence[str] | None = None,
         trace: bool = True,
+        variant: str | None = None,
     ) -> None:
+        config.check_variant(variant, VARIANTS)
         if name not in peers:
             raise ValueError(f"server {name!r} is not among the cluster's servers {list(peers)}")
         if len(set(peers)) != len(peers):
@@ -205,6 +234,7 @@ class RaftNode(Actor):
         #: record the trace and keep ``applied`` (a server that keeps no trace skips
         #: building it, and a list that would grow as long as it runs)
         self.trace = trace
+        self.variant = variant
         self.starts = 0
         self.applied: list[tuple[int, str]] = []
         self.role = FOLLOWER  # (before the first start too: tests and checkers look)
@@ -216,6 +246,8 @@ class RaftNode(Actor):
 
     def on_start(self) -> None:
         self.log = RaftLog(self.ctx.storage(self.LOG))
+        if self.variant == "volatile_vote":
+            self.log.voted_for = None  # the mistake: the vote is not read back
         self.role = FOLLOWER
         self.leader: str | None = None
         self.kv = KeyValueStore(max_sessions=self.options.max_sessions)
@@ -293,9 +325,11 @@ class RaftNode(Actor):
     def _members_at(self, index: int) -> tuple[str, ...]:
         return next(m for i, m in reversed(self.configs) if i <= index)
 
-    def _majority(self, values: dict[str, int]) -> int:
+    def _majority(self, values: dict[str, int], counted_twice: str | None = None) -> int:
         """The highest value a majority of the members has reached (this server: ``values[self]``)."""
         ordered = sorted((values.get(m, 0) for m in self.members), reverse=True)
+        if counted_twice is not None:
+            ordered = sorted([*ordered, values.get(counted_twice, 0)], reverse=True)
         return ordered[self.quorum - 1]
 
     def _track(self, peer: str) -> None:
@@ -346,11 +380,12 @@ class RaftNode(Actor):
         """Adopt a higher term seen in a message (the caller syncs)."""
         if term <= self.log.term:
             return False
-        self.log.set_hard_state(term, None)
-        self.prevote_term = 0
+        # Follower first: storing the term yields, and nobody may see a leader of the new term meanwhile.
         if self.role != FOLLOWER:
             self._become_follower(None)
         self.leader = None
+        self.log.set_hard_state(term, None)
+        self.prevote_term = 0
         return True
 
     def _become_follower(self, leader: str | None) -> None:
@@ -531,8 +566,19 @@ class RaftNode(Actor):
             self._record({"type": "RequestVote", "server": self.name, "peer": peer})
             self.ctx.send(peer, wire)
 
-    def _on_request_vote(self, src: str, msg: RequestVoteRequest) -> None:
+    def _adopt_term(self, src: str, msg: Any) -> bool:
+        """Adopt a newer term seen in ``msg``: whether the caller must sync.  Taking
+        raft.tla's steps, that is a step of its own (UpdateTerm: durable, then logged
+        as a ``Receive`` that leaves the message to be handled in the new term)."""
         changed = self._observe_term(msg.term)
+        if changed and self.options.tla_steps:
+            self.log.sync()
+            self._receive_record(src, msg)
+            return False
+        return changed
+
+    def _on_request_vote(self, src: str, msg: RequestVoteRequest) -> None:
+        changed = self._adopt_term(src, msg)
         grant = (
             msg.term == self.log.term
             and self._log_ok(msg.last_log_term, msg.last_log_index)
@@ -549,7 +595,7 @@ class RaftNode(Actor):
         self.send(src, RequestVoteResponse(self.log.term, grant))
 
     def _on_vote(self, src: str, msg: RequestVoteResponse) -> None:
-        if self._observe_term(msg.term):
+        if self._adopt_term(src, msg):
             self.log.sync()
         if msg.term == self.log.term and msg.vote_granted:
             self.votes.add(src)
@@ -642,7 +688,7 @@ class RaftNode(Actor):
         self.send(peer, InstallSnapshot(self.log.term, self.log.base_index, self.log.base_term, self.log.snapshot))
 
     def _on_append_response(self, src: str, msg: AppendEntriesResponse) -> None:
-        if self._observe_term(msg.term):
+        if self._adopt_term(src, msg):
             self.log.sync()
         if msg.term != self.log.term or self.role != LEADER or src not in self.next_index:
             self._receive_record(src, msg)  # stale, or from a server no longer a member
@@ -651,7 +697,11 @@ class RaftNode(Actor):
         self.heard_from.add(src)
         self.outstanding[src] = False
         self.acked_round[src] = max(self.acked_round.get(src, 0), msg.read_round)
-        if msg.success:
+        if msg.success and self.options.tla_steps:  # as raft.tla: the answer's, even an old one's
+            self.match_index[src] = msg.match_index
+            self.next_index[src] = msg.match_index + 1
+            self.probing[src] = False
+        elif msg.success:
             self.match_index[src] = max(self.match_index[src], msg.match_index)
             self.next_index[src] = max(self.next_index[src], self.match_index[src] + 1)
             self.probing[src] = False
@@ -679,6 +729,8 @@ class RaftNode(Actor):
         if self.role != LEADER:
             return
         n = self._majority({**self.match_index, self.name: self.log.last_index})
+        if self.variant == "unsafe_commit":  # the mistake: itself counted twice
+            n = self._majority({**self.match_index, self.name: self.log.last_index}, counted_twice=self.name)
         if n > self.commit_index and self.log.term_at(n) == self.log.term:
             self.commit_index = n
             self._record({"type": "AdvanceCommitIndex", "server": self.name})
@@ -696,6 +748,9 @@ class RaftNode(Actor):
     # ----------------------------------------------------------------- replication (follower)
 
     def _on_append(self, src: str, msg: AppendEntriesRequest) -> None:
+        if self.options.tla_steps:
+            self._on_append_tla(src, msg)
+            return
         changed = self._observe_term(msg.term)
         term = self.log.term
         if msg.term < term:
@@ -755,6 +810,54 @@ class RaftNode(Actor):
         self._receive_record(src, msg)
         self._apply()
         self.send(src, AppendEntriesResponse(term, True, match, msg.read_round, self.log.last_index))
+
+    def _on_append_tla(self, src: str, msg: AppendEntriesRequest) -> None:
+        """AppendEntries as raft.tla takes it, one logged ``Receive`` per step, each
+        durable before it is logged: adopt a newer term; refuse a stale request or one
+        that does not match the log; a candidate returns to follower; a conflicting
+        log loses its last entry (one per step); the entry is appended; then the
+        answer, with the request's commit index taken as it is (``last_applied``
+        never goes back, so nothing applied is undone)."""
+        self._adopt_term(src, msg)
+        term = self.log.term
+        prev = msg.prev_log_index
+        if msg.term == term and self.role == FOLLOWER:  # heard from the leader, even if its log does not match
+            self.leader = src
+            self.last_heard = self.ctx.now()
+        if msg.term < term or (self.role == FOLLOWER and self.log.term_at(prev) != msg.prev_log_term):
+            self._receive_record(src, msg)
+            self.send(src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index))
+            return
+        if self.role == CANDIDATE:
+            self._become_follower(src)
+            self._receive_record(src, msg)
+            if self.log.term_at(prev) != msg.prev_log_term:  # now a follower: the next step refuses
+                self._receive_record(src, msg)
+                self.send(src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index))
+                return
+        if self.role == LEADER:  # two leaders in one term cannot be
+            self.diagnose(f"AppendEntries from {src} in my own term {term} as leader")
+            return
+        self.leader = src
+        self.last_heard = self.ctx.now()
+        entries: list[Entry] = [(t, c) for t, c in msg.entries]
+        index = prev + 1
+        while entries and self.log.term_at(index) != entries[0][0]:
+            if self.log.last_index >= index:  # a conflict: the last entry goes
+                at = self.log.last_index
+                for _, cmd in self.log.write(at, []):
+                    self.in_log.pop(str(cmd["id"]), None)
+            else:  # the log ends at prev: append the entry
+                at = index
+                self.log.write(at, entries[:1])
+                self.in_log[str(entries[0][1]["id"])] = at
+            self._configure_from(at)
+            self.log.sync()
+            self._receive_record(src, msg)
+        self.commit_index = msg.commit_index
+        self._receive_record(src, msg)
+        self._apply()
+        self.send(src, AppendEntriesResponse(term, True, prev + len(entries), msg.read_round, self.log.last_index))
 
     def _on_install_snapshot(self, src: str, msg: InstallSnapshot) -> None:
         changed = self._observe_term(msg.term)
@@ -888,6 +991,9 @@ class RaftNode(Actor):
             self._arm_flush()
 
     def _on_query(self, src: str, msg: Query) -> None:
+        if self.variant == "stale_read":  # the mistake: whoever is asked answers from its store
+            self._reply(src, Reply(msg.route, msg.client, msg.seq, True, self.kv.data.get(msg.key), self.name))
+            return
         if self.role != LEADER:
             self._refuse(src, msg.route, msg.client, msg.seq)
             return

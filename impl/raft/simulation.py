@@ -83,12 +83,15 @@ class Workload:
         ops: Sequence[Mapping[str, Any]],
         history: History,
         timing: ClientTiming,
+        pause: float = 0.0,
     ) -> None:
         self.name = name
         self.servers = tuple(servers)
         self.ops = [dict(op) for op in ops]
         self.history = history
         self.timing = timing
+        #: virtual seconds between one answer and the next operation
+        self.pause = pause
         self.results: list[Any] = []
         self.done = False
 
@@ -96,6 +99,8 @@ class Workload:
         # A restarted client is a new client (its session name says so).
         client = NodeClient(ctx, self.servers, self.timing, client_id=f"{self.name}.{len(self.results)}")
         while len(self.results) < len(self.ops):
+            if self.results and self.pause:
+                ctx.sleep(self.pause)
             op = self.ops[len(self.results)]
             entry = self.history.call(self.name, op)
             try:
@@ -130,15 +135,21 @@ def cluster(
     timing: Timing = Timing(heartbeat=1.0, election_timeout=10.0),
     options: RaftOptions = RaftOptions(),
     client_timing: ClientTiming = ClientTiming(attempt=20.0, backoff=1.0, max_backoff=10.0, timeout=1e9),
+    variant: str | None = None,
+    prefix: str = "n",
+    pause: float = 0.0,
 ) -> Cluster:
     """Servers ``n1..nN`` (the members) and ``spares`` more (``n(N+1)``..., running but
     not members until a workload adds them), and a client node per workload (name ->
-    operations)."""
+    operations).  ``variant``: one of ``node.VARIANTS`` (every server has it);
+    ``prefix``: the servers' names (``s`` for raft.tla's ``s1..sN``); ``pause``: each
+    client's think time between operations (so that a short workload spans a run's faults)."""
     if servers < 1 or spares < 0:
         raise ValueError(f"a cluster needs at least 1 server and no negative spares, got {servers}, {spares}")
-    names = [f"n{i}" for i in range(1, servers + spares + 1)]
+    names = [f"{prefix}{i}" for i in range(1, servers + spares + 1)]
     members = names[:servers]
     history = History()
     workloads = workloads if workloads is not None else {"c1": [put("x", 1), get("x")]}
-    clients = [Workload(name, names, list(ops), history, client_timing) for name, ops in workloads.items()]
-    return Cluster([RaftNode(n, names, timing, options, members=members) for n in names], clients, history)
+    clients = [Workload(name, names, list(ops), history, client_timing, pause) for name, ops in workloads.items()]
+    nodes = [RaftNode(n, names, timing, options, members=members, variant=variant) for n in names]
+    return Cluster(nodes, clients, history)

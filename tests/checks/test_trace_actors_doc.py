@@ -5,6 +5,7 @@ logs an actor.  A spec that changes who takes a step fails here until the docs s
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from pathlib import Path
@@ -33,8 +34,14 @@ def actor_rows() -> dict[tuple[str, str], tuple[str, str]]:
     return rows
 
 
-def samples(name: str, variant: str | None = None, limit: int = 4000) -> dict[str, tuple[Any, Any]]:
-    """One (action, observation) per action type the spec takes within ``limit`` states."""
+#: specs whose every action is not reached within the first 4000 states
+LIMITS = {"raft": 30_000}
+
+
+@functools.cache
+def samples(name: str, variant: str | None = None) -> dict[str, tuple[Any, Any]]:
+    """One (action, observation) per action type the spec takes within its limit of states."""
+    limit = LIMITS.get(name, 4000)
     spec = REGISTRY[name].make(variant=variant)
     seen = {0}
     queue: deque[Any] = deque(spec.init_states())
@@ -43,6 +50,8 @@ def samples(name: str, variant: str | None = None, limit: int = 4000) -> dict[st
         state = queue.popleft()
         for action, nxt in spec.successors(state):
             out.setdefault(type(action).__name__, (action, spec.observe(state, action)))
+            if not spec.within_bounds(nxt):
+                continue
             key = hash(repr(nxt))
             if key not in seen:
                 seen.add(key)
@@ -63,8 +72,11 @@ def test_every_action_has_a_row_naming_the_specs_actor(name: str, variant: str |
         actor, checked = rows[(name, kind)]
         field = re.fullmatch(r"the action's `(\w+)`", actor)
         literal = re.fullmatch(r"`(\w+)`", actor)
+        message_field = re.fullmatch(r"the message's `(\w+)`", actor)
         if field is not None:
             assert action.actor == getattr(action, field.group(1)), (name, kind)
+        elif message_field is not None:
+            assert action.actor == getattr(action.msg, message_field.group(1)), (name, kind)
         elif literal is not None:
             assert action.actor == literal.group(1), (name, kind)
         else:  # the Paxos proposer: the spec's own name for it is p<ballot>

@@ -11,10 +11,11 @@ from __future__ import annotations
 from distcheck.checks.conformance.simulate import Wiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
+from distcheck.checks.conformance.wiring.raft import RaftNemesis, RaftSystem, RaftWiring
 from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
 from distcheck.checks.params import UsageError
 
-WIRINGS: dict[str, Wiring] = {w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring())}
+WIRINGS: dict[str, Wiring] = {w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring(), RaftWiring())}
 
 
 def find_wiring(name: str) -> Wiring:
@@ -31,6 +32,9 @@ __all__ = [
     "LockWiring",
     "PaxosSystem",
     "PaxosWiring",
+    "RaftNemesis",
+    "RaftSystem",
+    "RaftWiring",
     "TwoPhaseWiring",
     "find_wiring",
 ]
