@@ -616,7 +616,8 @@ class Raft(Spec[RaftState, RaftAction]):
         that leaves its message in the bag (adopting a newer term, a candidate
         returning to follower, removing or appending one entry) is logged like any
         other: an implementation that handles a message at once logs one Receive per
-        such step (docs/raft.md, "Logging a Raft implementation")."""
+        such step (docs/raft.md, "Logging a Raft implementation"; docs/raft-service.md,
+        "Conformance mode", for this project's implementation)."""
         if isinstance(a, Receive | DuplicateMessage | DropMessage):
             return {"actor": a.actor, "action": {"type": type(a).__name__, "msg": wire_message(a.msg)}}
         return {"actor": a.actor, "action": to_json(a)}

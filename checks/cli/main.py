@@ -289,9 +289,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     info = entry.build.variants().get(args.variant or "")
     if args.witness and (info is None or not info.witness):
         pinned = [name for name, v in entry.build.variants().items() if v.witness]
-        raise UsageError(
-            f"--witness replays a variant's pinned counterexample; {entry.name} pins one for: {', '.join(pinned) or 'none'}"
-        )
+        names = ", ".join(pinned) or "none"
+        raise UsageError(f"--witness replays a variant's pinned counterexample; {entry.name} pins one for: {names}")
     if args.witness and (args.swarm or args.symmetry or args.max_depth or args.refinement or args.workers > 1):
         raise UsageError(
             "--witness replays one behaviour; drop --swarm, --symmetry, --max-depth, --refinement, --workers"
