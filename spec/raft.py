@@ -202,6 +202,14 @@ class AppendEntriesResponse:
 Message = RequestVoteRequest | RequestVoteResponse | AppendEntriesRequest | AppendEntriesResponse
 
 
+def log_up_to_date(request: RequestVoteRequest, log: Log) -> bool:
+    """The candidate's log is at least as up to date as ``log``: a later last term,
+    or the same last term and at least as long."""
+    return request.last_log_term > last_term(log) or (
+        request.last_log_term == last_term(log) and request.last_log_index >= len(log)
+    )
+
+
 @attrs.frozen
 class Election:
     """History: one successful election (raft.tla's ``elections`` records)."""
@@ -533,11 +541,7 @@ class Raft(Spec[RaftState, RaftAction]):
         """A vote for a candidate of this term whose log is at least as up to date,
         if the server has not voted for another in this term."""
         i = msg.dest
-        log = s.log[i]
-        log_ok = msg.last_log_term > last_term(log) or (
-            msg.last_log_term == last_term(log) and msg.last_log_index >= len(log)
-        )
-        return msg.term == s.current_term[i] and log_ok and s.voted_for[i] in (None, msg.source)
+        return msg.term == s.current_term[i] and log_up_to_date(msg, s.log[i]) and s.voted_for[i] in (None, msg.source)
 
     def handle_request_vote_request(self, s: RaftState, msg: RequestVoteRequest) -> RaftState:
         i, j = msg.dest, msg.source
@@ -887,12 +891,7 @@ COMMIT_OLD_TERM_WITNESS = (
 class VoteTwice(Raft):
     def grants_vote(self, s: RaftState, msg: RequestVoteRequest) -> bool:
         """Forgets to check votedFor: any up-to-date candidate of this term gets a vote."""
-        i = msg.dest
-        log = s.log[i]
-        log_ok = msg.last_log_term > last_term(log) or (
-            msg.last_log_term == last_term(log) and msg.last_log_index >= len(log)
-        )
-        return msg.term == s.current_term[i] and log_ok
+        return msg.term == s.current_term[msg.dest] and log_up_to_date(msg, s.log[msg.dest])
 
 
 @variant(

@@ -11,7 +11,6 @@ linearizability checks).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import attrs
 from distcheck.impl.raft.client import ClientTiming, NodeClient, Unavailable
 from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
 from distcheck.impl.runtime.api import Context
+from distcheck.impl.runtime.history import History
 
 
 def put(key: str, value: Any) -> dict[str, Any]:
@@ -44,33 +44,6 @@ def add_server(name: str) -> dict[str, Any]:
 
 def remove_server(name: str) -> dict[str, Any]:
     return {"op": "remove_server", "key": name}
-
-
-@attrs.define
-class HistoryEntry:
-    client: str
-    op: dict[str, Any]
-    call: int
-    ret: int | None = None  # None: no answer (the client gave up)
-    result: Any = None
-
-
-class History:
-    """Invocations and responses in one real-time order (a counter read once per
-    event; in controlled mode one thread runs at a time)."""
-
-    def __init__(self) -> None:
-        self.entries: list[HistoryEntry] = []
-        self._clock = itertools.count(1)
-
-    def call(self, client: str, op: Mapping[str, Any]) -> HistoryEntry:
-        entry = HistoryEntry(client, dict(op), next(self._clock))
-        self.entries.append(entry)
-        return entry
-
-    def ret(self, entry: HistoryEntry, result: Any) -> None:
-        entry.result = result
-        entry.ret = next(self._clock)
 
 
 class Workload:

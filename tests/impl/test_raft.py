@@ -32,6 +32,7 @@ from distcheck.impl.runtime import (
     run_simulation,
 )
 from distcheck.impl.runtime.api import Context, Envelope
+from distcheck.impl.runtime.history import History
 from distcheck.impl.runtime.storage import read_log
 
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True, partition=True)
@@ -112,7 +113,7 @@ def run(
     return cluster, s
 
 
-def linearizable(history: sim.History) -> None:
+def linearizable(history: History) -> None:
     ops = [
         Operation(e.client, e.call, e.ret, e.op, "ok" if e.op["op"] == "put" and e.ret is not None else e.result)
         for e in history.entries

@@ -48,6 +48,7 @@ from distcheck.impl import raft as impl_raft
 from distcheck.impl.raft import simulation as raft_sim
 from distcheck.impl.raft.node import CANDIDATE, LEADER, RaftNode
 from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, NodeMain, Simulation
+from distcheck.impl.runtime.history import History
 from distcheck.spec.contract import Spec
 from distcheck.spec.raft import (
     AdvanceCommitIndex,
@@ -199,7 +200,7 @@ class RaftWiring(Wiring):
         return validate_events(raft_spec(spec.config.servers, values), events, max_states=max_states)
 
 
-def history_operations(history: raft_sim.History) -> list[Operation]:
+def history_operations(history: History) -> list[Operation]:
     """The clients' operations for the linearizability check: a put answers "ok";
     a client that gave up on an operation goes on as a new client (its next
     operation may run concurrently with the one it abandoned)."""
