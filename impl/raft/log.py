@@ -2,8 +2,9 @@
 
 Where it sits: ``impl.raft.node`` keeps its persistent state in one ``RaftLog``, on
 the runtime's durable storage (``ctx.storage``), and never acts on a change before
-``sync()`` made it durable: a vote, a new term or appended entries are synced before
-any message that depends on them leaves.  Entries are indexed from 1, as in the
+``sync()`` made it durable: a vote, a new term or a follower's appended entries are
+synced before any message that depends on them leaves, and a leader's new entries
+before it counts itself among the servers that store them.  Entries are indexed from 1, as in the
 dissertation; index 0 has term 0.
 
 On disk it is one append-only log of records, replayed at start:

@@ -149,7 +149,8 @@ class InstallSnapshot:
 @attrs.frozen
 class Command:
     """Apply ``op`` once (``client``, ``seq`` name it: a retried copy is applied once).
-    ``route`` is echoed in the reply (a gateway uses it to find the connection)."""
+    ``route`` is echoed in the reply (for a proxy in front of the servers to find its
+    connection; the servers themselves answer on the connection a request came on)."""
 
     route: str
     client: str
@@ -204,13 +205,6 @@ class StatusReply:
 
 
 @attrs.frozen
-class Requests:
-    """Several client requests in one message (a gateway forwards what queued up)."""
-
-    items: tuple[Any, ...]  # each decoded (and checked) on its own by the node
-
-
-@attrs.frozen
 class Replies:
     """Several answers to one destination in one message (what one step produced)."""
 
@@ -227,7 +221,7 @@ RAFT_MESSAGES = (
     InstallSnapshot,
 )
 CLIENT_REQUESTS = Messages(Command, Query, Status)
-NODE_MESSAGES = Messages(*RAFT_MESSAGES, Command, Query, Status, Requests)
+NODE_MESSAGES = Messages(*RAFT_MESSAGES, Command, Query, Status)
 CLIENT_MESSAGES = Messages(Reply, StatusReply, Replies)
 
 

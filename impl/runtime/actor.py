@@ -74,55 +74,124 @@ class Rejected(Exception):
 # ------------------------------------------------------------------ messages
 
 
-def _check(value: Any, hint: Any, where: str) -> Any:
-    """``value`` (decoded JSON) as type ``hint``, or MessageError naming ``where``."""
+#: ``check(value, where)``: ``value`` (decoded JSON) as the checker's type, or
+#: MessageError naming ``where``; with ``where=None`` nothing is formatted on the way
+#: (the caller checks again with the place named, to say where it failed)
+Checker = Callable[[Any, "str | None"], Any]
+
+
+def _checked(check: Checker, value: Any, where: str) -> Any:
+    try:
+        return check(value, None)
+    except MessageError:
+        return check(value, where)  # the same failure, this time saying where
+
+
+def _at(where: str | None, suffix: str) -> str | None:
+    return None if where is None else where + suffix
+
+
+@functools.cache
+def _checker(hint: Any) -> Checker:
+    """The check for values of type ``hint``, built once per type: decoding a message
+    then costs a call per field, not a walk through ``typing``'s introspection."""
     if hint is Any:
-        return value
+        return _any
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        problems = []
-        for arm in typing.get_args(hint):
-            try:
-                return _check(value, arm, where)
-            except MessageError as exc:
-                problems.append(str(exc))
-        raise MessageError("; or ".join(problems))
-    if hint is type(None):
-        if value is not None:
-            raise MessageError(f"{where} must be null, got {_show(value)}")
-        return None
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise MessageError(f"{where} must be a boolean, got {_show(value)}")
-        return value
-    if hint is int:
-        # JSON's true is Python's True, an int: a flag is not a number here.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MessageError(f"{where} must be an integer, got {_show(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise MessageError(f"{where} must be a finite number, got {_show(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise MessageError(f"{where} must be a string, got {_show(value)}")
-        return value
+        arms = [_checker(arm) for arm in typing.get_args(hint)]
+
+        def union(value: Any, where: str | None) -> Any:
+            problems = []
+            for arm in arms:
+                try:
+                    return arm(value, where)
+                except MessageError as exc:
+                    problems.append(str(exc))
+            raise MessageError("; or ".join(problems))
+
+        return union
+    simple = _SIMPLE.get(hint)
+    if simple is not None:
+        return simple
     if origin is tuple:
         args = typing.get_args(hint)
-        if not isinstance(value, list | tuple):
-            raise MessageError(f"{where} must be a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise MessageError(f"{where} must be a list of {len(args)} items, got {len(value)}")
-        return tuple(_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            item = _checker(args[0])
+
+            def homogeneous(value: Any, where: str | None) -> Any:
+                if not isinstance(value, list | tuple):
+                    raise MessageError(f"{where} must be a list, got {_show(value)}")
+                if where is None:
+                    return tuple([item(v, None) for v in value])
+                return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+            return homogeneous
+        items = [_checker(a) for a in args]
+
+        def fixed(value: Any, where: str | None) -> Any:
+            if not isinstance(value, list | tuple):
+                raise MessageError(f"{where} must be a list, got {_show(value)}")
+            if len(value) != len(items):
+                raise MessageError(f"{where} must be a list of {len(items)} items, got {len(value)}")
+            return tuple(check(v, _at(where, f"[{i}]")) for i, (v, check) in enumerate(zip(value, items)))
+
+        return fixed
     if origin is dict:
         key_type, value_type = typing.get_args(hint)
-        if key_type is not str or not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise MessageError(f"{where} must be an object, got {_show(value)}")
-        return {k: _check(v, value_type, f"{where}.{k}") for k, v in value.items()}
-    raise TypeError(f"{where}: a message field of type {hint!r} is not supported")  # a declaration error
+        member = _checker(value_type)
+
+        def mapping(value: Any, where: str | None) -> Any:
+            if key_type is not str or not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise MessageError(f"{where} must be an object, got {_show(value)}")
+            if where is None:
+                return {k: member(v, None) for k, v in value.items()}
+            return {k: member(v, f"{where}.{k}") for k, v in value.items()}
+
+        return mapping
+
+    def unsupported(value: Any, where: str | None) -> Any:
+        raise TypeError(f"{where}: a message field of type {hint!r} is not supported")  # a declaration error
+
+    return unsupported
+
+
+def _any(value: Any, where: str | None) -> Any:
+    return value
+
+
+def _none(value: Any, where: str | None) -> Any:
+    if value is not None:
+        raise MessageError(f"{where} must be null, got {_show(value)}")
+    return None
+
+
+def _bool(value: Any, where: str | None) -> Any:
+    if not isinstance(value, bool):
+        raise MessageError(f"{where} must be a boolean, got {_show(value)}")
+    return value
+
+
+def _int(value: Any, where: str | None) -> Any:
+    # JSON's true is Python's True, an int: a flag is not a number here.
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise MessageError(f"{where} must be an integer, got {_show(value)}")
+    return value
+
+
+def _float(value: Any, where: str | None) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MessageError(f"{where} must be a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _str(value: Any, where: str | None) -> Any:
+    if not isinstance(value, str):
+        raise MessageError(f"{where} must be a string, got {_show(value)}")
+    return value
+
+
+_SIMPLE: dict[Any, Checker] = {type(None): _none, bool: _bool, int: _int, float: _float, str: _str}
 
 
 def _show(value: Any) -> str:
@@ -136,6 +205,8 @@ class _FieldShape:
     wire_name: str
     hint: Any
     required: bool
+    check: Checker
+    where: str  # "Type.wire_name", for messages
 
 
 class Messages:
@@ -161,6 +232,8 @@ class Messages:
                     f.metadata.get(WIRE_NAME, f.name),
                     hints[f.name],
                     f.default is attrs.NOTHING,
+                    _checker(hints[f.name]),
+                    f"{kind.__name__}.{f.metadata.get(WIRE_NAME, f.name)}",
                 )
                 for f in attrs.fields(kind)
             )
@@ -180,7 +253,7 @@ class Messages:
         values: dict[str, Any] = {}
         for shape in shapes:
             if shape.wire_name in payload:
-                values[shape.name] = _check(payload[shape.wire_name], shape.hint, f"{type_name}.{shape.wire_name}")
+                values[shape.name] = _checked(shape.check, payload[shape.wire_name], shape.where)
             elif shape.required:
                 raise MessageError(f"{type_name}: field {shape.wire_name!r} is missing")
         try:

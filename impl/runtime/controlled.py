@@ -307,8 +307,7 @@ class Simulation:
         """The records of ``node``'s log ``log`` that a crash now would keep."""
         opened = self.nodes[node].logs.get(log)
         if opened is not None:
-            records = opened.records()
-            return records[: len(records) - opened.unsynced]
+            return opened.synced_records()
         return read_log(self._log_path(node, log))
 
     def _log_path(self, node: str, log: str) -> Path:

@@ -10,18 +10,35 @@ Every node hosted by a ``FreeRuntime`` listens on its own TCP address (loopback
 port 0 picks a free port); ``peers`` names the addresses of nodes hosted
 elsewhere, so one protocol can span processes or machines.  Sends go over a cached
 connection per destination; a send that fails drops the connection and the
-message (the protocols retry, as they must for lost messages anyway).  A malformed,
-truncated, oversized, too deeply nested or late frame is logged in ``diagnostics``
-and closes that connection only.
+message (the protocols retry, as they must for lost messages anyway).  A send to a
+node hosted by the same runtime goes straight into its mailbox (the same frame,
+encoded and decoded).
+
+Receiving has no thread of its own: a node's thread that finds its mailbox empty
+in ``receive`` waits in ``select`` on the node's sockets itself (its listeners,
+its accepted connections, and a wake-up socket that other threads write to when
+they put something in the mailbox or arm a timer), accepts, reads what arrived,
+cuts it into frames and takes the first.  A message thus goes from the wire to
+its handler with no hand-over between threads, which is what a message's latency
+is made of on a busy machine.  While no thread of the node is receiving, its
+connections are not read: what arrives waits in TCP's buffers and pushes back on
+the senders, as a full mailbox does.  A malformed, truncated, oversized, too
+deeply nested or late frame is logged in ``diagnostics`` and closes that
+connection only.
+
+A node may also listen on a **client port** (``client_ports``): connections there
+come from clients that are not nodes of the cluster, and the node answers a client
+over the connection its last frame came on (``send(client_id, ...)``), so a
+server needs no gateway thread between its clients and its protocol.  A client
+port has its own limits and may refuse frames (``ClientPort.admit``).
 
 Connections are bounded (``ConnectionLimits``, ``impl.runtime.tcp``): a deadline per
 frame, an idle timeout, a maximum frame size and nesting depth, a maximum number
-of open connections per node (the excess is accepted, closed and counted in
+of open connections per listener (the excess is accepted, closed and counted in
 ``connection_stats``).  A failing ``accept()`` (descriptors exhausted) is noted and
-retried with backoff; the accept loop ends only with ``stop()``.  ``diagnostics``
-is a ring (``impl.runtime.diagnostics``) and a thread leaves the runtime's
-bookkeeping when it ends, so a node serving connection after connection for days
-holds as much memory as one serving a few.
+retried with backoff.  ``diagnostics`` is a ring (``impl.runtime.diagnostics``) and
+a thread leaves the runtime's bookkeeping when it ends, so a node serving
+connection after connection for days holds as much memory as one serving a few.
 
 ``stop()`` ends every node: its threads get ``NodeCrashed`` at their next call into
 the runtime, exactly as in a crash, so there is one way a node's code ends.  A node
@@ -36,7 +53,9 @@ from __future__ import annotations
 
 import functools
 import select
+import selectors
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -44,6 +63,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
+
+import attrs
 
 from distcheck.impl.runtime.api import (
     Context,
@@ -63,13 +84,64 @@ from distcheck.impl.runtime.tcp import (
     ConnectionLimits,
     ConnectionStats,
     FrameError,
-    FrameReader,
-    IdleConnection,
+    decode_frame,
     encode_frame,
 )
 from distcheck.impl.runtime.tracelog import TraceLog
 
 Address = tuple[str, int]
+_LENGTH = struct.Struct(">I")
+#: bytes read from a connection at a time
+_CHUNK = 1 << 16
+
+
+@attrs.frozen
+class ClientPort:
+    """A second port a hosted node listens on, for its clients (module docstring).
+
+    ``port``: 0 picks a free one (``FreeRuntime.client_addresses`` says which);
+    ``limits``: what a client connection may send (None: the runtime's); ``admit``:
+    whether a frame ``(src, msg)`` is one a client may send; a frame it refuses
+    closes its connection, noted as a rejected frame."""
+
+    port: int = 0
+    limits: ConnectionLimits | None = None
+    admit: Callable[[str, Mapping[str, Any]], bool] | None = None
+
+
+class _Listener:
+    def __init__(
+        self,
+        sock: socket.socket,
+        limits: ConnectionLimits,
+        *,
+        clients: bool,
+        admit: Callable[[str, Mapping[str, Any]], bool] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.limits = limits
+        self.clients = clients  # a client port: answers go back on the connection
+        self.admit = admit
+        self.open = 0
+        self.backoff = limits.accept_backoff
+        self.paused_until: float | None = None  # after a failed accept(): not watched until then
+
+
+class _Inbound:
+    """One accepted connection, as its node's receiving thread reads it."""
+
+    def __init__(self, conn: socket.socket, peer: Any, listener: _Listener, now: float) -> None:
+        self.conn = conn
+        self.peer = peer
+        self.listener = listener
+        self.limits = listener.limits
+        self.buffer = bytearray()
+        self.started: float | None = None  # when the first byte of the frame being read arrived
+        self.last = now  # when the last frame ended (or the connection was accepted)
+        self.watched = True  # registered with the selector (False: its frames wait for room)
+        self.src: str | None = None  # on a client port: whom answers to go back to here
+        self.send_lock = threading.Lock()  # held while an answer is sent on it
+        self.closed = False
 
 
 class _FreeNode:
@@ -84,12 +156,26 @@ class _FreeNode:
         self.threads: list[threading.Thread] = []
         self.logs: dict[str, _FreeStorage] = {}
         self.listener: socket.socket | None = None
+        self.listeners: list[_Listener] = []
         self.restarts = 0
+        # receiving (module docstring): one thread at a time selects
+        self.selector = selectors.DefaultSelector()
+        self.waker, self.wake_end = socket.socketpair()
+        self.waker.setblocking(False)
+        self.wake_end.setblocking(False)
+        self.selector.register(self.wake_end, selectors.EVENT_READ, None)
+        self.polling = False
+        self.inbound: dict[socket.socket, _Inbound] = {}
+        self.waiting: list[_Inbound] = []  # connections with frames read but no room in the mailbox
+        self.routes: dict[str, _Inbound] = {}  # client -> the connection its last frame came on
 
-    def deliver(self, item: Received) -> None:
-        with self.cond:
-            self.mailbox.append(item)
-            self.cond.notify_all()
+    def wake(self) -> None:
+        """Get the thread waiting in ``select`` out of it (call holding ``cond``)."""
+        if self.polling:
+            try:
+                self.waker.send(b"\\0")
+            except OSError:
+                pass  # its buffer is full (it will wake anyway), or it is closed (stopped)
 
     def check(self) -> None:
         if self.stopped:
@@ -107,6 +193,7 @@ class FreeRuntime:
         peers: Mapping[str, Address] | None = None,
         host: str = "127.0.0.1",
         ports: Mapping[str, int] | None = None,
+        client_ports: Mapping[str, ClientPort] | None = None,
         trace: TraceLog | None = None,
         limits: ConnectionLimits | None = None,
         max_frame: int | None = None,
@@ -114,11 +201,17 @@ class FreeRuntime:
         restart_delay: float = 0.1,
         max_restarts: int = 3,
     ) -> None:
+        unknown = sorted(set(client_ports or {}) - set(nodes))
+        if unknown:
+            raise ValueError(f"client ports for nodes not hosted here: {', '.join(unknown)}")
         self.nodes = {name: _FreeNode(self, name, main) for name, main in nodes.items()}
         self.directory = directory
         self.addresses: dict[str, Address] = dict(peers or {})
+        #: where each hosted node with a client port listens for clients (after ``listen``)
+        self.client_addresses: dict[str, Address] = {}
         self.host = host
         self.ports = dict(ports or {})
+        self.client_ports = dict(client_ports or {})
         self.trace = trace if trace is not None else TraceLog("unknown")
         chosen = limits if limits is not None else ConnectionLimits()
         #: what each hosted node accepts from its connections (``max_frame=`` is short for
@@ -135,7 +228,6 @@ class FreeRuntime:
         self.crashes: list[str] = []
         self._lock = threading.Lock()
         self._outgoing: dict[tuple[str, str], socket.socket] = {}
-        self._incoming: dict[str, set[socket.socket]] = {name: set() for name in self.nodes}
         #: per hosted node: connections accepted, refused, open, failed accepts...
         self.connection_stats = {name: ConnectionStats() for name in self.nodes}
         self._threads: set[threading.Thread] = set()
@@ -145,14 +237,26 @@ class FreeRuntime:
     # ----------------------------------------------------------- lifecycle
 
     def listen(self) -> dict[str, Address]:
-        """Open every hosted node's listening socket (``start`` does it if needed)
+        """Open every hosted node's listening sockets (``start`` does it if needed)
         and return their addresses, to hand to the runtimes hosting the peers."""
         for node in self.nodes.values():
             if node.listener is None:
                 listener = socket.create_server((self.host, self.ports.get(node.name, 0)))
                 node.listener = listener
                 self.addresses[node.name] = listener.getsockname()[:2]
+                self._watch(node, _Listener(listener, self.limits, clients=False))
+                port = self.client_ports.get(node.name)
+                if port is not None:
+                    sock = socket.create_server((self.host, port.port))
+                    self.client_addresses[node.name] = sock.getsockname()[:2]
+                    limits = port.limits if port.limits is not None else self.limits
+                    self._watch(node, _Listener(sock, limits, clients=True, admit=port.admit))
         return {name: self.addresses[name] for name in self.nodes}
+
+    def _watch(self, node: _FreeNode, listener: _Listener) -> None:
+        listener.sock.setblocking(False)
+        node.listeners.append(listener)
+        node.selector.register(listener.sock, selectors.EVENT_READ, listener)
 
     def add_peers(self, peers: Mapping[str, Address]) -> None:
         """Learn where nodes hosted elsewhere listen."""
@@ -161,8 +265,6 @@ class FreeRuntime:
 
     def start(self) -> None:
         self.listen()
-        for node in self.nodes.values():
-            self._thread(f"{node.name}.accept", functools.partial(self._accept, node))
         for node in self.nodes.values():
             ctx = _FreeContext(self, node)
             self._node_thread(node, "main", functools.partial(node.main, ctx))
@@ -174,18 +276,31 @@ class FreeRuntime:
             with node.cond:
                 node.stopped = True
                 node.cond.notify_all()
-            if node.listener is not None:
-                node.listener.close()
-            for log in node.logs.values():
-                log.close()
+                node.wake()
         with self._lock:
-            conns = list(self._outgoing.values()) + [c for cs in self._incoming.values() for c in cs]
+            conns = list(self._outgoing.values())
             self._outgoing.clear()
         for conn in conns:
             _close(conn)
         deadline = time.monotonic() + timeout
         for t in self._all_threads():
             t.join(max(0.0, deadline - time.monotonic()))
+        for node in self.nodes.values():
+            # Its threads are gone (or stuck in its own code, never in a select): close
+            # what they read.  Under ``cond``, which a thread that selects holds around it.
+            with node.cond:
+                for listener in node.listeners:
+                    listener.sock.close()
+                for inbound in list(node.inbound.values()):
+                    _close(inbound.conn)
+                node.inbound.clear()
+                node.routes.clear()
+                node.selector.close()
+                node.waker.close()
+                node.wake_end.close()
+                self.connection_stats[node.name].open = 0
+            for log in node.logs.values():
+                log.close()
 
     def alive(self) -> list[str]:
         """Names of this runtime's threads still running (none, after ``stop``)."""
@@ -235,7 +350,7 @@ class FreeRuntime:
                 pass
             except BaseException as exc:
                 with self._lock:
-                    self.errors.append(f"{node.name}.{name} raised {exc!r}\n{traceback.format_exc()}")
+                    self.errors.append(f"{node.name}.{name} raised {exc!r}\\n{traceback.format_exc()}")
             finally:
                 with self._lock:
                     if threading.current_thread() in node.threads:
@@ -253,6 +368,7 @@ class FreeRuntime:
         with node.cond:
             node.stopped = True
             node.cond.notify_all()
+            node.wake()
         self._thread(f"{node.name}.restart", functools.partial(self._restart, node))
 
     def _restart(self, node: _FreeNode) -> None:
@@ -275,119 +391,302 @@ class FreeRuntime:
             for log in node.logs.values():
                 log.close()
             node.logs.clear()
+            # Its memory is gone, and so are the frames read for it and not taken (the
+            # connections stay: their senders do not know of the crash).
             node.mailbox.clear()
             node.timers.clear()
+            for inbound in node.waiting:
+                inbound.buffer.clear()
+                inbound.started = None
+                self._resume(node, inbound)
+            node.waiting.clear()
             node.threads = []
             node.stopped = False
         self.note(f"{node.name} restarted")
         self._node_thread(node, "main", functools.partial(node.main, _FreeContext(self, node)))
 
-    # ------------------------------------------------------------ transport
+    # ------------------------------------------------------------ receiving
 
-    def _accept(self, node: _FreeNode) -> None:
-        """Accept connections until ``stop()``: whatever accept() raises is retried."""
-        listener = node.listener
-        assert listener is not None
-        stats = self.connection_stats[node.name]
-        # A blocked accept() is not woken by closing its socket from another
-        # thread, so wait in short slices and look at the stop flag between them.
-        listener.settimeout(0.1)
-        backoff = self.limits.accept_backoff
-        while not self._stopping:
-            try:
-                conn, peer = listener.accept()
-            except TimeoutError:
+    def poll(self, node: _FreeNode, wait: float | None) -> None:
+        """Wait up to ``wait`` seconds (None: as long as it takes) for frames or
+        connections, and take in what came: frames into the mailbox, connections
+        accepted.  Called by one thread of ``node`` at a time, holding ``node.cond``
+        (released while it waits in ``select``)."""
+        if node.waiting:
+            self._unblock(node)
+            if node.mailbox:
+                return
+        now = time.monotonic()
+        due = self._next_due(node, now)
+        if due is not None:
+            wait = max(0.0, due - now) if wait is None else max(0.0, min(wait, due - now))
+        node.polling = True
+        node.cond.release()
+        try:
+            events = node.selector.select(wait)
+        except (OSError, ValueError):  # closed by stop()
+            events = []
+        finally:
+            node.cond.acquire()
+            node.polling = False
+        node.check()
+        for key, _ in events:
+            what = key.data
+            if what is None:
+                _drain(node.wake_end)
+            elif isinstance(what, _Listener):
+                self._accept(node, what)
+            elif what.conn in node.inbound:  # (not closed by an earlier event of this batch)
+                self._read(node, what)
+        self._expire(node, time.monotonic())
+
+    def _next_due(self, node: _FreeNode, now: float) -> float | None:
+        """The next moment a connection's deadline or a listener's pause ends."""
+        due: float | None = None
+        for inbound in node.inbound.values():
+            if not inbound.watched:
                 continue
+            limits = inbound.limits
+            at = (
+                inbound.started + limits.frame_deadline
+                if inbound.started is not None
+                else inbound.last + limits.idle_timeout
+            )
+            due = at if due is None else min(due, at)
+        for listener in node.listeners:
+            if listener.paused_until is not None:
+                due = listener.paused_until if due is None else min(due, listener.paused_until)
+        return due
+
+    def _accept(self, node: _FreeNode, listener: _Listener) -> None:
+        """Accept what is waiting on ``listener``: up to its limit, the excess closed."""
+        stats = self.connection_stats[node.name]
+        for _ in range(64):  # then let the node take its messages; the rest waits
+            try:
+                conn, peer = listener.sock.accept()
+            except BlockingIOError:
+                listener.backoff = listener.limits.accept_backoff
+                return
             except Exception as exc:  # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...
-                if self._stopping or listener.fileno() == -1:
-                    return  # listener closed by stop()
+                if self._stopping or listener.sock.fileno() == -1:
+                    return
                 with self._lock:
                     stats.accept_errors += 1
-                self.note(f"{node.name}: accept failed: {exc}; retrying in {backoff:g} s")
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, self.limits.accept_backoff_max)
-                continue
-            backoff = self.limits.accept_backoff
-            try:
-                self._serve(node, conn, peer)
-            except Exception as exc:  # e.g. no thread can be started: the connection goes
-                _close(conn)
-                self._forget(node, conn)
-                self.note(f"{node.name}: could not serve a connection from {_show(peer)}: {exc!r}")
-                self._stopped.wait(backoff)  # out of threads or memory: let it pass
-
-    def _serve(self, node: _FreeNode, conn: socket.socket, peer: Any) -> None:
-        stats = self.connection_stats[node.name]
-        with self._lock:
-            # stop() sets _stopping, then closes what is in _incoming under this lock:
-            # a connection accepted meanwhile is closed here, or by stop()
-            if self._stopping:
-                _close(conn)
+                self.note(f"{node.name}: accept failed: {exc}; retrying in {listener.backoff:g} s")
+                # The listener stays readable: not watched until the backoff is over.
+                node.selector.unregister(listener.sock)
+                listener.paused_until = time.monotonic() + listener.backoff
+                listener.backoff = min(listener.backoff * 2, listener.limits.accept_backoff_max)
                 return
-            full = len(self._incoming[node.name]) >= self.limits.max_connections
-            if full:
-                stats.refused += 1
-            else:
+            listener.backoff = listener.limits.accept_backoff
+            if listener.open >= listener.limits.max_connections:
+                with self._lock:
+                    stats.refused += 1
+                self.note(
+                    f"{node.name}: refused a connection from {_show(peer)}: "
+                    f"{listener.limits.max_connections} connections are open"
+                )
+                _close(conn)
+                continue
+            try:
+                conn.setblocking(False)
+                inbound = _Inbound(conn, peer, listener, time.monotonic())
+                node.selector.register(conn, selectors.EVENT_READ, inbound)
+            except Exception as exc:  # out of memory or descriptors for the selector
+                _close(conn)
+                self.note(f"{node.name}: could not serve a connection from {_show(peer)}: {exc!r}")
+                continue
+            node.inbound[conn] = inbound
+            listener.open += 1
+            with self._lock:
                 stats.accepted += 1
-                self._incoming[node.name].add(conn)
-                stats.open = len(self._incoming[node.name])
-        if full:
-            self.note(
-                f"{node.name}: refused a connection from {_show(peer)}: "
-                f"{self.limits.max_connections} connections are open"
-            )
-            _close(conn)
-            return
-        self._thread(f"{node.name}.read", functools.partial(self._read, node, conn, peer))
+                stats.open = len(node.inbound)
 
-    def _deliver(self, node: _FreeNode, item: Received) -> None:
-        """Into the mailbox, once it has room: a sender faster than the node waits
-        (its frames wait in TCP's buffers, then its sends time out) instead of
-        growing the mailbox without bound."""
-        with node.cond:
-            # the node's thread takes items without notifying: look again in slices
-            while len(node.mailbox) >= self.limits.max_mailbox and not self._stopping:
-                node.cond.wait(0.05)
-            node.mailbox.append(item)
-            node.cond.notify_all()
-
-    def _forget(self, node: _FreeNode, conn: socket.socket) -> None:
-        with self._lock:
-            self._incoming[node.name].discard(conn)
-            self.connection_stats[node.name].open = len(self._incoming[node.name])
-
-    def _read(self, node: _FreeNode, conn: socket.socket, peer: Any) -> None:
-        stats = self.connection_stats[node.name]
-        reader = FrameReader(conn, self.limits)
+    def _read(self, node: _FreeNode, inbound: _Inbound) -> None:
         try:
-            while not self._stopping:
-                frame = reader.read()
-                if frame is None:
-                    return
-                src, msg = frame
-                self._deliver(node, Envelope(src, msg))
-        except FrameError as exc:
-            with self._lock:
-                stats.rejected += 1
-            self.note(f"{node.name}: rejected a frame from {_show(peer)}: {exc}; connection closed")
-        except IdleConnection as exc:
-            with self._lock:
-                stats.idle += 1
-            self.note(f"{node.name}: closed an idle connection from {_show(peer)}: {exc}")
+            data = inbound.conn.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
-            pass  # reset by the peer, or closed by stop()
-        except Exception as exc:  # a bug here must not print a traceback or leak the connection
-            self.note(f"{node.name}: reading from {_show(peer)} failed: {exc!r}; connection closed")
-        finally:
-            _close(conn)
-            self._forget(node, conn)
+            data = b""  # reset by the peer
+        now = time.monotonic()
+        if not data:
+            if inbound.buffer:
+                length = _LENGTH.unpack_from(inbound.buffer)[0] if len(inbound.buffer) >= 4 else 0
+                got, n, what = _progress(inbound.buffer, length)
+                self._reject(
+                    node,
+                    inbound,
+                    f"truncated frame: the connection ended after {got} of {n} bytes of its {what}",
+                )
+            else:
+                self._forget(node, inbound)
+            return
+        if not inbound.buffer:
+            inbound.started = now
+        inbound.buffer += data
+        if not self._frames(node, inbound, now) and inbound.conn in node.inbound:
+            # No room: stop reading this connection (TCP pushes back on its sender)
+            # until the node has taken some of its messages.
+            node.selector.unregister(inbound.conn)
+            inbound.watched = False
+            node.waiting.append(inbound)
+
+    def _frames(self, node: _FreeNode, inbound: _Inbound, now: float) -> bool:
+        """Cut ``inbound``'s buffer into frames and deliver them, while the mailbox has
+        room; False when a whole frame is left for want of room."""
+        buffer, limits = inbound.buffer, inbound.limits
+        while len(buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer)
+            if length > limits.max_frame:
+                self._reject(node, inbound, f"oversized frame: {length} bytes, the limit is {limits.max_frame}")
+                break
+            if len(buffer) < _LENGTH.size + length:
+                break
+            if len(node.mailbox) >= limits.max_mailbox:
+                node.cond.notify_all()
+                return False
+            payload = bytes(buffer[_LENGTH.size : _LENGTH.size + length])
+            del buffer[: _LENGTH.size + length]
+            inbound.last = now
+            inbound.started = now if buffer else None
+            try:
+                src, msg = decode_frame(payload, limits.max_depth)
+            except FrameError as exc:
+                self._reject(node, inbound, str(exc))
+                break
+            listener = inbound.listener
+            if listener.clients:
+                if listener.admit is not None and not listener.admit(src, msg):
+                    self._reject(node, inbound, f"refused frame: a client may not send {msg['type']!r} as {src!r}")
+                    break
+                self._route(node, src, inbound)
+            node.mailbox.append(Envelope(src, msg))
+        node.cond.notify_all()
+        return True
+
+    def _route(self, node: _FreeNode, src: str, inbound: _Inbound) -> None:
+        """Answers to client ``src`` go back on ``inbound``, the connection it last used."""
+        if inbound.src != src:
+            if inbound.src is not None and node.routes.get(inbound.src) is inbound:
+                del node.routes[inbound.src]
+            inbound.src = src
+        node.routes[src] = inbound
+
+    def _unblock(self, node: _FreeNode) -> None:
+        """Deliver the frames that waited for room; watch their connections again once
+        none is left whole."""
+        now = time.monotonic()
+        waiting, node.waiting = node.waiting, []
+        for inbound in waiting:
+            if inbound.conn not in node.inbound:
+                continue  # closed meanwhile
+            if self._frames(node, inbound, now):
+                if inbound.conn in node.inbound:
+                    self._resume(node, inbound)
+            else:
+                node.waiting.append(inbound)
+
+    def _resume(self, node: _FreeNode, inbound: _Inbound) -> None:
+        if inbound.conn in node.inbound and inbound.conn.fileno() != -1:
+            try:
+                node.selector.register(inbound.conn, selectors.EVENT_READ, inbound)
+            except KeyError:
+                pass  # registered already
+            inbound.watched = True
+
+    def _expire(self, node: _FreeNode, now: float) -> None:
+        """Close connections past a frame deadline or the idle timeout; watch listeners
+        whose pause after a failed accept() is over."""
+        for inbound in list(node.inbound.values()):
+            limits = inbound.limits
+            if not inbound.watched:
+                continue  # its frames wait for room in the mailbox: the wait is the node's, not the sender's
+            if inbound.started is not None and now - inbound.started > limits.frame_deadline:
+                length = _LENGTH.unpack_from(inbound.buffer)[0] if len(inbound.buffer) >= 4 else 0
+                got, n, what = _progress(inbound.buffer, length)
+                self._reject(
+                    node,
+                    inbound,
+                    f"late frame: {got} of {n} bytes of its {what} arrived within the "
+                    f"{limits.frame_deadline:g} s deadline",
+                )
+            elif inbound.started is None and now - inbound.last > limits.idle_timeout:
+                with self._lock:
+                    self.connection_stats[node.name].idle += 1
+                self.note(
+                    f"{node.name}: closed an idle connection from {_show(inbound.peer)}: "
+                    f"no frame for {limits.idle_timeout:g} s"
+                )
+                self._forget(node, inbound)
+        for listener in node.listeners:
+            if listener.paused_until is not None and now >= listener.paused_until:
+                listener.paused_until = None
+                node.selector.register(listener.sock, selectors.EVENT_READ, listener)
+
+    def _reject(self, node: _FreeNode, inbound: _Inbound, reason: str) -> None:
+        with self._lock:
+            self.connection_stats[node.name].rejected += 1
+        self.note(f"{node.name}: rejected a frame from {_show(inbound.peer)}: {reason}; connection closed")
+        self._forget(node, inbound)
+
+    def _forget(self, node: _FreeNode, inbound: _Inbound) -> None:
+        if node.inbound.pop(inbound.conn, None) is None:
+            return
+        if inbound.watched:
+            try:
+                node.selector.unregister(inbound.conn)
+            except (KeyError, ValueError):
+                pass
+        if inbound.src is not None and node.routes.get(inbound.src) is inbound:
+            del node.routes[inbound.src]
+        inbound.listener.open -= 1
+        inbound.closed = True
+        if inbound.send_lock.acquire(blocking=False):
+            try:
+                _close(inbound.conn)
+            finally:
+                inbound.send_lock.release()
+        else:
+            # An answer is being sent on it: shut it down (the send fails at once); the
+            # sender closes it (closing it here could hand its descriptor number to a
+            # new socket under the sender's feet).
+            try:
+                inbound.conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._lock:
+            self.connection_stats[node.name].open = len(node.inbound)
+
+    # ------------------------------------------------------------ sending
+
+    def knows(self, node: str, name: str) -> bool:
+        """Whether hosted ``node`` can send to ``name``: a node, or a client of its."""
+        with self._lock:
+            if name in self.addresses:
+                return True
+        hosted = self.nodes.get(node)
+        return hosted is not None and name in hosted.routes
 
     def send(self, src: str, dst: str, msg: Message) -> None:
         with self._lock:
             address = self.addresses.get(dst)
-        if address is None:
-            raise ValueError(f"{src} sends to unknown node {dst!r}; known: {', '.join(sorted(self.addresses))}")
         frame = encode_frame(src, dict(msg))
+        local = self.nodes.get(dst)
+        if local is not None:
+            # A node hosted here gets the frame straight into its mailbox: the same
+            # bytes, decoded as its connection would.
+            _, copy = decode_frame(frame[4:], self.limits.max_depth)
+            if not self._deliver(local, Envelope(src, copy), within=self.connect_timeout):
+                self.note(f"{src}: message to {dst} lost: its mailbox stayed full")
+            return
+        if address is None:
+            sender = self.nodes.get(src)
+            inbound = sender.routes.get(dst) if sender is not None else None
+            if inbound is None:
+                raise ValueError(f"{src} sends to unknown node {dst!r}; known: {', '.join(sorted(self.addresses))}")
+            self._answer(src, dst, inbound, frame)
+            return
         key = (src, dst)
         with self._lock:
             conn = self._outgoing.pop(key, None)
@@ -412,6 +711,61 @@ class FreeRuntime:
                 _close(conn)
             else:
                 self._outgoing[key] = conn
+
+    def _answer(self, src: str, client: str, inbound: _Inbound, frame: bytes) -> None:
+        """Send ``frame`` to a client over its connection (which the node reads: it is
+        non-blocking, so a client that does not read gets ``frame_deadline`` to)."""
+        deadline = time.monotonic() + inbound.limits.frame_deadline
+        view = memoryview(frame)
+        try:
+            with inbound.send_lock:
+                if inbound.closed:
+                    raise ConnectionResetError("the connection is closed")
+                while view:
+                    try:
+                        view = view[inbound.conn.send(view) :]
+                    except BlockingIOError:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError("the client did not read its answers") from None
+                        select.select([], [inbound.conn], [], left)
+        except OSError as exc:
+            self.note(f"{src}: answer to {client} lost: {exc}")
+        finally:
+            if inbound.closed:  # closed by the node meanwhile: the descriptor is ours to free
+                with inbound.send_lock:
+                    inbound.conn.close()
+
+    def _deliver(self, node: _FreeNode, item: Received, within: float | None = None) -> bool:
+        """Into the mailbox of a node hosted here, once it has room (a sender faster
+        than the node waits, as TCP would make it); after ``within`` seconds, give up
+        (a TCP send would time out).  Whether it went in."""
+        deadline = None if within is None else time.monotonic() + within
+        with node.cond:
+            # the node's thread takes items without notifying: look again in slices
+            while len(node.mailbox) >= self.limits.max_mailbox and not self._stopping:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                node.cond.wait(0.05)
+            node.mailbox.append(item)
+            node.cond.notify_all()
+            node.wake()
+            return True
+
+
+def _progress(buffer: bytearray, length: int) -> tuple[int, int, str]:
+    """How far the frame in ``buffer`` got: (bytes, of how many, of which part)."""
+    if len(buffer) < _LENGTH.size:
+        return len(buffer), _LENGTH.size, "length"
+    return len(buffer) - _LENGTH.size, length, "payload"
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass  # nothing more (BlockingIOError), or closed
 
 
 def _closed_by_peer(conn: socket.socket) -> bool:
@@ -511,8 +865,7 @@ class _FreeContext(Context):
         self.name = node.name
 
     def knows(self, node: str) -> bool:
-        with self.runtime._lock:
-            return node in self.runtime.addresses
+        return self.runtime.knows(self.name, node)
 
     def send(self, dst: str, msg: Message) -> None:
         self.node.check()
@@ -525,22 +878,30 @@ class _FreeContext(Context):
             while True:
                 node.check()
                 now = time.monotonic()
-                for name, due in sorted(node.timers.items(), key=lambda kv: kv[1]):
-                    if due <= now:
-                        del node.timers[name]
-                        node.mailbox.append(Timer(name))
+                first = min(node.timers.values(), default=None)
+                if first is not None and first <= now:
+                    for name, due in sorted(node.timers.items(), key=lambda kv: kv[1]):
+                        if due <= now:
+                            del node.timers[name]
+                            node.mailbox.append(Timer(name))
+                    first = min(node.timers.values(), default=None)
                 if node.mailbox:
                     return node.mailbox.popleft()
                 if deadline is not None and deadline <= now:
                     return None
-                waits = [d - now for d in [*node.timers.values(), deadline] if d is not None]
-                node.cond.wait(min(waits) if waits else None)
+                until = first if deadline is None else deadline if first is None else min(first, deadline)
+                wait = None if until is None else until - now
+                if node.polling:
+                    node.cond.wait(wait)  # another thread of the node is reading its sockets
+                else:
+                    self.runtime.poll(node, wait)
 
     def set_timer(self, name: str, delay: float) -> None:
         with self.node.cond:
             self.node.check()
             self.node.timers[name] = time.monotonic() + max(delay, 0.0)
             self.node.cond.notify_all()
+            self.node.wake()
 
     def cancel_timer(self, name: str) -> None:
         with self.node.cond:

@@ -55,21 +55,25 @@ def decode_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
 
 class DurableLog(Storage):
     """One append-only log file.  Not thread-safe by itself: the controlled runtime
-    runs one thread at a time, and the free runtime wraps it in a lock."""
+    runs one thread at a time, and the free runtime wraps it in a lock.
+
+    It keeps no records in memory, only where the file ends and where it ended at
+    the last sync: a server appending for days holds as much memory as one that
+    just started, and ``records`` (called at start, and by checks) reads the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         data = path.read_bytes() if path.exists() else b""
-        self._records, whole = decode_records(data)
+        records, whole = decode_records(data)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if whole < len(data):
             os.ftruncate(self._fd, whole)  # drop a torn tail before appending after it
             os.fsync(self._fd)
         os.lseek(self._fd, whole, os.SEEK_SET)
-        self._size = whole
-        self._synced_size = whole
-        self._synced_count = len(self._records)
+        self._size = self._synced_size = whole
+        self._count = self._synced_count = len(records)
+        self._closed_with: list[dict[str, Any]] = []
 
     def append(self, record: Mapping[str, Any]) -> None:
         frame = encode_record(record)
@@ -77,20 +81,35 @@ class DurableLog(Storage):
         if written != len(frame):
             raise OSError(f"short write to {self.path}: {written} of {len(frame)} bytes")
         self._size += len(frame)
-        self._records.append(json.loads(json.dumps(record)))
+        self._count += 1
 
     def sync(self) -> None:
         os.fsync(self._fd)
         self._synced_size = self._size
-        self._synced_count = len(self._records)
+        self._synced_count = self._count
 
     def records(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._records]
+        """Every record appended, synced or not (what this process would read back)."""
+        return self._read(self._size)
+
+    def synced_records(self) -> list[dict[str, Any]]:
+        """The records a crash now would keep."""
+        return self._read(self._synced_size)
+
+    def _read(self, size: int) -> list[dict[str, Any]]:
+        if self._fd < 0:  # closed: what it held then (its file may be gone since)
+            count = self._count if size == self._size else self._synced_count
+            return [dict(r) for r in self._closed_with[:count]]
+        data = os.pread(self._fd, size, 0)
+        records, whole = decode_records(data)
+        if whole != size:
+            raise OSError(f"{self.path} changed under this process: {whole} of {size} bytes read back whole")
+        return records
 
     @property
     def unsynced(self) -> int:
         """How many appended records a crash now would lose."""
-        return len(self._records) - self._synced_count
+        return self._count - self._synced_count
 
     def discard_unsynced(self) -> None:
         """What a crash does to the file: everything written since the last sync is
@@ -100,11 +119,12 @@ class DurableLog(Storage):
         os.ftruncate(self._fd, self._synced_size)
         os.lseek(self._fd, self._synced_size, os.SEEK_SET)
         self._size = self._synced_size
-        del self._records[self._synced_count :]
+        self._count = self._synced_count
         self.close()
 
     def close(self) -> None:
         if self._fd >= 0:
+            self._closed_with = self._read(self._size)
             os.close(self._fd)
             self._fd = -1
 

@@ -1,8 +1,10 @@
 """Length-prefixed JSON frames over TCP: the free runtime's wire format, and the
 limits a node puts on what a connection may send it.
 
-Where it sits: ``impl.runtime.free`` sends every message as one frame and reads
-frames from every accepted connection with a ``FrameReader``.
+Where it sits: ``impl.runtime.free`` sends every message as one frame and cuts
+what its connections bring into frames under these limits (``decode_frame`` for
+each); ``FrameReader`` is the same reading for a blocking socket, for a client
+that talks to a node.
 
 A frame is a 4-byte big-endian payload length, then the payload: UTF-8 JSON of
 ``{"src": sender, "msg": {"type": ..., ...}}``.  A reader that meets a frame longer
@@ -57,7 +59,7 @@ class ConnectionLimits:
     #: (descriptors exhausted, out of memory...); the wait doubles with each failure in a row
     accept_backoff: float = attrs.field(default=0.01, validator=_positive)
     accept_backoff_max: float = attrs.field(default=1.0, validator=_positive)
-    #: messages waiting in a node's mailbox; past it, readers stop reading (TCP pushes
+    #: messages waiting in a node's mailbox; past it, its connections are not read (TCP pushes
     #: back on the senders) until the node has taken some
     max_mailbox: int = attrs.field(default=10_000, validator=_positive)
     #: diagnostic lines a runtime keeps; older ones are dropped (and counted)
