@@ -2,7 +2,7 @@
 PySyncObj and etcd side by side in one run.
 
     .venv/bin/python benchmarks/raft_kv.py [--clients 1 8 32] [--seconds 3]
-        [--systems ours,pysyncobj,etcd] [--failovers 3] [--pysyncobj-batch] [--json]
+        [--systems ours,ours-nofsync,pysyncobj,etcd] [--failovers 3] [--pysyncobj-batch] [--json]
 
 For each system the script starts a 3-node cluster on 127.0.0.1, its data in a new
 temporary directory (under ``$TMPDIR`` or /tmp: a real file system, for the fsyncs to
@@ -46,6 +46,9 @@ The systems, as this script runs them:
   worker processes, so a client must be made of its own connections, not of the
   parent's threads.  Skipped, with the reason, while
   ``distcheck.impl.raft.cluster`` does not exist.
+- ours-nofsync: the same, with ``--unsafe-no-fsync`` (the log written, never
+  fsynced): PySyncObj's durability.  A reference row, to show how much of a
+  difference to PySyncObj is the disk; ``ours/this`` there is the cost of fsync.
 - pysyncobj: three ``benchmarks/peers/pysyncobj_node.py`` processes (PySyncObj's
   ``SyncObj`` with a ``ReplDict``, the library's default timings) behind a JSON-lines
   TCP front end, with ``appendEntriesUseBatch=False``: the default (True) sends the
@@ -98,7 +101,7 @@ from typing import Any, Protocol
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-SYSTEMS = ("ours", "pysyncobj", "etcd")
+SYSTEMS = ("ours", "ours-nofsync", "pysyncobj", "etcd")
 OPS = ("put", "get")
 KEYS_PER_CLIENT = 16
 VALUE_BYTES = 16
@@ -226,9 +229,11 @@ class Ours(System):
         self._stack = contextlib.ExitStack()
         self._cluster: Any = None
 
+    server_args: tuple[str, ...] = ()
+
     def start(self, directory: Path) -> None:
         local_cluster = importlib.import_module("distcheck.impl.raft.cluster").LocalCluster
-        self._cluster = self._stack.enter_context(local_cluster(3, directory))
+        self._cluster = self._stack.enter_context(local_cluster(3, directory, server_args=self.server_args))
         wait_until(lambda: accepts_write(self), START_TIMEOUT, "no write accepted")
 
     def client(self) -> KVClient:
@@ -245,6 +250,16 @@ class Ours(System):
 
     def stop(self) -> None:
         self._stack.close()
+
+
+class OursNoFsync(Ours):
+    """Ours at PySyncObj's durability: the same servers, never fsyncing.  A reference
+    row, not a configuration to run: it shows how much of the difference to PySyncObj
+    is the disk."""
+
+    name = "ours-nofsync"
+    durability = "none: --unsafe-no-fsync (the log is written, never fsynced), as PySyncObj"
+    server_args = ("--unsafe-no-fsync",)
 
 
 # --- PySyncObj ----------------------------------------------------------------------
@@ -655,13 +670,15 @@ def peer_version(name: str) -> str:
     if name == "etcd":
         out = subprocess.run(["etcd", "--version"], capture_output=True, text=True, check=False).stdout
         return out.splitlines()[0] if out else "etcd"
-    return "distcheck " + importlib.metadata.version("distcheck")
+    return "distcheck " + importlib.metadata.version("distcheck")  # ours, with or without fsync
 
 
 def build(name: str, pysyncobj_batch: bool) -> Callable[[], System] | str:
     """How to make the system's clusters, or why it is skipped."""
     if name == "ours":
         return ours_missing() or Ours
+    if name == "ours-nofsync":
+        return ours_missing() or OursNoFsync
     if name == "pysyncobj":
         return pysyncobj_missing() or (lambda: PySyncObjCluster(batch=pysyncobj_batch))
     return etcd_missing() or EtcdCluster
@@ -676,14 +693,14 @@ def text(number: float | None, digits: int) -> str:
 
 
 HEADER = (
-    f"{'system':<10} {'op':<4} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ours/this':>9}"
+    f"{'system':<12} {'op':<4} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ours/this':>9}"
     f" {'errors':>6} {'load CPU':>8}"
 )
 
 
 def row(cell: dict[str, Any]) -> str:
     return (
-        f"{cell['system']:<10} {cell['op']:<4} {cell['clients']:>7} {cell['ops_per_s']:>9.0f}"
+        f"{cell['system']:<12} {cell['op']:<4} {cell['clients']:>7} {cell['ops_per_s']:>9.0f}"
         f" {text(cell['p50_ms'], 2):>8} {text(cell['p99_ms'], 2):>8}"
         f" {text(cell['ours_over_this'], 2):>9} {cell['errors']:>6} {cell['generator_cpu']:>8.2f}"
     )
@@ -767,7 +784,7 @@ def main() -> int:
         cell["ours_over_this"] = ratio(ours_ops.get((cell["op"], cell["clients"])), cell["ops_per_s"])
         say(row(cell))
         if cell["first_error"]:
-            say(f"{'':<10} first error: {cell['first_error']}")
+            say(f"{'':<12} first error: {cell['first_error']}")
 
     for name in sorted(names, key=SYSTEMS.index):  # ours first, so that the ratios are known
         make = build(name, args.pysyncobj_batch)
@@ -791,7 +808,7 @@ def main() -> int:
             report["failover_ours_over_this"] = ratio(ours_failover, report["failover_s"])
             each = ", ".join(f"{sample * 1000:.0f}" for sample in report["failover_samples_s"])
             say(
-                f"{name:<10} failover after SIGKILL of the leader: median {report['failover_s'] * 1000:.0f} ms"
+                f"{name:<12} failover after SIGKILL of the leader: median {report['failover_s'] * 1000:.0f} ms"
                 f" of {len(report['failover_samples_s'])} ({each} ms);"
                 f" ours/this {text(report['failover_ours_over_this'], 2)}"
             )

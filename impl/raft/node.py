@@ -812,8 +812,9 @@ class RaftNode(Actor):
         if msg.commit_index > self.commit_index:
             self.commit_index = max(self.commit_index, min(msg.commit_index, match))
         self._receive_record(src, msg)
-        self._apply()
+        # The answer first: the leader waits for it, and nothing in it depends on applying.
         self.send(src, AppendEntriesResponse(term, True, match, msg.read_round, self.log.last_index))
+        self._apply()
 
     def _on_append_tla(self, src: str, msg: AppendEntriesRequest) -> None:
         """AppendEntries as raft.tla takes it, one logged ``Receive`` per step, each

@@ -95,6 +95,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check-quorum", action="store_true")
     p.add_argument("--snapshot-every", type=int, default=RaftOptions().snapshot_every, help="entries (0: never)")
     p.add_argument(
+        "--unsafe-no-fsync",
+        action="store_true",
+        help="never fsync: a power cut may lose acknowledged writes (a killed process does not); for comparisons only",
+    )
+    p.add_argument(
         "--trace", help="write this server's trace to this file (JSON Lines) when it stops; {name}: the server's name"
     )
     return p
@@ -145,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # batches of entries and snapshots travel in one frame each
         limits=ConnectionLimits(max_frame=MAX_FRAME),
         max_restarts=100,
+        fsync=not args.unsafe_no_fsync,
     )
     try:
         runtime.listen()

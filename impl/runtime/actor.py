@@ -219,6 +219,7 @@ class Messages:
     def __init__(self, *kinds: type) -> None:
         self.kinds: dict[str, type] = {}
         self._shapes: dict[type, tuple[_FieldShape, ...]] = {}
+        self._fields: dict[type, frozenset[str]] = {}  # the wire names a message may have, "type" included
         for kind in kinds:
             if not attrs.has(kind):
                 raise TypeError(f"{kind.__name__} is not an attrs class")
@@ -237,6 +238,7 @@ class Messages:
                 )
                 for f in attrs.fields(kind)
             )
+            self._fields[kind] = frozenset({"type", *(shape.wire_name for shape in self._shapes[kind])})
 
     def decode(self, payload: object) -> Any:
         """The typed message ``payload`` (JSON as received) is, or MessageError."""
@@ -247,8 +249,8 @@ class Messages:
         if kind is None:
             raise MessageError(f"unknown message type {type_name!r}; accepted: {', '.join(self.kinds)}")
         shapes = self._shapes[kind]
-        extra = sorted(set(payload) - {"type"} - {s.wire_name for s in shapes})
-        if extra:
+        if not self._fields[kind].issuperset(payload):
+            extra = sorted(set(payload) - self._fields[kind])
             raise MessageError(f"{type_name}: unexpected field(s) {', '.join(extra)}")
         values: dict[str, Any] = {}
         for shape in shapes:
@@ -280,10 +282,18 @@ class Messages:
 
 def encode(msg: Any) -> dict[str, Any]:
     """The wire form of any attrs message (``Messages.encode`` without the set)."""
-    out: dict[str, Any] = {"type": type(msg).__name__}
-    for f in attrs.fields(type(msg)):
-        out[f.metadata.get(WIRE_NAME, f.name)] = getattr(msg, f.name)
+    kind = type(msg)
+    names = _WIRE_NAMES.get(kind)
+    if names is None:
+        names = _WIRE_NAMES[kind] = tuple((f.name, f.metadata.get(WIRE_NAME, f.name)) for f in attrs.fields(kind))
+    out: dict[str, Any] = {"type": kind.__name__}
+    for name, wire_name in names:
+        out[wire_name] = getattr(msg, name)
     return out
+
+
+#: attrs class -> (Python name, wire name) of each field, looked up once per class
+_WIRE_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
 # --------------------------------------------------------------------- actor

@@ -200,6 +200,7 @@ class FreeRuntime:
         connect_timeout: float = 1.0,
         restart_delay: float = 0.1,
         max_restarts: int = 3,
+        fsync: bool = True,
     ) -> None:
         unknown = sorted(set(client_ports or {}) - set(nodes))
         if unknown:
@@ -221,6 +222,8 @@ class FreeRuntime:
         self.connect_timeout = connect_timeout
         self.restart_delay = restart_delay
         self.max_restarts = max_restarts
+        #: False: storage ``sync`` does not fsync (unsafe on a power cut; for comparisons)
+        self.fsync = fsync
         #: the newest ``limits.diagnostics_kept`` notes; ``diagnostics.dropped`` counts older ones
         self.diagnostics = Diagnostics(self.limits.diagnostics_kept)
         self.errors: list[str] = []
@@ -939,7 +942,9 @@ class _FreeContext(Context):
         with self.node.cond:
             log = self.node.logs.get(name)
             if log is None:
-                log = _FreeStorage(self.node, DurableLog(self.runtime.directory / self.name / f"{name}.log"))
+                log = _FreeStorage(
+                    self.node, DurableLog(self.runtime.directory / self.name / f"{name}.log", fsync=self.runtime.fsync)
+                )
                 self.node.logs[name] = log
             return log
 
