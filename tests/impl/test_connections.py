@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from distcheck.impl.runtime import Context, Envelope, FreeRuntime
+from distcheck.impl.runtime.free import ClientPort
 from distcheck.impl.runtime.tcp import ConnectionLimits, FrameError, decode_frame, encode_frame, json_depth
 from tests.impl.hostile import SERVED_WITHIN, Probe, attack, closed_by_node, echo_node
 from tests.impl.waiting import WAIT, wait_for
@@ -227,6 +228,7 @@ EXHAUSTED_NODE = r"""
 import json, os, resource, sys, time
 from pathlib import Path
 from distcheck.impl.runtime import Context, Envelope, FreeRuntime
+from distcheck.impl.runtime.free import ClientPort
 from distcheck.impl.runtime.tcp import ConnectionLimits
 from tests.impl.hostile import echo
 
@@ -313,3 +315,86 @@ def test_a_flood_of_frames_waits_for_room_in_the_mailbox_and_none_is_lost(tmp_pa
     assert got == list(range(1000))
     assert max(held) == 100  # read up to the limit at once, never past it
     assert runtime.errors == [] and runtime.alive() == []
+
+
+# ------------------------------------------------------------------ client ports
+
+
+def answering(ctx: Context) -> None:
+    """Answers every ping, from a node or a client, to its sender."""
+    while True:
+        item = ctx.receive()
+        if isinstance(item, Envelope) and item.msg.get("type") == "ping":
+            ctx.send(item.src, {"type": "pong", "n": item.msg.get("n"), "known": ctx.knows(item.src)})
+
+
+def read_one(conn: socket.socket) -> dict[str, Any]:
+    (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+    return decode_frame(conn.recv(length, socket.MSG_WAITALL))[1]
+
+
+def test_a_client_port_answers_each_client_on_its_own_connection(tmp_path: Path) -> None:
+    ports = {"srv": ClientPort(0, ConnectionLimits(max_connections=8))}
+    with FreeRuntime({"srv": answering}, tmp_path, client_ports=ports) as runtime:
+        address = runtime.client_addresses["srv"]
+        with (
+            socket.create_connection(address, timeout=WAIT) as a,
+            socket.create_connection(address, timeout=WAIT) as b,
+        ):
+            for n in range(3):
+                a.sendall(encode_frame("client-a", {"type": "ping", "n": n}))
+                b.sendall(encode_frame("client-b", {"type": "ping", "n": 10 + n}))
+                assert read_one(a) == {"type": "pong", "n": n, "known": True}
+                assert read_one(b) == {"type": "pong", "n": 10 + n, "known": True}
+        node = runtime.nodes["srv"]
+        wait_for(lambda: node.routes == {}, "the clients' routes to go with their connections")
+        assert runtime.connection_stats["srv"].accepted == 2
+    assert runtime.errors == [] and runtime.alive() == []
+
+
+def test_a_client_port_closes_a_connection_whose_frame_it_does_not_admit(tmp_path: Path) -> None:
+    def admit(src: str, msg: Any) -> bool:
+        return msg.get("type") == "ping" and src != "srv"
+
+    got: list[str] = []
+
+    def node(ctx: Context) -> None:
+        while True:
+            item = ctx.receive()
+            if isinstance(item, Envelope):
+                got.append(item.msg["type"])
+
+    ports = {"srv": ClientPort(0, None, admit)}
+    with FreeRuntime({"srv": node}, tmp_path, client_ports=ports) as runtime:
+        address = runtime.client_addresses["srv"]
+        with socket.create_connection(address, timeout=WAIT) as conn:
+            conn.sendall(encode_frame("mallory", {"type": "ping"}) + encode_frame("mallory", {"type": "Vote"}))
+            assert closed_by_node(conn)
+        with socket.create_connection(address, timeout=WAIT) as conn:
+            conn.sendall(encode_frame("srv", {"type": "ping"}))  # a client named like a node
+            assert closed_by_node(conn)
+        assert notes(runtime, "refused frame: a client may not send 'Vote' as 'mallory'")
+        assert notes(runtime, "refused frame: a client may not send 'ping' as 'srv'")
+        assert got == ["ping"] and runtime.connection_stats["srv"].rejected == 2
+    assert runtime.errors == [] and runtime.alive() == []
+
+
+def test_client_ports_only_for_nodes_hosted_here(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="client ports for nodes not hosted here: elsewhere"):
+        FreeRuntime({"srv": answering}, tmp_path, client_ports={"elsewhere": ClientPort()})
+
+
+def test_a_node_hosted_by_the_same_runtime_gets_messages_without_a_connection(tmp_path: Path) -> None:
+    answers: list[int] = []
+
+    def asker(ctx: Context) -> None:
+        for n in range(5):
+            ctx.send("srv", {"type": "ping", "n": n})
+            item = ctx.receive()
+            if isinstance(item, Envelope):
+                answers.append(int(item.msg["n"]))
+
+    with FreeRuntime({"srv": answering, "asker": asker}, tmp_path) as runtime:
+        wait_for(lambda: len(answers) == 5, "five answers")
+        assert all(stats.accepted == 0 for stats in runtime.connection_stats.values())
+    assert answers == list(range(5))

@@ -7,6 +7,7 @@ exit status 2)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from distcheck.impl.raft.client import ClientTiming, RaftClient, Unavailable
 from distcheck.impl.raft.cluster import LocalCluster
+from distcheck.impl.runtime.tcp import encode_frame
 from tests.impl.waiting import wait_for
 
 THREADS = 6
@@ -95,6 +97,28 @@ def test_the_cli_puts_gets_cases_and_deletes(tmp_path: Path) -> None:
         assert cli(*where, "get", "k").stdout == "null\n"
         status = cli(*where, "status").stdout
         assert status.count("leader") >= 1 and "n3" in status
+
+
+def test_the_client_port_takes_client_requests_only(tmp_path: Path) -> None:
+    """A client that speaks Raft on the client port, or names itself after a server,
+    is hung up on; the cluster serves the next client as before."""
+    hostile = [
+        ("n2", {"type": "AppendEntriesRequest", "term": 99, "prev_log_index": 0, "prev_log_term": 0,
+                "entries": [], "commit_index": 0}),
+        ("n2", {"type": "Query", "route": "", "client": "n2", "seq": 1, "key": "k"}),
+        ("mallory", {"type": "RequestVoteRequest", "term": 99, "last_log_term": 0, "last_log_index": 0}),
+    ]  # fmt: skip
+    with LocalCluster(3, tmp_path) as c:
+        client = c.client()
+        client.put("k", "v")
+        leader = c.leader()
+        for src, msg in hostile:
+            with socket.create_connection(c.addresses[leader], timeout=5) as conn:
+                conn.sendall(encode_frame(src, msg))
+                conn.settimeout(5)
+                assert conn.recv(1 << 16) == b"", f"{msg['type']} from {src} was not refused"
+        assert c.leader() == leader  # no term was taken over
+        assert client.get("k") == "v"
 
 
 def test_bad_arguments_are_one_line_and_exit_status_2(tmp_path: Path) -> None:

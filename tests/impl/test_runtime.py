@@ -5,6 +5,7 @@ durable log."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -760,3 +761,29 @@ def test_a_low_heal_weight_keeps_partitions_in_force_longer_in_a_run() -> None:
     even_heals, even_cut = run(1.0)
     assert rare_heals * 4 < even_heals
     assert rare_cut > even_cut
+
+
+def test_durable_log_keeps_nothing_in_memory_and_reads_back_what_it_wrote(tmp_path: Path) -> None:
+    log = DurableLog(tmp_path / "log")
+    for i in range(100):
+        log.append({"i": i})
+    log.sync()
+    log.append({"i": 100})
+    assert not hasattr(log, "_records")  # a long run holds the file's length, not its records
+    assert log.records() == [{"i": i} for i in range(101)]
+    assert log.synced_records() == [{"i": i} for i in range(100)] and log.unsynced == 1
+    log.discard_unsynced()  # closes it: what it held stays readable
+    assert log.records() == log.synced_records() == [{"i": i} for i in range(100)]
+
+
+def test_durable_log_without_fsync_never_calls_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd))
+    unsafe = DurableLog(tmp_path / "unsafe", fsync=False)
+    unsafe.append({"a": 1})
+    unsafe.sync()
+    assert calls == [] and unsafe.unsynced == 0  # synced as far as this process can tell
+    safe = DurableLog(tmp_path / "safe")
+    safe.append({"a": 1})
+    safe.sync()
+    assert len(calls) == 1
