@@ -244,5 +244,11 @@ class FlushTimer:
 
 
 @attrs.frozen
+class SyncTimer:
+    """Group commit at a follower: one fsync for the requests read together, then
+    their answers (armed with no delay, it fires after the messages already read)."""
+
+
+@attrs.frozen
 class QuorumTimer:
     """Check-quorum: has this leader heard from a majority in the last period?"""

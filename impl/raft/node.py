@@ -96,6 +96,7 @@ from distcheck.impl.raft.messages import (
     RequestVoteResponse,
     Status,
     StatusReply,
+    SyncTimer,
     command_id,
 )
 from distcheck.impl.runtime import config
@@ -151,6 +152,9 @@ class RaftOptions:
     #: counts itself once that is done (dissertation §10.2.1); False: fsync first, as
     #: raft.tla's model has it (a crash there loses no entry a server appended)
     parallel_sync: bool = True
+    #: a follower fsyncs once for the AppendEntries requests read together, then
+    #: answers them all (False: an fsync per request)
+    group_sync: bool = True
     #: take and log raft.tla's steps one by one, to its letter (docs/raft-service.md,
     #: "Conformance mode"): a message is handled in as many ``Receive`` steps as
     #: raft.tla takes, a follower's commit index is the request's, a leader's
@@ -170,6 +174,7 @@ class RaftOptions:
             check_quorum=False,
             snapshot_every=0,
             parallel_sync=False,
+            group_sync=False,
             tla_steps=True,
         )
 
@@ -291,6 +296,8 @@ class RaftNode(Actor):
         for i in range(self.log.base_index + 1, self.log.last_index + 1):
             self.in_log[str(self.log.entry(i)[1]["id"])] = i
         self.outbox: dict[str, list[Reply]] = {}
+        #: a follower's AppendEntries answers waiting for the group fsync (SyncTimer), in order
+        self.unsynced_answers: list[tuple[str, AppendEntriesResponse]] = []
         #: servers being added, catching up before their change goes in the log -> the change
         self.learners: dict[str, dict[str, Any]] = {}
         self.snapshot_sent: dict[str, float] = {}  # when this leader last sent each follower its snapshot
@@ -467,6 +474,8 @@ class RaftNode(Actor):
         elif isinstance(timer, FlushTimer):
             self.flush_armed = False
             self._flush()
+        elif isinstance(timer, SyncTimer):
+            self._sync_answers()
         elif isinstance(timer, QuorumTimer) and self.role == LEADER:
             heard = len(self.heard_from & set(self.members)) + (self.name in self.members)
             if heard < self.quorum:
@@ -758,10 +767,10 @@ class RaftNode(Actor):
         changed = self._observe_term(msg.term)
         term = self.log.term
         if msg.term < term:
-            if changed:
-                self.log.sync()
             self._receive_record(src, msg)
-            self.send(src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index))
+            self._answer_append(
+                src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index), changed
+            )
             return
         if self.role == CANDIDATE:
             self._become_follower(src)
@@ -775,22 +784,19 @@ class RaftNode(Actor):
         if prev < self.log.base_index:  # what precedes our snapshot is committed: skip it
             skip = self.log.base_index - prev
             if skip > len(received):
-                if changed:
-                    self.log.sync()
                 self._receive_record(src, msg)
-                self.send(
-                    src, AppendEntriesResponse(term, True, self.log.base_index, msg.read_round, self.log.last_index)
-                )
+                answer = AppendEntriesResponse(term, True, self.log.base_index, msg.read_round, self.log.last_index)
+                self._answer_append(src, answer, changed)
                 return
             entries = received[skip:]
             prev, prev_term = self.log.base_index, self.log.base_term
         else:
             entries, prev_term = received, msg.prev_log_term
         if self.log.term_at(prev) != prev_term:
-            if changed:
-                self.log.sync()
             self._receive_record(src, msg)
-            self.send(src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index))
+            self._answer_append(
+                src, AppendEntriesResponse(term, False, 0, msg.read_round, self.log.last_index), changed
+            )
             return
         # Find the first entry we do not have; cut our log only there, and only if it conflicts.
         first_new = None
@@ -806,15 +812,35 @@ class RaftNode(Actor):
                 self.in_log[str(cmd["id"])] = at + k
             self._configure_from(at)
             changed = True
-        if changed:
-            self.log.sync()
         match = prev + len(entries)
         if msg.commit_index > self.commit_index:
             self.commit_index = max(self.commit_index, min(msg.commit_index, match))
         self._receive_record(src, msg)
         # The answer first: the leader waits for it, and nothing in it depends on applying.
-        self.send(src, AppendEntriesResponse(term, True, match, msg.read_round, self.log.last_index))
+        self._answer_append(src, AppendEntriesResponse(term, True, match, msg.read_round, self.log.last_index), changed)
         self._apply()
+
+    def _answer_append(self, dst: str, answer: AppendEntriesResponse, changed: bool) -> None:
+        """Send ``answer`` once what it reports is durable.  Group commit: when this
+        request changed the log or the term, the fsync waits for the requests read
+        with it (``SyncTimer``), and one fsync covers them all; answers keep their
+        order (one waiting holds back the next)."""
+        if not changed and not self.unsynced_answers:
+            self.send(dst, answer)
+            return
+        if not self.options.group_sync:
+            self.log.sync()
+            self.send(dst, answer)
+            return
+        if not self.unsynced_answers:
+            self.set_timer(SyncTimer(), 0.0)
+        self.unsynced_answers.append((dst, answer))
+
+    def _sync_answers(self) -> None:
+        self.log.sync()
+        answers, self.unsynced_answers = self.unsynced_answers, []
+        for dst, answer in answers:
+            self.send(dst, answer)
 
     def _on_append_tla(self, src: str, msg: AppendEntriesRequest) -> None:
         """AppendEntries as raft.tla takes it, one logged ``Receive`` per step, each
