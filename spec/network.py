@@ -2,9 +2,9 @@
 ``Network`` protocol that lets traces draw any network model's messages.
 
 Where it sits: ``spec/``, beside the contract; a spec takes what it needs from here.
-More models (a bag of messages that may be lost or duplicated, FIFO channels, crash
-and restart of a node's volatile state) come with the first spec that uses them,
-and are tested there.  A fault step is an action record of the spec that takes it
+``Channel`` is a FIFO channel whose faults (loss, a copy in place, two neighbours
+swapped) are steps of the spec that owns it (``spec/reliable_link.py``).  A bag of
+messages is ``spec.values.Bag``.  A fault step is an action record of the spec that takes it
 (the lock's ``ClientCrash``, Paxos's ``AcceptorRestart``), so that Next binds it
 with the node's other steps.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+import attrs
 
 from distcheck.spec.codec import to_json
 from distcheck.spec.values import _MASK, _SET_SEED, _mix, _set_sum, canonical_text, sorted_values
@@ -94,3 +96,63 @@ class MessageSet(Generic[M]):
 
     def to_json(self) -> object:
         return [to_json(m) for m in self.deliverable()]
+
+
+@attrs.frozen
+class Channel(Generic[M]):
+    """A FIFO channel: messages arrive in the order sent, unless a fault step of the
+    spec that owns it loses one (``lose``), copies one in place (``duplicate``) or
+    swaps two neighbours (``swap``, for a channel that may reorder).  Receivers take
+    the ``head``.  Its length bounds a spec's state space (``within_bounds``)."""
+
+    items: tuple[M, ...] = ()
+
+    def send(self, msg: M) -> Channel[M]:
+        return Channel((*self.items, msg))
+
+    @property
+    def head(self) -> M | None:
+        return self.items[0] if self.items else None
+
+    def take(self) -> Channel[M]:
+        """The channel without its head (which must be there)."""
+        return Channel(self.items[1:])
+
+    def lose(self, i: int) -> Channel[M]:
+        return Channel(self.items[:i] + self.items[i + 1 :])
+
+    def duplicate(self, i: int) -> Channel[M]:
+        """A second copy of message ``i`` right behind it (the order stays FIFO)."""
+        return Channel(self.items[: i + 1] + self.items[i:])
+
+    def swap(self, i: int) -> Channel[M]:
+        """Messages ``i`` and ``i + 1`` change places (a reordering)."""
+        return Channel((*self.items[:i], self.items[i + 1], self.items[i], *self.items[i + 2 :]))
+
+    def positions(self) -> range:
+        return range(len(self.items))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __str__(self) -> str:
+        return "⟨" + ", ".join(str(m) for m in self.items) + "⟩"
+
+    # Network (traces draw a step's messages from it)
+    def deliverable(self) -> list[M]:
+        return list(self.items)
+
+    def without(self, msg: M) -> Channel[M]:
+        if msg not in self.items:
+            return self
+        i = self.items.index(msg)
+        return self.lose(i)
+
+    def added_since(self, old: Channel[M]) -> list[M]:
+        """What was sent since ``old``: the tail beyond the longest suffix of ``old``
+        that is a prefix of this channel (FIFO: new messages join at the end)."""
+        for start in range(len(old.items) + 1):
+            rest = old.items[start:]
+            if self.items[: len(rest)] == rest:
+                return list(self.items[len(rest) :])
+        return list(self.items)

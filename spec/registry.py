@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec import consensus, lock, paxos, paxoscommit, raft, twophase, voting
+from distcheck.spec import consensus, lock, paxos, paxoscommit, raft, reliable_link, twophase, voting
 from distcheck.spec.contract import Spec
 
 
@@ -124,6 +124,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "Ongaro's Raft (raft.tla): elections, log replication, a bag of messages, restarts",
             raft.Config,
             raft.Raft,
+        ),
+        SpecEntry(
+            "reliable_link",
+            "a sliding window (Go-Back-N; the alternating-bit protocol at window 1) over lossy channels",
+            reliable_link.Config,
+            reliable_link.ReliableLink,
         ),
     )
 }

@@ -204,6 +204,7 @@ DEFAULT_SIZE = {
     "paxoscommit": (1461, 15),
     "lock": (13640, 18),
     "raft": (25164, 41),
+    "reliable_link": (3836, 24),
 }
 
 
