@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec import consensus, lock, paxos, paxoscommit, raft, reliable_link, twophase, voting
+from distcheck.spec import broadcast, consensus, lock, paxos, paxoscommit, raft, reliable_link, twophase, voting
 from distcheck.spec.contract import Spec
 
 
@@ -130,6 +130,18 @@ REGISTRY: dict[str, SpecEntry] = {
             "a sliding window (Go-Back-N; the alternating-bit protocol at window 1) over lossy channels",
             reliable_link.Config,
             reliable_link.ReliableLink,
+        ),
+        SpecEntry(
+            "fifo_broadcast",
+            "FIFO broadcast among N processes over a network that reorders and duplicates",
+            broadcast.Config,
+            broadcast.FifoBroadcast,
+        ),
+        SpecEntry(
+            "causal_broadcast",
+            "causal broadcast with vector clocks (Birman, Schiper, Stephenson)",
+            broadcast.Config,
+            broadcast.CausalBroadcast,
         ),
     )
 }
