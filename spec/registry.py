@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec import broadcast, consensus, lock, paxos, paxoscommit, raft, reliable_link, twophase, voting
+from distcheck.spec import broadcast, broker, consensus, lock, paxos, paxoscommit, raft, reliable_link, twophase, voting
 from distcheck.spec.contract import Spec
 
 
@@ -142,6 +142,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "causal broadcast with vector clocks (Birman, Schiper, Stephenson)",
             broadcast.Config,
             broadcast.CausalBroadcast,
+        ),
+        SpecEntry(
+            "broker",
+            "a durable queue: publisher confirms, acks, a visibility timeout, a broker that crashes",
+            broker.Config,
+            broker.Broker,
         ),
     )
 }

@@ -337,6 +337,15 @@ class FrozenMap(Mapping[K, V]):
             new._sum = self._sum - old + _map_term(key, value) & _MASK
         return new
 
+    def remove(self, key: K) -> FrozenMap[K, V]:
+        """The map without ``key`` (which must be in it)."""
+        d = dict(self._d)
+        value = d.pop(key)
+        new = FrozenMap(d)
+        if self._sum is not None:
+            new._sum = self._sum - _map_term(key, value) & _MASK
+        return new
+
     def _fingerprint(self) -> int:
         if self._sum is None:
             self._sum = sum([_map_term(k, v) for k, v in self._d.items()]) & _MASK

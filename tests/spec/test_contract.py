@@ -207,6 +207,7 @@ DEFAULT_SIZE = {
     "reliable_link": (3836, 24),
     "fifo_broadcast": (31915, 14),
     "causal_broadcast": (15463, 14),
+    "broker": (1291, 15),
 }
 
 
