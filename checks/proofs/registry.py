@@ -22,6 +22,7 @@ import attrs
 
 from distcheck.checks.params import UsageError, build_spec, find_spec, parse_params
 from distcheck.checks.proofs import crosscheck, induction, quorums
+from distcheck.checks.proofs.broker import BrokerNoLossEncoding
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
@@ -203,6 +204,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("paxos", PaxosEncoding),
         SpecProof("voting", VotingEncoding),
         SpecProof("raft", RaftElectionEncoding),
+        SpecProof("broker", BrokerNoLossEncoding),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",
