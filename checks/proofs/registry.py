@@ -27,6 +27,7 @@ from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
 from distcheck.checks.proofs.raft import RaftElectionEncoding
+from distcheck.checks.proofs.reliable_link import LinkEncoding
 from distcheck.checks.proofs.system import Encoding
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.spec.registry import ParamInfo
@@ -205,6 +206,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("voting", VotingEncoding),
         SpecProof("raft", RaftElectionEncoding),
         SpecProof("broker", BrokerNoLossEncoding),
+        SpecProof("reliable_link", LinkEncoding),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",
