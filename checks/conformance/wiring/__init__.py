@@ -9,13 +9,16 @@ vocabulary, which no generic code can know.
 from __future__ import annotations
 
 from distcheck.checks.conformance.simulate import Wiring
+from distcheck.checks.conformance.wiring.broker import BrokerWiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
 from distcheck.checks.conformance.wiring.raft import RaftNemesis, RaftSystem, RaftWiring
 from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
 from distcheck.checks.params import UsageError
 
-WIRINGS: dict[str, Wiring] = {w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring(), RaftWiring())}
+WIRINGS: dict[str, Wiring] = {
+    w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring(), RaftWiring(), BrokerWiring())
+}
 
 
 def find_wiring(name: str) -> Wiring:
@@ -27,6 +30,7 @@ def find_wiring(name: str) -> Wiring:
 
 __all__ = [
     "WIRINGS",
+    "BrokerWiring",
     "LeaderNemesis",
     "LockSystem",
     "LockWiring",
