@@ -14,7 +14,8 @@ every stored message is ready again and marked redelivered (the broker cannot
 tell which ones it had delivered).  A consumer applies a message's effect and then
 acknowledges it; an idempotent consumer applies each message id once (the ids it
 applied are stored with the effects, durably), so duplicates, from a re-published
-message or a redelivery, change nothing.  Every message on the network may be lost.
+message or a redelivery, change nothing.  Every message on the network may be lost
+or delivered twice.
 
 Sources: the AMQP 0-9-1 model as RabbitMQ implements it (publisher confirms,
 ``basic.ack``, the ``redelivered`` flag); Amazon SQS's visibility timeout; the
@@ -41,6 +42,7 @@ Actions
     BrokerCrash         The broker crashes and restarts: what it had not persisted, and what was
                         in flight, is forgotten.
     Lose(net, m)        The network loses a message of one of its bags.
+    Duplicate(net, m)   The network delivers a message twice (a second copy in its bag).
 
 Invariants
     TypeOK              every variable holds a value of its type.
@@ -171,16 +173,27 @@ class Lose(Action):
     m: str
 
 
-BrokerAction = Publish | Receive | Persist | Confirmed | Deliver | Consume | Ack | Timeout | BrokerCrash | Lose
+@attrs.frozen
+class Duplicate(Action):
+    ACTOR = "network"
+    net: str
+    m: str
+
+
+BrokerAction = (
+    Publish | Receive | Persist | Confirmed | Deliver | Consume | Ack | Timeout | BrokerCrash | Lose | Duplicate
+)
 
 
 @attrs.frozen
 class Config:
     messages: int = param(1, help="messages the producer publishes", minimum=1, maximum=4)
     consumers: int = param(2, help="consumers of the queue", minimum=1, maximum=3)
-    max_msgs: int = param(1, help="bound: messages in each network bag, copies counted", minimum=1, maximum=4)
-    max_crashes: int = param(1, help="bound: broker crashes", minimum=0, maximum=3)
-    max_deliveries: int = param(2, help="bound: deliveries of one message", minimum=1, maximum=4)
+    # The bounds' maxima are high for trace validation, which applies no bound; an
+    # exhaustive check beyond a few would not end.
+    max_msgs: int = param(1, help="bound: messages in each network bag, copies counted", minimum=1, maximum=1_000_000)
+    max_crashes: int = param(1, help="bound: broker crashes", minimum=0, maximum=1_000_000)
+    max_deliveries: int = param(2, help="bound: deliveries of one message", minimum=1, maximum=1_000_000)
     variant: str | None = None
 
 
@@ -217,7 +230,7 @@ class Broker(Spec[BrokerState, BrokerAction]):
             Exists("c", self.consumers, Exists("m", self.ids, self.deliver, self.consume)),
             Exists("m", self.ids, self.ack, self.timeout),
             self.broker_crash,
-            Exists("net", (PUBLISHES, CONFIRMS, DELIVERIES, ACKS), Exists("m", self.ids, self.lose)),
+            Exists("net", (PUBLISHES, CONFIRMS, DELIVERIES, ACKS), Exists("m", self.ids, self.lose, self.duplicate)),
         )
 
     # ------------------------------------------------------------ the producer
@@ -358,6 +371,21 @@ class Broker(Spec[BrokerState, BrokerAction]):
         if net == CONFIRMS:
             return attrs.evolve(s, confirms=bag.remove(m))
         return attrs.evolve(s, acks=bag.remove(m))
+
+    @rule(Duplicate)
+    def duplicate(self, s: BrokerState, net: str, m: str) -> BrokerState | None:
+        """The network delivers a message twice: a second copy (for deliveries: of m's first one)."""
+        if net == DELIVERIES:
+            found = [d for d in s.deliveries.distinct() if d.m == m]
+            return attrs.evolve(s, deliveries=s.deliveries.add(found[0])) if found else None
+        bag: Bag[str] = getattr(s, net)
+        if m not in bag:
+            return None
+        if net == PUBLISHES:
+            return attrs.evolve(s, publishes=bag.add(m))
+        if net == CONFIRMS:
+            return attrs.evolve(s, confirms=bag.add(m))
+        return attrs.evolve(s, acks=bag.add(m))
 
     # ------------------------------------------------------------ properties
 

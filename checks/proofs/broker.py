@@ -73,6 +73,7 @@ from distcheck.spec.broker import (
     Confirmed,
     Consume,
     Deliver,
+    Duplicate,
     Lose,
     Persist,
     Publish,
@@ -286,8 +287,8 @@ class BrokerNoLossEncoding(Encoding[BrokerState, Any]):
 
     def simulate(self, state: BrokerState, action: Any, after: BrokerState) -> Sequence[Any]:
         match action:
-            case Publish() | Timeout():
-                return []
+            case Publish() | Timeout() | Duplicate():
+                return []  # (a second copy of a message: "some copy is on the network" already)
             case Receive(m):
                 if m in state.stored or m in state.removed:
                     return [Reconfirm(m)]

@@ -34,6 +34,10 @@ redelivered.
   acknowledgement (since the broker last started: counts are not persisted) goes
   to ``<queue>.dead``, where it waits for a consumer of its own.
 
+Every step is recorded in ``spec/broker.py``'s vocabulary (``Receive``,
+``Persist``, ``Deliver``, ``Ack``, ``Timeout``, and ``BrokerCrash`` at a restart);
+producers and consumers record theirs (``Publish``, ``Confirmed``, ``Consume``).
+
 Variants (``VARIANTS``): deliberately broken brokers the checks must catch.
 """
 
@@ -158,6 +162,8 @@ class BrokerNode(Actor):
                     dead.queue = str(record["q"])
         for m in sorted(self.stored.values(), key=lambda m: m.seq):
             self._make_ready(m)
+        if self.starts > 0:
+            self._record({"type": "BrokerCrash"})  # the crash and the restart, as one step
         self.starts += 1
         self.set_timer(TickTimer(), self.timing.tick)
 
@@ -188,6 +194,7 @@ class BrokerNode(Actor):
     # ------------------------------------------------------------ publishing
 
     def _on_publish(self, src: str, msg: Publish) -> None:
+        self._record({"type": "Receive", "m": msg.id})
         m = self.stored.get(msg.id)
         if (m is not None and m.durable) or msg.id in self.removed:
             self._send(src, Confirm(msg.id))  # durable already: the first confirm was lost
@@ -211,6 +218,8 @@ class BrokerNode(Actor):
     def _sync(self) -> None:
         self.sync_armed = False
         self.log.sync()
+        if any(not m.durable for m in self.stored.values()):
+            self._record({"type": "Persist"})
         for m in sorted((m for m in self.stored.values() if not m.durable), key=lambda m: m.seq):
             m.durable = True
             self._make_ready(m)
@@ -264,6 +273,7 @@ class BrokerNode(Actor):
             self._dead_letter(m)
             return
         m.deliveries += 1
+        self._record({"type": "Deliver", "c": consumer.name, "m": m.id})
         self._send(consumer.name, Deliver(m.id, m.queue, m.body, m.redelivered, m.deliveries))
         if self.variant == "delete_on_delivery":  # the mistake: gone as it leaves
             self._remove(m)
@@ -272,6 +282,7 @@ class BrokerNode(Actor):
         consumer.holding.add(m.id)
 
     def _on_ack(self, src: str, msg: Ack) -> None:
+        self._record({"type": "Ack", "m": msg.id})
         m = self.stored.get(msg.id)
         if m is None or not m.durable:
             return  # removed already (a late or repeated acknowledgement), or unknown
@@ -300,6 +311,7 @@ class BrokerNode(Actor):
 
     def _requeue(self, m: Stored) -> None:
         """Ready again, marked redelivered (the visibility timeout, a dropped consumer)."""
+        self._record({"type": "Timeout", "m": m.id})
         self._release(m)
         if self.variant != "redelivery_unmarked":
             m.redelivered = True
@@ -337,6 +349,10 @@ class BrokerNode(Actor):
         self.log.append({"dead": m.id, "q": m.queue})
         self._arm_sync()
         self._make_ready(m)
+
+    def _record(self, action: dict[str, Any]) -> None:
+        """A step, in spec/broker's vocabulary (docs/broker-service.md, "The trace")."""
+        self.ctx.record(action)
 
     def _send(self, dst: str, msg: Any) -> None:
         if self.ctx.knows(dst):  # a client whose connection is gone is not answered

@@ -45,6 +45,7 @@ class Producer:
                 continue
             self.published.append(mid)
             while mid not in self.confirmed:
+                ctx.record({"type": "Publish", "m": mid})
                 ctx.send(BROKER, encode(Publish(mid, QUEUE, {"n": i})))
                 deadline = ctx.now() + self.retry
                 while mid not in self.confirmed and (left := deadline - ctx.now()) > 1e-6:
@@ -54,10 +55,12 @@ class Producer:
                             answer = CLIENT_MESSAGES.decode(item.msg)
                         except MessageError:
                             continue
-                        if isinstance(answer, Confirm):
-                            self.confirmed.add(answer.id)
-            log.append({"confirmed": mid})
-            log.sync()
+                        if isinstance(answer, Confirm) and answer.id == mid:
+                            # Durably before it counts: a restart must not publish it again.
+                            log.append({"confirmed": mid})
+                            log.sync()
+                            ctx.record({"type": "Confirmed", "m": mid})
+                            self.confirmed.add(mid)
 
 
 @attrs.frozen
@@ -128,6 +131,7 @@ class Consumer:
                 continue
             if item.src == DB:
                 if item.msg.get("type") == "Applied" and backlog and item.msg.get("id") == backlog[0]:
+                    ctx.record({"type": "Consume", "c": self.name, "m": backlog[0]})
                     ctx.send(BROKER, encode(Ack(backlog.pop(0))))
                     if backlog:
                         ctx.send(DB, {"type": "Apply", "id": backlog[0]})

@@ -11,9 +11,9 @@ is unmarked) and **EffectivelyOnce** (no effect applied twice).  At the end of t
 run: every message confirmed and applied, and the total-queue check
 (``checks.histories.queue``) on what the clients saw.
 
-The broker does not yet log its steps in the spec's vocabulary, so a run's trace
-is empty and there is no trace to validate: ``validate`` says so instead of
-passing an empty trace off as a validated one (issue #15).
+The broker, the producer and the consumers log their steps in the spec's
+vocabulary (the network's duplicates aside, which ``validate_broker`` puts back),
+and a run's trace is validated against spec/broker with no bounds.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distcheck.checks.conformance.simulate import Wiring
-from distcheck.checks.conformance.validate import Validation
+from distcheck.checks.conformance.validate import Validation, trace_events, validate_events
 from distcheck.checks.histories.queue import Delivery, check_total_queue
+from distcheck.checks.params import UsageError
+from distcheck.checks.traces.trace import Trace
 from distcheck.impl.messaging import broker as impl_broker
 from distcheck.impl.messaging import simulation as sim_broker
 from distcheck.impl.runtime import FaultPolicy, NodeMain, Simulation
+from distcheck.spec.broker import ACKS, PUBLISHES, Broker, Config
 from distcheck.spec.contract import Spec
 
 CONSUMER_VARIANTS = {"non_idempotent_consumer": "the consumers apply every delivery, copies included"}
@@ -38,7 +41,7 @@ class BrokerWiring(Wiring):
     variants: Mapping[str, str] = {**impl_broker.VARIANTS, **CONSUMER_VARIANTS}
     default_params = ("messages=4", "consumers=2")
     default_steps = 3000
-    incremental_trace = False
+    incremental_trace = False  # validated once at the end (duplicates are found by looking back)
 
     def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
         broker_variant = variant if variant in impl_broker.VARIANTS else None
@@ -119,6 +122,79 @@ class BrokerWiring(Wiring):
         return None if verdict.ok else f"the total-queue check failed: {verdict.message}"
 
     def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
-        if events:
-            raise AssertionError("the broker logs no trace yet; this wiring must validate it when it does")
-        return Validation("ok", 0, 0, message="no trace: the broker does not log its steps yet (issue #15)")
+        if not isinstance(spec, Broker):
+            raise TypeError(f"the broker validates against spec/broker, not {type(spec).__name__}")
+        return validate_broker(events, spec.config.messages, spec.config.consumers)[1]
+
+    def validate_file(
+        self, spec: Spec[Any, Any], trace: Trace, split: str | None, max_states: int
+    ) -> Validation | None:
+        """A broker trace: the network's duplicates put back (``validate_broker``), then
+        the generic search over the result, against the spec with no bounds."""
+        if not isinstance(spec, Broker):
+            raise TypeError(f"the broker validates against spec/broker, not {type(spec).__name__}")
+        if split is not None:
+            raise UsageError("a broker trace is one instance: validate it without --split")
+        events, directed = validate_broker(trace_events(trace), spec.config.messages, spec.config.consumers)
+        if not directed.ok:
+            return directed
+        return validate_events(unbounded(spec.config.messages, spec.config.consumers), events, max_states=max_states)
+
+
+def unbounded(messages: int, consumers: int) -> Broker:
+    """The spec a whole run is checked against: the run's messages and consumers, no
+    bound on crashes, deliveries or messages in flight."""
+    big = 1_000_000
+    return Broker(Config(messages, consumers, max_msgs=big, max_crashes=big, max_deliveries=big))
+
+
+#: the receipts a network's duplicate can explain: the action, and the bag its copy is taken from
+_RECEIPTS = {"Receive": PUBLISHES, "Ack": ACKS}
+
+
+def validate_broker(
+    events: Sequence[Mapping[str, Any]], messages: int, consumers: int
+) -> tuple[list[dict[str, Any]], Validation]:
+    """Is a run's trace a behaviour of spec/broker?  Every step but the network's is
+    logged, so the trace is followed step by step (each event's action applied to the
+    one state it leads to; a message lost stays in the spec's bag, where it does no
+    harm).  A receipt no copy explains (the publish or acknowledgement was received
+    as many times as it was sent) is explained by the network's ``Duplicate``, put
+    just before the previous receipt of that message, while a copy was there.  The
+    events with those duplicates (numbered again), and the verdict."""
+    spec = unbounded(messages, consumers)
+    trace = [dict(e) for e in events]
+    inserted = 0
+    while True:
+        state = next(iter(spec.init_states()))
+        failed: int | None = None
+        for i, event in enumerate(trace):
+            try:
+                action = spec.action_from_json(event.get("action"))
+            except (KeyError, TypeError, ValueError) as exc:
+                return trace, Validation("violated", i + 1, i, message=f"step {i + 1}: not an action of broker: {exc}")
+            nxt = spec.next_state(state, action)
+            if nxt is None or spec.observe(state, action) != {"actor": event.get("actor"), "action": event["action"]}:
+                failed = i
+                break
+            state = nxt
+        if failed is None:
+            explained = f"all {len(trace)} events explained ({inserted} duplicate(s) of the network put back)"
+            return trace, Validation("ok", len(trace), len(trace), message=explained)
+        event = trace[failed]
+        kind, m = event["action"].get("type"), event["action"].get("m")
+        net = _RECEIPTS.get(str(kind))
+        earlier = [
+            j for j in range(failed) if trace[j]["action"].get("type") == kind and trace[j]["action"].get("m") == m
+        ]
+        if net is None or not earlier:
+            return trace, Validation(
+                "violated",
+                failed + 1,
+                failed,
+                message=f"no behaviour of broker explains step {failed + 1}: {event.get('actor')} {event['action']}",
+            )
+        copy = {"actor": "network", "action": {"type": "Duplicate", "net": net, "m": m}}
+        trace.insert(earlier[-1], copy)
+        trace = [{**e, "step": n} for n, e in enumerate(trace, 1)]
+        inserted += 1
