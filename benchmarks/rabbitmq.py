@@ -72,15 +72,24 @@ class RabbitNode:
         }
 
     def start(self) -> None:
+        """Start the node (again, on its data, after a kill); a port the killed node's
+        sockets still hold for a moment is tried again for a few seconds."""
         server = SERVER if Path(SERVER).exists() else str(shutil.which("rabbitmq-server"))
-        out = open(self.directory / "server.out", "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [server], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        finally:
-            out.close()
-        self.wait_ready()
+        for attempt in range(20):
+            out = open(self.directory / "server.out", "ab")
+            try:
+                self.proc = subprocess.Popen(
+                    [server], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            finally:
+                out.close()
+            try:
+                self.wait_ready()
+                return
+            except RuntimeError as exc:
+                if "eaddrinuse" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.5)
 
     def wait_ready(self) -> None:
         import pika

