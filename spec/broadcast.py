@@ -133,7 +133,7 @@ BroadcastAction = Broadcast | Deliver | Discard | Duplicate
 class Config:
     processes: int = param(3, help="processes in the group", minimum=2, maximum=5)
     messages: int = param(1, help="broadcasts per process", minimum=1, maximum=3)
-    max_msgs: int = param(4, help="bound: envelopes in the network, counting copies", minimum=1, maximum=12)
+    max_msgs: int = param(3, help="bound: envelopes in the network, counting copies", minimum=1, maximum=12)
     variant: str | None = None
 
 

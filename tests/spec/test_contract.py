@@ -205,8 +205,8 @@ DEFAULT_SIZE = {
     "lock": (13640, 18),
     "raft": (25164, 41),
     "reliable_link": (3836, 24),
-    "fifo_broadcast": (31915, 14),
-    "causal_broadcast": (15463, 14),
+    "fifo_broadcast": (4312, 13),
+    "causal_broadcast": (2494, 13),
     "broker": (1291, 15),
 }
 
