@@ -15,9 +15,9 @@ redelivered.
   removed one, ``{"dead": id, "q": queue}`` for one moved to its queue's dead-letter
   queue.  Writes are grouped: what arrives while the node is busy is written, then
   one fsync covers it all (``SyncTimer``, armed with no delay, fires after the
-  messages already read), then every publish in it is confirmed.  An
-  acknowledgement's removal is written at once and made durable with the next
-  fsync: a crash before it only means the message is delivered again.
+  messages already read), then every publish in it is confirmed and every
+  acknowledged message in it removed (a crash before that fsync forgets the
+  acknowledgement: the message is delivered again, marked).
 - **Order.**  Each queue hands out its ready messages in the order they arrived
   (``seq``); a message made ready again goes back to its place.  So one producer's
   messages, published one after another, are delivered in order, redeliveries
@@ -97,6 +97,7 @@ class Stored:
     redelivered: bool = False
     deliveries: int = 0
     holder: str | None = None  # the consumer it is in flight to
+    removing: bool = False  # acknowledged; gone once the acknowledgement is synced
     deadline: float = 0.0  # when its visibility timeout expires
 
 
@@ -220,6 +221,10 @@ class BrokerNode(Actor):
         self.log.sync()
         if any(not m.durable for m in self.stored.values()):
             self._record({"type": "Persist"})
+        for m in sorted((m for m in self.stored.values() if m.removing), key=lambda m: m.seq):
+            self._record({"type": "Ack", "m": m.id})  # the acknowledgement, durable: the message goes
+            del self.stored[m.id]
+            self._forget(m.id)
         for m in sorted((m for m in self.stored.values() if not m.durable), key=lambda m: m.seq):
             m.durable = True
             self._make_ready(m)
@@ -263,8 +268,8 @@ class BrokerNode(Actor):
                 start += 1
                 _, mid = heapq.heappop(heap)
                 m = self.stored.get(mid)
-                if m is None or m.holder is not None or not m.durable or m.queue != queue:
-                    continue  # removed, or moved, since it was made ready
+                if m is None or m.holder is not None or not m.durable or m.removing or m.queue != queue:
+                    continue  # removed (or being removed), or moved, since it was made ready
                 self._deliver(m, consumer)
             self.turn[queue] = start
 
@@ -282,15 +287,19 @@ class BrokerNode(Actor):
         consumer.holding.add(m.id)
 
     def _on_ack(self, src: str, msg: Ack) -> None:
-        self._record({"type": "Ack", "m": msg.id})
         m = self.stored.get(msg.id)
-        if m is None or not m.durable:
-            return  # removed already (a late or repeated acknowledgement), or unknown
-        self._remove(m)
+        if m is None or not m.durable or m.removing:
+            return  # removed already (a late or repeated acknowledgement), being removed, or unknown
+        # Written now, removed once the next fsync makes it durable (``_sync``): a crash
+        # before that forgets the acknowledgement, and the message is delivered again.
+        self._release(m)
+        m.removing = True
+        self.log.append({"ack": m.id})
+        self._arm_sync()
 
     def _on_nack(self, src: str, msg: Nack) -> None:
         m = self.stored.get(msg.id)
-        if m is None or m.holder != src:
+        if m is None or m.holder != src or m.removing:
             return
         self._release(m)
         if msg.requeue:
