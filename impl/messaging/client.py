@@ -43,7 +43,6 @@ from distcheck.impl.messaging.messages import (
     Deliver,
     Nack,
     Publish,
-    Refuse,
     Subscribe,
     Unsubscribe,
 )
@@ -55,7 +54,7 @@ _ids = itertools.count(1)
 
 
 class BrokerError(Exception):
-    """The broker refused a publish, or did not confirm it in time."""
+    """The broker did not confirm a publish in time."""
 
 
 def parse_address(text: str | Address) -> Address:
@@ -124,7 +123,6 @@ class _Pending:
     queue: str
     body: Any
     done: threading.Event = attrs.field(factory=threading.Event)
-    refused: str | None = None
     on_confirm: Callable[[str], None] | None = None
 
 
@@ -160,13 +158,11 @@ class BrokerClient:
 
     def publish(self, queue: str, body: Any, *, id: str | None = None, timeout: float | None = None) -> str:
         """Publish and wait until the broker has it on disk; its id.  BrokerError if
-        it refuses or does not confirm within ``timeout`` (then it may still store
+        it does not confirm within ``timeout`` (then it may still store
         it: publishing again with the same id stores it once)."""
         mid, pending = self._publish(queue, body, id, None)
         if not pending.done.wait(self.timeout if timeout is None else timeout):
             raise BrokerError(f"message {mid} not confirmed within {self.timeout if timeout is None else timeout} s")
-        if pending.refused is not None:
-            raise BrokerError(f"message {mid} refused: {pending.refused}")
         return mid
 
     def publish_async(
@@ -325,15 +321,13 @@ class BrokerClient:
         except MessageError:
             return  # not for us: ignored
         match msg:
-            case Confirm(mid) | Refuse(mid):
+            case Confirm(mid):
                 with self._lock:
                     pending = self._pending.pop(mid, None)
                 if pending is None:
                     return
-                if isinstance(msg, Refuse):
-                    pending.refused = msg.reason
                 pending.done.set()
-                if pending.on_confirm is not None and pending.refused is None:
+                if pending.on_confirm is not None:
                     pending.on_confirm(mid)
             case Deliver():
                 with self._lock:

@@ -90,14 +90,6 @@ class Confirm:
 
 
 @attrs.frozen
-class Refuse:
-    """A publish the broker will not store, and why."""
-
-    id: str
-    reason: str
-
-
-@attrs.frozen
 class Deliver:
     """Message ``id`` of ``queue``, for the consumer to apply and acknowledge.
     ``redelivered``: it may have been delivered before (to anyone);
@@ -111,7 +103,7 @@ class Deliver:
 
 
 BROKER_MESSAGES = Messages(Publish, Subscribe, Unsubscribe, Ack, Nack)
-CLIENT_MESSAGES = Messages(Confirm, Refuse, Deliver)
+CLIENT_MESSAGES = Messages(Confirm, Deliver)
 CLIENT_REQUESTS = frozenset(BROKER_MESSAGES.kinds)
 
 
