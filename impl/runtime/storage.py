@@ -111,6 +111,11 @@ class DurableLog(Storage):
         return records
 
     @property
+    def synced_size(self) -> int:
+        """Bytes a crash now would keep: equal sizes, equal synced records."""
+        return self._synced_size
+
+    @property
     def unsynced(self) -> int:
         """How many appended records a crash now would lose."""
         return self._count - self._synced_count

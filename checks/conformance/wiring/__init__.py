@@ -10,14 +10,25 @@ from __future__ import annotations
 
 from distcheck.checks.conformance.simulate import Wiring
 from distcheck.checks.conformance.wiring.broker import BrokerWiring
+from distcheck.checks.conformance.wiring.causal_broadcast import CausalBroadcastWiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
 from distcheck.checks.conformance.wiring.raft import RaftNemesis, RaftSystem, RaftWiring
+from distcheck.checks.conformance.wiring.reliable_link import LinkWiring
 from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
 from distcheck.checks.params import UsageError
 
 WIRINGS: dict[str, Wiring] = {
-    w.spec_name: w for w in (TwoPhaseWiring(), LockWiring(), PaxosWiring(), RaftWiring(), BrokerWiring())
+    w.spec_name: w
+    for w in (
+        TwoPhaseWiring(),
+        LockWiring(),
+        PaxosWiring(),
+        RaftWiring(),
+        BrokerWiring(),
+        LinkWiring(),
+        CausalBroadcastWiring(),
+    )
 }
 
 
@@ -31,7 +42,9 @@ def find_wiring(name: str) -> Wiring:
 __all__ = [
     "WIRINGS",
     "BrokerWiring",
+    "CausalBroadcastWiring",
     "LeaderNemesis",
+    "LinkWiring",
     "LockSystem",
     "LockWiring",
     "PaxosSystem",
