@@ -25,7 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from distcheck.checks.conformance.validate import DEFAULT_MAX_STATES, TooLarge, Validation, Validator
+from distcheck.checks.conformance.validate import (
+    DEFAULT_MAX_STATES,
+    Mismatch,
+    TooLarge,
+    Validation,
+    Validator,
+    action_text,
+)
 from distcheck.spec.contract import Spec
 
 S = TypeVar("S")
@@ -66,7 +73,7 @@ def validate_directed(
         earlier = [j for j in range(i) if key is not None and receipt(trace[j]) == key]
         inserted = copy(checkpoints[earlier[-1]], trace[i]) if earlier else None
         if inserted is None:
-            return _unexplained(spec, trace, i, checkpoints[i], explored, max_states), trace
+            return _unexplained(spec, trace, i, checkpoints[i], key, explored, max_states), trace
         j = earlier[-1]
         trace.insert(j, inserted)
         del checkpoints[j + 1 :]
@@ -82,23 +89,43 @@ def _unexplained(
     trace: Sequence[Mapping[str, Any]],
     i: int,
     before: Sequence[S],
+    explained_key: Hashable | None,
     explored: int,
     max_states: int,
 ) -> Validation:
     """The verdict on event ``i``, which no directed step explains: the generic
     validator's, from the states just before it (so that it says why)."""
+    event = trace[i]
     validator = Validator(spec, initial=before, max_states=max_states)
     try:
-        mismatch = validator.feed(trace[i])
+        mismatch = validator.feed(event)
     except TooLarge as exc:
         return Validation("unknown", len(trace), explored, message=str(exc))
-    if mismatch is None:
-        # The search found a way the directed step did not: unlogged steps the wiring
-        # does not direct.  Say so rather than pass or fail the trace on a guess.
-        return Validation(
-            "unknown",
-            len(trace),
-            explored,
-            message=f"step {i + 1}: the directed step and the spec's search disagree (a wiring bug)",
-        )
-    return Validation("violated", i + 1, explored, mismatch, validator.result().message)
+    if mismatch is not None:
+        return Validation("violated", i + 1, explored, mismatch, validator.result().message)
+    if explained_key is None:
+        # The search found a way the directed step did not, by steps the wiring does
+        # not direct: say so rather than pass or fail the trace on a guess.
+        message = f"step {event.get('step')}: the directed step and the spec's search disagree (a wiring bug)"
+        return Validation("unknown", len(trace), explored, message=message)
+    # The search takes the step with some message; the event says which message, and
+    # no copy of that one is in flight (the spec's observation leaves the message out).
+    reason = (
+        f"no behaviour of {spec.name} explains step {event.get('step')}: {event.get('actor')} "
+        f"{action_text(event.get('action'))} — the message it received ({_shown(explained_key)}) is in flight "
+        f"in none of the {len(before)} spec state(s) possible before it"
+    )
+    found = Mismatch(
+        step=int(event.get("step") or i + 1),
+        event=event,
+        possible=tuple(before),
+        expected=tuple(validator.search.expected(before)),
+        reason=reason,
+        kind="guard",
+    )
+    return Validation("violated", i + 1, explored, found, reason)
+
+
+def _shown(key: Hashable) -> str:
+    parts = key if isinstance(key, tuple) else (key,)
+    return ", ".join(str(p) for p in parts)

@@ -6,9 +6,9 @@ Where it sits: what ``checks/conformance/wiring/reliable_link.py`` and
 tests build).  Each node is an actor with an application that is as simple as it
 can be while still making the protocol work: a ``LinkPeer`` sends ``messages``
 numbered messages to every other node; a ``BroadcastPeer`` broadcasts ``messages``
-messages, each once it has delivered as many messages of others as it broadcast
-before (so that broadcasts answer one another and causal order has something to
-keep) or, failing that, when its timer fires.  What the checks read is the nodes'
+messages, each in answer to a message of another member it delivered (the first
+member starts) or, failing that, when its timer fires: so that most messages
+depend on others, and causal order has something to keep.  What the checks read is the nodes'
 durable logs, through the names here.
 """
 
@@ -78,21 +78,20 @@ class BroadcastPeer(Actor):
         interval: float,
         retransmit: float,
         variant: str | None,
+        answer: bool = True,
     ) -> None:
         super().__init__(name, group)
         self.count = count
         self.interval = interval
+        self.answer = answer
         self.member = CausalBroadcast(self, group, self.on_deliver, retransmit=retransmit, variant=variant)
         self.own = 0
-        self.others = 0
 
     def on_start(self) -> None:
         self.member.start()
-        delivered = self.member.delivered()
-        self.own = sum(1 for sender, _ in delivered if sender == self.name)
-        self.others = len(delivered) - self.own
+        self.own = sum(1 for sender, _ in self.member.delivered() if sender == self.name)
         self.set_timer(BroadcastTimer(), self.interval)
-        if self.own == 0:
+        if self.own == 0 and self.name == self.member.group[0]:
             self._broadcast()
 
     def _broadcast(self) -> None:
@@ -102,10 +101,8 @@ class BroadcastPeer(Actor):
             self.set_timer(BroadcastTimer(), self.interval)
 
     def on_deliver(self, sender: str, body: Any) -> None:
-        if sender != self.name:
-            self.others += 1
-            if self.others >= self.own:
-                self._broadcast()
+        if sender != self.name and self.answer:
+            self._broadcast()
 
     def on_message(self, src: str, msg: Any) -> None:
         self.member.handle(src, msg)
@@ -134,7 +131,15 @@ def link_group(
 
 
 def broadcast_group(
-    nodes: int = 3, messages: int = 2, *, interval: float = 8.0, retransmit: float = 5.0, variant: str | None = None
+    nodes: int = 3,
+    messages: int = 2,
+    *,
+    interval: float = 8.0,
+    retransmit: float = 5.0,
+    variant: str | None = None,
+    answer: bool = True,
 ) -> Group:
+    """``answer=False``: members broadcast only when their timers fire (a workload
+    that lasts ``messages * interval`` seconds)."""
     group = names(nodes)
-    return Group([BroadcastPeer(p, group, messages, interval, retransmit, variant) for p in group], messages)
+    return Group([BroadcastPeer(p, group, messages, interval, retransmit, variant, answer) for p in group], messages)

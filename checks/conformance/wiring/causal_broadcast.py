@@ -78,36 +78,12 @@ class CausalBroadcastWiring(Wiring):
         delivered = self.delivered(sim, group)
         if delivered == self._passed:
             return None  # most steps deliver nothing new: the same logs passed already
-        verdict = self._check(group, delivered)
+        verdict = causal_violation(delivered)
         if verdict is None:
             self._passed = delivered
         return verdict
 
     _passed: dict[str, list[Stamp]] | None = None
-
-    def _check(self, group: group_sim.Group, delivered: dict[str, list[Stamp]]) -> str | None:
-        index = {p.name: i for i, p in enumerate(group.peers)}
-        broadcast = {m for p, ms in delivered.items() for m in ms if m[0] == p}
-        for q, ms in delivered.items():
-            for m in ms:
-                if m not in broadcast:
-                    return f"TypeOK violated: {q} delivered {_text(m)}, which its sender never broadcast"
-            if len(set(ms)) != len(ms):
-                twice = next(m for m in ms if ms.count(m) > 1)
-                return f"NoDuplication violated: {q} delivered {_text(twice)} twice"
-            for p, i in index.items():
-                numbers = [m[1][i] for m in ms if m[0] == p]
-                if numbers != list(range(1, len(numbers) + 1)):
-                    return f"FifoOrder violated: {q} delivered {p}'s messages numbered {numbers}"
-            for k, later in enumerate(ms):
-                earlier = set(ms[:k])
-                missing = sorted(o for o in broadcast if _happened_before(o, later) and o not in earlier)
-                if missing:
-                    return (
-                        f"CausalOrder violated: {q} delivered {_text(later)} before {_text(missing[0])}, "
-                        "which happened before it"
-                    )
-        return None
 
     def done(self, sim: Simulation, system: Any) -> bool:
         return self.finished(sim, system) is None
@@ -133,6 +109,33 @@ class CausalBroadcastWiring(Wiring):
         if split is not None:
             raise UsageError("a causal broadcast trace is one group: validate it without --split")
         return validate_broadcast(trace_events(trace), max_states)
+
+
+def causal_violation(delivered: Mapping[str, Sequence[Stamp]]) -> str | None:
+    """Which of spec/broadcast's invariants what the members delivered (each a list of
+    (sender, clock), in order; the members in clock order) breaks, or None."""
+    index = {p: i for i, p in enumerate(delivered)}
+    broadcast = {m for p, ms in delivered.items() for m in ms if m[0] == p}
+    for q, ms in delivered.items():
+        for m in ms:
+            if m not in broadcast:
+                return f"TypeOK violated: {q} delivered {_text(m)}, which its sender never broadcast"
+        if len(set(ms)) != len(ms):
+            twice = next(m for m in ms if ms.count(m) > 1)
+            return f"NoDuplication violated: {q} delivered {_text(twice)} twice"
+        for p, i in index.items():
+            numbers = [m[1][i] for m in ms if m[0] == p]
+            if numbers != list(range(1, len(numbers) + 1)):
+                return f"FifoOrder violated: {q} delivered {p}'s messages numbered {numbers}"
+        for k, later in enumerate(ms):
+            earlier = set(ms[:k])
+            missing = sorted(o for o in broadcast if _happened_before(o, later) and o not in earlier)
+            if missing:
+                return (
+                    f"CausalOrder violated: {q} delivered {_text(later)} before {_text(missing[0])}, "
+                    "which happened before it"
+                )
+    return None
 
 
 class HoldbackNemesis(ChoiceSource):

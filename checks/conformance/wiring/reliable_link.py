@@ -76,33 +76,10 @@ class LinkWiring(Wiring):
         return sim.durable_records(node, group_sim.LinkPeer.LOG)
 
     def links(self, sim: Simulation, group: group_sim.Group) -> dict[str, tuple[list[tuple[int, Any]], int]]:
-        """Each link's receiver's synced inbox (seq, body) and its sender's synced base."""
-        names = [p.name for p in group.peers]
-        inbox: dict[str, list[tuple[int, Any]]] = {f"{a}>{b}": [] for a in names for b in names if a != b}
-        base = dict.fromkeys(inbox, 0)
-        for node in names:
-            for record in self.durable(sim, node):
-                if "in" in record:
-                    inbox[f"{record['in']}>{node}"].append((int(record["seq"]), record["body"]))
-                elif "acked" in record:
-                    link = f"{node}>{record['acked']}"
-                    base[link] = max(base[link], int(record["upto"]))
-        return {link: (inbox[link], base[link]) for link in inbox}
+        return link_states({p.name: self.durable(sim, p.name) for p in group.peers})
 
     def check_state(self, spec: Spec[Any, Any], sim: Simulation, system: Any) -> str | None:
-        for link, (inbox, base) in self.links(sim, system).items():
-            seqs = [seq for seq, _ in inbox]
-            if len(set(seqs)) != len(seqs):
-                twice = next(s for s in seqs if seqs.count(s) > 1)
-                return f"NoDuplication violated on {link}: message {twice} was delivered twice"
-            if seqs != list(range(len(seqs))) or any(body != {"n": seq} for seq, body in inbox):
-                return f"FifoOrder violated on {link}: the receiver delivered {seqs}, not the first messages in order"
-            if base > len(seqs):
-                return (
-                    f"NoLoss violated on {link}: the sender counts {base} message(s) as acknowledged, "
-                    f"the receiver has {len(seqs)}"
-                )
-        return None
+        return link_violation(self.links(sim, system))
 
     def done(self, sim: Simulation, system: Any) -> bool:
         return self.finished(sim, system) is None
@@ -135,6 +112,39 @@ class LinkWiring(Wiring):
         if unnamed is not None:
             raise UsageError(f'step {unnamed.get("step")} names no link ("link": "SENDER>RECEIVER")')
         return validate_link(events, spec.config.window, max_states)
+
+
+def link_states(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, tuple[list[tuple[int, Any]], int]]:
+    """From each node's log (``{node: records}``), each link's receiver's inbox, as
+    (seq, body) in order, and its sender's acknowledged base."""
+    inbox: dict[str, list[tuple[int, Any]]] = {f"{a}>{b}": [] for a in logs for b in logs if a != b}
+    base = dict.fromkeys(inbox, 0)
+    for node, records in logs.items():
+        for record in records:
+            if "in" in record:
+                inbox[f"{record['in']}>{node}"].append((int(record["seq"]), record["body"]))
+            elif "acked" in record:
+                link = f"{node}>{record['acked']}"
+                base[link] = max(base[link], int(record["upto"]))
+    return {link: (inbox[link], base[link]) for link in inbox}
+
+
+def link_violation(links: Mapping[str, tuple[Sequence[tuple[int, Any]], int]]) -> str | None:
+    """Which of spec/reliable_link's invariants the links' state breaks (the messages
+    on each being {"n": 0}, {"n": 1}, ...), or None."""
+    for link, (inbox, base) in links.items():
+        seqs = [seq for seq, _ in inbox]
+        if len(set(seqs)) != len(seqs):
+            twice = next(s for s in seqs if seqs.count(s) > 1)
+            return f"NoDuplication violated on {link}: message {twice} was delivered twice"
+        if seqs != list(range(len(seqs))) or any(body != {"n": seq} for seq, body in inbox):
+            return f"FifoOrder violated on {link}: the receiver delivered {seqs}, not the first messages in order"
+        if base > len(seqs):
+            return (
+                f"NoLoss violated on {link}: the sender counts {base} message(s) as acknowledged, "
+                f"the receiver has {len(seqs)}"
+            )
+    return None
 
 
 def _link_ends(link: Any) -> tuple[str, str] | None:
