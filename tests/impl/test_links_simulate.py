@@ -26,15 +26,33 @@ LINK_PARAMS: dict[str, object] = {"messages": 4, "window": 2}
 BROADCAST_PARAMS: dict[str, object] = {"processes": 3, "messages": 2}
 
 
-def run_link(seed: int, variant: str | None = None, **checks: bool) -> SimOutcome:
+def run_link(
+    seed: int, variant: str | None = None, check_trace: bool = True, check_invariants: bool = True
+) -> SimOutcome:
     spec = REGISTRY["reliable_link"].make(None, **LINK_PARAMS)
-    options = SimOptions(seed=seed, faults=FAULTS, steps=2000, variant=variant, **checks)
+    options = SimOptions(
+        seed=seed,
+        faults=FAULTS,
+        steps=2000,
+        variant=variant,
+        check_trace=check_trace,
+        check_invariants=check_invariants,
+    )
     return simulate(spec, LinkWiring(), LINK_PARAMS, options)
 
 
-def run_broadcast(seed: int, variant: str | None = None, **checks: bool) -> SimOutcome:
+def run_broadcast(
+    seed: int, variant: str | None = None, check_trace: bool = True, check_invariants: bool = True
+) -> SimOutcome:
     spec = REGISTRY["causal_broadcast"].make(None, **BROADCAST_PARAMS)
-    options = SimOptions(seed=seed, faults=FAULTS, steps=3000, variant=variant, **checks)
+    options = SimOptions(
+        seed=seed,
+        faults=FAULTS,
+        steps=3000,
+        variant=variant,
+        check_trace=check_trace,
+        check_invariants=check_invariants,
+    )
     return simulate(spec, CausalBroadcastWiring(), BROADCAST_PARAMS, options)
 
 
