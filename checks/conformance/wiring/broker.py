@@ -22,6 +22,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from distcheck.checks.conformance.directed import validate_directed
 from distcheck.checks.conformance.simulate import Wiring
 from distcheck.checks.conformance.validate import Validation, trace_events, validate_events
 from distcheck.checks.histories.queue import Delivery, check_total_queue
@@ -30,7 +31,7 @@ from distcheck.checks.traces.trace import Trace
 from distcheck.impl.messaging import broker as impl_broker
 from distcheck.impl.messaging import simulation as sim_broker
 from distcheck.impl.runtime import FaultPolicy, NodeMain, Simulation
-from distcheck.spec.broker import ACKS, PUBLISHES, Broker, Config
+from distcheck.spec.broker import ACKS, PUBLISHES, Broker, BrokerState, Config
 from distcheck.spec.contract import Spec
 
 CONSUMER_VARIANTS = {"non_idempotent_consumer": "the consumers apply every delivery, copies included"}
@@ -156,45 +157,38 @@ def validate_broker(
     events: Sequence[Mapping[str, Any]], messages: int, consumers: int
 ) -> tuple[list[dict[str, Any]], Validation]:
     """Is a run's trace a behaviour of spec/broker?  Every step but the network's is
-    logged, so the trace is followed step by step (each event's action applied to the
-    one state it leads to; a message lost stays in the spec's bag, where it does no
-    harm).  A receipt no copy explains (the publish or acknowledgement was received
-    as many times as it was sent) is explained by the network's ``Duplicate``, put
-    just before the previous receipt of that message, while a copy was there.  The
-    events with those duplicates (numbered again), and the verdict."""
+    logged, so the trace is followed step by step, each event's action applied to
+    the one state it leads to (a message lost stays in the spec's bag, where it does
+    no harm); a receipt no copy explains (the publish or acknowledgement was
+    received as many times as it was sent) is explained by the network's
+    ``Duplicate`` (``checks.conformance.directed``).  The events with those
+    duplicates (numbered again), and the verdict."""
     spec = unbounded(messages, consumers)
-    trace = [dict(e) for e in events]
-    inserted = 0
-    while True:
-        state = next(iter(spec.init_states()))
-        failed: int | None = None
-        for i, event in enumerate(trace):
-            try:
-                action = spec.action_from_json(event.get("action"))
-            except (KeyError, TypeError, ValueError) as exc:
-                return trace, Validation("violated", i + 1, i, message=f"step {i + 1}: not an action of broker: {exc}")
+
+    def step(states: Sequence[BrokerState], event: Mapping[str, Any]) -> list[BrokerState]:
+        try:
+            action = spec.action_from_json(event.get("action"))
+        except (KeyError, TypeError, ValueError):
+            return []
+        out = []
+        for state in states:
             nxt = spec.next_state(state, action)
-            if nxt is None or spec.observe(state, action) != {"actor": event.get("actor"), "action": event["action"]}:
-                failed = i
-                break
-            state = nxt
-        if failed is None:
-            explained = f"all {len(trace)} events explained ({inserted} duplicate(s) of the network put back)"
-            return trace, Validation("ok", len(trace), len(trace), message=explained)
-        event = trace[failed]
-        kind, m = event["action"].get("type"), event["action"].get("m")
-        net = _RECEIPTS.get(str(kind))
-        earlier = [
-            j for j in range(failed) if trace[j]["action"].get("type") == kind and trace[j]["action"].get("m") == m
-        ]
-        if net is None or not earlier:
-            return trace, Validation(
-                "violated",
-                failed + 1,
-                failed,
-                message=f"no behaviour of broker explains step {failed + 1}: {event.get('actor')} {event['action']}",
-            )
-        copy = {"actor": "network", "action": {"type": "Duplicate", "net": net, "m": m}}
-        trace.insert(earlier[-1], copy)
-        trace = [{**e, "step": n} for n, e in enumerate(trace, 1)]
-        inserted += 1
+            if nxt is not None and spec.observe(state, action) == {
+                "actor": event.get("actor"),
+                "action": event["action"],
+            }:
+                out.append(nxt)
+        return out
+
+    def receipt(event: Mapping[str, Any]) -> tuple[str, Any] | None:
+        action = event.get("action") or {}
+        kind = str(action.get("type"))
+        return (kind, action.get("m")) if kind in _RECEIPTS else None
+
+    def copy(states: Sequence[BrokerState], event: Mapping[str, Any]) -> dict[str, Any] | None:
+        action = event.get("action") or {}
+        net = _RECEIPTS[str(action.get("type"))]
+        return {"actor": "network", "action": {"type": "Duplicate", "net": net, "m": action.get("m")}}
+
+    verdict, trace = validate_directed(spec, events, step, receipt, copy)
+    return trace, verdict

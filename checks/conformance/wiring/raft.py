@@ -32,11 +32,11 @@ from typing import Any
 
 import attrs
 
+from distcheck.checks.conformance.directed import validate_directed
 from distcheck.checks.conformance.simulate import Wiring
 from distcheck.checks.conformance.validate import (
-    TooLarge,
+    DEFAULT_MAX_STATES,
     Validation,
-    Validator,
     event_matches,
     trace_events,
     validate_events,
@@ -270,10 +270,6 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _same_msg(a: Any, b: Any) -> bool:
-    return _canon(a) == _canon(b)
-
-
 def spec_events(
     events: Sequence[Mapping[str, Any]], servers: int, max_states: int | None = None
 ) -> tuple[list[dict[str, Any]], int, Validation]:
@@ -342,44 +338,24 @@ def _directed_step(spec: Raft, states: Sequence[RaftState], event: Mapping[str, 
 def _validate_inserting(
     spec: Raft, events: list[dict[str, Any]], max_states: int | None = None
 ) -> tuple[Validation, list[dict[str, Any]]]:
-    #: checkpoints[i]: the spec states possible before events[i]
-    checkpoints: list[list[RaftState]] = [list(spec.init_states())]
-    explored = 0
-    i = 0
-    while i < len(events):
-        event = events[i]
-        after = _directed_step(spec, checkpoints[i], event)
-        if after:
-            checkpoints.append(after)
-            explored += len(after)
-            i += 1
-            continue
+    """The directed validation (``checks.conformance.directed``): a ``Receive`` of a
+    message every copy of which was received already is explained by the network's
+    ``DuplicateMessage``."""
+
+    def receipt(event: Mapping[str, Any]) -> str | None:
         action = event.get("action") or {}
-        msg = action.get("msg") if action.get("type") == "Receive" else None
-        earlier = [
-            j
-            for j in range(i)
-            if (events[j].get("action") or {}).get("type") == "Receive"
-            and _same_msg((events[j].get("action") or {}).get("msg"), msg)
-        ]
-        if msg is None or not earlier:
-            # No behaviour explains it: the generic validator says why, from the states before it.
-            kwargs: dict[str, Any] = {} if max_states is None else {"max_states": max_states}
-            validator = Validator(spec, initial=checkpoints[i], **kwargs)
-            try:
-                validator.feed(event)
-            except TooLarge as exc:
-                return Validation("unknown", len(events), explored, message=str(exc)), events
-            result = validator.result()
-            if result.mismatch is None:  # (cannot be: the search finds what the directed step finds)
-                raise AssertionError(f"step {event.get('step')}: the directed step and the search disagree")
-            return Validation("violated", i + 1, explored, result.mismatch, result.message), events
-        j = earlier[-1]
-        duplicate = {"step": 0, "actor": "network", "action": {"type": "DuplicateMessage", "msg": msg}}
-        events = _renumber([*events[:j], duplicate, *events[j:]])
-        del checkpoints[j + 1 :]
-        i = j
-    return Validation("ok", len(events), explored, message=f"all {len(events)} events explained"), events
+        return _canon(action.get("msg")) if action.get("type") == "Receive" else None
+
+    def copy(states: Sequence[RaftState], event: Mapping[str, Any]) -> dict[str, Any]:
+        msg = (event.get("action") or {}).get("msg")
+        return {"step": 0, "actor": "network", "action": {"type": "DuplicateMessage", "msg": msg}}
+
+    def step(states: Sequence[RaftState], event: Mapping[str, Any]) -> list[RaftState]:
+        return _directed_step(spec, states, event)
+
+    return validate_directed(
+        spec, events, step, receipt, copy, DEFAULT_MAX_STATES if max_states is None else max_states
+    )
 
 
 def validate_raft(events: Sequence[Mapping[str, Any]], servers: int, max_states: int | None = None) -> Validation:
