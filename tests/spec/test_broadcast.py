@@ -4,15 +4,12 @@ invariants on hand-built histories."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import pytest
 
 from distcheck.checks.search.explore import explore
 from distcheck.spec.broadcast import (
     Broadcast,
-    BroadcastState,
     CausalBroadcast,
     Config,
     Deliver,
@@ -26,23 +23,11 @@ from distcheck.spec.broadcast import (
     no_duplication,
 )
 from distcheck.spec.values import Bag, FrozenMap
+from tests.spec.steps import broken, replay
 
 M1 = Msg("p1", (1, 0, 0))  # p1's first message
 M1B = Msg("p1", (2, 0, 0))  # p1's second
 REPLY = Msg("p2", (1, 1, 0))  # p2's first, sent after delivering M1
-
-
-def replay(spec: FifoBroadcast, actions: list[Any]) -> BroadcastState:
-    state = next(iter(spec.init_states()))
-    for a in actions:
-        nxt = spec.next_state(state, a)
-        assert nxt is not None, f"{a} is not enabled in {state}"
-        state = nxt
-    return state
-
-
-def broken(spec: FifoBroadcast, state: BroadcastState) -> list[str]:
-    return [inv.name for inv in spec.invariants() if not inv.holds(state)]
 
 
 @pytest.mark.parametrize("kind", [FifoBroadcast, CausalBroadcast])

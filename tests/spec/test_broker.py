@@ -3,8 +3,6 @@ as action lists, and each rule's guard and effect on hand-built states."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import pytest
 
@@ -16,7 +14,6 @@ from distcheck.spec.broker import (
     Ack,
     Broker,
     BrokerCrash,
-    BrokerState,
     Config,
     Confirmed,
     Consume,
@@ -33,21 +30,9 @@ from distcheck.spec.broker import (
     removed_after_ack,
 )
 from distcheck.spec.values import Bag, FrozenMap
+from tests.spec.steps import broken, replay
 
 STORED = [Publish("m1"), Receive("m1"), Persist()]  # m1 is stored and confirmed
-
-
-def replay(spec: Broker, actions: list[Any]) -> BrokerState:
-    state = next(iter(spec.init_states()))
-    for a in actions:
-        nxt = spec.next_state(state, a)
-        assert nxt is not None, f"{a} is not enabled in {state}"
-        state = nxt
-    return state
-
-
-def broken(spec: Broker, state: BrokerState) -> list[str]:
-    return [inv.name for inv in spec.invariants() if not inv.holds(state)]
 
 
 @pytest.mark.parametrize(

@@ -32,21 +32,9 @@ from distcheck.spec.reliable_link import (
     no_duplication,
     no_loss,
 )
+from tests.spec.steps import broken, replay
 
 INIT = LinkState(0, 0, (), (), Channel(), Channel(), 0)
-
-
-def replay(spec: ReliableLink, actions: list[Any]) -> LinkState:
-    state = next(iter(spec.init_states()))
-    for a in actions:
-        nxt = spec.next_state(state, a)
-        assert nxt is not None, f"{a} is not enabled in {state}"
-        state = nxt
-    return state
-
-
-def broken(spec: ReliableLink, state: LinkState) -> list[str]:
-    return [inv.name for inv in spec.invariants() if not inv.holds(state)]
 
 
 @pytest.mark.parametrize(

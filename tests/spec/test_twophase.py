@@ -33,6 +33,7 @@ from distcheck.spec.twophase import (
     TwoPhase,
 )
 from distcheck.spec.values import FrozenMap, canonical_text
+from tests.spec.steps import broken, replay
 
 
 @pytest.mark.parametrize(
@@ -105,24 +106,11 @@ def test_refinement_check_can_fail() -> None:
     assert result.violation is not None and result.violation.kind == "refinement"
 
 
-def replay(spec: TwoPhase, actions: list[Any]) -> TPState:
-    state = next(iter(spec.init_states()))
-    for a in actions:
-        nxt = spec.next_state(state, a)
-        assert nxt is not None, f"{a} is not enabled in {state}"
-        state = nxt
-    return state
-
-
-def broken(state: TPState, spec: TwoPhase) -> list[str]:
-    return [inv.name for inv in spec.invariants() if not inv.holds(state)]
-
-
 def test_commit_early_known_counterexample() -> None:
     """The TM commits with nobody prepared; r1 aborts; r2 commits."""
     spec = TwoPhase(Config(rms=2, variant="commit_early"))
     state = replay(spec, [TMCommit(), RMChooseToAbort("r1"), RMRcvCommitMsg("r2")])
-    assert broken(state, spec) == ["TCConsistent"]
+    assert broken(spec, state) == ["TCConsistent"]
     # The same actions are not a behaviour of the correct spec: TMCommit is guarded.
     assert TwoPhase(Config(rms=2)).next_state(next(iter(spec.init_states())), TMCommit()) is None
 
@@ -131,7 +119,7 @@ def test_abort_after_prepare_known_counterexample() -> None:
     spec = TwoPhase(Config(rms=2, variant="abort_after_prepare"))
     plan = [RMPrepare("r1"), RMPrepare("r2"), TMRcvPrepared("r1"), TMRcvPrepared("r2"), TMCommit()]
     state = replay(spec, [*plan, RMChooseToAbort("r1"), RMRcvCommitMsg("r2")])
-    assert broken(state, spec) == ["TCConsistent"]
+    assert broken(spec, state) == ["TCConsistent"]
 
 
 def test_unknown_actions_are_not_enabled() -> None:
@@ -236,14 +224,14 @@ def test_each_twophase_effect() -> None:
 )
 def test_each_clause_of_twophase_type_ok(state: TPState) -> None:
     spec = TwoPhase(RMS2)
-    assert broken(state, spec) == ["TypeOK"]
+    assert broken(spec, state) == ["TypeOK"]
 
 
 def test_tc_consistent_and_the_reachability_properties_on_hand_built_states() -> None:
     spec = TwoPhase(RMS2)
-    assert broken(tp({"r1": C, "r2": A}, "done", msgs=[Commit()]), spec) == ["TCConsistent"]
-    assert broken(tp({"r1": C, "r2": P}, "done", msgs=[Commit()]), spec) == []
-    assert broken(tp({"r1": A, "r2": W}), spec) == []
+    assert broken(spec, tp({"r1": C, "r2": A}, "done", msgs=[Commit()])) == ["TCConsistent"]
+    assert broken(spec, tp({"r1": C, "r2": P}, "done", msgs=[Commit()])) == []
+    assert broken(spec, tp({"r1": A, "r2": W})) == []
     props = {p.name: p.holds for p in spec.reachable()}
     assert props["AllCommitted"](tp({"r1": C, "r2": C})) and not props["AllCommitted"](tp({"r1": C, "r2": P}))
     assert props["AllAborted"](tp({"r1": A, "r2": A})) and not props["AllAborted"](tp({"r1": A, "r2": W}))
