@@ -11,7 +11,20 @@ from typing import Any
 
 import attrs
 
-from distcheck.spec import broadcast, broker, consensus, lock, paxos, paxoscommit, raft, reliable_link, twophase, voting
+from distcheck.spec import (
+    broadcast,
+    broker,
+    consensus,
+    cqrs,
+    event_store,
+    lock,
+    paxos,
+    paxoscommit,
+    raft,
+    reliable_link,
+    twophase,
+    voting,
+)
 from distcheck.spec.contract import Spec
 
 
@@ -148,6 +161,18 @@ REGISTRY: dict[str, SpecEntry] = {
             "a durable queue: publisher confirms, acks, a visibility timeout, a broker that crashes",
             broker.Config,
             broker.Broker,
+        ),
+        SpecEntry(
+            "event_store",
+            "an event store: appends with an expected version, global positions, a subscription with a checkpoint",
+            event_store.Config,
+            event_store.EventStore,
+        ),
+        SpecEntry(
+            "cqrs",
+            "CQRS: an event-sourced account, a projection over an at-least-once bus, read-your-writes queries",
+            cqrs.Config,
+            cqrs.Cqrs,
         ),
     )
 }
