@@ -220,6 +220,7 @@ class Repository(Generic[A]):
         """Load, run ``command`` on the aggregate, save; load again and retry when
         another writer saved first (at most ``attempts`` times)."""
         for attempt in range(attempts):
+            self.store.begin(id)
             aggregate = self.load(id)
             command(aggregate)
             try:

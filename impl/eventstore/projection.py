@@ -105,8 +105,12 @@ class Projector:
         )
         db.execute("BEGIN IMMEDIATE")
         projection.setup(db)
-        db.execute("INSERT OR IGNORE INTO projection_checkpoints VALUES (?, 0)", (projection.name,))
+        restarted = (
+            db.execute("INSERT OR IGNORE INTO projection_checkpoints VALUES (?, 0)", (projection.name,)).rowcount == 0
+        )
         db.execute("COMMIT")
+        if restarted:
+            store.projector_restarted()
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -150,6 +154,7 @@ class Projector:
                     (fresh[-1].position, self.projection.name),
                 )
             db.execute("COMMIT")
+            self.store.projected(checkpoint, fresh)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")

@@ -162,6 +162,21 @@ class EventStore(ABC):
         """A condition notified when this process appends (None: poll only)."""
         return None
 
+    # Hooks for a store that records what is done with it (``traced.TracedStore``);
+    # nothing here.
+
+    def begin(self, stream: str) -> None:
+        """A command on ``stream`` starts: it loads the aggregate, then appends."""
+        return None
+
+    def projected(self, checkpoint: int, events: Sequence[RecordedEvent]) -> None:
+        """A projector applied ``events`` (in order) after ``checkpoint``, and committed."""
+        return None
+
+    def projector_restarted(self) -> None:
+        """A projector started on a read model that had a checkpoint."""
+        return None
+
 
 class Subscription:
     """Iterates over the global order from a position: catch-up, then live.  Other

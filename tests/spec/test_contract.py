@@ -208,7 +208,7 @@ DEFAULT_SIZE = {
     "fifo_broadcast": (4312, 13),
     "causal_broadcast": (2494, 13),
     "broker": (1291, 15),
-    "event_store": (582, 12),
+    "event_store": (606, 12),
     "cqrs": (2212, 15),
 }
 
