@@ -175,11 +175,19 @@ SELECT b.upto, (SELECT COALESCE(MAX(position), 0) FROM events WHERE position <= 
 
 _SEQUENCE = "SELECT COALESCE(pg_sequence_last_value('event_positions'), 0)"
 
-_INSERT = (
-    "INSERT INTO events (stream, version, id, type, data, metadata, recorded_at, txid, floor_position)"
-    " VALUES (%s, %s, %s, %s, %s::json, %s::json, EXTRACT(EPOCH FROM transaction_timestamp())::float8,"
-    " pg_current_xact_id(), %s) RETURNING position"
+_ROW = (
+    "(%s, %s, %s, %s, %s, %s::json, %s::json, EXTRACT(EPOCH FROM transaction_timestamp())::float8,"
+    " pg_current_xact_id(), %s)"
 )
+
+
+def _insert_rows(n: int) -> str:
+    """One INSERT of ``n`` rows whose positions are given."""
+    return (
+        "INSERT INTO events (position, stream, version, id, type, data, metadata, recorded_at, txid, floor_position)"
+        " VALUES " + ", ".join([_ROW] * n)
+    )
+
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -231,6 +239,10 @@ class PostgresEventStore(EventStore):
             # snapshot; and a commit is on disk before append returns.
             db.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
             db.execute("SET synchronous_commit = on")
+            # psycopg prepares a statement after a few runs, and PostgreSQL may then keep
+            # a generic plan chosen while the table was empty (a sequential scan for the
+            # id lookup, whose cost grows with the table): plan each run for its values.
+            db.execute("SET plan_cache_mode = force_custom_plan")
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -284,21 +296,15 @@ class PostgresEventStore(EventStore):
             if expected_version != ANY and version != expected_version:
                 raise WrongExpectedVersion(stream, expected_version, version)
             db.execute("SELECT pg_current_xact_id()")  # step (2): the xid, before any position
-            with db.cursor() as cursor:
-                cursor.executemany(  # step (3): one row at a time, so positions rise with versions
-                    _INSERT,
-                    [
-                        (stream, version + n, event.id, event.type, data, metadata, floor)
-                        for n, (event, data, metadata) in enumerate(rows, start=1)
-                    ],
-                    returning=True,
-                )
-                positions = []
-                while True:
-                    (position,) = cursor.fetchone() or (0,)
-                    positions.append(int(position))
-                    if not cursor.nextset():
-                        break
+            # step (3): the positions, taken at once and given out in increasing order
+            # to the versions; then one insert for every row
+            taken = db.execute("SELECT nextval('event_positions') FROM generate_series(1, %s)", (len(rows),))
+            positions = sorted(int(p) for (p,) in taken)
+            values = [
+                (position, stream, version + n, event.id, event.type, data, metadata, floor)
+                for n, (position, (event, data, metadata)) in enumerate(zip(positions, rows), start=1)
+            ]
+            db.execute(_insert_rows(len(values)), [v for row in values for v in row])
             self._inserted(db, positions)
         return AppendResult(version + len(rows), positions[-1])
 

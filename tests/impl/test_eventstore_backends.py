@@ -59,28 +59,6 @@ if WHY_NOT_POSTGRES is None:
     from distcheck.impl.eventstore.postgres import PostgresEventStore
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    if WHY_NOT_POSTGRES is not None:
-        pytest.skip(WHY_NOT_POSTGRES)
-    # no autovacuum: a background transaction holding an xid would hold read_all back
-    # for a moment (late, never wrong), and the gap tests assert what it returns at once
-    server = PostgresServer(settings={"autovacuum": "off"})
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-_databases = itertools.count(1)
-
-
-@pytest.fixture
-def postgres_dsn(postgres_server: PostgresServer) -> str:
-    return postgres_server.create_database(f"events_{next(_databases)}")
-
-
 @attrs.define
 class Backend:
     """A fresh, empty store's location; ``open()`` opens one more instance on it."""
