@@ -175,18 +175,15 @@ SELECT b.upto, (SELECT COALESCE(MAX(position), 0) FROM events WHERE position <= 
 
 _SEQUENCE = "SELECT COALESCE(pg_sequence_last_value('event_positions'), 0)"
 
-_ROW = (
-    "(%s, %s, %s, %s, %s, %s::json, %s::json, EXTRACT(EPOCH FROM transaction_timestamp())::float8,"
-    " pg_current_xact_id(), %s)"
+#: every row of an append in one statement of fixed text, its columns as arrays (a
+#: statement with a placeholder per value would be parsed again for every append)
+_INSERT_ROWS = (
+    "INSERT INTO events (position, stream, version, id, type, data, metadata, recorded_at, txid, floor_position)"
+    " SELECT r.p, %(stream)s, r.v, r.i, r.t, r.d::json, r.m::json,"
+    " EXTRACT(EPOCH FROM transaction_timestamp())::float8, pg_current_xact_id(), %(floor)s"
+    " FROM unnest(%(positions)s::bigint[], %(versions)s::bigint[], %(ids)s::text[], %(types)s::text[],"
+    " %(data)s::text[], %(metadata)s::text[]) AS r(p, v, i, t, d, m)"
 )
-
-
-def _insert_rows(n: int) -> str:
-    """One INSERT of ``n`` rows whose positions are given."""
-    return (
-        "INSERT INTO events (position, stream, version, id, type, data, metadata, recorded_at, txid, floor_position)"
-        " VALUES " + ", ".join([_ROW] * n)
-    )
 
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -300,11 +297,19 @@ class PostgresEventStore(EventStore):
             # to the versions; then one insert for every row
             taken = db.execute("SELECT nextval('event_positions') FROM generate_series(1, %s)", (len(rows),))
             positions = sorted(int(p) for (p,) in taken)
-            values = [
-                (position, stream, version + n, event.id, event.type, data, metadata, floor)
-                for n, (position, (event, data, metadata)) in enumerate(zip(positions, rows), start=1)
-            ]
-            db.execute(_insert_rows(len(values)), [v for row in values for v in row])
+            db.execute(
+                _INSERT_ROWS,
+                {
+                    "stream": stream,
+                    "floor": floor,
+                    "positions": positions,
+                    "versions": list(range(version + 1, version + len(rows) + 1)),
+                    "ids": [event.id for event, _, _ in rows],
+                    "types": [event.type for event, _, _ in rows],
+                    "data": [data for _, data, _ in rows],
+                    "metadata": [metadata for _, _, metadata in rows],
+                },
+            )
             self._inserted(db, positions)
         return AppendResult(version + len(rows), positions[-1])
 
