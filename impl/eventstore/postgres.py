@@ -140,12 +140,12 @@ _COLUMNS = "stream, version, position, id, type, data::text, metadata::text, rec
 #: next xid is xmax plus ``age(xmax)``: age counts from the next xid (read once per
 #: transaction, here after the snapshot, which only makes N larger).
 _BOUND = """
-WITH horizon AS (
+WITH horizon AS MATERIALIZED (
     SELECT
         pg_snapshot_xmin(s) AS xmin,
         pg_snapshot_xmax(s)::text::bigint + age(xid(pg_snapshot_xmax(s))) AS next_xid
     FROM pg_current_snapshot() AS s
-), bound AS (
+), bound AS MATERIALIZED (  -- computed once (inlined, it would be again for every row)
     SELECT GREATEST(
         %(known)s::bigint,
         CASE WHEN h.xmin::text::bigint >= h.next_xid THEN %(sequence)s::bigint ELSE 0 END,
@@ -240,6 +240,11 @@ class PostgresEventStore(EventStore):
             # a generic plan chosen while the table was empty (a sequential scan for the
             # id lookup, whose cost grows with the table): plan each run for its values.
             db.execute("SET plan_cache_mode = force_custom_plan")
+            # Reading the global order is a walk of the primary key in order from a
+            # position, LIMIT a batch; without statistics the planner may fetch every row
+            # after the position as a bitmap and sort them, which costs more the further
+            # behind the reader is (quadratic for a catch-up).
+            db.execute("SET enable_bitmapscan = off")
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -276,17 +281,20 @@ class PostgresEventStore(EventStore):
         ids = [event.id for event, _, _ in rows]
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (STREAM_LOCK, stream))
-            stored = db.execute("SELECT stream, version, position, id FROM events WHERE id = ANY(%s)", (ids,))
-            found = {row[3]: (str(row[0]), int(row[1]), int(row[2]), str(row[3])) for row in stored}
-            if found:
-                return retry_result(stream, events, [found[i] for i in ids if i in found])
-            # step (1) of the proof: the sequence's value, read while we hold no xid
+            # step (1) of the proof: the sequence's value, read while we hold no xid; in
+            # the same statement (all reads: no xid) the stream's version and whether any
+            # of the ids is stored already
             state = db.execute(
                 f"{_SEQUENCE}, pg_current_xact_id_if_assigned(),"
-                " (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = %s)",
-                (stream,),
+                " (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = %s),"
+                " EXISTS (SELECT 1 FROM events WHERE id = ANY(%s))",
+                (stream, ids),
             ).fetchone()
             assert state is not None
+            if state[3]:
+                stored = db.execute("SELECT stream, version, position, id FROM events WHERE id = ANY(%s)", (ids,))
+                found = {row[3]: (str(row[0]), int(row[1]), int(row[2]), str(row[3])) for row in stored}
+                return retry_result(stream, events, [found[i] for i in ids if i in found])
             floor, early_xid, version = int(state[0]), state[1], int(state[2])
             if early_xid is not None:
                 raise EventStoreError("an append's transaction already held an xid before reading the sequence")
