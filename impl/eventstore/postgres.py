@@ -317,6 +317,7 @@ class PostgresEventStore(EventStore):
                     "data": [data for _, data, _ in rows],
                     "metadata": [metadata for _, _, metadata in rows],
                 },
+                binary=True,  # arrays of text go as they are, not escaped into array literals
             )
             self._inserted(db, positions)
         return AppendResult(version + len(rows), positions[-1])
