@@ -91,6 +91,7 @@ import math
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -391,6 +392,62 @@ def their_appends(place: Place, events: int, per_save: int) -> Appends:
     return result
 
 
+def concurrently(writers: int, each: int, step: Callable[[int, int], None]) -> Appends:
+    """``writers`` threads, thread w running ``step(w, 0)``, ..., ``step(w, each - 1)``:
+    the total time and every step's."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def run(w: int) -> None:
+        mine = []
+        for i in range(each):
+            before = time.perf_counter()
+            step(w, i)
+            mine.append(time.perf_counter() - before)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(writers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, latencies
+
+
+def our_concurrent_appends(place: Place, events: int, writers: int) -> Appends:
+    """``writers`` threads, each saving one event at a time to a counter of its own."""
+    with place.ours() as store:
+        repository = Repository(store, OurCounter)
+        counters = [OurCounter(f"counter-{w}") for w in range(writers)]
+
+        def step(w: int, i: int) -> None:
+            counter = counters[w]
+            counter.open() if i == 0 else counter.add(1)
+            repository.save(counter)
+
+        result = concurrently(writers, events // writers, step)
+        stored = sum(store.stream_version(c.id) for c in counters)
+        check(stored == writers * (events // writers), "ours did not store every event")
+    return result
+
+
+def their_concurrent_appends(place: Place, events: int, writers: int) -> Appends:
+    with place.theirs() as app:
+        counters = [TheirCounter() for _ in range(writers)]
+
+        def step(w: int, i: int) -> None:
+            if i:
+                counters[w].add(1)
+            app.save(counters[w])
+
+        result = concurrently(writers, events // writers, step)
+        stored = sum(sum(1 for _ in app.events.get(c.id)) for c in counters)
+        check(stored == writers * (events // writers), "theirs did not store every event")
+    return result
+
+
 def fill_ours(store: EventStore, streams: int, events: int, snapshot_every: int | None = None) -> list[str]:
     """``streams`` counters of ``events`` events each, saved ``BATCH`` at a time."""
     repository = Repository(store, OurCounter, snapshot_every=snapshot_every)
@@ -654,6 +711,14 @@ def measure(backend: Backend, args: argparse.Namespace, say: Callable[[str], Non
         backend, repeats, lambda p: our_appends(p, args.single, 1), lambda p: their_appends(p, args.single, 1)
     )
     add(*append_rows("1 event/append", 1, single))
+    writers = args.writers
+    parallel = write_pair(
+        backend,
+        repeats,
+        lambda p: our_concurrent_appends(p, args.single, writers),
+        lambda p: their_concurrent_appends(p, args.single, writers),
+    )
+    add(*append_rows(f"1 event/append, {writers} writers on {writers} streams", 1, parallel))
     batches = write_pair(
         backend, repeats, lambda p: our_appends(p, events, BATCH), lambda p: their_appends(p, events, BATCH)
     )
@@ -688,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000, help="events in the batch, replay, projection, load rows")
     parser.add_argument("--single", type=int, default=1000, help="appends of one event each in the first row")
     parser.add_argument("--repeats", type=int, default=5, help="measurements of each row on each side")
+    parser.add_argument("--writers", type=int, default=8, help="threads in the concurrent append row")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -704,6 +770,9 @@ def main(argv: list[str] | None = None) -> int:
             f" (got {args.events}, {args.single}, {args.repeats})",
             file=sys.stderr,
         )
+        return 2
+    if not 1 <= args.writers <= args.single:
+        print(f"--writers is between 1 and --single ({args.single}), got {args.writers}", file=sys.stderr)
         return 2
     if WHY_NOT_EVENTSOURCING is not None:
         print(f"nothing to compare with: {WHY_NOT_EVENTSOURCING}", file=sys.stderr)

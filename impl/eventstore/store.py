@@ -308,6 +308,7 @@ class SQLiteEventStore(EventStore):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._appended = threading.Condition()
+        self._writing = threading.Lock()
         self._closed = False
         with self._connection() as db:
             db.executescript(_SCHEMA)
@@ -333,6 +334,22 @@ class SQLiteEventStore(EventStore):
         check_expected(expected_version)
         rows = check_events(events)
         db = self._connection()
+        # SQLite serializes writers anyway; this process's wait in a queue of its own
+        # rather than in SQLite's busy handler, which sleeps and retries (a long tail).
+        with self._writing:
+            result = self._append_locked(db, stream, events, expected_version, rows)
+        with self._appended:
+            self._appended.notify_all()
+        return result
+
+    def _append_locked(
+        self,
+        db: sqlite3.Connection,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        rows: list[tuple[NewEvent, str, str]],
+    ) -> AppendResult:
         db.execute("BEGIN IMMEDIATE")  # the write lock: appends are serialized, positions commit in order
         try:
             ids = [e.id for e, _, _ in rows]
@@ -365,8 +382,6 @@ class SQLiteEventStore(EventStore):
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        with self._appended:
-            self._appended.notify_all()
         return AppendResult(version + len(rows), position)
 
     def read_stream(self, stream: str, after_version: int = 0, upto_version: int | None = None) -> list[RecordedEvent]:

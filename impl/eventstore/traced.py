@@ -71,12 +71,18 @@ class TracedStore(EventStore):
             return name
 
     def begin(self, stream: str) -> None:
-        with self._lock:
-            self._writers += 1
-            writer = f"w{self._writers}"
-            self.trace.header["params"].update(writers=self._writers, appends=1)
-            self.trace.record(writer, {"type": "Read", "w": writer, "stream": self.stream_name(stream)}, name=stream)
-            self._local.writer = writer
+        # The spec's Read is the moment the command reads the stream: recorded by the
+        # next read of it from this thread (``read_stream``), under the lock, so that
+        # the version the trace says it read is the one it got.
+        self._local.reading = stream
+
+    def _read(self, stream: str) -> str:
+        """Record a writer's Read of ``stream`` (holding the lock); its name."""
+        self._writers += 1
+        writer = f"w{self._writers}"
+        self.trace.header["params"].update(writers=self._writers, appends=1)
+        self.trace.record(writer, {"type": "Read", "w": writer, "stream": self.stream_name(stream)}, name=stream)
+        return writer
 
     # ------------------------------------------------------------ writing
 
@@ -89,10 +95,7 @@ class TracedStore(EventStore):
             if writer is None:
                 # Not announced (a snapshot, a log written with ANY): a writer of its
                 # own that reads and appends at once, under the lock.
-                self.begin(stream)
-                writer = self._local.writer
-                self._local.writer = None
-            assert writer is not None
+                writer = self._read(stream)
             try:
                 result = self.inner.append(stream, events, expected_version)
             except WrongExpectedVersion:
@@ -109,14 +112,22 @@ class TracedStore(EventStore):
             return self.inner.read_all(after, limit)
 
     def read_stream(self, stream: str, after_version: int = 0, upto_version: int | None = None) -> list[RecordedEvent]:
-        return self.inner.read_stream(stream, after_version, upto_version)
+        if getattr(self._local, "reading", None) != stream:
+            return self.inner.read_stream(stream, after_version, upto_version)
+        self._local.reading = None
+        with self._lock:  # the read and its record at once: no commit between them
+            events = self.inner.read_stream(stream, after_version, upto_version)
+            self._local.writer = self._read(stream)
+            return events
 
     def stream_version(self, stream: str) -> int:
         return self.inner.stream_version(stream)
 
     def head(self) -> int:
-        with self._lock:
-            return self.inner.head()
+        # Not under the lock: waiters call this holding the store's append condition,
+        # which an append notifies holding the lock (the other order would deadlock);
+        # a waiter only decides whether to wait, and reads through ``read_all``.
+        return self.inner.head()
 
     def append_condition(self) -> threading.Condition | None:
         return self.inner.append_condition()
