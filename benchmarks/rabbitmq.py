@@ -17,8 +17,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
@@ -136,3 +139,63 @@ class RabbitNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# ------------------------------------------------------------------ a workload's clients
+
+
+def connect(node: RabbitNode, queue: str, stop: threading.Event) -> tuple[Any, Any]:
+    """A connection and channel with ``queue`` declared durable, retried while the node
+    is down (until ``stop``: then (None, None))."""
+    import pika
+
+    while not stop.is_set():
+        connection = None
+        try:
+            connection = pika.BlockingConnection(node.parameters(timeout=2.0))
+            channel = connection.channel()
+            channel.queue_declare(queue, durable=True)
+            return connection, channel
+        except Exception:
+            if connection is not None and connection.is_open:
+                connection.close()
+            time.sleep(0.1)
+    return None, None
+
+
+def produce(
+    node: RabbitNode,
+    queue: str,
+    name: str,
+    stop: threading.Event,
+    published: Callable[[str], None],
+    confirmed: Callable[[str], None],
+) -> None:
+    """Publish persistent messages ``<name>-0``, ``<name>-1``, ... to ``queue`` with
+    publisher confirms until ``stop``, reconnecting while the node is down; each id goes
+    to ``published`` before it is sent and to ``confirmed`` once RabbitMQ confirmed it.
+    A publish that fails is not sent again: a new one is (RabbitMQ would store a copy)."""
+    import pika
+
+    i = 0
+    connection: Any = None
+    channel: Any = None
+    while not stop.is_set():
+        if channel is None or connection.is_closed:
+            connection, channel = connect(node, queue, stop)
+            if channel is None:
+                return
+            channel.confirm_delivery()  # basic_publish now returns once RabbitMQ confirmed
+        mid = f"{name}-{i}"
+        i += 1
+        published(mid)
+        try:
+            channel.basic_publish(
+                "", queue, mid.encode(), pika.BasicProperties(delivery_mode=2, message_id=mid), mandatory=True
+            )
+        except Exception:
+            channel = None
+            continue
+        confirmed(mid)
+    if connection is not None and connection.is_open:
+        connection.close()

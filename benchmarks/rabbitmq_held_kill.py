@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rabbitmq import RabbitNode, missing  # this folder, on the path above
+from rabbitmq import RabbitNode, connect, missing, produce  # this folder, on the path above
 
 from distcheck.checks.histories.queue import Delivery, check_total_queue
 
@@ -54,25 +54,7 @@ def wait_for(condition: Any, what: str, timeout: float = WAIT) -> bool:
     return True
 
 
-def connect(node: RabbitNode, stop: threading.Event) -> Any:
-    import pika
-
-    while not stop.is_set():
-        connection = None
-        try:
-            connection = pika.BlockingConnection(node.parameters(timeout=2.0))
-            channel = connection.channel()
-            channel.queue_declare(QUEUE, durable=True)
-            return connection, channel
-        except Exception:
-            if connection is not None and connection.is_open:
-                connection.close()
-            time.sleep(0.1)
-    return None, None
-
-
 def one_round(prefetch: int) -> dict[str, Any]:
-    import pika
 
     node = RabbitNode(Path(tempfile.mkdtemp(prefix="distcheck-rabbit-held-")))
     node.start()
@@ -87,37 +69,22 @@ def one_round(prefetch: int) -> dict[str, Any]:
     kill_time = [0.0]
 
     def producer(p: int) -> None:
-        i = 0
-        connection: Any = None
-        channel: Any = None
-        while not stop.is_set():
-            if channel is None or connection.is_closed:
-                connection, channel = connect(node, stop)
-                if channel is None:
-                    return
-                channel.confirm_delivery()
-            mid = f"p{p}-{i}"
-            i += 1
+        def sent(mid: str) -> None:
             with lock:
                 published.add(mid)
-            try:
-                channel.basic_publish(
-                    "", QUEUE, mid.encode(), pika.BasicProperties(delivery_mode=2, message_id=mid), mandatory=True
-                )
-            except Exception:
-                channel = None
-                continue
+
+        def confirm(mid: str) -> None:
             with lock:
                 confirmed[mid] = time.monotonic()
-        if connection is not None and connection.is_open:
-            connection.close()
+
+        produce(node, QUEUE, f"p{p}", stop, sent, confirm)
 
     def consumer() -> None:
         connection: Any = None
         channel: Any = None
         while not stop_consumer.is_set():
             if channel is None or connection.is_closed:
-                connection, channel = connect(node, stop_consumer)
+                connection, channel = connect(node, QUEUE, stop_consumer)
                 if channel is None:
                     return
                 channel.basic_qos(prefetch_count=prefetch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from rabbitmq import RabbitNode, missing  # a script folder, on the path above
+from rabbitmq import RabbitNode, connect, missing, produce  # a script folder, on the path above
 
 from distcheck.checks.histories.queue import Delivery, check_total_queue
 from tests.impl.waiting import wait_for
@@ -31,23 +31,7 @@ pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))
 QUEUE = "work"
 
 
-def connect(node: RabbitNode, stop: threading.Event) -> Any:
-    """A connection and channel, retried while the node is down (until ``stop``)."""
-    import pika
-
-    while not stop.is_set():
-        try:
-            connection = pika.BlockingConnection(node.parameters(timeout=2.0))
-            channel = connection.channel()
-            channel.queue_declare(QUEUE, durable=True)
-            return connection, channel
-        except Exception:
-            time.sleep(0.1)
-    return None, None
-
-
 def test_rabbitmq_killed_mid_workload_loses_no_confirmed_message(tmp_path: Path) -> None:
-    import pika
 
     node = RabbitNode(tmp_path)
     node.start()
@@ -59,37 +43,21 @@ def test_rabbitmq_killed_mid_workload_loses_no_confirmed_message(tmp_path: Path)
     stop, stop_consumer = threading.Event(), threading.Event()
 
     def producer(p: int) -> None:
-        i = 0
-        connection: Any = None
-        channel: Any = None
-        while not stop.is_set():
-            if channel is None or connection.is_closed:
-                connection, channel = connect(node, stop)
-                if channel is None:
-                    return
-                channel.confirm_delivery()  # basic_publish now returns once RabbitMQ confirmed
-            mid = f"p{p}-{i}"
-            i += 1  # a publish that fails is not sent again: a new one is (RabbitMQ would store a copy)
-            with lock:
-                published.add(mid)
-            try:
-                channel.basic_publish(
-                    "", QUEUE, mid.encode(), pika.BasicProperties(delivery_mode=2, message_id=mid), mandatory=True
-                )
-            except Exception:
-                channel = None
-                continue
-            with lock:
-                confirmed.add(mid)
-        if connection is not None and connection.is_open:
-            connection.close()
+        def note(into: set[str]) -> Callable[[str], None]:
+            def add(mid: str) -> None:
+                with lock:
+                    into.add(mid)
+
+            return add
+
+        produce(node, QUEUE, f"p{p}", stop, note(published), note(confirmed))
 
     def consumer() -> None:
         connection: Any = None
         channel: Any = None
         while not stop_consumer.is_set():
             if channel is None or connection.is_closed:
-                connection, channel = connect(node, stop_consumer)
+                connection, channel = connect(node, QUEUE, stop_consumer)
                 if channel is None:
                     return
                 channel.basic_qos(prefetch_count=20)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from distcheck.checks.cli import main
-from distcheck.checks.conformance.simulate import SimOptions, SimOutcome, simulate
+from distcheck.checks.conformance.simulate import SimOptions, SimOutcome, Wiring, simulate
 from distcheck.checks.conformance.wiring import CausalBroadcastWiring, LinkWiring
 from distcheck.checks.conformance.wiring.causal_broadcast import validate_broadcast
 from distcheck.checks.conformance.wiring.reliable_link import validate_link, validate_one_link
@@ -26,34 +26,32 @@ LINK_PARAMS: dict[str, object] = {"messages": 4, "window": 2}
 BROADCAST_PARAMS: dict[str, object] = {"processes": 3, "messages": 2}
 
 
-def run_link(
-    seed: int, variant: str | None = None, check_trace: bool = True, check_invariants: bool = True
+def run(
+    wiring: Wiring, params: dict[str, object], seed: int, variant: str | None, check_trace: bool, check_invariants: bool
 ) -> SimOutcome:
-    spec = REGISTRY["reliable_link"].make(None, **LINK_PARAMS)
+    """One controlled run of ``wiring`` under every fault, its default number of steps."""
+    spec = REGISTRY[wiring.spec_name].make(None, **params)
     options = SimOptions(
         seed=seed,
         faults=FAULTS,
-        steps=2000,
+        steps=wiring.default_steps,
         variant=variant,
         check_trace=check_trace,
         check_invariants=check_invariants,
     )
-    return simulate(spec, LinkWiring(), LINK_PARAMS, options)
+    return simulate(spec, wiring, params, options)
+
+
+def run_link(
+    seed: int, variant: str | None = None, check_trace: bool = True, check_invariants: bool = True
+) -> SimOutcome:
+    return run(LinkWiring(), LINK_PARAMS, seed, variant, check_trace, check_invariants)
 
 
 def run_broadcast(
     seed: int, variant: str | None = None, check_trace: bool = True, check_invariants: bool = True
 ) -> SimOutcome:
-    spec = REGISTRY["causal_broadcast"].make(None, **BROADCAST_PARAMS)
-    options = SimOptions(
-        seed=seed,
-        faults=FAULTS,
-        steps=3000,
-        variant=variant,
-        check_trace=check_trace,
-        check_invariants=check_invariants,
-    )
-    return simulate(spec, CausalBroadcastWiring(), BROADCAST_PARAMS, options)
+    return run(CausalBroadcastWiring(), BROADCAST_PARAMS, seed, variant, check_trace, check_invariants)
 
 
 @pytest.mark.parametrize("seed", range(6))
