@@ -50,9 +50,22 @@ def traced_run(tmp_path: Path) -> tuple[TraceLog, TracedStore]:
     counters = Repository(store, Counter, snapshot_every=4)
     projector = Projector(store, Totals(), tmp_path / "read.db", batch=3).start()
 
+    # Threads 0 and 2 both update c0 first, and both load it before either saves: one
+    # of them conflicts whatever the scheduler does (the others may conflict too).
+    both_loaded = threading.Barrier(2)
+
     def work(t: int) -> None:
+        meet = t in (0, 2)
+
+        def add(c: Counter) -> None:
+            nonlocal meet
+            if meet:
+                meet = False
+                both_loaded.wait(timeout=30)
+            c.add()
+
         for _ in range(6):
-            counters.update(f"c{t % 2}", lambda c: c.add(), attempts=1000)
+            counters.update(f"c{t % 2}", add, attempts=1000)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
     for t in threads:
