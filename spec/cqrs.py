@@ -11,17 +11,21 @@ same here).  An accepted command appends one event and answers with its position
 the log (1, 2, ...): the client keeps the latest as its read-your-writes token.
 
 The query side is a read model (the balance) kept by a projector.  An event bus
-pushes the log's events to the projector in order, and delivers at least once: it
-remembers the last position the projector acknowledged, and when an
-acknowledgement is late (a timeout) or the projector restarts, it delivers again
-from the first unacknowledged event.  The projector holds the event it was handed
-in memory; handling it is one transaction that updates the read model and stores
-the read model's checkpoint (the position of the last event it holds) together.
-It applies an event only if it is the one after the checkpoint, so a redelivered
-copy is dropped, and acknowledges its checkpoint to the bus later.  A crash of the
-projector loses only what it held in memory.  A query answers from the read model,
-with the checkpoint it reflects; a query that carries a token waits until the
-checkpoint has reached it.
+carries the log's events to the projector and delivers at least once, in no
+promised order: any event it holds unacknowledged it may deliver, again and again
+(an acknowledgement late or lost, a visibility timeout, a restart), until the
+projector acknowledges it.  A bus that delivers in order from the last
+acknowledgement (a subscription with an offset) is one of its behaviours; so is a
+queue broker that redelivers single messages.  The projector holds the event it was
+handed in memory, and handles it by the event's position: the one after the read
+model's checkpoint is applied in one transaction that updates the read model and
+stores the checkpoint (the position of the last event it holds) together; a copy
+(at or below the checkpoint) is dropped; a later one, whose predecessor has not been
+applied yet, is given back unacknowledged, to come again.  Applied events and copies
+are acknowledged to the bus afterwards.  A crash of the projector loses only what it
+held in memory (the event in hand and the acknowledgements not yet sent).  A query
+answers from the read model, with the checkpoint it reflects; a query that carries a
+token waits until the checkpoint has reached it.
 
 Sources: G. Young, *CQRS Documents* (2010); M. Fowler, "Event Sourcing" (2005)
 and "CQRS" (2011); D. Terry et al., "Session Guarantees for Weakly Consistent
@@ -30,10 +34,11 @@ Replicated Data" (PDIS 1994), for read-your-writes; the idempotent receiver
 
 State: the command side's ``log`` (the event store: position i holds ``log[i-1]``)
 and ``results`` (each client's commands so far, each answered with its event's
-position, 0 for a rejection); the bus's ``cursor`` (the next position it delivers)
-and ``acked`` (the last position acknowledged to it, durable); the projector's
-``in_hand`` (volatile: the position of the event it holds, 0 for none), and the read
-model's ``read_balance`` and ``checkpoint`` (durable, written in one transaction);
+position, 0 for a rejection); the bus's ``acked`` (the positions acknowledged to it,
+which it will not deliver again; durable); the projector's ``in_hand`` (the position
+of the event it holds, 0 for none) and ``to_ack`` (the positions it has handled and
+not yet acknowledged), both volatile; the read model's ``read_balance`` and
+``checkpoint`` (durable, written in one transaction);
 and histories: ``applied`` (the positions applied to the read model, in order) and
 ``answers`` (each client's last query answer: its token, the checkpoint and the
 balance it read).
@@ -41,11 +46,10 @@ balance it read).
 Actions
     Deposit(c, amount)      Client c deposits: always accepted, one event appended, its position returned.
     Withdraw(c, amount)     Client c withdraws: accepted if the account holds enough, else rejected (no event).
-    Deliver(p)              The bus delivers the event at position p, its next, to the projector.
-    Project(p)              The projector handles the event it holds: applies it with its checkpoint, or drops a copy.
-    Acknowledge             The projector acknowledges its checkpoint to the bus.
-    Redeliver               An acknowledgement is late: the bus delivers again from the first unacknowledged event.
-    ProjectorCrash          The projector crashes and restarts: the event in memory is lost; the bus resends.
+    Deliver(p)              The bus delivers the event at position p, not yet acknowledged, to the projector.
+    Project(p)              The projector handles the event it holds: applies the next, drops a copy, or gives it back.
+    Acknowledge(p)          The projector acknowledges p, applied or a copy, to the bus.
+    ProjectorCrash          The projector crashes and restarts: the event in hand and unsent acknowledgements are lost.
     Query(c)                Client c reads the read model, once its checkpoint has reached c's token.
 
 Invariants
@@ -75,12 +79,14 @@ Variants
     apply_redelivered_twice     the projector applies every event it is handed, copies included.
     checkpoint_first            the checkpoint is saved before the read model is updated, in a separate write.
     ack_before_apply            the projector acknowledges an event to the bus when it takes it, before applying it.
+    apply_out_of_order          the projector applies any event it is handed after its checkpoint, not only the next.
     token_ignored               a query answers at once, whatever its read-your-writes token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -124,9 +130,9 @@ def fold(events: Iterable[Event]) -> int:
 class CqrsState:
     log: tuple[Event, ...]
     results: FrozenMap[str, tuple[int, ...]]
-    cursor: int
-    acked: int
+    acked: frozenset[int]
     in_hand: int
+    to_ack: frozenset[int]
     read_balance: int
     checkpoint: int
     applied: tuple[int, ...]
@@ -165,11 +171,7 @@ class Project(Action):
 @attrs.frozen
 class Acknowledge(Action):
     ACTOR = PROJECTOR
-
-
-@attrs.frozen
-class Redeliver(Action):
-    ACTOR = BUS
+    p: int
 
 
 @attrs.frozen
@@ -183,7 +185,7 @@ class Query(Action):
     c: str
 
 
-CqrsAction = Deposit | Withdraw | Deliver | Project | Acknowledge | Redeliver | ProjectorCrash | Query
+CqrsAction = Deposit | Withdraw | Deliver | Project | Acknowledge | ProjectorCrash | Query
 
 
 @attrs.frozen
@@ -212,9 +214,9 @@ class Cqrs(Spec[CqrsState, CqrsAction]):
         yield CqrsState(
             log=(),
             results=FrozenMap({c: () for c in self.clients}),
-            cursor=1,
-            acked=0,
+            acked=frozenset(),
             in_hand=0,
+            to_ack=frozenset(),
             read_balance=0,
             checkpoint=0,
             applied=(),
@@ -224,9 +226,7 @@ class Cqrs(Spec[CqrsState, CqrsAction]):
     def next(self) -> Next:
         return (
             Exists("c", self.clients, Exists("amount", self.amounts, self.deposit, self.withdraw)),
-            Exists("p", self.positions, self.deliver, self.project),
-            self.acknowledge,
-            self.redeliver,
+            Exists("p", self.positions, self.deliver, self.project, self.acknowledge),
             self.projector_crash,
             Exists("c", self.clients, self.query),
         )
@@ -264,62 +264,62 @@ class Cqrs(Spec[CqrsState, CqrsAction]):
 
     @rule(Deliver)
     def deliver(self, s: CqrsState, p: int) -> CqrsState | None:
-        """The bus delivers the event at position p, the next it has to deliver, to the
-        projector, whose hands are free."""
-        if p != s.cursor or p > len(s.log) or s.in_hand:
+        """The bus delivers the event at position p to the projector, whose hands are
+        free: any event in the log it holds unacknowledged, for the first time or again
+        (in order or not: redelivery after a timeout or a restart is any moment)."""
+        if p > len(s.log) or p in s.acked or s.in_hand:
             return None
-        return self.taken(attrs.evolve(s, cursor=p + 1, in_hand=p), p)
+        return self.taken(attrs.evolve(s, in_hand=p), p)
 
     def taken(self, s: CqrsState, p: int) -> CqrsState:
         """The projector holds p in memory; the bus still counts it unacknowledged."""
         return s
-
-    @rule(Redeliver)
-    def redeliver(self, s: CqrsState) -> CqrsState | None:
-        """No acknowledgement came in time: the bus delivers again from the first
-        unacknowledged event."""
-        if s.cursor <= s.acked + 1:
-            return None
-        return attrs.evolve(s, cursor=s.acked + 1)
 
     # ------------------------------------------------------------ the projector
 
     @rule(Project)
     def project(self, s: CqrsState, p: int) -> CqrsState | None:
         """The projector handles the event it holds: the one after the checkpoint is
-        applied to the read model and becomes the checkpoint, in one transaction; a
-        copy of one at or below the checkpoint is dropped."""
+        applied to the read model and becomes the checkpoint, in one transaction, and
+        is to be acknowledged; a copy of one at or below the checkpoint is dropped, and
+        acknowledged too; a later one is given back unacknowledged, to come again once
+        the events before it are in."""
         if s.in_hand != p:
             return None
-        if not self.applies(s, p):
-            return attrs.evolve(s, in_hand=0)
-        return attrs.evolve(
-            s,
-            in_hand=0,
-            read_balance=s.read_balance + s.log[p - 1].delta,
-            checkpoint=p,
-            applied=(*s.applied, p),
-        )
+        if self.applies(s, p):
+            return attrs.evolve(
+                s,
+                in_hand=0,
+                to_ack=s.to_ack | {p},
+                read_balance=s.read_balance + s.log[p - 1].delta,
+                checkpoint=max(s.checkpoint, p),
+                applied=(*s.applied, p),
+            )
+        if p <= s.checkpoint:
+            return attrs.evolve(s, in_hand=0, to_ack=s.to_ack | {p})
+        return attrs.evolve(s, in_hand=0)
 
     def applies(self, s: CqrsState, p: int) -> bool:
         """Whether the projector applies p: only the next event after its checkpoint."""
         return p == s.checkpoint + 1
 
     @rule(Acknowledge)
-    def acknowledge(self, s: CqrsState) -> CqrsState | None:
-        """The projector acknowledges to the bus every event up to its checkpoint."""
-        if s.acked >= s.checkpoint:
+    def acknowledge(self, s: CqrsState, p: int) -> CqrsState | None:
+        """The projector acknowledges p, which it has applied or dropped as a copy, to
+        the bus: the bus will not deliver it again."""
+        if p not in s.to_ack:
             return None
-        return attrs.evolve(s, acked=s.checkpoint)
+        return attrs.evolve(s, acked=s.acked | {p}, to_ack=s.to_ack - {p})
 
     @rule(ProjectorCrash)
     def projector_crash(self, s: CqrsState) -> CqrsState | None:
-        """The projector crashes and restarts: the event it held is lost, the read model
-        and its checkpoint are as the last transaction left them, and the bus delivers
-        again from the first unacknowledged event.  (With nothing to lose, it is no step.)"""
-        if not s.in_hand and s.cursor <= s.acked + 1:
+        """The projector crashes and restarts: the event it held and the
+        acknowledgements it had not sent are lost, and the read model and its checkpoint
+        are as the last transaction left them; the bus has every unacknowledged event
+        to deliver again.  (With nothing to lose, it is no step.)"""
+        if not s.in_hand and not s.to_ack:
             return None
-        return self.restarted(attrs.evolve(s, in_hand=0, cursor=s.acked + 1), s.in_hand)
+        return self.restarted(attrs.evolve(s, in_hand=0, to_ack=frozenset()), s.in_hand)
 
     def restarted(self, s: CqrsState, held: int) -> CqrsState:
         """The durable state after a crash while holding ``held`` (0: nothing): the read
@@ -343,6 +343,15 @@ class Cqrs(Spec[CqrsState, CqrsAction]):
     def answers_now(self, s: CqrsState, t: int) -> bool:
         """Read-your-writes: answer only from a read model at checkpoint t or later."""
         return s.checkpoint >= t
+
+    def observe(self, s: CqrsState, a: CqrsAction) -> Mapping[str, Any] | None:
+        """What an implementation logs: each step by its actor and action, and a query
+        with what it read (the checkpoint and the balance), which must be what the spec's
+        read model holds at that step."""
+        seen = super().observe(s, a)
+        if isinstance(a, Query) and seen is not None:
+            return {**seen, "read": {"checkpoint": s.checkpoint, "balance": s.read_balance}}
+        return seen
 
     # ------------------------------------------------------------ properties
 
@@ -373,8 +382,7 @@ class Cqrs(Spec[CqrsState, CqrsAction]):
             and all(e.kind in (DEPOSITED, WITHDRAWN) and e.amount in self.amounts for e in s.log)
             and set(s.results) == set(self.clients)
             and all(len(r) <= self.config.commands and all(0 <= p <= n for p in r) for r in s.results.values())
-            and 0 <= s.acked <= n
-            and 1 <= s.cursor <= n + 1
+            and all(1 <= p <= n for p in s.acked | s.to_ack)
             and 0 <= s.in_hand <= n
             and 0 <= s.checkpoint <= n
             and all(1 <= p <= n for p in s.applied)
@@ -423,7 +431,7 @@ def read_model_is_fold(s: CqrsState) -> bool:
 
 
 def nothing_lost(s: CqrsState) -> bool:
-    return all(p > s.acked or p == s.in_hand for p in range(s.checkpoint + 1, len(s.log) + 1))
+    return all(p not in s.acked or p == s.in_hand for p in range(s.checkpoint + 1, len(s.log) + 1))
 
 
 def read_your_writes(s: CqrsState) -> bool:
@@ -449,9 +457,9 @@ class ValidateOnReadModel(Cqrs):
 @variant("apply_redelivered_twice", "the projector applies every event it is handed, copies included")
 class ApplyRedeliveredTwice(Cqrs):
     def applies(self, s: CqrsState, p: int) -> bool:
-        """No look at the checkpoint: an event delivered again, because its
-        acknowledgement was late or lost, is applied again."""
-        return True
+        """The order is kept, but copies are not looked for: an event delivered again,
+        because its acknowledgement was late or lost, is applied again."""
+        return p <= s.checkpoint + 1
 
 
 @variant("checkpoint_first", "the checkpoint is saved before the read model is updated, in a separate write")
@@ -470,7 +478,18 @@ class AckBeforeApply(Cqrs):
     def taken(self, s: CqrsState, p: int) -> CqrsState:
         """Acknowledged on receipt (auto-ack): if the projector crashes before applying
         it, the bus will not deliver it again."""
-        return attrs.evolve(s, acked=max(s.acked, p))
+        return attrs.evolve(s, acked=s.acked | {p})
+
+
+@variant(
+    "apply_out_of_order", "the projector applies whatever event it is handed after its checkpoint, not only the next"
+)
+class ApplyOutOfOrder(Cqrs):
+    def applies(self, s: CqrsState, p: int) -> bool:
+        """Every new event is applied, and the checkpoint jumps to it: when the bus
+        hands over a later event first (the earlier one waits for its redelivery), the
+        earlier one is then taken for a copy and never applied."""
+        return p > s.checkpoint
 
 
 @variant("token_ignored", "a query answers at once, whatever its read-your-writes token")

@@ -153,8 +153,9 @@ class Projector:
                     "UPDATE projection_checkpoints SET position = ? WHERE name = ?",
                     (fresh[-1].position, self.projection.name),
                 )
-            db.execute("COMMIT")
-            self.store.projected(checkpoint, fresh)
+            with self.store.committing():
+                db.execute("COMMIT")
+                self.store.projected(checkpoint, fresh)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")

@@ -48,6 +48,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Final
 
@@ -168,6 +169,12 @@ class EventStore(ABC):
     def begin(self, stream: str) -> None:
         """A command on ``stream`` starts: it loads the aggregate, then appends."""
         return None
+
+    def committing(self) -> AbstractContextManager[object]:
+        """Held by a projector while it commits a transaction and reports it
+        (``projected``): a recording store holds its lock there, so that nobody reads a
+        read model whose commit is not recorded yet."""
+        return nullcontext()
 
     def projected(self, checkpoint: int, events: Sequence[RecordedEvent]) -> None:
         """A projector applied ``events`` (in order) after ``checkpoint``, and committed."""

@@ -209,7 +209,7 @@ DEFAULT_SIZE = {
     "causal_broadcast": (2494, 13),
     "broker": (1291, 15),
     "event_store": (606, 12),
-    "cqrs": (2212, 15),
+    "cqrs": (3304, 16),
 }
 
 
