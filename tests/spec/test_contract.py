@@ -6,6 +6,7 @@ registry at its default size, so a new spec is checked by adding it to the regis
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
-from distcheck.checks.search.explore import explore, follow_witness
+from distcheck.checks.search.explore import Result, explore, follow_witness
 from distcheck.spec.codec import to_json
 from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY
@@ -143,6 +144,16 @@ def test_fingerprints_and_action_order_are_stable_across_processes() -> None:
     assert here == runs[0]
 
 
+@functools.cache
+def variant_result(name: str, variant: str) -> Result:
+    """The variant at its default size, searched (or its pinned counterexample
+    followed); kept for the process, for both tests below (one xdist worker runs them)."""
+    entry = REGISTRY[name]
+    witness = entry.build.variants()[variant].witness
+    return follow_witness(entry.make(variant=variant), witness) if witness else explore(entry.make(variant=variant))
+
+
+@pytest.mark.xdist_group("variants")
 @pytest.mark.parametrize(
     "name,variant",
     [pytest.param(n, v, id=f"{n}-{v}") for n, e in REGISTRY.items() for v in e.variants],
@@ -150,11 +161,11 @@ def test_fingerprints_and_action_order_are_stable_across_processes() -> None:
 def test_every_variant_is_caught_with_a_shortest_counterexample(name: str, variant: str) -> None:
     entry = REGISTRY[name]
     witness = entry.build.variants()[variant].witness
+    result = variant_result(name, variant)
     if witness:
         # Too deep to search in a test: its pinned counterexample must replay and break
         # a property only at its last step, and the reference spec, at the same size,
         # either cannot take those steps or breaks nothing taking them.
-        result = follow_witness(entry.make(variant=variant), witness)
         assert result.violation is not None and len(result.violation.trace) == len(witness) + 1, result
         reference = entry.build(entry.config_type(**entry.defaults(variant)))
         try:
@@ -162,7 +173,6 @@ def test_every_variant_is_caught_with_a_shortest_counterexample(name: str, varia
         except ValueError:
             pass  # the mistake is a step the reference does not take
         return
-    result = explore(entry.make(variant=variant))
     assert result.violation is not None and result.violation.kind in ("invariant", "action"), result
     steps = len(result.violation.trace) - 1
     # Shortest: no behaviour one step shorter reaches a violation.
@@ -170,6 +180,7 @@ def test_every_variant_is_caught_with_a_shortest_counterexample(name: str, varia
     assert shorter.violation is None or shorter.violation.kind == "unreached"
 
 
+@pytest.mark.xdist_group("variants")
 def test_every_invariant_fails_on_some_variant() -> None:
     """An invariant no variant can break is untested (TypeOK excepted: a type
     invariant is broken by a malformed spec, not a protocol mistake)."""
@@ -177,14 +188,7 @@ def test_every_invariant_fails_on_some_variant() -> None:
         if not entry.variants:
             continue
         broken = {
-            result.violation.name
-            for v, info in entry.build.variants().items()
-            if (
-                result := follow_witness(entry.make(variant=v), info.witness)
-                if info.witness
-                else explore(entry.make(variant=v))
-            ).violation
-            is not None
+            violation.name for v in entry.variants if (violation := variant_result(name, v).violation) is not None
         }
         spec = entry.make()
         names = [inv.name for inv in spec.invariants()] + [prop.name for prop in spec.step_properties()]
