@@ -132,6 +132,24 @@ class Reachable(Generic[S]):
 
 
 @attrs.frozen
+class Eventually(Generic[S]):
+    """A named liveness property: every behaviour eventually reaches a state where it
+    holds, if every step that stays enabled is eventually taken (strong fairness of
+    each step; faults are bounded by the spec's own budgets).
+
+    On a finite state graph that is the same as "from every reachable state, a state
+    where it holds is still reachable": a behaviour that never gets there would pass
+    some state infinitely often, and, taking each of its steps infinitely often, walk
+    the path from it to the goal.  So the check needs no temporal logic: the explorer
+    keeps the graph's edges and searches it backwards from the goal states.
+    """
+
+    name: str
+    statement: str
+    holds: Callable[[S], bool] = attrs.field(eq=False)
+
+
+@attrs.frozen
 class Refinement(Generic[S, AS]):
     """``spec`` refines ``abstract`` under ``mapping``: every step of ``spec`` maps to a
     step of ``abstract`` or to a stutter (the abstract state unchanged)."""
@@ -364,6 +382,10 @@ class Spec(Generic[S, A], metaclass=SpecMeta):
 
     def step_properties(self) -> Sequence[StepProperty[S]]:
         """Properties of every step, checked on each (state, successor) the search computes."""
+        return ()
+
+    def eventually(self) -> Sequence[Eventually[S]]:
+        """Liveness properties (``Eventually``), checked on the whole explored graph."""
         return ()
 
     def canonical(self, state: S) -> S:

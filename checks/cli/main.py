@@ -27,7 +27,7 @@ from distcheck.checks.cli import runtime as cli_runtime
 from distcheck.checks.cli import trace as cli_trace
 from distcheck.checks.inputs import clip, printable
 from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
-from distcheck.checks.search.explore import Explorer, Result, Stats, check_refinement_of, follow_witness
+from distcheck.checks.search.explore import Explorer, Result, Stats, Violation, check_refinement_of, follow_witness
 from distcheck.checks.search.parallel import ParallelExplorer
 from distcheck.checks.search.swarm import SchedulerError, check_scheduler, swarm
 from distcheck.checks.traces.render import plural, step_table, trace_text
@@ -155,6 +155,9 @@ def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool) -> Result:
     show_progress = not quiet and sys.stderr.isatty()
     progress = _progress_printer() if show_progress else None
     explorer: Explorer | ParallelExplorer
+    if args.workers > 1 and spec.eventually():
+        names = ", ".join(p.name for p in spec.eventually())
+        raise UsageError(f"liveness ({names}) is checked on the whole graph by the sequential explorer: drop --workers")
     if args.workers > 1:
         explorer = ParallelExplorer(
             spec,
@@ -199,6 +202,7 @@ def result_json(
             "invariant": v.name,
             "kind": v.kind,
             "statement": v.statement,
+            "loop": v.loop,
             "trace": [
                 {
                     "step": i,
@@ -239,6 +243,20 @@ def write_counterexample(tr: Trace, trace_out: str | None) -> Path:
         raise UsageError(f"cannot write the trace to {trace_out}: {exc.strerror or exc}") from None
 
 
+def liveness_note(v: Violation) -> str:
+    """How to read a liveness counterexample."""
+    end = len(v.trace) - 1
+    how = (
+        f"step {end} leads back to the state after step {v.loop}: round that loop for ever"
+        if v.loop is not None
+        else f"after step {end} nothing can happen"
+    )
+    return (
+        f"\nfrom the state after step {end} no behaviour reaches {v.name}, fair or not ({how}, for one); "
+        "the steps before are a shortest way into that trap"
+    )
+
+
 def print_result(
     spec: Spec[Any, Any],
     label: str,
@@ -266,13 +284,21 @@ def print_result(
     elif v.kind == "unreached":
         print(f"{label}: {v.name} was never reached: {v.statement}")
     else:
-        what = {"invariant": "violated", "deadlock": "reached", "refinement": "violated", "action": "violated"}[v.kind]
+        what = {
+            "invariant": "violated",
+            "deadlock": "reached",
+            "refinement": "violated",
+            "action": "violated",
+            "liveness": "out of reach",
+        }[v.kind]
         print(f"{label}: {v.name} {what} after {plural(len(v.trace) - 1, 'step')}\n")
         if tr is not None:
             print(trace_text(tr, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
         else:
             print(step_table([(st.action, st.state) for st in v.trace]))
             print(f"\n{v.name}: {v.statement}")
+        if v.kind == "liveness":
+            print(liveness_note(v))
     # A swarm's random walks know no shortest paths: its figure is the longest walk.
     depth = f"depth {s.depth}" if s.longest_walk is None else f"longest walk {plural(s.longest_walk, 'state')}"
     print(f"{s.distinct_states:,} distinct states, {s.generated_states:,} generated, {depth}, {s.seconds:.2f} s")

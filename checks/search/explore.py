@@ -9,6 +9,11 @@ What it checks, in the manner of TLC:
   counterexample, because states are checked when BFS first discovers them;
 - every reachability ("sometimes") property is reached by some state, else the
   run fails: a vacuous spec cannot pass;
+- every liveness ("eventually") property, once the whole graph is explored: from
+  every reachable state a state satisfying it is still reachable, which on a finite
+  graph is the property under strong fairness of every step (``spec.contract.
+  Eventually``); the counterexample is a behaviour to the first state from which it
+  is out of reach, then on into a loop or a dead end that never reaches it;
 - optionally, deadlock (a state with no successor at all), the refinement mapping
   (every step maps to an abstract step or a stutter), a depth limit, and the spec's
   state constraint ``within_bounds`` (successors outside it are discarded, as
@@ -55,14 +60,17 @@ class Violation:
     """A failed property with its counterexample.
 
     kind: "invariant", "deadlock", "refinement", "action" (a step property failed on
-    the trace's last step) or "unreached" (a reachability property no state
-    satisfied; its trace is empty).
+    the trace's last step), "unreached" (a reachability property no state satisfied;
+    its trace is empty) or "liveness" (an eventually property: the trace runs into
+    states none of which reaches it; ``loop`` is the index of the state its last step
+    leads back to, or None where it ends in a state with no successor).
     """
 
     kind: str
     name: str
     statement: str
     trace: tuple[Step, ...]
+    loop: int | None = None
 
 
 @attrs.define
@@ -135,6 +143,10 @@ class Explorer:
         self.progress_interval = progress_interval
         self.parents: dict[int, int] = {}  # fingerprint -> parent fingerprint (itself for an initial state)
         self.reached: dict[str, int] = {}  # reachability property -> first fingerprint that satisfied it
+        # For liveness: each state's successors, and the states where each property
+        # holds (kept only when the spec states some).
+        self.edges: dict[int, list[int]] = {}
+        self.goals: dict[str, set[int]] = {}
 
     def _canon(self, state: Any) -> Any:
         return self.spec.canonical(state) if self.symmetry else state
@@ -152,6 +164,11 @@ class Explorer:
         within = spec.within_bounds if type(spec).within_bounds is not Spec.within_bounds else None
         refinement = spec.refinement() if self.check_refinement else None
         step_properties = list(spec.step_properties())
+        liveness = list(spec.eventually())
+        edges, goals = self.edges, self.goals
+        for goal in liveness:
+            goals[goal.name] = set()
+        cut: set[int] = set()  # states with a successor discarded by within_bounds
         queue: deque[tuple[Any, int, int]] = deque()
         truncated = False
 
@@ -174,6 +191,9 @@ class Explorer:
                 for name in [n for n, p in pending.items() if p.holds(state)]:
                     self.reached[name] = fp
                     del pending[name]
+            for goal in liveness:
+                if goal.holds(state):
+                    goals[goal.name].add(fp)
             queue.append((state, fp, depth))
             return None
 
@@ -195,6 +215,7 @@ class Explorer:
                 truncated = truncated or bool(successors_of(state))
                 continue
             successors = 0
+            out: list[int] | None = edges.setdefault(fp, []) if liveness else None
             for action, nxt in successors_of(state):
                 successors += 1
                 stats.generated_states += 1
@@ -212,10 +233,13 @@ class Explorer:
                     if not prop.holds(state, nxt):
                         return finish(Violation("action", prop.name, prop.statement, self._bad_step(fp, prop)))
                 if within is not None and not within(nxt):
+                    cut.add(fp)
                     continue
                 if canon is not None:
                     nxt = canon(nxt)
                 nfp = fingerprint(nxt)
+                if out is not None:
+                    out.append(nfp)
                 if nfp in parents:
                     continue
                 parents[nfp] = fp
@@ -246,16 +270,59 @@ class Explorer:
         if pending:
             name, wanted = next(iter(sorted(pending.items())))
             return finish(Violation("unreached", name, wanted.statement, ()))
+        if not truncated:
+            for goal in liveness:
+                violation = self._check_eventually(goal.name, goal.statement, cut)
+                if violation is not None:
+                    return finish(violation)
         return finish(None)
 
-    def path_to(self, fp: int) -> list[Step]:
-        """The behaviour from an initial state to the state with fingerprint ``fp``,
-        as real (unreduced) states."""
+    def _check_eventually(self, name: str, statement: str, cut: set[int]) -> Violation | None:
+        """From every state, a goal state of ``name`` still reachable?  Searched
+        backwards from the goals.  A state whose successors ``within_bounds`` cut off
+        counts as a goal: what lies beyond the bound is not known."""
+        predecessors: dict[int, list[int]] = {}
+        for fp, outs in self.edges.items():
+            for nfp in outs:
+                predecessors.setdefault(nfp, []).append(fp)
+        live = set(self.goals[name]) | cut
+        frontier = list(live)
+        while frontier:
+            for before in predecessors.get(frontier.pop(), ()):
+                if before not in live:
+                    live.add(before)
+                    frontier.append(before)
+        # The first state in BFS order from which the goal is out of reach: a shortest
+        # behaviour there, then on through states that cannot reach it either, until
+        # one repeats (a loop) or has no successor.
+        stuck = next((fp for fp in self.parents if fp not in live), None)
+        if stuck is None:
+            return None
+        chain = [fp for fp in self._chain_to(stuck)]
+        on_path = {fp: i for i, fp in enumerate(chain)}
+        loop: int | None = None
+        while self.edges.get(chain[-1]):
+            nxt = self.edges[chain[-1]][0]  # every successor of a stuck state is stuck too
+            if nxt in on_path:
+                loop = on_path[nxt]
+                chain.append(nxt)
+                break
+            on_path[nxt] = len(chain)
+            chain.append(nxt)
+        steps = replay_chain(self.spec, chain, self._canon)
+        return Violation("liveness", name, statement, tuple(steps), loop)
+
+    def _chain_to(self, fp: int) -> list[int]:
         chain = [fp]
         while self.parents[chain[-1]] != chain[-1]:
             chain.append(self.parents[chain[-1]])
         chain.reverse()
-        return replay_chain(self.spec, chain, self._canon)
+        return chain
+
+    def path_to(self, fp: int) -> list[Step]:
+        """The behaviour from an initial state to the state with fingerprint ``fp``,
+        as real (unreduced) states."""
+        return replay_chain(self.spec, self._chain_to(fp), self._canon)
 
     def _bad_step(self, fp: int, prop: StepProperty[Any]) -> tuple[Step, ...]:
         """The behaviour to the state with fingerprint ``fp`` and one step from it that

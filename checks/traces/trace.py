@@ -37,7 +37,7 @@ from distcheck.spec.values import fingerprint
 FORMAT = "distcheck-trace"
 VERSION = 1
 SOURCES = ("explorer", "swarm", "hypothesis", "fuzz", "simulate", "impl", "external")
-VIOLATION_KINDS = ("invariant", "deadlock", "refinement", "action")
+VIOLATION_KINDS = ("invariant", "deadlock", "refinement", "action", "liveness")
 
 # ------------------------------------------------------------------------- the model
 
@@ -631,6 +631,9 @@ def replay(trace: Trace, spec: Spec[Any, Any]) -> ReplayResult:
     if found is None and recorded is not None and recorded.kind == "deadlock":
         if not any(True for _ in spec.successors(state)):
             found, found_at = recorded, len(steps) - 1
+    if found is None and recorded is not None and recorded.kind == "liveness":
+        found = _out_of_reach(spec, state, recorded)
+        found_at = len(steps) - 1 if found else None
     if found is None:
         if recorded is not None:
             return diverged(
@@ -726,6 +729,33 @@ def completed(trace: Trace, spec: Spec[Any, Any]) -> Trace | None:
         for own, spec_step in zip(trace.steps, spec_steps)
     )
     return Trace(trace.header, steps)
+
+
+LIVENESS_SEARCH = 1_000_000  # the most states replay searches from a trace's end for a liveness goal
+
+
+def _out_of_reach(spec: Spec[Any, Any], state: Any, recorded: TraceViolation) -> TraceViolation | None:
+    """The recorded liveness property, if no state reachable from ``state`` (the
+    trace's last) satisfies it: every behaviour from there, fair or not, misses it."""
+    prop = next((p for p in spec.eventually() if p.name == recorded.invariant), None)
+    if prop is None:
+        return None
+    seen = {fingerprint(state)}
+    frontier = [state]
+    while frontier:
+        current = frontier.pop()
+        if prop.holds(current):
+            return None
+        for _, nxt in spec.successors(current):
+            if not spec.within_bounds(nxt):
+                return None  # beyond the bound, unknown (the explorer counts it as reaching it)
+            fp = fingerprint(nxt)
+            if fp not in seen:
+                if len(seen) >= LIVENESS_SEARCH:
+                    return None  # too many to tell: not confirmed
+                seen.add(fp)
+                frontier.append(nxt)
+    return TraceViolation(prop.name, prop.statement, "liveness")
 
 
 def _broken(spec: Spec[Any, Any], state: Any) -> TraceViolation | None:
