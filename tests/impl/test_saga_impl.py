@@ -1,0 +1,312 @@
+"""The orchestrated saga library under the controlled scheduler: trips booked (flight,
+hotel, payment) with refusals, transient compensation failures, lost, duplicated and
+reordered messages and crashes of any node; semantic atomicity and exactly-once
+effects checked on the participants' own books; the orchestrator crashed at every
+step boundary in turn; the broken variants caught."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
+from distcheck.impl.saga import orchestrator as orch
+from distcheck.impl.saga.participant import DONE, REFUSED, Participant, StepRefused, TryAgain
+
+TRIP = orch.SagaDefinition(
+    "trip",
+    (
+        orch.Step("reserve_flight", "flights", "cancel_flight"),
+        orch.Step("book_hotel", "hotels", "cancel_hotel"),
+        orch.Step("charge_card", "payments", "refund_card"),
+    ),
+)
+ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)
+
+
+def trip_cluster(
+    sagas: Sequence[str] = ("s1",),
+    declined: Sequence[str] = (),
+    flaky_refunds: int = 0,
+    variant: str | None = None,
+    participant_variant: str | None = None,
+    timing: orch.Timing = orch.Timing(step_timeout=20.0),
+) -> orch.Cluster:
+    """Three services and an orchestrator; the card is declined for the sagas in
+    ``declined``, and the flight's cancellation fails ``flaky_refunds`` times first."""
+    failures = [flaky_refunds]
+
+    def charge(saga: str, data: Any) -> str:
+        if saga in declined:
+            raise StepRefused("card declined")
+        return f"charged {data['traveller']}"
+
+    def cancel(saga: str, seat: Any) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise TryAgain("the airline's system is busy")
+
+    services = {
+        "flights": {"reserve_flight": lambda saga, data: f"seat for {data['traveller']}", "cancel_flight": cancel},
+        "hotels": {"book_hotel": lambda saga, data: "room 7", "cancel_hotel": lambda saga, room: None},
+        "payments": {"charge_card": charge, "refund_card": lambda saga, charge: None},
+    }
+    participants = [Participant(name, handlers, participant_variant) for name, handlers in services.items()]
+    orchestrator = orch.Orchestrator("orchestrator", {"trip": TRIP}, timing, variant)
+    client = orch.Client("client", "orchestrator", [(s, "trip", {"traveller": f"t-{s}"}) for s in sagas])
+    return orch.Cluster(orchestrator, participants, client)
+
+
+def books(sim: Simulation, cluster: orch.Cluster) -> dict[str, list[dict[str, Any]]]:
+    """Each participant's durable book, record by record."""
+    return {p.name: sim.durable_records(p.name, Participant.LOG) for p in cluster.participants}
+
+
+def saga_problems(sim: Simulation, cluster: orch.Cluster, finished: bool) -> str | None:
+    """What is wrong with the participants' real state: a step done twice or undone
+    twice (exactly once), undone without having been done; and once the run is over,
+    a saga whose outcome the client learned but whose effects disagree with it
+    (semantic atomicity: all in force, or none)."""
+    for name, records in books(sim, cluster).items():
+        seen: dict[tuple[str, int], list[str]] = {}
+        for r in records:
+            seen.setdefault((r["saga"], r["step"]), []).append(r["state"])
+        for key, states in seen.items():
+            if states not in (["done"], ["refused"], ["cancelled"], ["done", "undone"]):
+                return f"{name}'s book holds {states} for step {key[1]} of {key[0]}: not exactly once"
+    if not finished:
+        return None
+    in_force = {(p.name, saga, step) for p in cluster.participants for (saga, step) in p.effects()}
+    for saga, _, _ in cluster.client.sagas:
+        outcome = cluster.client.outcomes.get(saga)
+        if outcome is None:
+            return f"saga {saga} never finished"
+        held = sorted((p, step) for p, s, step in in_force if s == saga)
+        wanted = [(step.participant, i) for i, step in enumerate(TRIP.steps)] if outcome.status == "completed" else []
+        if sorted(held) != sorted(wanted):
+            return f"saga {saga} {outcome.status}, but in force: {held} (semantic atomicity)"
+    return None
+
+
+def compensation_order(trace: TraceLog, saga: str) -> list[int]:
+    """The steps of ``saga`` compensated, in the order their compensations took effect."""
+    return [e["action"]["step"] for e in trace.events if e.get("saga") == saga and e["action"]["type"] == "Compensated"]
+
+
+def run(cluster: orch.Cluster, choices: ChoiceSource, faults: FaultPolicy = FaultPolicy(), steps: int = 200) -> Any:
+    sim = Simulation(
+        cluster.nodes(),
+        choices,
+        faults,
+        fault_steps=steps,
+        max_steps=20_000,
+        trace=TraceLog("saga"),
+        check=lambda s: saga_problems(s, cluster, finished=False),
+        final_check=lambda s: saga_problems(s, cluster, finished=True),
+    )
+    return sim, sim.run()
+
+
+class FirstOrdinary(ChoiceSource):
+    """The first ordinary option each time: a calm, deterministic run."""
+
+    def choose(self, options: Sequence[Choice]) -> int:
+        return next((i for i, o in enumerate(options) if not o.fault and o.kind != "advance"), 0)
+
+
+# ------------------------------------------------------------------ calm runs
+
+
+def test_a_trip_is_booked_step_by_step() -> None:
+    cluster = trip_cluster()
+    _, result = run(cluster, FirstOrdinary())
+    assert result.ok, result.message
+    outcome = cluster.client.outcomes["s1"]
+    assert outcome.status == "completed"
+    assert outcome.results == {"reserve_flight": "seat for t-s1", "book_hotel": "room 7", "charge_card": "charged t-s1"}
+    assert all(len(p.effects()) == 1 for p in cluster.participants)
+
+
+def test_a_declined_card_undoes_the_hotel_then_the_flight() -> None:
+    cluster = trip_cluster(declined=["s1"], flaky_refunds=2)
+    sim, result = run(cluster, FirstOrdinary())
+    assert result.ok, result.message
+    outcome = cluster.client.outcomes["s1"]
+    assert outcome.status == "compensated" and "card declined" in outcome.reason
+    assert compensation_order(sim.trace, "s1") == [1, 0]  # hotel, then flight (retried twice)
+    assert all(p.effects() == {} for p in cluster.participants)
+    payments = books(sim, cluster)["payments"]
+    assert [r["state"] for r in payments] == [REFUSED]  # nothing to undo there
+
+
+# ------------------------------------------------------------------ faults
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_sagas_stay_atomic_under_crashes_loss_duplication_and_reordering(seed: int) -> None:
+    cluster = trip_cluster(sagas=("s1", "s2", "s3"), declined=["s2"], flaky_refunds=seed % 3)
+    _, result = run(cluster, RandomChoices(seed, fault_rate=0.15), ALL_FAULTS)
+    assert result.ok, result.message
+    statuses = {s: o.status for s, o in cluster.client.outcomes.items()}
+    assert statuses["s2"] == "compensated"
+
+
+def test_faulty_runs_do_compensate_and_complete() -> None:
+    """Not vacuous: over the seeds, faults happened, and sagas both completed and were compensated."""
+    seen: set[str] = set()
+    faults = 0
+    for seed in range(10):
+        cluster = trip_cluster(sagas=("s1", "s3"), flaky_refunds=1)
+        sim, result = run(cluster, RandomChoices(seed, fault_rate=0.15), ALL_FAULTS)
+        assert result.ok, result.message
+        seen |= {o.status for o in cluster.client.outcomes.values()}
+        faults += sim.crashes + sim.drops + sim.duplicates
+    assert seen == {"completed", "compensated"} and faults > 10
+
+
+class CrashAfterSync(ChoiceSource):
+    """Crash the orchestrator once, as soon as its saga log holds ``k`` records (just
+    after the ``k``-th write, before what follows it leaves); otherwise calm."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.sim: Simulation | None = None
+        self.crashed = False
+
+    def choose(self, options: Sequence[Choice]) -> int:
+        assert self.sim is not None
+        if not self.crashed and len(self.sim.durable_records("orchestrator", orch.Orchestrator.LOG)) >= self.k:
+            for i, o in enumerate(options):
+                if o.kind == "crash" and o.agent == "orchestrator":
+                    self.crashed = True
+                    return i
+        return FirstOrdinary().choose(options)
+
+
+@pytest.mark.parametrize("declined", [False, True], ids=["completed", "compensated"])
+def test_the_orchestrator_crashed_at_every_step_boundary_finishes_every_saga(declined: bool) -> None:
+    calm = trip_cluster(declined=["s1"] if declined else [])
+    sim, result = run(calm, FirstOrdinary())
+    boundaries = len(sim.durable_records("orchestrator", orch.Orchestrator.LOG))
+    assert boundaries == (10 if declined else 8)  # start, asks, results, (compensate, undos,) end
+    for k in range(1, boundaries + 1):
+        cluster = trip_cluster(declined=["s1"] if declined else [])
+        choices = CrashAfterSync(k)
+        faults = FaultPolicy(crash=True, max_crashes=1, crashable=("orchestrator",))
+        sim = Simulation(
+            cluster.nodes(),
+            choices,
+            faults,
+            fault_steps=10_000,
+            max_steps=20_000,
+            trace=TraceLog("saga"),
+            final_check=lambda s, c=cluster: saga_problems(s, c, finished=True),  # type: ignore[misc]
+        )
+        choices.sim = sim
+        result = sim.run()
+        assert choices.crashed and sim.crashes == 1, k
+        assert result.ok, f"crashed after write {k}: {result.message}"
+        assert cluster.client.outcomes["s1"].status == ("compensated" if declined else "completed")
+
+
+class UndoOvertakesStep(ChoiceSource):
+    """Hold every command to the hotel until the orchestrator, tired of waiting, has
+    sent it an undo: the undo arrives first, the command after (the race a tombstone
+    is for; the network must reorder, as resends over new connections do); otherwise
+    calm."""
+
+    def __init__(self) -> None:
+        self.undo_sent = False
+
+    def choose(self, options: Sequence[Choice]) -> int:
+        held = [i for i, o in enumerate(options) if o.kind == "deliver" and "→hotels DoStep" in o.text]
+        undo = next((i for i, o in enumerate(options) if o.kind == "deliver" and "→hotels UndoStep" in o.text), None)
+        if undo is not None:
+            self.undo_sent = True
+            return undo
+        ordinary = [i for i, o in enumerate(options) if not o.fault and (self.undo_sent or i not in held)]
+        calm = [i for i in ordinary if options[i].kind != "advance"]
+        return (calm or ordinary or held)[0]
+
+
+def test_an_undo_that_overtakes_its_step_leaves_a_tombstone() -> None:
+    cluster = trip_cluster(timing=orch.Timing(step_timeout=5.0))
+    sim, result = run(cluster, UndoOvertakesStep(), FaultPolicy(reorder=True))
+    assert result.ok, result.message
+    assert cluster.client.outcomes["s1"].status == "compensated"
+    hotel = books(sim, cluster)["hotels"]
+    assert [r["state"] for r in hotel] == ["cancelled"]  # and the late command was refused
+
+
+# ------------------------------------------------------------------ broken variants
+
+
+def caught(variant: str | None = None, participant_variant: str | None = None, seeds: int = 30) -> str | None:
+    """The first problem the variant shows: over random runs with every fault, then
+    with the orchestrator crashed after each of its log writes, then with an undo
+    overtaking its step."""
+
+    def cluster(declined: Sequence[str], timing: orch.Timing = orch.Timing(step_timeout=20.0)) -> orch.Cluster:
+        return trip_cluster(("s1", "s2"), declined, 2, variant, participant_variant, timing)
+
+    def order_problem(sim: Simulation) -> str | None:
+        for saga in ("s1", "s2"):
+            order = compensation_order(sim.trace, saga)
+            if order != sorted(order, reverse=True):
+                return f"{saga} compensated in the order {order}"
+        return None
+
+    for seed in range(seeds):
+        c = cluster(["s1", "s2"], orch.Timing(step_timeout=0.5))
+        sim, result = run(c, RandomChoices(seed, fault_rate=0.2), ALL_FAULTS)
+        problem = None if result.ok else str(result.message)
+        if problem or (problem := order_problem(sim)):
+            return problem
+    for k in range(1, 21):
+        c = cluster(["s1"])
+        choices = CrashAfterSync(k)
+        faults = FaultPolicy(crash=True, max_crashes=1, crashable=("orchestrator",))
+        sim = Simulation(
+            c.nodes(),
+            choices,
+            faults,
+            fault_steps=10_000,
+            max_steps=20_000,
+            trace=TraceLog("saga"),
+            final_check=lambda s, c=c: saga_problems(s, c, finished=True),  # type: ignore[misc]
+        )
+        choices.sim = sim
+        result = sim.run()
+        if not result.ok:
+            return str(result.message)
+    sim, result = run(cluster([], orch.Timing(step_timeout=5.0)), UndoOvertakesStep(), FaultPolicy(reorder=True))
+    return None if result.ok else str(result.message)
+
+
+@pytest.mark.parametrize(
+    ("variant", "participant_variant", "symptom"),
+    [
+        ("compensate_forward", None, "compensated in the order"),
+        ("give_up_compensation", None, "semantic atomicity"),
+        ("forget_compensation", None, "semantic atomicity"),
+        (None, "non_idempotent", "not exactly once"),
+        (None, "no_tombstone", "semantic atomicity"),
+    ],
+)
+def test_each_broken_variant_is_caught(variant: str | None, participant_variant: str | None, symptom: str) -> None:
+    problem = caught(variant, participant_variant)
+    assert problem is not None and symptom in problem, problem
+
+
+def test_the_reference_passes_the_same_runs() -> None:
+    assert caught() is None
+
+
+def test_a_participant_answers_a_repeated_command_from_its_book() -> None:
+    cluster = trip_cluster()
+    sim, result = run(cluster, FirstOrdinary())
+    assert result.ok
+    flights = books(sim, cluster)["flights"]
+    assert [r["state"] for r in flights] == [DONE]
