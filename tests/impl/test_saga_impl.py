@@ -6,7 +6,10 @@ step boundary in turn; the broken variants caught."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -310,3 +313,20 @@ def test_a_participant_answers_a_repeated_command_from_its_book() -> None:
     assert result.ok
     flights = books(sim, cluster)["flights"]
     assert [r["state"] for r in flights] == [DONE]
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "examples" / "trip.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "trip-ada (ada): completed" in out and "trip-cy (cy): completed" in out
+    assert "trip-bob (bob): compensated (step 2 refused: the card was declined)" in out
+    assert "the orchestrator crashes" in out
+    # one seat each: bob's was cancelled, and cy's booked once although asked twice
+    assert "flights: {'trip-ada': 'seat 12A for ada', 'trip-cy': 'seat 12A for cy'}" in out
