@@ -52,9 +52,6 @@ VARIANTS = {
     "no_tombstone": "an undo that arrives before its step records nothing, so the late step commits",
 }
 
-Do = Callable[[str, Mapping[str, Any]], Any]
-Undo = Callable[[str, Any], None]
-
 
 class StepRefused(Exception):
     """Raised by an action to refuse the step (a business failure): nothing is done."""
@@ -141,6 +138,10 @@ class Outcome:
     fresh: bool = False
 
 
+#: records to write durably with a step's own (given its new entry)
+WithIt = Callable[["Entry"], list[dict[str, Any]]]
+
+
 class StepBook:
     """A participant's durable record of the steps and compensations it ran, keyed by
     saga and step.  Every change is appended and synced before it is answered."""
@@ -151,22 +152,29 @@ class StepBook:
         self.variant = variant
         self.entries: dict[tuple[str, int], Entry] = {}
         for r in storage.records():
+            if "state" not in r:
+                continue  # not the book's (the outbox's, sharing the log)
             key = (str(r["saga"]), int(r["step"]))
             self.entries[key] = Entry(str(r["state"]), r.get("result"), r.get("reason", ""))
         self.history: list[tuple[str, str, int]] = []  # ("do" | "undo", saga, step), this incarnation
 
-    def _write(self, saga: str, step: int, entry: Entry) -> None:
+    def _write(self, saga: str, step: int, entry: Entry, with_it: WithIt | None) -> None:
         record: dict[str, Any] = {"saga": saga, "step": step, "state": entry.state}
         if entry.result is not None:
             record["result"] = entry.result
         if entry.reason:
             record["reason"] = entry.reason
         self.storage.append(record)
+        # What must be durable with the step (the event a choreographed participant
+        # publishes: its outbox), in the same write: one sync covers both.
+        for extra in with_it(entry) if with_it is not None else ():
+            self.storage.append(extra)
         self.storage.sync()
         self.entries[(saga, step)] = entry
 
-    def do(self, saga: str, step: int, run: Callable[[], Any]) -> Outcome:
-        """Run the step once: ``run()`` returns its result or raises ``StepRefused``."""
+    def do(self, saga: str, step: int, run: Callable[[], Any], with_it: WithIt | None = None) -> Outcome:
+        """Run the step once: ``run()`` returns its result or raises ``StepRefused``.
+        ``with_it(entry)`` gives records to write with the step's, durable together."""
         known = self.entries.get((saga, step))
         if known is not None and self.variant != "non_idempotent":
             if known.state in (UNDONE, CANCELLED):
@@ -175,13 +183,13 @@ class StepBook:
         try:
             result = run()
         except StepRefused as refused:
-            self._write(saga, step, Entry(REFUSED, reason=str(refused) or "refused"))
+            self._write(saga, step, Entry(REFUSED, reason=str(refused) or "refused"), with_it)
             return Outcome(REFUSED, reason=str(refused) or "refused", fresh=True)
-        self._write(saga, step, Entry(DONE, result))
+        self._write(saga, step, Entry(DONE, result), with_it)
         self.history.append(("do", saga, step))
         return Outcome(DONE, result, fresh=True)
 
-    def undo(self, saga: str, step: int, run: Callable[[Any], None]) -> Outcome:
+    def undo(self, saga: str, step: int, run: Callable[[Any], None], with_it: WithIt | None = None) -> Outcome:
         """Compensate the step once: ``run(result)`` may raise ``TryAgain`` (nothing
         changes; the caller is told to come back).  A step never done leaves a
         tombstone, so that its command, arriving late, is refused."""
@@ -189,12 +197,12 @@ class StepBook:
         if known is None:
             if self.variant == "no_tombstone":
                 return Outcome(CANCELLED)  # BROKEN: nothing stops the late step
-            self._write(saga, step, Entry(CANCELLED))
+            self._write(saga, step, Entry(CANCELLED), with_it)
             return Outcome(CANCELLED, fresh=True)
         if known.state != DONE:
             return Outcome(known.state, known.result, known.reason)  # refused, undone or cancelled: nothing to undo
         run(known.result)  # TryAgain propagates: nothing written
-        self._write(saga, step, Entry(UNDONE, known.result))
+        self._write(saga, step, Entry(UNDONE, known.result), with_it)
         self.history.append(("undo", saga, step))
         return Outcome(UNDONE, known.result, fresh=True)
 
