@@ -175,16 +175,32 @@ SELECT b.upto, (SELECT COALESCE(MAX(position), 0) FROM events WHERE position <= 
 
 _SEQUENCE = "SELECT COALESCE(pg_sequence_last_value('event_positions'), 0)"
 
-#: every row of an append in one statement of fixed text, its columns as arrays (a
-#: statement with a placeholder per value would be parsed again for every append)
-_INSERT_ROWS = (
-    "INSERT INTO events (position, stream, version, id, type, data, metadata, recorded_at, txid, floor_position)"
-    " SELECT r.p, %(stream)s, r.v, r.i, r.t, r.d::json, r.m::json,"
-    " EXTRACT(EPOCH FROM transaction_timestamp())::float8, pg_current_xact_id(), %(floor)s"
-    " FROM unnest(%(positions)s::bigint[], %(versions)s::bigint[], %(ids)s::text[], %(types)s::text[],"
-    " %(data)s::text[], %(metadata)s::text[]) AS r(p, v, i, t, d, m)"
+#: step (1) of the proof, and in the same statement (all reads: no xid) the stream's
+#: version and whether any of the append's ids is stored already.  The ids are looked
+#: up one by one through their unique index (a subquery per id): ``id = ANY(ids)``
+#: may be planned as a scan of the whole table (the planner's choice on a table it
+#: has no statistics for yet, bitmap scans being off), whose cost grows with the store.
+_STATE = (
+    f"{_SEQUENCE}, pg_current_xact_id_if_assigned(),"
+    " (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = %s),"
+    " EXISTS (SELECT FROM unnest(%b::text[]) AS u(id) WHERE (SELECT true FROM events AS e WHERE e.id = u.id))"
 )
 
+#: steps (3) and (4): the positions, taken at once and given out in increasing order
+#: to the versions, and every row of an append, in one statement of fixed text, its
+#: columns as arrays (a statement with a placeholder per value would be parsed again
+#: for every append; ``%b``: the arrays go in binary, their text as it is, not quoted
+#: and escaped into array literals).  The xid (step (2)) is taken by the statement before.
+_INSERT_ROWS = (
+    "WITH taken AS MATERIALIZED (SELECT nextval('event_positions') AS p FROM generate_series(1, %(count)s)),"
+    " numbered AS (SELECT p, row_number() OVER (ORDER BY p) AS k FROM taken)"
+    " INSERT INTO events (position, stream, version, id, type, data, metadata, recorded_at, txid, floor_position)"
+    " SELECT n.p, %(stream)s, %(version)s::bigint + r.k, r.i, r.t, r.d::json, r.m::json,"
+    " EXTRACT(EPOCH FROM transaction_timestamp())::float8, pg_current_xact_id(), %(floor)s"
+    " FROM unnest(%(ids)b::text[], %(types)b::text[], %(data)b::text[], %(metadata)b::text[])"
+    " WITH ORDINALITY AS r(i, t, d, m, k) JOIN numbered AS n ON n.k = r.k"
+    " RETURNING position"
+)
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -281,15 +297,7 @@ class PostgresEventStore(EventStore):
         ids = [event.id for event, _, _ in rows]
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (STREAM_LOCK, stream))
-            # step (1) of the proof: the sequence's value, read while we hold no xid; in
-            # the same statement (all reads: no xid) the stream's version and whether any
-            # of the ids is stored already
-            state = db.execute(
-                f"{_SEQUENCE}, pg_current_xact_id_if_assigned(),"
-                " (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = %s),"
-                " EXISTS (SELECT 1 FROM events WHERE id = ANY(%s))",
-                (stream, ids),
-            ).fetchone()
+            state = db.execute(_STATE, (stream, ids)).fetchone()  # step (1) of the proof
             assert state is not None
             if state[3]:
                 stored = db.execute("SELECT stream, version, position, id FROM events WHERE id = ANY(%s)", (ids,))
@@ -301,24 +309,21 @@ class PostgresEventStore(EventStore):
             if expected_version != ANY and version != expected_version:
                 raise WrongExpectedVersion(stream, expected_version, version)
             db.execute("SELECT pg_current_xact_id()")  # step (2): the xid, before any position
-            # step (3): the positions, taken at once and given out in increasing order
-            # to the versions; then one insert for every row
-            taken = db.execute("SELECT nextval('event_positions') FROM generate_series(1, %s)", (len(rows),))
-            positions = sorted(int(p) for (p,) in taken)
-            db.execute(
+            inserted = db.execute(
                 _INSERT_ROWS,
                 {
+                    "count": len(rows),
                     "stream": stream,
+                    "version": version,
                     "floor": floor,
-                    "positions": positions,
-                    "versions": list(range(version + 1, version + len(rows) + 1)),
-                    "ids": [event.id for event, _, _ in rows],
+                    "ids": ids,
                     "types": [event.type for event, _, _ in rows],
                     "data": [data for _, data, _ in rows],
                     "metadata": [metadata for _, _, metadata in rows],
                 },
-                binary=True,  # arrays of text go as they are, not escaped into array literals
+                binary=True,  # the positions come back in binary
             )
+            positions = sorted(int(p) for (p,) in inserted.fetchall())
             self._inserted(db, positions)
         return AppendResult(version + len(rows), positions[-1])
 
