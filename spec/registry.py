@@ -22,6 +22,7 @@ from distcheck.spec import (
     paxoscommit,
     raft,
     reliable_link,
+    saga,
     twophase,
     voting,
 )
@@ -173,6 +174,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "CQRS: an event-sourced account, a projection over an at-least-once bus, read-your-writes queries",
             cqrs.Config,
             cqrs.Cqrs,
+        ),
+        SpecEntry(
+            "saga",
+            "a saga: steps with compensations, orchestrated or choreographed, over lossy networks and crashes",
+            saga.Config,
+            saga.Saga,
         ),
     )
 }

@@ -186,8 +186,9 @@ _STATE = (
     " EXISTS (SELECT FROM unnest(%b::text[]) AS u(id) WHERE (SELECT true FROM events AS e WHERE e.id = u.id))"
 )
 
-#: steps (3) and (4): the positions, taken at once and given out in increasing order
-#: to the versions, and every row of an append, in one statement of fixed text, its
+#: step (3) and the rows: the positions, taken first in the statement (a materialized
+#: CTE of ``nextval``) and given out in increasing order to the versions, and every
+#: row of an append, in one statement of fixed text, its
 #: columns as arrays (a statement with a placeholder per value would be parsed again
 #: for every append; ``%b``: the arrays go in binary, their text as it is, not quoted
 #: and escaped into array literals).  The xid (step (2)) is taken by the statement before.

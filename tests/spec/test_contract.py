@@ -219,6 +219,7 @@ DEFAULT_SIZE = {
     "broker": (1291, 15),
     "event_store": (606, 12),
     "cqrs": (3304, 16),
+    "saga": (6333, 22),
 }
 
 
