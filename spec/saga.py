@@ -48,8 +48,9 @@ that delivers at least once, any event any number of times, in no promised order
 step's ``Done`` completes the saga.  A refusal publishes ``Failed(pi)``; a
 committed participant compensates when the next step reports failed or undone, and
 publishes ``Undone(pi)``, so the compensation runs back down the chain in reverse
-order.  The initiator may cancel the saga at any moment before its outcome
-(``Cancel``): the last step's participant compensates, and a participant whose step
+order.  The initiator may cancel the saga at any moment before it has learned the
+outcome (``Cancel``; even once the last step's ``Done`` is out, on its way to the
+initiator): the last step's participant compensates, and a participant whose step
 has not run records a tombstone and publishes ``Undone``, so the cancel can reach a
 participant before the event that starts its step (a different sender's event).
 Each event is published by the local transaction's outbox, so a participant crash
@@ -86,7 +87,7 @@ Actions (orchestration: the orchestrator's, then the participants', then the net
     AnswerFromRecord(p, command) p answers a command its book answers already; nothing takes effect (not logged).
     Lose(msg)                   The network loses a message (not logged).
 Actions (choreography: the same six of the participants, reacting to events, and)
-    CancelSaga                  The initiator cancels the saga before its outcome.
+    CancelSaga                  The initiator cancels the saga before it has learned the outcome.
 
 Invariants
     TypeOK                              every variable holds a value of its type.
@@ -138,6 +139,7 @@ from typing import Any
 
 import attrs
 
+from distcheck.spec.codec import to_json
 from distcheck.spec.contract import (
     Action,
     Eventually,
@@ -704,20 +706,26 @@ class Saga(Spec[SagaState, SagaAction]):
 
     @rule(CancelSaga)
     def cancel_saga(self, s: SagaState) -> SagaState | None:
-        """The initiator cancels the saga before it has its outcome: it publishes Cancel."""
-        if Cancel() in s.msgs or self.finished(s):
+        """The initiator cancels the saga before it has learned its outcome: it
+        publishes Cancel.  The last step's "done" may be out already (the initiator has
+        not heard it yet): the last participant then compensates, and the saga ends
+        compensated after all."""
+        if Cancel() in s.msgs or self.compensated_end(s):
             return None
         return attrs.evolve(s, msgs=s.msgs.send(Cancel()))
 
     def observe(self, s: SagaState, a: SagaAction) -> Mapping[str, Any] | None:
-        """What an implementation logs: every step by its actor and action, except
-        the network's losses (nobody sees them), the orchestrator's crash (the crashed
+        """What an implementation logs: every step by its action, except the
+        network's losses (nobody sees them), the orchestrator's crash (the crashed
         process cannot log it; its Recover is logged), its resends and a participant's
         answers from its record (copies that change nothing a later step does not
-        show: logging them is allowed by not expecting them)."""
+        show: logging them is allowed by not expecting them).  The actor is not
+        compared: each action names who takes it (a participant by its step, ``p``,
+        whatever its service is called; the orchestrator and the initiator are one
+        each), so a log may name its nodes as the deployment does."""
         if isinstance(a, (Lose, OrchestratorCrash, Resend, AnswerFromRecord)):
             return None
-        return super().observe(s, a)
+        return {"action": to_json(a)}
 
     # ============================================================ properties
 
