@@ -145,7 +145,10 @@ class BrokerNode(Actor):
         self.removed: OrderedDict[str, None] = OrderedDict()
         self.consumers: dict[str, Consumer] = {}
         self.turn: dict[str, int] = {}  # queue -> where round-robin resumes
-        self.waiting_confirms: dict[str, list[str]] = {}  # id -> clients to confirm once durable
+        # id -> clients to confirm once durable, each once however often it published
+        # (a list of every publish grew without bound while a slow fsync made a
+        # producer publish again and again, and the confirms then kept the broker busy)
+        self.waiting_confirms: dict[str, dict[str, None]] = {}
         self.sync_armed = False
         self.seq = 0
         for record in self.log.records():
@@ -209,7 +212,7 @@ class BrokerNode(Actor):
             if self.variant == "confirm_before_persist":  # the mistake: confirmed before the fsync
                 self._send(src, Confirm(msg.id))
                 return
-        self.waiting_confirms.setdefault(msg.id, []).append(src)
+        self.waiting_confirms.setdefault(msg.id, {})[src] = None
 
     def _arm_sync(self) -> None:
         if not self.sync_armed:

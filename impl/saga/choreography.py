@@ -16,8 +16,18 @@ runs its step          ``StepDone(i-1)`` (i=0:       ``StepDone(i)`` to step i+1
                        ``SagaStarted``)              initiator after the last), or
                                                      ``StepFailed(i)`` to step i-1
 compensates its step   ``StepFailed(i+1)`` or        ``Compensated(i)`` to step i-1
-                       ``Compensated(i+1)``          (the initiator after the first)
+(a tombstone if it     ``Compensated(i+1)``; the     (the initiator after the first)
+has not run)           initiator's ``SagaCancelled``
+                       (only the last step, or a
+                       step not committed)
 =====================  ============================  ===============================
+
+The initiator publishes ``SagaStarted`` and, if a saga has no outcome after
+``saga_timeout`` seconds, ``SagaCancelled`` to every participant.  A cancel can
+reach a participant before the event that starts its step (the bus keeps no order
+between different senders); the tombstone it leaves refuses the step when it comes.
+A committed participant other than the last does not compensate on the cancel: the
+step after it may still commit, and its compensation must come first.
 
 What makes it safe:
 
@@ -48,9 +58,10 @@ from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor
 from distcheck.impl.runtime.api import Context, Storage
 from distcheck.impl.saga.orchestrator import COMPENSATED, COMPLETED, SagaDefinition
-from distcheck.impl.saga.participant import CANCELLED, DONE, UNDONE, Entry, StepBook, TryAgain
+from distcheck.impl.saga.participant import CANCELLED, DONE, UNDONE, Entry, StepBook, TryAgain, step_name
 
 STARTED, STEP_DONE, STEP_FAILED, COMPENSATED_EVENT = "SagaStarted", "StepDone", "StepFailed", "Compensated"
+CANCELLED_EVENT = "SagaCancelled"
 
 VARIANTS = {
     "non_idempotent": "a participant runs its step again when the event is delivered again",
@@ -64,16 +75,19 @@ class Timing(config.Timing):
     republish: float = 1.0  # publish again what the broker has not confirmed
     retry_initial: float = 0.5  # a failed compensation, tried again after this, doubling...
     retry_max: float = 8.0  # ...up to this
+    saga_timeout: float = 60.0  # the initiator cancels a saga with no outcome after this
 
 
 @attrs.frozen
 class Route:
     """Who hears from step ``step``'s participant: ``forward`` (the next step's queue,
-    or the initiator's) and ``back`` (the previous step's, or the initiator's)."""
+    or the initiator's) and ``back`` (the previous step's, or the initiator's);
+    ``last``: it is the saga's last step."""
 
     step: int
     forward: str
     back: str
+    last: bool
 
 
 def chain(definition: SagaDefinition, initiator: str) -> dict[str, Route]:
@@ -82,8 +96,9 @@ def chain(definition: SagaDefinition, initiator: str) -> dict[str, Route]:
     names = [s.participant for s in steps]
     if len(set(names)) != len(names):
         raise ValueError(f"a choreographed saga has one step per participant; {definition.name} repeats one")
+    last = len(steps) - 1
     return {
-        s.participant: Route(i, names[i + 1] if i + 1 < len(steps) else initiator, names[i - 1] if i else initiator)
+        s.participant: Route(i, names[i + 1] if i < last else initiator, names[i - 1] if i else initiator, i == last)
         for i, s in enumerate(steps)
     }
 
@@ -112,6 +127,11 @@ class Republish:
 
 @attrs.frozen
 class RetryUndo:
+    saga: str
+
+
+@attrs.frozen
+class SagaTimeout:
     saga: str
 
 
@@ -228,6 +248,11 @@ class ChoreographedParticipant(_BusNode):
             self.run_step(saga, data)
         elif kind in (STEP_FAILED, COMPENSATED_EVENT) and step == i + 1:
             self.compensate(saga, data)
+        elif kind == CANCELLED_EVENT:
+            assert self.book is not None
+            entry = self.book.entries.get((saga, i))
+            if self.route.last or entry is None or entry.state != DONE:
+                self.compensate(saga, data)
 
     def run_step(self, saga: str, data: dict[str, Any]) -> None:
         assert self.book is not None
@@ -242,7 +267,7 @@ class ChoreographedParticipant(_BusNode):
         outcome = self.book.do(saga, route.step, lambda: handler(saga, data), outbox)
         if outcome.fresh:
             kind = "StepCommitted" if outcome.state == DONE else "StepRefused"
-            self.ctx.record({"type": kind, "p": self.name, "step": route.step}, saga=saga)
+            self.ctx.record({"type": kind, "p": step_name(route.step)}, saga=saga)
             self.enqueue(outbox(Entry(outcome.state)))
         elif outcome.state == DONE:
             self.enqueue(outbox(Entry(DONE)))  # delivered again: its event again (the broker drops a copy)
@@ -258,7 +283,7 @@ class ChoreographedParticipant(_BusNode):
         try:
             outcome = self.book.undo(saga, route.step, lambda result: undo(saga, result), outbox)
         except TryAgain:
-            self.ctx.record({"type": "UndoFailed", "p": self.name, "step": route.step}, saga=saga)
+            self.ctx.record({"type": "UndoFailed", "p": step_name(route.step)}, saga=saga)
             if saga not in self.pending:
                 self.log.append({"pending_undo": saga, "data": data})
                 self.log.sync()
@@ -270,8 +295,10 @@ class ChoreographedParticipant(_BusNode):
         self.pending.pop(saga, None)
         if outcome.fresh:
             kind = "StepCompensated" if outcome.state == UNDONE else "StepCancelled"
-            self.ctx.record({"type": kind, "p": self.name, "step": route.step}, saga=saga)
-        self.enqueue(outbox(Entry(outcome.state)))
+            self.ctx.record({"type": kind, "p": step_name(route.step)}, saga=saga)
+            self.enqueue(outbox(Entry(outcome.state)))
+        elif outcome.state in (UNDONE, CANCELLED):
+            self.enqueue(outbox(Entry(outcome.state)))  # asked again: its event again (a refused step has none)
 
     def on_timer(self, timer: Any) -> None:
         if self.on_bus_timer(timer):
@@ -287,9 +314,12 @@ class ChoreographedParticipant(_BusNode):
 
 
 class Initiator(_BusNode):
-    """Starts sagas (publishes ``SagaStarted`` to the first step) and learns how each
-    ended from the events that come back: ``outcomes`` maps a saga to "completed" or
-    "compensated"."""
+    """Starts sagas (publishes ``SagaStarted`` to the first step), cancels one that has
+    no outcome after ``saga_timeout`` (publishes ``SagaCancelled`` to every
+    participant), and learns how each ended from the events that come back:
+    ``outcomes`` maps a saga to "completed" or "compensated".  A saga it cancelled is
+    compensated, even if the last step's "done" was on its way: the cancel makes the
+    last step compensate first."""
 
     LOG = "initiator"
 
@@ -303,28 +333,32 @@ class Initiator(_BusNode):
     ) -> None:
         super().__init__(name, broker, timing)
         self.definition = definition
-        self.first = definition.steps[0].participant
+        self.participants = [s.participant for s in definition.steps]
         self.last = len(definition.steps) - 1
         self.sagas = list(sagas)
         self.outcomes: dict[str, str] = {}
+        self.cancelled: set[str] = set()
 
     def on_start(self) -> None:
         log = self.ctx.storage(self.LOG)
-        self.outcomes = {str(r["saga"]): str(r["outcome"]) for r in log.records() if "outcome" in r}
-        started = {str(r["outbox"]).split(".")[0] for r in log.records() if "outbox" in r}
+        records = log.records()
+        self.outcomes = {str(r["saga"]): str(r["outcome"]) for r in records if "outcome" in r}
+        sent = [r["body"] for r in records if "outbox" in r]
+        started = {str(b["saga"]) for b in sent if b["event"] == STARTED}
+        self.cancelled = {str(b["saga"]) for b in sent if b["event"] == CANCELLED_EVENT}
         self.start_bus(log)
-        records = [
-            self.outbox_record(self.first, event(saga, STARTED, -1, data))
+        fresh = [
+            self.outbox_record(self.participants[0], event(saga, STARTED, -1, data))
             for saga, data in self.sagas
             if saga not in started
         ]
-        for r in records:
+        for r in fresh:
             log.append(r)
         log.sync()
+        self.enqueue(fresh)
         for saga, _ in self.sagas:
-            if saga not in started:
-                self.ctx.record({"type": "Start"}, saga=saga)
-        self.enqueue(records)
+            if saga not in self.outcomes and saga not in self.cancelled:
+                self.set_timer(SagaTimeout(saga), self.timing.saga_timeout)
 
     def on_message(self, src: str, msg: Any) -> None:
         delivery = self.on_bus_message(msg)
@@ -338,15 +372,33 @@ class Initiator(_BusNode):
                 (STEP_FAILED, 0): COMPENSATED,
                 (COMPENSATED_EVENT, 0): COMPENSATED,
             }.get((kind, step))
+            if ended == COMPLETED and saga in self.cancelled:
+                ended = None  # cancelled on the way: the compensation will come back
             if ended is not None and saga not in self.outcomes:
                 self.log.append({"saga": saga, "outcome": ended})
                 self.log.sync()
                 self.outcomes[saga] = ended
-                self.ctx.record({"type": "Finish", "status": ended}, saga=saga)
+                self.cancel_timer(SagaTimeout(saga))
         self.send(self.broker, Ack(delivery.id))
 
     def on_timer(self, timer: Any) -> None:
-        self.on_bus_timer(timer)
+        if self.on_bus_timer(timer):
+            return
+        if isinstance(timer, SagaTimeout):
+            self.cancel(timer.saga)
+
+    def cancel(self, saga: str) -> None:
+        """Cancel ``saga`` unless its outcome is known (or it is cancelled already)."""
+        if saga in self.outcomes or saga in self.cancelled:
+            return
+        records = [self.outbox_record(p, event(saga, CANCELLED_EVENT, -1, {})) for p in self.participants]
+        for r in records:
+            r["outbox"] = f"{r['outbox']}.{r['queue']}"  # one message per participant
+            self.log.append(r)
+        self.log.sync()
+        self.cancelled.add(saga)
+        self.ctx.record({"type": "CancelSaga"}, saga=saga)
+        self.enqueue(records)
 
 
 @attrs.define

@@ -57,6 +57,7 @@ from distcheck.impl.saga.participant import (
     StepUndone,
     UndoFailed,
     UndoStep,
+    step_name,
 )
 
 COMPLETED, COMPENSATED = "completed", "compensated"
@@ -223,6 +224,7 @@ class Orchestrator(Actor):
         for saga, run in sorted(self.runs.items()):
             if run.status is not None:
                 continue
+            self.ctx.record({"type": "Recover"}, saga=saga)
             if run.compensating and self.variant == "forget_compensation":
                 # BROKEN: a saga found compensating is taken for rolled back; the
                 # compensations still pending are forgotten.
@@ -251,13 +253,14 @@ class Orchestrator(Actor):
                 run = self._waiting_on(saga, step)
                 if run is not None:
                     self.cancel_timer(StepDeadline(saga, step))
-                    self._compensate(saga, run, f"step {step} refused: {reason}", refused=step)
+                    self._compensate(saga, run, step, f"step {step} refused: {reason}", refused=True)
             case StepUndone(saga, step):
                 run = self.runs.get(saga)
-                if run is not None and run.status is None and run.compensating and step not in run.undone:
+                forward = self.variant == "compensate_forward"
+                if run is not None and run.status is None and run.compensating and step == run.to_undo(forward):
                     self._write({"saga": saga, "undone": step})
                     run.undone.add(step)
-                    self.ctx.record({"type": "Compensated", "step": step}, saga=saga)
+                    self.ctx.record({"type": "Compensated", "p": step_name(step)}, saga=saga)
                     self._advance(saga, run)
             case UndoFailed(saga, step, reason):
                 run = self.runs.get(saga)
@@ -285,7 +288,7 @@ class Orchestrator(Actor):
             case Resend(saga):
                 self._send_current(saga, run)
             case StepDeadline(saga, step) if not run.compensating and step == run.next_step():
-                self._compensate(saga, run, f"step {step} timed out after {self.timing.step_timeout:g} s")
+                self._compensate(saga, run, step, f"step {step} timed out after {self.timing.step_timeout:g} s")
 
     # ------------------------------------------------------------ the flow
 
@@ -302,7 +305,7 @@ class Orchestrator(Actor):
             return
         self._write({"saga": saga, "start": definition, "data": data, "client": client})
         run = self.runs[saga] = SagaRun(known, dict(data), client)
-        self.ctx.record({"type": "Start"}, saga=saga)
+        self.ctx.record({"type": "Start"}, saga=saga, steps=len(known.steps))
         self._advance(saga, run)
 
     def _advance(self, saga: str, run: SagaRun) -> None:
@@ -320,7 +323,7 @@ class Orchestrator(Actor):
         if run.asked < step:
             self._write({"saga": saga, "ask": step})
             run.asked = step
-            self.ctx.record({"type": "Ask", "step": step}, saga=saga)
+            self.ctx.record({"type": "Ask", "p": step_name(step)}, saga=saga)
         self.set_timer(StepDeadline(saga, step), self.timing.step_timeout)
         self._send_current(saga, run, fresh=True)
 
@@ -348,17 +351,20 @@ class Orchestrator(Actor):
         delay = min(self.timing.retry_max, self.timing.retry_initial * 2 ** min(run.attempts, 30))
         self.set_timer(Resend(saga), delay)
 
-    def _compensate(self, saga: str, run: SagaRun, reason: str, refused: int | None = None) -> None:
-        self._write({"saga": saga, "compensate": reason, "refused": refused})
-        run.compensating, run.reason, run.refused = True, reason, refused
-        self.ctx.record({"type": "Compensate"}, saga=saga)
+    def _compensate(self, saga: str, run: SagaRun, step: int, reason: str, refused: bool = False) -> None:
+        """Decide to compensate: ``step`` was refused (it is not undone) or timed out
+        (it may have run: it is undone too)."""
+        self._write({"saga": saga, "compensate": reason, "refused": step if refused else None})
+        run.compensating, run.reason, run.refused = True, reason, step if refused else None
+        cause = "refused" if refused else "timeout"
+        self.ctx.record({"type": "Compensate", "p": step_name(step), "cause": cause}, saga=saga)
         self._advance(saga, run)
 
     def _finish(self, saga: str, run: SagaRun, status: str) -> None:
         self._write({"saga": saga, "end": status})
         run.status = status
         self.cancel_timer(Resend(saga))
-        self.ctx.record({"type": "Finish", "status": status}, saga=saga)
+        self.ctx.record({"type": "Finish", "outcome": status}, saga=saga)
         self._tell_client(saga, run)
 
     def _tell_client(self, saga: str, run: SagaRun) -> None:

@@ -53,6 +53,13 @@ VARIANTS = {
 }
 
 
+def step_name(step: int) -> str:
+    """The spec's name for the participant of step ``step`` (0-based): p1, p2, ...
+    (spec/saga.py names participants by their step; the trace says which step is
+    whose, whatever the service is called)."""
+    return f"p{step + 1}"
+
+
 class StepRefused(Exception):
     """Raised by an action to refuse the step (a business failure): nothing is done."""
 
@@ -249,7 +256,7 @@ class Participant(Actor):
                 outcome = book.do(saga, step, lambda: handler(saga, data))
                 if outcome.fresh:
                     kind = "StepCommitted" if outcome.state == DONE else "StepRefused"
-                    self.ctx.record({"type": kind, "p": self.name, "step": step}, saga=saga)
+                    self.ctx.record({"type": kind, "p": step_name(step)}, saga=saga)
                 if outcome.state == DONE:
                     self.send(src, StepDone(saga, step, outcome.result))
                 else:
@@ -262,12 +269,12 @@ class Participant(Actor):
                 try:
                     outcome = book.undo(saga, step, lambda result: undo(saga, result))
                 except TryAgain as again:
-                    self.ctx.record({"type": "UndoFailed", "p": self.name, "step": step}, saga=saga)
+                    self.ctx.record({"type": "UndoFailed", "p": step_name(step)}, saga=saga)
                     self.send(src, UndoFailed(saga, step, str(again) or "try again"))
                     return
                 if outcome.fresh:
                     kind = "StepCompensated" if outcome.state == UNDONE else "StepCancelled"
-                    self.ctx.record({"type": kind, "p": self.name, "step": step}, saga=saga)
+                    self.ctx.record({"type": kind, "p": step_name(step)}, saga=saga)
                 self.send(src, StepUndone(saga, step))
 
     def _handler(self, action: str) -> Callable[..., Any] | None:

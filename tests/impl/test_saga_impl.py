@@ -1,8 +1,9 @@
 """The orchestrated saga library under the controlled scheduler: trips booked (flight,
 hotel, payment) with refusals, transient compensation failures, lost, duplicated and
 reordered messages and crashes of any node; semantic atomicity and exactly-once
-effects checked on the participants' own books; the orchestrator crashed at every
-step boundary in turn; the broken variants caught."""
+effects checked on the participants' own books, and every run's trace validated
+against spec/saga; the orchestrator crashed at every step boundary in turn; an undo
+made to overtake its step; the broken variants caught by each check alone."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from distcheck.checks.conformance.validate import validate_events
 from distcheck.impl.runtime import Choice, ChoiceSource, FaultPolicy, RandomChoices, Simulation, TraceLog
 from distcheck.impl.saga import orchestrator as orch
 from distcheck.impl.saga.participant import DONE, REFUSED, Participant, StepRefused, TryAgain
+from distcheck.spec.saga import Config, Saga
 
 TRIP = orch.SagaDefinition(
     "trip",
@@ -27,6 +30,9 @@ TRIP = orch.SagaDefinition(
     ),
 )
 ALL_FAULTS = FaultPolicy(crash=True, drop=True, duplicate=True, reorder=True)
+# A lost message is one never delivered, which the spec's message set allows without
+# a step: the trace needs no loss budget.  Crashes: at most the scheduler's three.
+SPEC = Saga(Config(steps=3, losses=0, crashes=3))
 
 
 def trip_cluster(
@@ -93,12 +99,30 @@ def saga_problems(sim: Simulation, cluster: orch.Cluster, finished: bool) -> str
     return None
 
 
+def ended_well(sim: Simulation, cluster: orch.Cluster, state: bool = True, trace: bool = True) -> str | None:
+    """At the end: the participants' state (``saga_problems``), then the trace, saga
+    by saga, a behaviour of spec/saga (either check may be left out)."""
+    problem = saga_problems(sim, cluster, finished=True) if state else None
+    if problem is not None or not trace:
+        return problem
+    validation = validate_events(SPEC, sim.trace.events, split_key="saga")
+    return None if validation.ok else f"the trace is not a behaviour of the spec: {validation.message}"
+
+
 def compensation_order(trace: TraceLog, saga: str) -> list[int]:
     """The steps of ``saga`` compensated, in the order their compensations took effect."""
-    return [e["action"]["step"] for e in trace.events if e.get("saga") == saga and e["action"]["type"] == "Compensated"]
+    events = [e for e in trace.events if e.get("saga") == saga and e["action"]["type"] == "Compensated"]
+    return [int(e["action"]["p"][1:]) - 1 for e in events]
 
 
-def run(cluster: orch.Cluster, choices: ChoiceSource, faults: FaultPolicy = FaultPolicy(), steps: int = 200) -> Any:
+def run(
+    cluster: orch.Cluster,
+    choices: ChoiceSource,
+    faults: FaultPolicy = FaultPolicy(),
+    steps: int = 200,
+    state: bool = True,
+    trace: bool = True,
+) -> Any:
     sim = Simulation(
         cluster.nodes(),
         choices,
@@ -106,8 +130,8 @@ def run(cluster: orch.Cluster, choices: ChoiceSource, faults: FaultPolicy = Faul
         fault_steps=steps,
         max_steps=20_000,
         trace=TraceLog("saga"),
-        check=lambda s: saga_problems(s, cluster, finished=False),
-        final_check=lambda s: saga_problems(s, cluster, finished=True),
+        check=(lambda s: saga_problems(s, cluster, finished=False)) if state else None,
+        final_check=lambda s: ended_well(s, cluster, state, trace),
     )
     return sim, sim.run()
 
@@ -205,7 +229,7 @@ def test_the_orchestrator_crashed_at_every_step_boundary_finishes_every_saga(dec
             fault_steps=10_000,
             max_steps=20_000,
             trace=TraceLog("saga"),
-            final_check=lambda s, c=cluster: saga_problems(s, c, finished=True),  # type: ignore[misc]
+            final_check=lambda s, c=cluster: ended_well(s, c),  # type: ignore[misc]
         )
         choices.sim = sim
         result = sim.run()
@@ -246,10 +270,13 @@ def test_an_undo_that_overtakes_its_step_leaves_a_tombstone() -> None:
 # ------------------------------------------------------------------ broken variants
 
 
-def caught(variant: str | None = None, participant_variant: str | None = None, seeds: int = 30) -> str | None:
-    """The first problem the variant shows: over random runs with every fault, then
-    with the orchestrator crashed after each of its log writes, then with an undo
-    overtaking its step."""
+def caught(
+    variant: str | None = None, participant_variant: str | None = None, state: bool = True, trace: bool = True
+) -> str | None:
+    """The first problem the variant shows, to the checks asked for (of the real
+    state, of the trace): over random runs with every fault, then with the
+    orchestrator crashed after each of its log writes, then with an undo overtaking
+    its step."""
 
     def cluster(declined: Sequence[str], timing: orch.Timing = orch.Timing(step_timeout=20.0)) -> orch.Cluster:
         return trip_cluster(("s1", "s2"), declined, 2, variant, participant_variant, timing)
@@ -261,11 +288,11 @@ def caught(variant: str | None = None, participant_variant: str | None = None, s
                 return f"{saga} compensated in the order {order}"
         return None
 
-    for seed in range(seeds):
+    for seed in range(30):
         c = cluster(["s1", "s2"], orch.Timing(step_timeout=0.5))
-        sim, result = run(c, RandomChoices(seed, fault_rate=0.2), ALL_FAULTS)
+        sim, result = run(c, RandomChoices(seed, fault_rate=0.2), ALL_FAULTS, state=state, trace=trace)
         problem = None if result.ok else str(result.message)
-        if problem or (problem := order_problem(sim)):
+        if problem or (state and (problem := order_problem(sim))):
             return problem
     for k in range(1, 21):
         c = cluster(["s1"])
@@ -278,13 +305,14 @@ def caught(variant: str | None = None, participant_variant: str | None = None, s
             fault_steps=10_000,
             max_steps=20_000,
             trace=TraceLog("saga"),
-            final_check=lambda s, c=c: saga_problems(s, c, finished=True),  # type: ignore[misc]
+            final_check=lambda s, c=c: ended_well(s, c, state, trace),  # type: ignore[misc]
         )
         choices.sim = sim
         result = sim.run()
         if not result.ok:
             return str(result.message)
-    sim, result = run(cluster([], orch.Timing(step_timeout=5.0)), UndoOvertakesStep(), FaultPolicy(reorder=True))
+    overtaking = cluster([], orch.Timing(step_timeout=5.0))
+    sim, result = run(overtaking, UndoOvertakesStep(), FaultPolicy(reorder=True), state=state, trace=trace)
     return None if result.ok else str(result.message)
 
 
@@ -298,9 +326,28 @@ def caught(variant: str | None = None, participant_variant: str | None = None, s
         (None, "no_tombstone", "semantic atomicity"),
     ],
 )
-def test_each_broken_variant_is_caught(variant: str | None, participant_variant: str | None, symptom: str) -> None:
-    problem = caught(variant, participant_variant)
+def test_each_broken_variant_is_caught_by_the_real_state_alone(
+    variant: str | None, participant_variant: str | None, symptom: str
+) -> None:
+    problem = caught(variant, participant_variant, trace=False)
     assert problem is not None and symptom in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("variant", "participant_variant"),
+    [
+        ("compensate_forward", None),
+        ("give_up_compensation", None),
+        ("forget_compensation", None),
+        (None, "non_idempotent"),
+        (None, "no_tombstone"),
+    ],
+)
+def test_each_broken_variant_is_caught_by_trace_validation_alone(
+    variant: str | None, participant_variant: str | None
+) -> None:
+    problem = caught(variant, participant_variant, state=False)
+    assert problem is not None and "not a behaviour of the spec" in problem, problem
 
 
 def test_the_reference_passes_the_same_runs() -> None:
