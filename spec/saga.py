@@ -707,10 +707,12 @@ class Saga(Spec[SagaState, SagaAction]):
     @rule(CancelSaga)
     def cancel_saga(self, s: SagaState) -> SagaState | None:
         """The initiator cancels the saga before it has learned its outcome: it
-        publishes Cancel.  The last step's "done" may be out already (the initiator has
-        not heard it yet): the last participant then compensates, and the saga ends
-        compensated after all."""
-        if Cancel() in s.msgs or self.compensated_end(s):
+        publishes Cancel, once.  The outcome may be out already, on its way to the
+        initiator (the spec does not model what the initiator has heard): after the
+        last step's "done" the last participant then compensates, and the saga ends
+        compensated after all; after the first step's "failed" or "undone" the cancel
+        finds nothing left to undo."""
+        if Cancel() in s.msgs:
             return None
         return attrs.evolve(s, msgs=s.msgs.send(Cancel()))
 

@@ -123,7 +123,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         print(
             f"{label}: ok: {plural(passed, 'schedule')} passed (seeds {args.seed}..{args.seed + args.runs - 1}), "
-            f"invariants checked after every step and {traced}, {seconds:.2f} s"
+            f"{wiring.state_checks} and {traced}, {seconds:.2f} s"
         )
         if written is not None:
             print(f"trace of the last run written to {written}")

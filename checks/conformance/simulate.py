@@ -77,6 +77,9 @@ class Wiring(ABC):
                 return f"{inv.name} violated: {inv.statement}\n{state_table(state)}"
         return None
 
+    #: what the state checks are, as ``distcheck simulate`` reports a passing run
+    state_checks: str = "invariants checked after every step"
+
     #: whether the trace is validated event by event during the run (so the run
     #: stops at the first unexplained event) or only once, at the end
     incremental_trace: bool = True

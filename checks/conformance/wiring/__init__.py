@@ -15,6 +15,7 @@ from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
 from distcheck.checks.conformance.wiring.raft import RaftNemesis, RaftSystem, RaftWiring
 from distcheck.checks.conformance.wiring.reliable_link import LinkWiring
+from distcheck.checks.conformance.wiring.saga import SagaWiring
 from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
 from distcheck.checks.params import UsageError
 
@@ -28,6 +29,7 @@ WIRINGS: dict[str, Wiring] = {
         BrokerWiring(),
         LinkWiring(),
         CausalBroadcastWiring(),
+        SagaWiring(),
     )
 }
 
@@ -52,6 +54,7 @@ __all__ = [
     "RaftNemesis",
     "RaftSystem",
     "RaftWiring",
+    "SagaWiring",
     "TwoPhaseWiring",
     "find_wiring",
 ]
