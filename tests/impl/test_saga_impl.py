@@ -372,8 +372,12 @@ def test_the_example_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "trip-ada (ada): completed" in out and "trip-cy (cy): completed" in out
-    assert "trip-bob (bob): compensated (step 2 refused: the card was declined)" in out
-    assert "the orchestrator crashes" in out
+    orchestrated, choreographed = out.split("choreographed")
+    assert "trip-ada (ada): completed" in orchestrated and "trip-cy (cy): completed" in orchestrated
+    assert "trip-bob (bob): compensated (step 2 refused: the card was declined)" in orchestrated
+    assert "the orchestrator crashes" in orchestrated
     # one seat each: bob's was cancelled, and cy's booked once although asked twice
-    assert "flights: {'trip-ada': 'seat 12A for ada', 'trip-cy': 'seat 12A for cy'}" in out
+    assert "flights: {'trip-ada': 'seat 12A for ada', 'trip-cy': 'seat 12A for cy'}" in orchestrated
+    assert "trip-ada (ada): completed" in choreographed and "trip-bob (bob): compensated" in choreographed
+    assert "trip-cy (cy): compensated (cancelled by the initiator)" in choreographed
+    assert "payments: {'trip-ada': 'charged ada 420 EUR'}" in choreographed
