@@ -131,7 +131,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 def _outcome_line(o: Outcome) -> str:
     detail = f" ({o.detail})" if o.detail else ""
-    return f"  {o.name:<24} {o.verdict:<8} {o.seconds:6.2f} s  {o.statement}{detail}"
+    return f"  {o.name:<25} {o.verdict:<8} {o.seconds:6.2f} s  {o.statement}{detail}"
 
 
 def _indent(text: str, prefix: str) -> str:

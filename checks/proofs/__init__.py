@@ -18,6 +18,7 @@ Where it sits: part of ``checks/``; the ``distcheck prove`` command
 ``twophase``           TwoPhase's encoding and its inductive invariant
 ``lock``, ``paxos``    the lock service's, Paxos's and Voting's encodings
 ``raft``               an abstraction of Raft's election part, proving ElectionSafety
+``saga``               an abstraction of sagas (both styles), proving SemanticAtomicity
 ``quorums``            quorum-intersection lemmas (majorities; BFT with N = 3f+1)
 =====================  ==============================================================
 

@@ -28,6 +28,7 @@ from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
 from distcheck.checks.proofs.raft import RaftElectionEncoding
 from distcheck.checks.proofs.reliable_link import LinkEncoding
+from distcheck.checks.proofs.saga import SagaAtomicityEncoding
 from distcheck.checks.proofs.system import Encoding
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.spec.registry import ParamInfo
@@ -207,6 +208,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("raft", RaftElectionEncoding),
         SpecProof("broker", BrokerNoLossEncoding),
         SpecProof("reliable_link", LinkEncoding),
+        SpecProof("saga", SagaAtomicityEncoding),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",

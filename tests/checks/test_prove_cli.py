@@ -51,7 +51,7 @@ def test_twophase_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tcconsistent_alone_is_reported_non_inductive(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "prove", "twophase", "--invariant", "TCConsistent")
     assert code == 1
-    assert "Consecution              failed" in out
+    assert "Consecution               failed" in out
     assert "counterexample to induction" in out
     assert "not reachable from Init: TCConsistent is too weak" in out
     assert "RMChooseToAbort" in out and "working → aborted" in out
@@ -71,7 +71,7 @@ def test_tcconsistent_alone_is_reported_non_inductive(capsys: pytest.CaptureFixt
 def test_a_broken_variant_fails_the_proof(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "prove", "twophase", "--variant", "commit_early")
     assert code == 1
-    assert "CrossCheck               proved" in out  # the encoding matches the broken spec
+    assert "CrossCheck                proved" in out  # the encoding matches the broken spec
     assert "TMCommit" in out and "CommitAfterAllPrepared" in out
 
 
@@ -82,7 +82,7 @@ def test_quorums_bft(capsys: pytest.CaptureFixture[str]) -> None:
 
     code, out, _ = run(capsys, "prove", "quorums", "-p", "n=3", "-p", "f=1")
     assert code == 1
-    assert "QuorumIntersection       failed" in out
+    assert "QuorumIntersection        failed" in out
     assert "Q1 = {" in out and "Q2 = {" in out and "Q1 ∩ Q2 = {" in out
 
     code, out, _ = run(capsys, "prove", "quorums", "-p", "n=3", "-p", "f=1", "--json")

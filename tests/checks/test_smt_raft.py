@@ -293,5 +293,5 @@ def test_prove_raft_forget_vote_exits_1(capsys: pytest.CaptureFixture[str]) -> N
     code = main(["prove", "raft", "--variant", "forget_vote", "-p", "servers=2", "--no-cross-check"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "Consecution              failed" in out
+    assert "Consecution               failed" in out
     assert "Restart(s" in out and "VotesRecorded" in out
