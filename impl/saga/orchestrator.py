@@ -413,16 +413,23 @@ def run_saga(
 class Client:
     """A node that runs the given sagas one after another; ``outcomes`` holds what it learned."""
 
-    def __init__(self, name: str, orchestrator: str, sagas: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        orchestrator: str,
+        sagas: Sequence[tuple[str, str, Mapping[str, Any]]],
+        retry: float = Timing().client_retry,
+    ) -> None:
         self.name = name
         self.orchestrator = orchestrator
         self.sagas = list(sagas)
+        self.retry = retry
         self.outcomes: dict[str, SagaOutcome] = {}
 
     def main(self, ctx: Context) -> None:
         self.outcomes = {}
         for saga, definition, data in self.sagas:
-            self.outcomes[saga] = run_saga(ctx, self.orchestrator, saga, definition, data)
+            self.outcomes[saga] = run_saga(ctx, self.orchestrator, saga, definition, data, self.retry)
 
 
 @attrs.define

@@ -64,7 +64,9 @@ def trip_cluster(
     }
     participants = [Participant(name, handlers, participant_variant) for name, handlers in services.items()]
     orchestrator = orch.Orchestrator("orchestrator", {"trip": TRIP}, timing, variant)
-    client = orch.Client("client", "orchestrator", [(s, "trip", {"traveller": f"t-{s}"}) for s in sagas])
+    client = orch.Client(
+        "client", "orchestrator", [(s, "trip", {"traveller": f"t-{s}"}) for s in sagas], timing.client_retry
+    )
     return orch.Cluster(orchestrator, participants, client)
 
 
@@ -194,34 +196,46 @@ def test_faulty_runs_do_compensate_and_complete() -> None:
 
 
 class CrashAfterSync(ChoiceSource):
-    """Crash the orchestrator once, as soon as its saga log holds ``k`` records (just
-    after the ``k``-th write, before what follows it leaves); otherwise calm."""
+    """Crash ``node`` once, as soon as its log ``log`` holds ``k`` records (just after
+    the ``k``-th write, before what follows it leaves); otherwise calm."""
 
-    def __init__(self, k: int) -> None:
-        self.k = k
+    def __init__(self, k: int, node: str = "orchestrator", log: str = orch.Orchestrator.LOG) -> None:
+        self.k, self.node, self.log = k, node, log
         self.sim: Simulation | None = None
         self.crashed = False
 
     def choose(self, options: Sequence[Choice]) -> int:
         assert self.sim is not None
-        if not self.crashed and len(self.sim.durable_records("orchestrator", orch.Orchestrator.LOG)) >= self.k:
+        if not self.crashed and len(self.sim.durable_records(self.node, self.log)) >= self.k:
             for i, o in enumerate(options):
-                if o.kind == "crash" and o.agent == "orchestrator":
+                if o.kind == "crash" and o.agent == self.node:
                     self.crashed = True
                     return i
         return FirstOrdinary().choose(options)
 
 
-@pytest.mark.parametrize("declined", [False, True], ids=["completed", "compensated"])
-def test_the_orchestrator_crashed_at_every_step_boundary_finishes_every_saga(declined: bool) -> None:
-    calm = trip_cluster(declined=["s1"] if declined else [])
+BOUNDARIES = [
+    pytest.param(node, log, declined, id=f"{node}-{'compensated' if declined else 'completed'}")
+    for node, log in [("orchestrator", orch.Orchestrator.LOG), *((p, Participant.LOG) for p in ("flights", "payments"))]
+    for declined in (False, True)
+]
+
+
+@pytest.mark.parametrize(("node", "log", "declined"), BOUNDARIES)
+def test_a_node_crashed_at_every_step_boundary_in_turn_finishes_every_saga(node: str, log: str, declined: bool) -> None:
+    """The orchestrator after each of its log writes (start, each step asked and
+    answered, the decision to compensate, each undo, the end), a participant after
+    each of its book's (a step, a compensation): each saga finishes as it would have."""
+    calm = trip_cluster(declined=["s1"] if declined else [], flaky_refunds=1)
     sim, result = run(calm, FirstOrdinary())
-    boundaries = len(sim.durable_records("orchestrator", orch.Orchestrator.LOG))
-    assert boundaries == (10 if declined else 8)  # start, asks, results, (compensate, undos,) end
+    assert result.ok, result.message
+    boundaries = len(sim.durable_records(node, log))
+    if node == "orchestrator":  # start, asks, results, (compensate, undos,) end
+        assert boundaries == (10 if declined else 8)
     for k in range(1, boundaries + 1):
-        cluster = trip_cluster(declined=["s1"] if declined else [])
-        choices = CrashAfterSync(k)
-        faults = FaultPolicy(crash=True, max_crashes=1, crashable=("orchestrator",))
+        cluster = trip_cluster(declined=["s1"] if declined else [], flaky_refunds=1)
+        choices = CrashAfterSync(k, node, log)
+        faults = FaultPolicy(crash=True, max_crashes=1, crashable=(node,))
         sim = Simulation(
             cluster.nodes(),
             choices,
@@ -234,8 +248,30 @@ def test_the_orchestrator_crashed_at_every_step_boundary_finishes_every_saga(dec
         choices.sim = sim
         result = sim.run()
         assert choices.crashed and sim.crashes == 1, k
-        assert result.ok, f"crashed after write {k}: {result.message}"
+        assert result.ok, f"{node} crashed after write {k}: {result.message}"
         assert cluster.client.outcomes["s1"].status == ("compensated" if declined else "completed")
+
+
+def test_a_thirty_day_timeout_takes_no_time_on_the_virtual_clock() -> None:
+    """The payment service never answers (every message to it is lost): after thirty
+    days on the node's clock the orchestrator gives up on the step and compensates it,
+    the flight and the hotel; the test's own clock does not wait."""
+    day = 86_400.0
+    timing = orch.Timing(step_timeout=30 * day, retry_initial=3600.0, retry_max=10 * day, client_retry=10 * day)
+    cluster = trip_cluster(timing=timing)
+
+    class PaymentsUnreachable(ChoiceSource):
+        def choose(self, options: Sequence[Choice]) -> int:
+            lost = next((i for i, o in enumerate(options) if o.kind == "drop" and "→payments" in o.text), None)
+            return lost if lost is not None else FirstOrdinary().choose(options)
+
+    faults = FaultPolicy(drop=True, max_drops=1000)
+    sim = Simulation(cluster.nodes(), PaymentsUnreachable(), faults, fault_steps=20_000, max_steps=20_000)
+    result = sim.run()
+    assert result.ok, result.message
+    outcome = cluster.client.outcomes["s1"]
+    assert outcome.status == "compensated" and "timed out after 2.592e+06 s" in outcome.reason
+    assert sim.now >= 30 * day and all(p.effects() == {} for p in cluster.participants)
 
 
 class UndoOvertakesStep(ChoiceSource):
