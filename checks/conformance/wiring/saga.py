@@ -74,13 +74,32 @@ class Environment:
 
 @attrs.define
 class SagaSystem:
-    """What a run builds: the nodes, the participants (for their books) and who learns
-    the outcomes."""
+    """What a run builds: the nodes, the participants (for their books), the sagas run
+    and who learns their outcomes."""
 
     nodes: dict[str, NodeMain]
-    participants: list[part.Participant] | list[chor.ChoreographedParticipant]
+    participants: Sequence[part.Participant] | Sequence[chor.ChoreographedParticipant]
     learned: Mapping[str, str]  # saga -> outcome, as the client or the initiator learned it
     steps: int
+    sagas: tuple[str, ...] = SAGAS
+
+
+def orchestrated(cluster: orch.Cluster) -> SagaSystem:
+    """An orchestrated cluster as a system to check (its client's sagas, outcomes as it learns them)."""
+    client = cluster.client
+    learned = _Learned(lambda: {saga: outcome.status for saga, outcome in client.outcomes.items()})
+    sagas = tuple(saga for saga, _, _ in client.sagas)
+    steps = len(next(iter(cluster.orchestrator.definitions.values())).steps)
+    return SagaSystem(cluster.nodes(), cluster.participants, learned, steps, sagas)
+
+
+def choreographed(choreography: chor.Choreography) -> SagaSystem:
+    """A choreography as a system to check (its initiator's sagas, outcomes as it learns them)."""
+    initiator = choreography.initiator
+    sagas = tuple(saga for saga, _ in initiator.sagas)
+    steps = len(initiator.definition.steps)
+    learned = _Learned(lambda: initiator.outcomes)
+    return SagaSystem(choreography.nodes(), choreography.participants, learned, steps, sagas)
 
 
 def book_problems(sim: Simulation, system: SagaSystem, finished: bool) -> str | None:
@@ -101,7 +120,7 @@ def book_problems(sim: Simulation, system: SagaSystem, finished: bool) -> str | 
                 in_force.setdefault(saga, set()).add(step)
     if not finished:
         return None
-    for saga in SAGAS:
+    for saga in system.sagas:
         outcome = system.learned.get(saga)
         if outcome is None:
             return f"saga {saga} never finished"
@@ -142,17 +161,14 @@ class SagaWiring(Wiring):
             ]
             initiator = chor.Initiator("initiator", saga, [(s, {}) for s in SAGAS], timing=bus)
             broker = BrokerNode("broker", BrokerTiming(visibility=3.0, consumer_timeout=8.0, tick=1.0))
-            choreography = chor.Choreography(broker, chor_participants, initiator)
-            return SagaSystem(choreography.nodes(), chor_participants, _Learned(lambda: initiator.outcomes), steps)
+            return choreographed(chor.Choreography(broker, chor_participants, initiator))
         orch_participants = [
             part.Participant(name, environment.handlers(name, i), participant_variant) for i, name in enumerate(names)
         ]
         timing = orch.Timing(step_timeout=rng.choice([0.5, 5.0, 60.0]))
         orchestrator = orch.Orchestrator("orchestrator", {saga.name: saga}, timing, orchestrator_variant)
         client = orch.Client("client", "orchestrator", [(s, saga.name, {}) for s in SAGAS])
-        cluster = orch.Cluster(orchestrator, orch_participants, client)
-        learned = _Learned(lambda: {saga: outcome.status for saga, outcome in client.outcomes.items()})
-        return SagaSystem(cluster.nodes(), orch_participants, learned, steps)
+        return orchestrated(orch.Cluster(orchestrator, orch_participants, client))
 
     def nodes(self, system: Any) -> dict[str, NodeMain]:
         s: SagaSystem = system
@@ -165,7 +181,7 @@ class SagaWiring(Wiring):
 
     def done(self, sim: Simulation, system: Any) -> bool:
         s: SagaSystem = system
-        return all(saga in s.learned for saga in SAGAS)
+        return all(saga in s.learned for saga in s.sagas)
 
     def finished(self, sim: Simulation, system: Any) -> str | None:
         if sim.failures:
