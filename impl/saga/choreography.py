@@ -53,7 +53,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.messaging.messages import CLIENT_MESSAGES, Ack, Confirm, Deliver, Publish, Subscribe
+from distcheck.impl.messaging.messages import CLIENT_MESSAGES, Ack, Confirm, Deliver, Nack, Publish, Subscribe
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor
 from distcheck.impl.runtime.api import Context, Storage
@@ -105,6 +105,16 @@ def chain(definition: SagaDefinition, initiator: str) -> dict[str, Route]:
 
 def event(saga: str, kind: str, step: int, data: Mapping[str, Any]) -> dict[str, Any]:
     return {"saga": saga, "event": kind, "step": step, "data": dict(data)}
+
+
+def parse_event(body: Any) -> tuple[str, str, int, dict[str, Any]] | None:
+    """A delivery's event as (saga, kind, step, data); None if the body is not one."""
+    if not isinstance(body, dict):
+        return None
+    saga, kind, step, data = body.get("saga"), body.get("event"), body.get("step"), body.get("data", {})
+    if not (isinstance(saga, str) and isinstance(kind, str) and type(step) is int and isinstance(data, dict)):
+        return None
+    return saga, kind, step, data
 
 
 def event_id(body: Mapping[str, Any]) -> str:
@@ -174,13 +184,21 @@ class _BusNode(Actor):
         if self.outbox:
             self.set_timer(Republish(), self.timing.republish)
 
-    def on_bus_message(self, msg: Any) -> Deliver | None:
-        """Confirms handled here; a delivery returned for the node to react to."""
+    def on_bus_message(self, msg: Any) -> tuple[Deliver, tuple[str, str, int, dict[str, Any]]] | None:
+        """Confirms handled here; a delivery of an event returned for the node to react
+        to (and acknowledge).  A delivery that is no event goes to the dead letters."""
         if isinstance(msg, Confirm):
             if self.outbox.pop(msg.id, None) is not None:
                 self.log.append({"confirmed": msg.id})  # no sync: a lost one is published again
             return None
-        return msg if isinstance(msg, Deliver) else None
+        if not isinstance(msg, Deliver):
+            return None
+        parsed = parse_event(msg.body)
+        if parsed is None:
+            self.diagnose(f"dead-lettered {msg.id}: not a saga event")
+            self.send(self.broker, Nack(msg.id, requeue=False))
+            return None
+        return msg, parsed
 
     def on_bus_timer(self, timer: Any) -> bool:
         if isinstance(timer, Heartbeat):
@@ -234,12 +252,11 @@ class ChoreographedParticipant(_BusNode):
             self.set_timer(RetryUndo(saga), self.timing.retry_initial)
 
     def on_message(self, src: str, msg: Any) -> None:
-        delivery = self.on_bus_message(msg)
-        if delivery is None:
+        received = self.on_bus_message(msg)
+        if received is None:
             return
-        body = delivery.body
-        if isinstance(body, dict) and {"saga", "event", "step", "data"} <= set(body):
-            self.react(str(body["saga"]), str(body["event"]), int(body["step"]), dict(body["data"]))
+        delivery, (saga, kind, step, data) = received
+        self.react(saga, kind, step, data)
         self.send(self.broker, Ack(delivery.id))
 
     def react(self, saga: str, kind: str, step: int, data: dict[str, Any]) -> None:
@@ -361,24 +378,22 @@ class Initiator(_BusNode):
                 self.set_timer(SagaTimeout(saga), self.timing.saga_timeout)
 
     def on_message(self, src: str, msg: Any) -> None:
-        delivery = self.on_bus_message(msg)
-        if delivery is None:
+        received = self.on_bus_message(msg)
+        if received is None:
             return
-        body = delivery.body
-        if isinstance(body, dict) and {"saga", "event", "step"} <= set(body):
-            saga, kind, step = str(body["saga"]), str(body["event"]), int(body["step"])
-            ended = {
-                (STEP_DONE, self.last): COMPLETED,
-                (STEP_FAILED, 0): COMPENSATED,
-                (COMPENSATED_EVENT, 0): COMPENSATED,
-            }.get((kind, step))
-            if ended == COMPLETED and saga in self.cancelled:
-                ended = None  # cancelled on the way: the compensation will come back
-            if ended is not None and saga not in self.outcomes:
-                self.log.append({"saga": saga, "outcome": ended})
-                self.log.sync()
-                self.outcomes[saga] = ended
-                self.cancel_timer(SagaTimeout(saga))
+        delivery, (saga, kind, step, _) = received
+        ended = {
+            (STEP_DONE, self.last): COMPLETED,
+            (STEP_FAILED, 0): COMPENSATED,
+            (COMPENSATED_EVENT, 0): COMPENSATED,
+        }.get((kind, step))
+        if ended == COMPLETED and saga in self.cancelled:
+            ended = None  # cancelled on the way: the compensation will come back
+        if ended is not None and saga not in self.outcomes:
+            self.log.append({"saga": saga, "outcome": ended})
+            self.log.sync()
+            self.outcomes[saga] = ended
+            self.cancel_timer(SagaTimeout(saga))
         self.send(self.broker, Ack(delivery.id))
 
     def on_timer(self, timer: Any) -> None:

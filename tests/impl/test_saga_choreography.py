@@ -16,7 +16,10 @@ import pytest
 from distcheck.checks.conformance.validate import validate_events
 from distcheck.checks.conformance.wiring.saga import book_problems, choreographed
 from distcheck.impl.messaging.broker import BrokerNode, BrokerTiming
+from distcheck.impl.messaging.messages import Publish
 from distcheck.impl.runtime import FaultPolicy, RandomChoices, Simulation, TraceLog
+from distcheck.impl.runtime.actor import encode
+from distcheck.impl.runtime.api import Context
 from distcheck.impl.saga.choreography import ChoreographedParticipant, Choreography, Initiator, Timing
 from distcheck.impl.saga.orchestrator import SagaDefinition, Step
 from distcheck.impl.saga.participant import StepRefused, TryAgain
@@ -126,3 +129,22 @@ def test_each_broken_participant_is_caught(variant: str, symptom: str) -> None:
         if found:
             break
     assert found is not None and symptom in found, found
+
+
+def test_a_delivery_that_is_no_saga_event_is_dead_lettered_and_nothing_crashes() -> None:
+    system = trip()
+    nodes = system.nodes()
+
+    def stray(ctx: Context) -> None:
+        for body in ({"not": "an event"}, {"saga": "s1", "event": "StepDone", "step": "zero", "data": {}}, [1, 2]):
+            ctx.send("broker", encode(Publish(f"stray-{len(str(body))}", "flights", body)))
+
+    nodes["stray"] = stray
+    sim = Simulation(nodes, RandomChoices(1), FaultPolicy(), max_steps=30_000, trace=TraceLog("saga"))
+    sim.until = lambda s: len(system.initiator.outcomes) == len(SAGAS)
+    result = sim.run()
+    assert result.ok and not sim.failures, result.message
+    flights = system.participants[0]
+    dead = {d.split()[1].rstrip(":") for d in flights.diagnostics if "not a saga event" in d}
+    assert len(dead) == 3  # each stray once at least (a redelivery before its dead-lettering may repeat it)
+    assert problems(sim, system, finished=True) is None
