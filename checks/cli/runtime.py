@@ -227,6 +227,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace}: {exc}") from None
     if result is None:
         result = validate_trace(spec, recorded, split_key=args.split, max_states=args.max_states)
+    elif wiring is not None:  # the wiring's own way: the bounds it lifts are not the header's
+        params = {k: "unbounded" if k in wiring.unbounded_params else v for k, v in params.items()}
     if result.mismatch is not None and result.mismatch.bad_input:
         # The event is not in the spec's vocabulary at all: bad input, one line.
         m = result.mismatch

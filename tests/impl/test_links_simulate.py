@@ -183,6 +183,8 @@ def test_a_written_trace_validates_and_a_tampered_one_does_not(
     assert code == 0, out
     code, out, _ = cli(capsys, "validate", spec, str(path))
     assert code == 0 and "explained" in out, out
+    if spec == "reliable_link":  # validated with its bounds lifted, and the label says so
+        assert "max_msgs=unbounded max_crashes=unbounded" in out, out
     header, *steps = [json.loads(line) for line in path.read_text().splitlines()]
     cut = next(i for i, step in enumerate(steps) if (step["action"] or {}).get("type") == "Deliver")
     kept = [{**step, "step": n} for n, step in enumerate(steps[:cut] + steps[cut + 1 :])]

@@ -43,6 +43,7 @@ class BrokerWiring(Wiring):
     default_params = ("messages=4", "consumers=2")
     default_steps = 3000
     incremental_trace = False  # validated once at the end (duplicates are found by looking back)
+    unbounded_params = ("max_msgs", "max_crashes", "max_deliveries")
 
     def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
         broker_variant = variant if variant in impl_broker.VARIANTS else None

@@ -59,6 +59,7 @@ class LinkWiring(Wiring):
     default_params = ("messages=4", "window=2")
     default_steps = 2000
     incremental_trace = False  # validated at the end (copies are found by looking back)
+    unbounded_params = ("max_msgs", "max_crashes")
 
     def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
         return group_sim.link_group(
