@@ -60,7 +60,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -180,6 +180,20 @@ class _FreeNode:
     def check(self) -> None:
         if self.stopped:
             raise NodeCrashed
+
+
+def connect(runtimes: Iterable[FreeRuntime]) -> dict[str, Address]:
+    """Open every runtime's listening sockets and tell each runtime where every node of
+    the others listens: the runtimes of one system on this machine, each as if it ran
+    in a process of its own (so that one can be stopped while the others go on).
+    Every node's address, to restart one on its port."""
+    runtimes = list(runtimes)
+    addresses: dict[str, Address] = {}
+    for rt in runtimes:
+        addresses.update(rt.listen())
+    for rt in runtimes:
+        rt.add_peers(addresses)
+    return addresses
 
 
 class FreeRuntime:

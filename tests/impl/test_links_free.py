@@ -18,6 +18,7 @@ from distcheck.checks.conformance.wiring.causal_broadcast import causal_violatio
 from distcheck.impl.messaging import group_simulation as group_sim
 from distcheck.impl.messaging.link import LinkAck, LinkData
 from distcheck.impl.runtime import FreeRuntime, TraceLog, encode
+from distcheck.impl.runtime.free import connect
 from distcheck.impl.runtime.storage import read_log
 from tests.impl.waiting import wait_for
 
@@ -42,11 +43,7 @@ def test_a_member_stopped_and_restarted_mid_workload_loses_nothing_and_keeps_cau
     group = group_sim.broadcast_group(3, MESSAGES, interval=0.5, retransmit=0.2, answer=False)
     trace = TraceLog("causal_broadcast", {"processes": 3, "messages": MESSAGES})
     runtimes = {p.name: FreeRuntime({p.name: p.main}, tmp_path, trace=trace) for p in group.peers}
-    addresses: dict[str, tuple[str, int]] = {}
-    for rt in runtimes.values():
-        addresses.update(rt.listen())
-    for rt in runtimes.values():
-        rt.add_peers(addresses)
+    addresses = connect(runtimes.values())
     stopped: list[FreeRuntime] = []
     try:
         for rt in runtimes.values():

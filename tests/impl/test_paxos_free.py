@@ -25,6 +25,7 @@ from distcheck.checks.conformance.wiring.paxos_log import validate_log
 from distcheck.checks.histories.linearizability import Operation, check_history
 from distcheck.impl import paxos
 from distcheck.impl.runtime import Context, FreeRuntime, TraceLog
+from distcheck.impl.runtime.free import connect
 from tests.impl.waiting import wait_for
 
 REPLICAS = ["r1", "r2", "r3"]
@@ -147,11 +148,7 @@ def test_the_leader_crashes_mid_workload_and_another_replica_takes_over(tmp_path
     # the others go on; the clients share one more.
     runtimes = {name: FreeRuntime({name: r.main}, tmp_path, trace=trace) for name, r in replicas.items()}
     runtimes["clients"] = FreeRuntime(clients, tmp_path, trace=trace)
-    addresses: dict[str, tuple[str, int]] = {}
-    for rt in runtimes.values():
-        addresses.update(rt.listen())
-    for rt in runtimes.values():
-        rt.add_peers(addresses)
+    addresses = connect(runtimes.values())
     stopped: list[FreeRuntime] = []
     try:
         for rt in runtimes.values():
