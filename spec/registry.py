@@ -20,6 +20,7 @@ from distcheck.spec import (
     lock,
     paxos,
     paxoscommit,
+    pbft,
     raft,
     reliable_link,
     saga,
@@ -180,6 +181,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "a saga: steps with compensations, orchestrated or choreographed, over lossy networks and crashes",
             saga.Config,
             saga.Saga,
+        ),
+        SpecEntry(
+            "pbft",
+            "PBFT: Byzantine consensus, normal case and view change, with a Byzantine primary",
+            pbft.Config,
+            pbft.Pbft,
         ),
     )
 }

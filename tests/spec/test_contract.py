@@ -220,6 +220,7 @@ DEFAULT_SIZE = {
     "event_store": (606, 12),
     "cqrs": (3304, 16),
     "saga": (6333, 22),
+    "pbft": (12239, 19),
 }
 
 
