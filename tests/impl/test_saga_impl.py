@@ -197,6 +197,30 @@ class CrashAfterSync(ChoiceSource):
         return FirstOrdinary().choose(options)
 
 
+def crash_after_write(
+    cluster: orch.Cluster,
+    k: int,
+    node: str = "orchestrator",
+    log: str = orch.Orchestrator.LOG,
+    state: bool = True,
+    trace: bool = True,
+) -> tuple[Simulation, Any, CrashAfterSync]:
+    """A calm run in which ``node`` crashes once, just after its ``k``-th log write,
+    checked at the end (``ended_well``)."""
+    choices = CrashAfterSync(k, node, log)
+    sim = Simulation(
+        cluster.nodes(),
+        choices,
+        FaultPolicy(crash=True, max_crashes=1, crashable=(node,)),
+        fault_steps=10_000,
+        max_steps=20_000,
+        trace=TraceLog("saga"),
+        final_check=lambda s: ended_well(s, cluster, state, trace),
+    )
+    choices.sim = sim
+    return sim, sim.run(), choices
+
+
 BOUNDARIES = [
     pytest.param(node, log, declined, id=f"{node}-{'compensated' if declined else 'completed'}")
     for node, log in [("orchestrator", orch.Orchestrator.LOG), *((p, Participant.LOG) for p in ("flights", "payments"))]
@@ -217,19 +241,7 @@ def test_a_node_crashed_at_every_step_boundary_in_turn_finishes_every_saga(node:
         assert boundaries == (10 if declined else 8)
     for k in range(1, boundaries + 1):
         cluster = trip_cluster(declined=["s1"] if declined else [], flaky_refunds=1)
-        choices = CrashAfterSync(k, node, log)
-        faults = FaultPolicy(crash=True, max_crashes=1, crashable=(node,))
-        sim = Simulation(
-            cluster.nodes(),
-            choices,
-            faults,
-            fault_steps=10_000,
-            max_steps=20_000,
-            trace=TraceLog("saga"),
-            final_check=lambda s, c=cluster: ended_well(s, c),  # type: ignore[misc]
-        )
-        choices.sim = sim
-        result = sim.run()
+        sim, result, choices = crash_after_write(cluster, k, node, log)
         assert choices.crashed and sim.crashes == 1, k
         assert result.ok, f"{node} crashed after write {k}: {result.message}"
         assert cluster.client.outcomes["s1"].status == ("compensated" if declined else "completed")
@@ -314,20 +326,7 @@ def caught(
         if problem or (state and (problem := order_problem(sim))):
             return problem
     for k in range(1, 21):
-        c = cluster(["s1"])
-        choices = CrashAfterSync(k)
-        faults = FaultPolicy(crash=True, max_crashes=1, crashable=("orchestrator",))
-        sim = Simulation(
-            c.nodes(),
-            choices,
-            faults,
-            fault_steps=10_000,
-            max_steps=20_000,
-            trace=TraceLog("saga"),
-            final_check=lambda s, c=c: ended_well(s, c, state, trace),  # type: ignore[misc]
-        )
-        choices.sim = sim
-        result = sim.run()
+        sim, result, _ = crash_after_write(cluster(["s1"]), k, state=state, trace=trace)
         if not result.ok:
             return str(result.message)
     overtaking = cluster([], orch.Timing(step_timeout=5.0))

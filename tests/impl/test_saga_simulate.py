@@ -50,3 +50,11 @@ def test_a_broken_implementation_fails_and_its_trace_is_refused(
     assert code == 1 and "replay: distcheck simulate saga" in out, out
     code, out = run(capsys, "validate", "saga", str(path))
     assert code == 1 and "is not explained" in out, out
+
+
+def test_an_orchestrator_variant_with_the_choreography_style_is_one_line_of_bad_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["simulate", "saga", "-p", "style=choreography", "--variant", "compensate_forward", "--runs", "1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "a choreography has none" in err, err

@@ -152,6 +152,9 @@ class SagaWiring(Wiring):
         orchestrator_variant = variant if variant in orch.VARIANTS else None
         participant_variant = variant if variant in part.VARIANTS else None
         if params.get("style", "orchestration") == "choreography":
+            if orchestrator_variant is not None:
+                allowed = ", ".join(part.VARIANTS)
+                raise UsageError(f"{variant} is the orchestrator's; a choreography has none (variants: {allowed})")
             bus = chor.Timing(heartbeat=2.0, republish=2.0, saga_timeout=rng.choice([3.0, 30.0, 1e6]))
             chor_participants = [
                 chor.ChoreographedParticipant(
