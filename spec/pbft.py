@@ -261,6 +261,7 @@ class Index:
     """One message set's messages, indexed for the rules (not a value of the spec)."""
 
     __slots__ = (
+        "base_sent",
         "commit_count",
         "msgs",
         "new_views",
@@ -275,6 +276,8 @@ class Index:
         """The index of ``msgs``: ``base``'s (of a subset of them, the faulty
         replicas' vocabulary) and the rest."""
         self.msgs = msgs
+        #: the initial messages (the faulty replicas'), which every later state holds
+        self.base_sent: frozenset[Message] = base.base_sent if base else msgs.sent
         #: (sender, view, seq) -> the requests it pre-prepared or prepared there
         self.pre_prepares: dict[tuple[str, int, int], tuple[str, ...]] = dict(base.pre_prepares) if base else {}
         self.prepares: dict[tuple[str, int, int], tuple[str, ...]] = dict(base.prepares) if base else {}
@@ -305,17 +308,17 @@ class Index:
                     self.replied.add((sender, seq))
                 case MsgViewChange(_, view, _):
                     self.view_changes.setdefault(view, []).append(m)
-                case MsgNewView(_, view, _):
-                    self.new_views.add(view)
+                case MsgNewView(sender, view, _) if sender == primaries[view]:
+                    self.new_views.add(view)  # a new-view counts only from its view's primary
 
 
 @attrs.frozen
 class Config:
     replicas: int = param(4, help="number of replicas, r1, r2, ...", minimum=3, maximum=7)
     faulty: int = param(1, help="Byzantine replicas, r1..rf (at most (replicas - 1) // 3)", minimum=0, maximum=2)
-    max_view: int = param(1, help="views are 0..max_view", minimum=0, maximum=2)
-    requests: int = param(2, help="client requests q1, q2, ...", minimum=1, maximum=3)
-    seqs: int = param(1, help="sequence numbers are 1..seqs", minimum=1, maximum=2)
+    max_view: int = param(1, help="views are 0..max_view", minimum=0, maximum=1_000_000)
+    requests: int = param(2, help="client requests q1, q2, ...", minimum=1, maximum=1_000_000)
+    seqs: int = param(1, help="sequence numbers are 1..seqs", minimum=1, maximum=1_000_000)
     variant: str | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -355,7 +358,7 @@ class Pbft(Spec[PbftState, PbftAction]):
         self.commit_quorum = self.quorum
         self._primaries = tuple(self.replicas[v % len(self.replicas)] for v in self.views)
         self._index: Index | None = None
-        self._base = Index(MessageSet(self.byzantine_vocabulary()), self._primaries)
+        self._base: Index | None = None  # the index of the initial messages (``initial``)
 
     def primary(self, view: int) -> str:
         return self._primaries[view]
@@ -376,10 +379,19 @@ class Pbft(Spec[PbftState, PbftAction]):
         return out
 
     def init_states(self) -> Iterable[PbftState]:
-        yield PbftState(
-            view=FrozenMap({r: 0 for r in self.honest}),
-            msgs=MessageSet(self.byzantine_vocabulary()),
-        )
+        yield self.initial(self.byzantine_vocabulary())
+
+    def initial(self, sent_by_faulty: Iterable[Message]) -> PbftState:
+        """The initial state in which the faulty replicas have sent ``sent_by_faulty``.
+        The model's is the whole finite vocabulary; a trace of an implementation is
+        validated from the messages its Byzantine replicas really sent, whatever they
+        were (a view-change may claim several certificates there).  The states that
+        follow are indexed from this one: use one spec object per initial state."""
+        msgs = MessageSet(sent_by_faulty)
+        if any(m.sender not in self.faulty for m in msgs.sent):
+            raise ValueError("the initial messages must all be the faulty replicas'")
+        self._base, self._index = Index(msgs, self._primaries), None
+        return PbftState(view=FrozenMap({r: 0 for r in self.honest}), msgs=msgs)
 
     def next(self) -> Next:
         # Each honest replica's steps in its own view (every rule but ViewChange
@@ -412,6 +424,8 @@ class Pbft(Spec[PbftState, PbftAction]):
         """The state's messages, indexed (kept for the last message set asked about:
         the rules are asked about one state many times in a row)."""
         if self._index is None or self._index.msgs is not s.msgs:
+            if self._base is None:
+                self.initial(self.byzantine_vocabulary())
             self._index = Index(s.msgs, self._primaries, self._base)
         return self._index
 
@@ -629,7 +643,7 @@ class Pbft(Spec[PbftState, PbftAction]):
     def _type_ok(self, s: PbftState) -> bool:
         if set(s.view) != set(self.honest) or not all(v in self.views for v in s.view.values()):
             return False
-        for m in s.msgs.sent - self._base.msgs.sent:
+        for m in s.msgs.sent - self.index(s).base_sent:
             if m.sender not in self.replicas or m.view not in self.views:
                 return False
             if isinstance(m, VOTES) and (m.seq not in self.seqs or m.request not in self.request_domain):

@@ -53,12 +53,14 @@ def validate_directed(
     receipt: Receipt,
     copy: Copy[S],
     max_states: int = DEFAULT_MAX_STATES,
+    initial: Sequence[S] | None = None,
 ) -> tuple[Validation, list[dict[str, Any]]]:
     """Is ``events`` a behaviour of ``spec`` once the network's copies are put back?
-    The verdict, and the events with those copies (numbered again from 1)."""
+    The verdict, and the events with those copies (numbered again from 1).
+    ``initial``: the states the trace starts from (default: the spec's initial states)."""
     trace = [dict(e) for e in events]
     #: checkpoints[i]: the spec states possible just before trace[i]
-    checkpoints: list[list[S]] = [list(spec.init_states())]
+    checkpoints: list[list[S]] = [list(spec.init_states() if initial is None else initial)]
     explored = 0
     copies = 0
     i = 0

@@ -88,9 +88,18 @@ class Wiring(ABC):
     #: stops at the first unexplained event) or only once, at the end
     incremental_trace: bool = True
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
-        """Is the run's trace a behaviour of the spec?"""
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
+        """Is the run's trace a behaviour of the spec?  ``header``: the trace's header,
+        with what ``annotate`` added to it."""
         return validate_events(spec, events, split_key=self.split_key)
+
+    def annotate(self, header: dict[str, Any], sim: Simulation, system: Any) -> None:
+        """After a run: add to the trace's header what validating it needs and its
+        events cannot say (PBFT: what the Byzantine replicas sent, which no honest
+        step logs).  By default nothing."""
+        return None
 
     #: ``distcheck validate --split`` keys this protocol validates its own way (key →
     #: what it does), beyond the generic split by any key the trace's events carry
@@ -213,9 +222,10 @@ def simulate(
         until=lambda s: wiring.done(s, system),
     )
     run = sim.run()
+    wiring.annotate(tracelog.header, sim, system)
     # Validate the whole trace once more from scratch: a run that stopped on an
     # invariant still tells whether its trace was a behaviour up to there.
-    validation = wiring.validate(spec, tracelog.events)
+    validation = wiring.validate(spec, tracelog.events, tracelog.header)
     if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
         return _outcome("invalid_trace", validation.message, run, validation)
     return _outcome(run.status, run.message, run, validation)

@@ -61,6 +61,9 @@ class TraceHeader:
     source: str = "external"
     violation: TraceViolation | None = None
     version: int = VERSION
+    #: keys this version does not define (``impl_variant``; what a protocol's wiring
+    #: notes about the run, such as PBFT's Byzantine messages), kept as written
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -175,6 +178,7 @@ def messages_of_step(spec: Spec[Any, Any], before: Any, action: Any, after: Any)
 def header_json(header: TraceHeader) -> dict[str, Any]:
     v = header.violation
     return {
+        **header.extra,
         "format": FORMAT,
         "version": header.version,
         "spec": header.spec,
@@ -337,7 +341,8 @@ def _parse_header(data: dict[str, Any], origin: str) -> TraceHeader:
         if not isinstance(statement, str):
             raise bad('violation "statement" must be a string')
         violation = TraceViolation(raw["invariant"], statement, kind)
-    return TraceHeader(data["spec"], data["params"], data["variant"], data["source"], violation, data["version"])
+    extra = {k: v for k, v in data.items() if k not in _HEADER_KEYS}
+    return TraceHeader(data["spec"], data["params"], data["variant"], data["source"], violation, data["version"], extra)
 
 
 _STEP_KEYS = ("step", "actor", "action", "action_text", "state", "sent", "received")

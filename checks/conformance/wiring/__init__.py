@@ -13,6 +13,7 @@ from distcheck.checks.conformance.wiring.broker import BrokerWiring
 from distcheck.checks.conformance.wiring.causal_broadcast import CausalBroadcastWiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
+from distcheck.checks.conformance.wiring.pbft import PbftWiring
 from distcheck.checks.conformance.wiring.raft import RaftNemesis, RaftSystem, RaftWiring
 from distcheck.checks.conformance.wiring.reliable_link import LinkWiring
 from distcheck.checks.conformance.wiring.saga import SagaWiring
@@ -30,6 +31,7 @@ WIRINGS: dict[str, Wiring] = {
         LinkWiring(),
         CausalBroadcastWiring(),
         SagaWiring(),
+        PbftWiring(),
     )
 }
 
@@ -51,6 +53,7 @@ __all__ = [
     "LockWiring",
     "PaxosSystem",
     "PaxosWiring",
+    "PbftWiring",
     "RaftNemesis",
     "RaftSystem",
     "RaftWiring",

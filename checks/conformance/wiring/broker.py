@@ -123,7 +123,9 @@ class BrokerWiring(Wiring):
         )
         return None if verdict.ok else f"the total-queue check failed: {verdict.message}"
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
         if not isinstance(spec, Broker):
             raise TypeError(f"the broker validates against spec/broker, not {type(spec).__name__}")
         return validate_broker(events, spec.config.messages, spec.config.consumers)[1]

@@ -100,7 +100,9 @@ class CausalBroadcastWiring(Wiring):
 
     # ------------------------------------------------------------ the trace
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
         return validate_broadcast(events)
 
     def validate_file(

@@ -142,7 +142,9 @@ class PaxosWiring(Wiring):
             return f"the clients' results are {verdict.message}"
         return None
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
         if not isinstance(spec, Paxos):
             raise TypeError(f"the replicated log validates against spec/paxos, not {type(spec).__name__}")
         replicas = spec.config.acceptors

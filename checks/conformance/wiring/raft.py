@@ -179,7 +179,9 @@ class RaftWiring(Wiring):
         sim.trace.header["params"] = spec_params(len(cluster.servers), values)
         return None
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
         if not isinstance(spec, Raft):
             raise TypeError(f"the Raft service validates against spec/raft, not {type(spec).__name__}")
         return validate_raft(events, spec.config.servers)

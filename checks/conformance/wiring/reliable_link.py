@@ -96,7 +96,9 @@ class LinkWiring(Wiring):
 
     # ------------------------------------------------------------ the trace
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
         if not isinstance(spec, ReliableLink):
             raise TypeError(f"the reliable link validates against spec/reliable_link, not {type(spec).__name__}")
         return validate_link(events, spec.config.window)

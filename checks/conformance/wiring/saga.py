@@ -193,7 +193,9 @@ class SagaWiring(Wiring):
 
     validate_splits: Mapping[str, str] = {"saga": "each saga on its own (the default); events with no saga left out"}
 
-    def validate(self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]]) -> Validation:
+    def validate(
+        self, spec: Spec[Any, Any], events: Sequence[Mapping[str, Any]], header: Mapping[str, Any] | None = None
+    ) -> Validation:
         return validate_events(spec, saga_events(events), split_key="saga")
 
     def validate_file(
