@@ -358,7 +358,9 @@ class Pbft(Spec[PbftState, PbftAction]):
         self.commit_quorum = self.quorum
         self._primaries = tuple(self.replicas[v % len(self.replicas)] for v in self.views)
         self._index: Index | None = None
-        self._base: Index | None = None  # the index of the initial messages (``initial``)
+        #: the indexes of the initial message sets (``initial``), largest first: a
+        #: state's index starts from one its messages include
+        self._bases: list[Index] = []
 
     def primary(self, view: int) -> str:
         return self._primaries[view]
@@ -386,11 +388,13 @@ class Pbft(Spec[PbftState, PbftAction]):
         The model's is the whole finite vocabulary; a trace of an implementation is
         validated from the messages its Byzantine replicas really sent, whatever they
         were (a view-change may claim several certificates there).  The states that
-        follow are indexed from this one: use one spec object per initial state."""
+        follow are indexed from this one (kept, so that it costs once)."""
         msgs = MessageSet(sent_by_faulty)
         if any(m.sender not in self.faulty for m in msgs.sent):
             raise ValueError("the initial messages must all be the faulty replicas'")
-        self._base, self._index = Index(msgs, self._primaries), None
+        if all(b.msgs.sent != msgs.sent for b in self._bases):
+            self._bases.append(Index(msgs, self._primaries))
+            self._bases.sort(key=lambda b: -len(b.msgs.sent))
         return PbftState(view=FrozenMap({r: 0 for r in self.honest}), msgs=msgs)
 
     def next(self) -> Next:
@@ -424,9 +428,8 @@ class Pbft(Spec[PbftState, PbftAction]):
         """The state's messages, indexed (kept for the last message set asked about:
         the rules are asked about one state many times in a row)."""
         if self._index is None or self._index.msgs is not s.msgs:
-            if self._base is None:
-                self.initial(self.byzantine_vocabulary())
-            self._index = Index(s.msgs, self._primaries, self._base)
+            base = next((b for b in self._bases if b.msgs.sent <= s.msgs.sent), None)
+            self._index = Index(s.msgs, self._primaries, base)
         return self._index
 
     def started(self, s: PbftState, replica: str, view: int) -> bool:

@@ -249,3 +249,22 @@ def test_invariants_on_hand_built_states() -> None:
     assert broken(s, with_msgs(init, MsgCommit("r2", 0, 1, "q1"), MsgCommit("r3", 1, 1, "q2"))) == []
     assert broken(s, attrs.evolve(init, view=init.view.set("r2", 5))) == ["TypeOK"]
     assert broken(s, with_msgs(init, MsgPrepare("r9", 0, 1, "q1"))) == ["TypeOK"]
+
+
+# --------------------------------------------------- initial message sets
+
+
+def test_a_run_starts_from_what_its_faulty_replicas_really_sent() -> None:
+    """``initial`` (how an implementation's trace is validated): the faulty
+    replicas' real messages, a view-change claiming two certificates among them;
+    a new-view counts only from its view's primary, and honest messages are refused."""
+    s = spec(seqs=2)
+    claims = MsgViewChange("r1", 1, ((0, 1, "q1"), (0, 2, "q2")))
+    state = s.initial([MsgPrePrepare("r1", 0, 1, "q1"), claims, MsgNewView("r1", 1, ())])
+    assert claims in state.msgs and len(state.msgs.sent) == 3
+    moved = s.next_state(state, ViewChange("r3", 1))
+    assert moved is not None
+    assert not s.started(moved, "r3", 1)  # r1 is not the primary of view 1: its new-view starts nothing
+    assert s.next_state(state, Prepare("r2", 0, 1, "q1")) is not None  # the faulty primary's pre-prepare
+    with pytest.raises(ValueError, match="must all be the faulty replicas'"):
+        s.initial([MsgPrepare("r2", 0, 1, "q1")])

@@ -95,6 +95,13 @@ class PbftWiring(Wiring):
     tuning = impl_pbft.Tuning(max_batch=2, window=2, checkpoint_interval=2)
     timing = impl_pbft.Timing()
 
+    def __init__(self, nemeses: Sequence[str] = NEMESIS_ORDER) -> None:
+        """``nemeses``: the ones seeds choose from (a test may pin one)."""
+        unknown = sorted(set(nemeses) - set(NEMESES))
+        if unknown or not nemeses:
+            raise ValueError(f"unknown nemesis {', '.join(unknown) or '(none given)'}; allowed: {', '.join(NEMESES)}")
+        self.nemeses = tuple(nemeses)
+
     def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
         replicas = int(params.get("replicas", 4))
         faulty = int(params.get("faulty", 1))
@@ -102,7 +109,7 @@ class PbftWiring(Wiring):
             raise UsageError(
                 f"the implementation runs n >= 3f + 1 replicas, n >= 4; got replicas={replicas}, faulty={faulty}"
             )
-        nemesis = rng.choice(NEMESIS_ORDER)
+        nemesis = rng.choice(self.nemeses)
         byzantine = {f"r{i}": NEMESES[nemesis](self.timing, self.tuning) for i in range(1, faulty + 1)}
         workloads = {c: [self.random_op(rng) for _ in range(rng.randint(2, 4))] for c in self.clients}
         cluster = impl_pbft.cluster(
