@@ -245,20 +245,24 @@ class Arrow:
     """A message drawn from the step that sent it to a step that received it."""
 
     message: Any
-    sender: str | None  # None: no earlier step of the trace sent it
-    sent_at: int | None
+    sender: str | None  # None: no earlier step of the trace sent it, and the message names no sender
+    sent_at: int | None  # 0: in the initial state (a message naming its ``sender`` that no step sent)
     receiver: str
     received_at: int
 
 
 def arrows(trace: Trace) -> list[Arrow]:
     """Every receipt in the trace, matched to the latest earlier step that sent an
-    equal message (docs/trace-format.md, "Messages")."""
+    equal message (docs/trace-format.md, "Messages").  A message no step sent was in
+    the initial state: drawn from the lane its ``sender`` field names, if it has one
+    (a Byzantine replica's vocabulary, which it takes no step to send)."""
     out: list[Arrow] = []
     latest: dict[Any, tuple[int, str | None]] = {}  # a message (frozen) -> the latest step that sent it
     for step in trace.steps:
         for msg in step.received:
-            origin = latest.get(frozen(msg), (None, None))
+            named = msg.get("sender") if isinstance(msg, Mapping) else None
+            initial = (0, named) if isinstance(named, str) and named else (None, None)
+            origin = latest.get(frozen(msg), initial)
             out.append(Arrow(msg, origin[1], origin[0], step.actor or "?", step.step))
         for msg in step.sent:
             latest[frozen(msg)] = (step.step, step.actor)
@@ -270,8 +274,13 @@ def has_messages(trace: Trace) -> bool:
 
 
 def lanes(trace: Trace) -> list[str]:
-    """The nodes that get a lane: every actor, in order of first appearance."""
-    return actors(trace)
+    """The nodes that get a lane: every actor, in order of first appearance, then
+    every sender of a message in the initial state that takes no step."""
+    out = actors(trace)
+    for arrow in arrows(trace):
+        if arrow.sender is not None and arrow.sender not in out:
+            out.append(arrow.sender)
+    return out
 
 
 def sequence_chart(trace: Trace, *, width: int | None = None) -> str:
@@ -346,7 +355,12 @@ def _arrow_cells(arrow: Arrow, centre: dict[str, int], margin: int) -> dict[int,
 
 
 def _arrow_note(arrow: Arrow) -> str:
-    origin = f"sent at step {arrow.sent_at}" if arrow.sender is not None else "sender not in the trace"
+    if arrow.sender is None:
+        origin = "sender not in the trace"
+    elif arrow.sent_at == 0:
+        origin = f"sent by {arrow.sender} in the initial state"
+    else:
+        origin = f"sent at step {arrow.sent_at}"
     return f"{arrow.receiver} receives {show_json(arrow.message)} ({origin})"
 
 

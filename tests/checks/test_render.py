@@ -53,6 +53,23 @@ def test_the_chart_draws_each_message_from_sender_to_receiver() -> None:
         assert line[end - 1 if end > start else end + 1] == (">" if end > start else "<")
 
 
+def test_a_message_of_the_initial_state_is_drawn_from_the_sender_it_names() -> None:
+    """PBFT's Byzantine replica takes no step: its pre-prepares are in the initial
+    state.  The n = 3f counterexample draws them from its own lane, one to each of
+    the two honest replicas that accept different requests."""
+    spec = REGISTRY["pbft"].make(variant="too_few_replicas")
+    v = Explorer(spec).run().violation
+    assert v is not None
+    tr = trace.from_behaviour(spec, v.trace, violation=trace.violation_of(v.name, v.statement, v.kind))
+    assert render.lanes(tr) == ["r2", "r3", "r1"]
+    initial = [a for a in render.arrows(tr) if a.sent_at == 0]
+    assert {(a.sender, a.receiver, a.message["request"]) for a in initial} == {("r1", "r2", "q1"), ("r1", "r3", "q2")}
+    chart = render.sequence_chart(tr, width=200).splitlines()
+    r1 = chart[0].index("r1") + 1
+    from_r1 = [line for line in chart if "sent by r1 in the initial state" in line]
+    assert len(from_r1) == 2 and all(line[r1] == "+" for line in from_r1)
+
+
 def test_every_line_fits_in_100_columns_even_with_many_nodes() -> None:
     header = trace.TraceHeader("twophase", {"rms": 3}, violation=trace.TraceViolation("Safety", "x" * 150))
     steps = [trace.TraceStep(0, None, None, {"type": "S", "log": []})]
