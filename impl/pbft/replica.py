@@ -94,6 +94,10 @@ VARIANTS = {
 
 NORMAL, CHANGING = "normal", "view-change"
 
+#: views ahead of its own a replica keeps votes for (a replica a little behind
+#: counts them once it gets there; farther ahead they are dropped, and re-sent)
+VIEWS_AHEAD = 2
+
 #: periods a view-change timer is extended because the view moved, though the
 #: requests it watches did not execute
 MAX_EXTENSIONS = 3
@@ -466,8 +470,13 @@ class Replica(Actor):
         self._broadcast(mine)
         self._check_prepared(pp.view, pp.seq)
 
+    def _wanted(self, view: int, seq: int) -> bool:
+        """A vote worth keeping: of this view or the next few, within the water marks
+        (what a Byzantine replica sends beyond them would only fill memory)."""
+        return self.view <= view <= self.view + VIEWS_AHEAD and self._in_window(seq)
+
     def _on_prepare(self, signed: dict[str, Any], p: Prepare) -> None:
-        if p.sender == self.primary(p.view) or p.seq <= self.stable or p.view < self.view:
+        if p.sender == self.primary(p.view) or not self._wanted(p.view, p.seq):
             return
         self.prepares.setdefault((p.view, p.seq, p.digest), {})[p.sender] = signed
         self._check_prepared(p.view, p.seq)
@@ -500,7 +509,7 @@ class Replica(Actor):
         self._check_committed(view, seq)
 
     def _on_commit(self, c: Commit) -> None:
-        if c.seq <= self.stable or c.view < self.view:
+        if not self._wanted(c.view, c.seq):
             return
         self.commits.setdefault((c.view, c.seq, c.digest), set()).add(c.sender)
         self._check_committed(c.view, c.seq)
@@ -563,6 +572,15 @@ class Replica(Actor):
     def _on_checkpoint(self, signed: dict[str, Any], c: Checkpoint) -> None:
         if c.seq <= self.stable or c.seq % self.tuning.checkpoint_interval:
             return
+        # One checkpoint per sender is kept, its highest: memory stays bounded
+        # whatever numbers a Byzantine replica claims.
+        for key, votes in list(self.checkpoints.items()):
+            if c.sender in votes and key != (c.seq, c.state):
+                if key[0] >= c.seq:
+                    return
+                del votes[c.sender]
+                if not votes:
+                    del self.checkpoints[key]
         self.checkpoints.setdefault((c.seq, c.state), {})[c.sender] = signed
         self._check_stable(c.seq, c.state)
 
@@ -642,6 +660,7 @@ class Replica(Actor):
         for v in range(self.view + 1, view + 1):
             self._record("ViewChange", view=v)
         self.view, self.status = view, CHANGING
+        self.view_changes = {v: vcs for v, vcs in self.view_changes.items() if v >= view}
         self.my_view_change, self.new_view_message = signed, None
         self.pending, self.proposed = {}, set()
         self.view_changes.setdefault(view, {})[self.name] = (signed, body)
@@ -674,12 +693,19 @@ class Replica(Actor):
             return
         if not self._valid_view_change(vc):
             raise Rejected(f"a view-change of {vc.sender} whose checkpoint proof does not hold")
+        # Above its own view a replica keeps each sender's highest view-change only
+        # (the join rule needs no more), so memory stays bounded.
+        for v in [v for v in self.view_changes if v > self.view and v != vc.view]:
+            if vc.sender in self.view_changes[v]:
+                if v > vc.view:
+                    return
+                del self.view_changes[v][vc.sender]
         self.view_changes.setdefault(vc.view, {})[vc.sender] = (signed, vc)
         if vc.view == self.view:
             self.progress = True
         higher = {s for v, vcs in self.view_changes.items() if v > self.view for s in vcs}
         if len(higher) >= self.f + 1:  # f + 1 replicas moved on: one is honest, join
-            self._start_view_change(min(v for v in self.view_changes if v > self.view))
+            self._start_view_change(min(v for v, vcs in self.view_changes.items() if v > self.view and vcs))
         self._try_new_view()
 
     def _new_view_plan(

@@ -225,3 +225,33 @@ def test_a_request_with_a_bad_mac_is_not_executed() -> None:
     assert sim.run().status == "ok"
     assert all(r.data.get("x") in (None, 1) for r in system.replicas)
     assert any("MAC" in d for r in system.replicas for d in r.diagnostics)
+
+
+def test_a_byzantine_replica_cannot_fill_a_replicas_memory() -> None:
+    """Votes far ahead in views or numbers are dropped, and one checkpoint and one
+    view-change above its own view are kept per sender: what r1 (signing with its
+    own key) floods r2 with leaves a handful of entries, and the clients finish."""
+    tuning = pbft.Tuning(max_batch=2, window=2, checkpoint_interval=2)
+    keys = RING.for_replica("r1")
+
+    def flooder(ctx: Context) -> None:
+        for k in range(1, 60):
+            for body in (
+                Prepare("r1", k, k, "d"),
+                pbft.messages.Commit("r1", 0, 1000 + k, "d"),
+                pbft.messages.Checkpoint("r1", 2 * k, f"{k:016x}"),
+                pbft.messages.ViewChange("r1", k, 0, (), ()),
+            ):
+                ctx.send("r2", encode(pbft.messages.Signed(**sign(keys, body))))
+
+    system = pbft.cluster(
+        4, {"c1": [pbft.put("x", 1), pbft.get("x")]}, tuning=tuning, byzantine={"r1": lambda *a: flooder}
+    )
+    done = system.clients[0]
+    sim = Simulation(system.nodes(), RandomChoices(2), max_steps=20000, until=lambda s: len(done.results) == 2)
+    assert sim.run().status == "ok"
+    r2 = next(r for r in system.replicas if r.name == "r2")
+    assert not any(key[1] > 1000 for key in r2.commits)
+    assert not any(key[0] > r2.view + 2 for key in r2.prepares)
+    assert sum(1 for votes in r2.checkpoints.values() if "r1" in votes) <= 1
+    assert sum(1 for v, vcs in r2.view_changes.items() if v > r2.view and "r1" in vcs) <= 1
