@@ -26,6 +26,7 @@ from distcheck.checks.proofs.broker import BrokerNoLossEncoding
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
+from distcheck.checks.proofs.pbft import pbft_target
 from distcheck.checks.proofs.raft import RaftElectionEncoding
 from distcheck.checks.proofs.reliable_link import LinkEncoding
 from distcheck.checks.proofs.saga import SagaAtomicityEncoding
@@ -209,6 +210,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("broker", BrokerNoLossEncoding),
         SpecProof("reliable_link", LinkEncoding),
         SpecProof("saga", SagaAtomicityEncoding),
+        pbft_target(),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",

@@ -283,6 +283,11 @@ class Replica(Actor):
         if self.stable:
             self.snapshots[self.stable] = self.stable_snapshot
         self.next_seq = max(self.next_seq, self.last_executed)
+        # What this view's pre-prepares hold is assigned already: a primary that
+        # restarts must not assign a request again at another number.
+        for (view, _), (_, pp) in self.accepted.items():
+            if view == self.view:
+                self.proposed.update((str(r["client"]), int(r["timestamp"])) for r in pp.batch)
         self._collect_garbage()
         self._execute_committed()
         self.set_timer(Tick(), self.timing.tick)

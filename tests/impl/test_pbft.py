@@ -81,6 +81,13 @@ def test_bad_input_is_refused_with_one_clear_line() -> None:
     assert batch_digest(()) == "null"
 
 
+def test_simulate_refuses_a_run_whose_quorums_are_not_the_specs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The spec's quorum is replicas - faulty, the implementation's 2f + 1: a run
+    has f = (replicas - 1) // 3 Byzantine replicas, or none is run."""
+    assert main(["simulate", "pbft", "--runs", "1", "-p", "faulty=0"]) == 2
+    assert "faulty = (replicas - 1) // 3" in capsys.readouterr().err
+
+
 # ------------------------------------------------------ nemeses and faults
 
 

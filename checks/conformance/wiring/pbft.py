@@ -85,7 +85,7 @@ class PbftWiring(Wiring):
     default_steps = 10000
     unbounded_params = ("max_view", "requests", "seqs")
     state_checks = (
-        "a Byzantine r1 in every run (the seed picks: " + ", ".join(NEMESIS_ORDER) + "), "
+        "Byzantine r1..rf in every run (the seed picks: " + ", ".join(NEMESIS_ORDER) + "), "
         "Agreement and Validity among the honest replicas after every step"
     )
     clients = ("c1", "c2")
@@ -105,9 +105,12 @@ class PbftWiring(Wiring):
     def build(self, params: Mapping[str, Any], variant: str | None, rng: random.Random) -> Any:
         replicas = int(params.get("replicas", 4))
         faulty = int(params.get("faulty", 1))
-        if replicas < 4 or faulty > (replicas - 1) // 3:
+        if replicas < 4 or faulty != (replicas - 1) // 3:
+            # The spec's quorum is replicas - faulty; the implementation's is 2f + 1 with
+            # f = (replicas - 1) // 3: the two agree when the run has f Byzantine replicas.
             raise UsageError(
-                f"the implementation runs n >= 3f + 1 replicas, n >= 4; got replicas={replicas}, faulty={faulty}"
+                f"simulate pbft runs replicas >= 4 with faulty = (replicas - 1) // 3 Byzantine ones (the spec's "
+                f"quorum is replicas - faulty, the implementation's 2f + 1); got replicas={replicas}, faulty={faulty}"
             )
         nemesis = rng.choice(self.nemeses)
         byzantine = {f"r{i}": NEMESES[nemesis](self.timing, self.tuning) for i in range(1, faulty + 1)}
