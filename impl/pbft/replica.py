@@ -235,6 +235,9 @@ class Replica(Actor):
         self.proposed: set[tuple[str, int]] = set()  # requests pre-prepared in this view
         # Requests seen and not yet executed (the view-change timer watches them).
         self.waiting: set[tuple[str, int]] = set()
+        #: each client's latest request this replica received and has not executed,
+        #: handed to the primary of a new view (so it need not wait for a retry)
+        self.client_requests: dict[str, dict[str, Any]] = {}
         self.stalled = 0  # ticks since the watched requests last made progress
         self.ticks = 0
         #: something moved (a number prepared, committed or executed; a view-change
@@ -350,7 +353,8 @@ class Replica(Actor):
             self.status == CHANGING and len(self.view_changes.get(self.view, {})) >= self.quorum
         )
         if not watching:
-            self.stalled = 0
+            # Nothing watched: what moved before the watch began says nothing of it.
+            self.stalled, self.progress, self.extensions = 0, False, 0
             return
         self.stalled += 1
         if self.stalled < self.timing.view_change_ticks * self.view_change_backoff:
@@ -405,10 +409,12 @@ class Replica(Actor):
             if last[0] == req.timestamp:
                 self._reply(req.client, req.timestamp, last[1])
             return  # an old request, or a replay: executed once, answered again
+        held = self.client_requests.get(req.client)
+        if held is None or int(held["timestamp"]) < req.timestamp:
+            self.client_requests[req.client] = {k: v for k, v in encode(req).items() if k != "type"}
         if self.primary() == self.name and self.status == NORMAL:
             if key not in self.proposed:
-                self.pending[key] = encode(req)
-                del self.pending[key]["type"]
+                self.pending[key] = self.client_requests[req.client]
                 self._issue()
         elif src == req.client and self.primary() != self.name and self.ctx.knows(self.primary()):
             self.ctx.send(self.primary(), encode(req))  # relay to the primary, and watch it
@@ -544,6 +550,9 @@ class Replica(Actor):
             for r in batch:
                 client, timestamp = str(r["client"]), int(r["timestamp"])
                 self.waiting.discard((client, timestamp))
+                held = self.client_requests.get(client)
+                if held is not None and int(held["timestamp"]) <= timestamp:
+                    del self.client_requests[client]
                 last = self.sessions.get(client)
                 if last is not None and last[0] >= timestamp:
                     continue  # executed already (the request was batched twice)
@@ -647,6 +656,9 @@ class Replica(Actor):
         self._install(seq, snapshot)
         self.stable_snapshot = snapshot
         self.snapshots[seq] = snapshot
+        self.client_requests = {
+            c: r for c, r in self.client_requests.items() if self.sessions.get(c, (0, None))[0] < int(r["timestamp"])
+        }
         for client, (timestamp, _) in self.sessions.items():
             self.waiting = {w for w in self.waiting if not (w[0] == client and w[1] <= timestamp)}
         self._execute_committed()
@@ -813,12 +825,24 @@ class Replica(Actor):
                 self.my_messages[(view, pp.seq)] = [m]
             elif pp.seq > self.stable:
                 self._accept(m, pp)
-        for key in list(self.prepares):
-            if key[0] == view:
-                self._check_prepared(view, key[1])
+        for vote in list(self.prepares):
+            if vote[0] == view:
+                self._check_prepared(view, vote[1])
         if primary:
             for seq in [n for v, n in self.accepted if v == view]:
                 self._check_prepared(view, seq)
+        # The requests still waiting go to the new primary now, not at the clients'
+        # next retry.
+        for client, request in list(self.client_requests.items()):
+            waiting = (client, int(request["timestamp"]))
+            if self.sessions.get(client, (0, None))[0] >= waiting[1] or waiting in self.proposed:
+                continue
+            if primary:
+                self.pending[waiting] = request
+            elif self.ctx.knows(self.primary()):
+                self.ctx.send(self.primary(), encode(Request(**request)))
+        if primary:
+            self._issue()
 
     # ------------------------------------------------------------- retransmission
 
