@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from distcheck.spec import (
+    abd,
     broadcast,
     broker,
     consensus,
@@ -187,6 +188,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "PBFT: Byzantine consensus, normal case and view change, with a Byzantine primary",
             pbft.Config,
             pbft.Pbft,
+        ),
+        SpecEntry(
+            "abd",
+            "ABD: a linearizable multi-writer register on majority quorums (query, then update or write back)",
+            abd.Config,
+            abd.Abd,
         ),
     )
 }
