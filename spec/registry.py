@@ -15,6 +15,7 @@ from distcheck.spec import (
     abd,
     broadcast,
     broker,
+    clocks,
     consensus,
     cqrs,
     event_store,
@@ -194,6 +195,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "ABD: a linearizable multi-writer register on majority quorums (query, then update or write back)",
             abd.Config,
             abd.Abd,
+        ),
+        SpecEntry(
+            "clocks",
+            "logical clocks: Lamport, vector and hybrid logical clocks over drifting, jumping physical clocks",
+            clocks.Config,
+            clocks.Clocks,
         ),
     )
 }
