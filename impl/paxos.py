@@ -623,7 +623,25 @@ class Replica(Actor):
 # ------------------------------------------------------------------------- client
 
 
-class KVClient:
+class KeyValueCalls:
+    """``put``, ``get`` and ``cas`` as operations handed to ``execute``: what a
+    key-value client of a replicated log adds to its own ``execute`` (``KVClient``
+    here, ``impl.pbft.PbftClient``)."""
+
+    def execute(self, op: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def put(self, key: str, value: Any) -> Any:
+        return self.execute(put(key, value))
+
+    def get(self, key: str) -> Any:
+        return self.execute(get(key))
+
+    def cas(self, key: str, expected: Any, value: Any) -> Any:
+        return self.execute(cas(key, expected, value))
+
+
+class KVClient(KeyValueCalls):
     """The client API.  Each call blocks until the operation is applied and returns
     its result, re-sending to the leader (or, without a hint, the next replica)
     every ``retry`` seconds; a re-sent command is applied once."""
@@ -642,15 +660,6 @@ class KVClient:
         self.retry = retry
         self.seq = 0
         self.target = 0
-
-    def put(self, key: str, value: Any) -> Any:
-        return self.execute(put(key, value))
-
-    def get(self, key: str) -> Any:
-        return self.execute(get(key))
-
-    def cas(self, key: str, expected: Any, value: Any) -> Any:
-        return self.execute(cas(key, expected, value))
 
     def execute(self, op: Mapping[str, Any]) -> Any:
         apply_op({}, op)  # refuses an unknown operation here, not in every replica

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.paxos import apply_op, cas, get, put
+from distcheck.impl.paxos import KeyValueCalls, apply_op, cas, get, put
 from distcheck.impl.pbft.auth import Keyring, NodeKeys, local_keyring
 from distcheck.impl.pbft.messages import CLIENT_WIRE, Reply, Request
 from distcheck.impl.pbft.replica import Replica, Timing, Tuning, primary_of
@@ -37,7 +37,7 @@ from distcheck.impl.runtime.history import History
 __all__ = ["Cluster", "PbftClient", "Workload", "cas", "cluster", "get", "put"]
 
 
-class PbftClient:
+class PbftClient(KeyValueCalls):
     """Blocking key-value calls on a PBFT cluster (``put``, ``get``, ``cas``)."""
 
     def __init__(
@@ -59,15 +59,6 @@ class PbftClient:
         self.retry = retry
         self.timestamp = 0
         self.view = 0  # the latest view a reply named: its primary gets the next request
-
-    def put(self, key: str, value: Any) -> Any:
-        return self.execute(put(key, value))
-
-    def get(self, key: str) -> Any:
-        return self.execute(get(key))
-
-    def cas(self, key: str, expected: Any, value: Any) -> Any:
-        return self.execute(cas(key, expected, value))
 
     def execute(self, op: Mapping[str, Any]) -> Any:
         apply_op({}, op)  # refuses an unknown operation here, not at every replica
