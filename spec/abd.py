@@ -411,6 +411,30 @@ class Abd(Spec[AbdState, AbdAction]):
             return None
         return self.returns(s, client, None if client in self.writers else carried.value)
 
+    def canonical(self, s: AbdState) -> AbdState:
+        """Symmetry over servers.  A server's whole role in a state is its signature
+        (its copy, the answers and acknowledgements it sent, to whom); servers are
+        otherwise interchangeable, so sorting the signatures and handing them out to
+        s1, s2, ... in order gives one representative per orbit."""
+
+        def signature(server: str) -> tuple[Copy, tuple[tuple[str, Copy], ...], tuple[tuple[str, Tag], ...]]:
+            answers = sorted(
+                ((m.client, m.copy) for m in s.msgs.sent if isinstance(m, MsgQueryReply) and m.server == server),
+                key=str,
+            )
+            acks = sorted(
+                ((m.client, m.tag) for m in s.msgs.sent if isinstance(m, MsgAck) and m.server == server), key=str
+            )
+            return s.copy[server], tuple(answers), tuple(acks)
+
+        signatures = sorted((signature(server) for server in self.servers), key=str)
+        sent: list[Message] = [m for m in s.msgs.sent if isinstance(m, MsgQuery | MsgUpdate)]
+        for server, (_, answers, acks) in zip(self.servers, signatures, strict=True):
+            sent += [MsgQueryReply(server, client, copy) for client, copy in answers]
+            sent += [MsgAck(server, client, tag) for client, tag in acks]
+        copies = FrozenMap({server: sig[0] for server, sig in zip(self.servers, signatures, strict=True)})
+        return attrs.evolve(s, copy=copies, msgs=MessageSet(sent))
+
     # ========================================================== properties
 
     def invariants(self) -> Sequence[Invariant[AbdState]]:
