@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from distcheck.checks.params import UsageError, build_spec, find_spec, parse_params
-from distcheck.checks.proofs import crosscheck, induction, quorums
+from distcheck.checks.proofs import clocks, crosscheck, induction, quorums
 from distcheck.checks.proofs.broker import BrokerNoLossEncoding
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
@@ -217,6 +217,13 @@ PROVABLE: dict[str, Target] = {
             quorums.PARAMS,
             quorums.check_params,
             quorums.obligations,
+        ),
+        LemmaProof(
+            "clocks",
+            "logical clocks' update rules for all integers: Lamport and HLC steps, HLC within ε of physical time",
+            clocks.PARAMS,
+            clocks.check_params,
+            clocks.obligations,
         ),
     )
 }
