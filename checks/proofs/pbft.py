@@ -2,8 +2,8 @@
 PreparedConsistent and Validity for a bounded instance (issue #18, item 2).
 
 Where it sits: the one module in ``checks/`` that knows PBFT's state.
-``PbftEncoding`` subclasses ``checks.proofs.system.Encoding``; ``pbft_target``
-registers it in ``checks.proofs.registry`` as ``pbft``, with the quorum lemma of
+``PbftEncoding`` subclasses ``checks.proofs.system.Encoding``; the registry
+(``checks.proofs.registry``) names it ``pbft``, with ``quorum_lemmas``: the lemma of
 ``checks.proofs.quorums`` (CorrectInIntersection for the instance's N, f and
 quorum) as an obligation of its own, after the cross-check and before the
 induction.  The cross-check compares the encoding with the executable spec,
@@ -133,7 +133,7 @@ from distcheck.spec.pbft import (
 from distcheck.spec.values import FrozenMap
 
 if TYPE_CHECKING:
-    from distcheck.checks.proofs.registry import SpecProof
+    pass
 
 Cert = tuple[int, int, str]  # (view, seq, request): a prepared certificate
 Content = tuple[Cert, ...]  # what a view-change reports
@@ -731,37 +731,9 @@ class PbftEncoding(Encoding[PbftState, PbftAction]):
 # ------------------------------------------------------------------ the target
 
 
-def quorum_lemma(spec: Pbft, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Obligation:
+def quorum_lemmas(spec: Pbft, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[Obligation]:
     """CorrectInIntersection (``checks/proofs/quorums.py``) for this instance's N, f
-    and quorum: the lemma the induction's counting rests on."""
+    and quorum: the lemma the induction's counting rests on (``SpecProof``'s
+    ``lemmas``, discharged after the cross-check)."""
     params = {"n": len(spec.replicas), "f": len(spec.faulty), "q": spec.quorum}
-    (lemma,) = [o for o in quorums.obligations(params, timeout=timeout) if o.name == "CorrectInIntersection"]
-    return lemma
-
-
-def pbft_target() -> SpecProof:
-    """``pbft`` as a provable target: the registry's ``SpecProof`` with the quorum
-    lemma after the cross-check.  (The registry imports this module, so the import
-    of ``SpecProof`` waits until the registry calls this.)"""
-    from distcheck.checks.params import build_spec
-    from distcheck.checks.proofs.registry import Plan, SpecProof
-
-    class PbftProof(SpecProof):
-        def plan(
-            self,
-            raw_params: Sequence[str],
-            *,
-            variant: str | None = None,
-            invariant: str | None = None,
-            cross_check: bool = True,
-            timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        ) -> Plan:
-            plan = super().plan(
-                raw_params, variant=variant, invariant=invariant, cross_check=cross_check, timeout=timeout
-            )
-            _, _, spec = build_spec(self.name, raw_params, variant)
-            assert isinstance(spec, Pbft)
-            plan.obligations.insert(1, quorum_lemma(spec, timeout))
-            return plan
-
-    return PbftProof("pbft", PbftEncoding)
+    return [o for o in quorums.obligations(params, timeout=timeout) if o.name == "CorrectInIntersection"]

@@ -26,7 +26,7 @@ from distcheck.checks.proofs.broker import BrokerNoLossEncoding
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
-from distcheck.checks.proofs.pbft import pbft_target
+from distcheck.checks.proofs.pbft import PbftEncoding, quorum_lemmas
 from distcheck.checks.proofs.raft import RaftElectionEncoding
 from distcheck.checks.proofs.reliable_link import LinkEncoding
 from distcheck.checks.proofs.saga import SagaAtomicityEncoding
@@ -77,11 +77,20 @@ class Target(ABC):
 
 
 class SpecProof(Target):
-    def __init__(self, spec_name: str, encoding: Callable[[Any], Encoding[Any, Any]]) -> None:
+    """``lemmas``: obligations the induction rests on, for the instance at hand
+    (PBFT's quorum intersection), discharged after the cross-check."""
+
+    def __init__(
+        self,
+        spec_name: str,
+        encoding: Callable[[Any], Encoding[Any, Any]],
+        lemmas: Callable[[Any, float], list[Obligation]] | None = None,
+    ) -> None:
         self.name = spec_name
         self.entry = find_spec(spec_name)
         self.summary = f"inductive invariant of {spec_name}: {self.entry.summary}"
         self.encoding = encoding
+        self.lemmas = lemmas
 
     def params(self) -> list[ParamInfo]:
         return self.entry.params()
@@ -122,6 +131,7 @@ class SpecProof(Target):
 
         obligations = [
             Obligation("CrossCheck", _CROSS_CHECK[encoding.abstraction], check_encoding),
+            *(self.lemmas(spec, timeout) if self.lemmas is not None else ()),
             *induction.obligations(encoding, candidate, is_reachable=reachable.contains, timeout=timeout),
         ]
         return Plan(params, candidate.name, obligations)
@@ -210,7 +220,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("broker", BrokerNoLossEncoding),
         SpecProof("reliable_link", LinkEncoding),
         SpecProof("saga", SagaAtomicityEncoding),
-        pbft_target(),
+        SpecProof("pbft", PbftEncoding, lemmas=quorum_lemmas),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",

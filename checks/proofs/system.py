@@ -332,3 +332,22 @@ class Evaluator:
         if not isinstance(result, bool):
             raise TypeError(f"{self.expr} is not a formula")
         return result
+
+
+class Holds:
+    """A formula's truth on concrete states, evaluated one top-level conjunct at a
+    time: each conjunct reads a few fields, so each ``Evaluator``'s memo hits, where
+    one evaluator of the whole formula would simplify it afresh on every state."""
+
+    def __init__(self, formula: z3.BoolRef, s: SymState) -> None:
+        parts, pending = [], [formula]
+        while pending:
+            f = pending.pop()
+            if z3.is_and(f):
+                pending.extend(f.children())
+            else:
+                parts.append(f)
+        self.parts = [Evaluator(part, s) for part in parts]
+
+    def __call__(self, values: Mapping[str, Hashable]) -> bool:
+        return all(part.holds(values) for part in self.parts)

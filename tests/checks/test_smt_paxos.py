@@ -7,7 +7,7 @@ not; each broken variant makes the proof fail at the step it changes, and only
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from distcheck.checks.proofs.crosscheck import cross_check, reachable_states
 from distcheck.checks.proofs.induction import obligations
 from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding, max_bal, sent_1b
-from distcheck.checks.proofs.system import Candidate, Encoding, Evaluator, Predicate, SymState, Transition
+from distcheck.checks.proofs.system import Candidate, Encoding, Holds, Predicate, SymState, Transition
 from distcheck.spec.paxos import AcceptorRestart, Config, Paxos, PaxosAction, Phase1b, Phase2a, Phase2b
 from distcheck.spec.voting import VoteFor, Voting, VotingConfig
 
@@ -45,26 +45,6 @@ def prove(enc: Encoding[Any, Any], invariant: str | None = None, **options: Any)
 
 def results(outcomes: dict[str, Outcome]) -> dict[str, str]:
     return {name: o.verdict for name, o in outcomes.items()}
-
-
-class Holds:
-    """A formula's truth on concrete states, evaluated by z3 one top-level
-    conjunct at a time: each conjunct reads a few fields, so the evaluators' memos
-    hit, where one evaluator of the whole formula would simplify it afresh on
-    every state."""
-
-    def __init__(self, formula: z3.BoolRef, s: SymState) -> None:
-        parts, pending = [], [formula]
-        while pending:
-            f = pending.pop()
-            if z3.is_and(f):
-                pending.extend(f.children())
-            else:
-                parts.append(f)
-        self.parts = [Evaluator(part, s) for part in parts]
-
-    def __call__(self, values: Mapping[str, Hashable]) -> bool:
-        return all(part.holds(values) for part in self.parts)
 
 
 # --------------------------------------------------------------------- the proofs

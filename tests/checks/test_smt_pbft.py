@@ -19,7 +19,7 @@ from distcheck.checks.proofs.induction import obligations
 from distcheck.checks.proofs.obligations import FAILED, PROVED, Outcome, discharge
 from distcheck.checks.proofs.pbft import PbftEncoding, at_least, reply, vc
 from distcheck.checks.proofs.registry import PROVABLE
-from distcheck.checks.proofs.system import Candidate, Evaluator, SymState, Transition
+from distcheck.checks.proofs.system import Candidate, Holds, SymState, Transition
 from distcheck.spec.pbft import Config, Pbft, PbftAction, ViewChange
 
 VARIANTS = tuple(Pbft.variants())
@@ -79,24 +79,6 @@ def test_every_conjunct_is_needed(dropped: str) -> None:
     rest = Candidate(f"without {dropped}", "", tuple(c for c in full.conjuncts if c.name != dropped))
     outcomes = {o.name: discharge(o) for o in obligations(enc, rest)}
     assert FAILED in results(outcomes).values(), f"{dropped} is redundant"
-
-
-class Holds:
-    """A formula's truth on concrete states, evaluated by z3 one top-level conjunct
-    at a time: each reads a few fields, so the evaluators' memos hit."""
-
-    def __init__(self, formula: z3.BoolRef, s: SymState) -> None:
-        parts, pending = [], [formula]
-        while pending:
-            f = pending.pop()
-            if z3.is_and(f):
-                pending.extend(f.children())
-            else:
-                parts.append(f)
-        self.parts = [Evaluator(part, s) for part in parts]
-
-    def __call__(self, values: Mapping[str, Hashable]) -> bool:
-        return all(part.holds(values) for part in self.parts)
 
 
 def test_every_conjunct_holds_on_every_reachable_state() -> None:
