@@ -245,7 +245,6 @@ class Replica(Actor):
         #: and how many periods in a row the timer was extended for that alone
         self.progress = False
         self.extensions = 0
-        self.fetching = 0
 
     # ------------------------------------------------------------------ start
 
@@ -634,7 +633,6 @@ class Replica(Actor):
     def _fetch_state(self) -> None:
         if self.last_executed >= self.stable:
             return
-        self.fetching = self.stable
         body = encode(Signed(**self._sign(FetchState(self.name, self.stable))))
         for signed in self.stable_proof:
             sender = str(signed["body"]["sender"])

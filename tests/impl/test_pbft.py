@@ -171,6 +171,38 @@ def test_a_runs_trace_file_validates_on_its_own_and_a_tampered_one_does_not(
     assert "Execute" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("low", "low must be a number of at least 0"),
+        ("view", "not a trace of impl/pbft's events"),
+        ("byzantine", "the header's byzantine messages are not spec/pbft messages"),
+        ("huge", "a model too large to validate"),
+    ],
+)
+def test_a_damaged_run_trace_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, says: str
+) -> None:
+    out = tmp_path / "run.jsonl"
+    assert main(["simulate", "pbft", "--runs", "1", "--trace-out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    header, event = json.loads(lines[0]), json.loads(lines[2])
+    if damage == "low":
+        event["low"] = "x"
+    elif damage == "view":
+        event["action"]["view"] = "x"
+    elif damage == "huge":
+        event["action"]["view"] = 10**5
+    else:
+        header["byzantine"] = [{"type": "MsgPrepare", "sender": "r1"}]
+    lines[0], lines[2] = json.dumps(header), json.dumps(event)
+    out.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["validate", "pbft", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 # ----------------------------------------------------------- hostile input
 
 

@@ -34,7 +34,7 @@ Validating the trace (docs/pbft.md, "Checking the implementation").
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -334,39 +334,17 @@ def validate_run(
             names[d] = f"q{sum(1 for n in names.values() if n.startswith('q')) + 1}"
         return names[d]
 
-    views, seqs = [0], [1]
-    mapped_events = []
-    for e in events:
-        action = dict(e.get("action") or {})
-        if "request" in action:
-            action["request"] = name(action["request"])
-        if action.get("type") == "NewView":
-            action["carried"] = [[int(n), name(d)] for n, d in action.get("carried") or ()]
-            seqs += [int(n) for n, _ in action["carried"]]
-        views.append(int(action.get("view", 0)))
-        seqs.append(int(action.get("seq", 1)))
-        mapped_events.append({**e, "action": action})
-    vocabulary: list[Message] = []
-    for m in faulty:
-        match m:
-            case MsgPrePrepare() | MsgPrepare() | MsgCommit():
-                vocabulary.append(attrs.evolve(m, request=name(m.request)))
-                seqs.append(m.seq)
-            case MsgViewChange():
-                vocabulary.append(attrs.evolve(m, prepared=tuple((v, n, name(r)) for v, n, r in m.prepared)))
-                seqs += [n for _, n, _ in m.prepared]
-            case MsgNewView():
-                vocabulary.append(attrs.evolve(m, carried=tuple((n, name(r)) for n, r in m.carried)))
-        views.append(m.view)
-    requests = max(1, sum(1 for n in names.values() if n.startswith("q")))
-    spec = Pbft(Config(config.replicas, config.faulty, max(views), requests, max(seqs)))
+    try:
+        mapped_events, vocabulary, spec = _spec_terms(config, events, faulty, names, name)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UsageError(f"not a trace of impl/pbft's events: {exc}") from None
     initial = spec.initial(vocabulary)
 
     def step(states: Sequence[PbftState], event: Mapping[str, Any]) -> list[PbftState]:
         out: dict[int, PbftState] = {}
         for state in states:
             action_json = dict(event["action"])
-            low = int(event.get("low", 0))
+            low = int(event.get("low", 0))  # checked by _spec_terms
             if action_json.get("type") == "NewView":
                 filled = _executed_below(spec, state, low)
                 if filled is None:
@@ -393,6 +371,56 @@ def validate_run(
         initial=[initial],
     )
     return validation
+
+
+#: the largest model a run's trace is validated in: (views)² × numbers × requests
+MAX_VALIDATION_SIZE = 5_000_000
+
+
+def _spec_terms(
+    config: Config,
+    events: Sequence[Mapping[str, Any]],
+    faulty: Sequence[Message],
+    names: Mapping[str, str],
+    name: Callable[[Any], str],
+) -> tuple[list[dict[str, Any]], list[Message], Pbft]:
+    """The events and the Byzantine messages in the spec's terms, and the spec at
+    the run's sizes; TypeError, ValueError or KeyError on an event that is not one
+    of impl/pbft's (or one too large: a Byzantine vocabulary that grows as views² ×
+    numbers × requests, which a diagnosis enumerates)."""
+    views, seqs = [0], [1]
+    mapped_events = []
+    for e in events:
+        action = dict(e.get("action") or {})
+        if "request" in action:
+            action["request"] = name(action["request"])
+        if action.get("type") == "NewView":
+            action["carried"] = [[int(n), name(d)] for n, d in action.get("carried") or ()]
+            seqs += [int(n) for n, _ in action["carried"]]
+        views.append(int(action.get("view", 0)))
+        seqs.append(int(action.get("seq", 1)))
+        low = e.get("low", 0)
+        if isinstance(low, bool) or not isinstance(low, int) or low < 0:
+            raise ValueError(f"step {e.get('step')}: low must be a number of at least 0, got {low!r}")
+        mapped_events.append({**e, "action": action})
+    vocabulary: list[Message] = []
+    for m in faulty:
+        match m:
+            case MsgPrePrepare() | MsgPrepare() | MsgCommit():
+                vocabulary.append(attrs.evolve(m, request=name(m.request)))
+                seqs.append(m.seq)
+            case MsgViewChange():
+                vocabulary.append(attrs.evolve(m, prepared=tuple((v, n, name(r)) for v, n, r in m.prepared)))
+                seqs += [n for _, n, _ in m.prepared]
+            case MsgNewView():
+                vocabulary.append(attrs.evolve(m, carried=tuple((n, name(r)) for n, r in m.carried)))
+        views.append(m.view)
+    requests = max(1, sum(1 for n in names.values() if n.startswith("q")))
+    size = (max(views) + 1) ** 2 * max(seqs) * (requests + 1)
+    if size > MAX_VALIDATION_SIZE:
+        raise ValueError(f"views up to {max(views)} and numbers up to {max(seqs)}: a model too large to validate")
+    spec = Pbft(Config(config.replicas, config.faulty, max(views), requests, max(seqs)))
+    return mapped_events, vocabulary, spec
 
 
 def _executed_below(spec: Pbft, state: PbftState, low: int) -> list[list[Any]] | None:
