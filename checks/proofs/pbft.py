@@ -95,7 +95,7 @@ one sender at a time, ``claims``) times the carried lists, each with its carry
 formula: 15 claim sets at the default instance (4 replicas, f = 1, views 0..1, two
 requests, one number), where Consecution takes a fraction of a second; 8,649 for
 view 2 at two numbers and views 0..2 (times 21 carried lists), where Consecution
-takes about 85 s, a third of it building these formulas in Python.  Measurements in
+takes 46 to 85 s, up to a third of it building these formulas in Python.  Measurements in
 ``docs/proofs.md``.
 """
 
