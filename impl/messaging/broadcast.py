@@ -217,12 +217,14 @@ class CausalBroadcast:
             self.links.log.append({"delivered": sender, "clock": list(stamp), "body": body})
         self.links.log.sync()
         me = self.actor.name
+        # Every delivery made durable is recorded before the application hears of any:
+        # what it does in ``on_deliver`` (a broadcast, whose stamp then counts the whole
+        # batch) may meet a crash, and the trace must still hold what the log holds.
         for sender, stamp, body in ready:
-            # One at a time: the application may broadcast from ``on_deliver``, and its
-            # message must count only what was delivered before it.
             p = self.index[sender]
             self.clock = tuple(stamp[p] if k == p else c for k, c in enumerate(self.clock))
             m = {"type": "Msg", "sender": sender, "clock": list(stamp)}
             self.actor.ctx.record({"type": "Deliver", "q": me, "m": m})
             self._delivered.append((sender, body))
+        for sender, _, body in ready:
             self.on_deliver(sender, body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from distcheck.checks.conformance.validate import validate_events, validate_trace
 from distcheck.checks.traces import trace as trace_file
 from distcheck.impl import twophase
-from distcheck.impl.runtime import Context, FreeRuntime, RandomChoices, TraceLog, run_simulation
+from distcheck.impl.runtime import Context, FreeRuntime, NodeCrashed, RandomChoices, TraceLog, run_simulation
 from distcheck.impl.runtime.storage import read_log
 from distcheck.impl.runtime.tcp import encode_frame
 from distcheck.spec.twophase import Config, TwoPhase
@@ -174,3 +175,32 @@ def test_the_same_node_code_runs_in_both_modes(tmp_path: Path) -> None:
     with FreeRuntime({"n": pipeline(free)}, tmp_path):
         wait_for(lambda: len(free) == 5, "the pipeline in free mode")
     assert controlled == free == [1, 2, 3, 4, 5]
+
+
+def test_a_stopped_node_keeps_what_its_step_wrote_and_recorded_and_dies_at_its_next_send(tmp_path: Path) -> None:
+    """A crash between a step's durable write and its record would leave a log the
+    trace cannot explain (the restarted node starts from a state no recorded step
+    reached); so a stop lands at the node's next send or wait, after both."""
+    outcome: list[str] = []
+
+    def node(ctx: Context) -> None:
+        log = ctx.storage("state")
+        while not runtime.nodes["n"].stopped:  # the step runs on while stop() begins
+            time.sleep(0.01)
+        log.append({"delivered": 1})
+        log.sync()
+        ctx.record({"type": "Deliver", "n": 1})
+        try:
+            ctx.send("n", {"type": "Ack"})
+        except NodeCrashed:
+            outcome.append("crashed at the send")
+            raise
+
+    trace = TraceLog("example", {})
+    runtime = FreeRuntime({"n": node}, tmp_path, trace=trace)
+    runtime.start()
+    runtime.stop()
+    assert outcome == ["crashed at the send"]
+    assert read_log(tmp_path / "n" / "state.log") == [{"delivered": 1}]
+    assert [e["action"] for e in trace.events] == [{"type": "Deliver", "n": 1}]
+    assert runtime.errors == []
