@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from distcheck.checks.params import UsageError, build_spec, find_spec, parse_params
-from distcheck.checks.proofs import clocks, crosscheck, induction, quorums
+from distcheck.checks.proofs import abd, clocks, crosscheck, induction, quorums
 from distcheck.checks.proofs.broker import BrokerNoLossEncoding
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
@@ -32,6 +32,8 @@ from distcheck.checks.proofs.reliable_link import LinkEncoding
 from distcheck.checks.proofs.saga import SagaAtomicityEncoding
 from distcheck.checks.proofs.system import Encoding
 from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
+from distcheck.spec.abd import Abd
+from distcheck.spec.clocks import Clocks
 from distcheck.spec.registry import ParamInfo
 
 #: Past this many reachable states the cross-check is skipped by ``prove`` (it is
@@ -178,15 +180,23 @@ class LemmaProof(Target):
         params: Sequence[ParamInfo],
         check: Callable[[Mapping[str, Any]], dict[str, int]],
         obligations: Callable[..., list[Obligation]],
+        variants: Mapping[str, str] | None = None,
     ) -> None:
+        """``variants``: the spec variants whose broken rule the lemmas can be stated
+        with (name → what is wrong); ``obligations`` then takes ``broken=`` one of them,
+        so ``prove NAME --variant V`` shows which lemmas the mistake breaks."""
         self.name = name
         self.summary = summary
         self._params = list(params)
         self._check = check
         self._obligations = obligations
+        self._variants = dict(variants or {})
 
     def params(self) -> list[ParamInfo]:
         return self._params
+
+    def variants(self) -> Mapping[str, str]:
+        return self._variants
 
     def plan(
         self,
@@ -197,15 +207,19 @@ class LemmaProof(Target):
         cross_check: bool = True,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> Plan:
-        if variant is not None:
+        if variant is not None and not self._variants:
             raise UsageError(f"{self.name} has no variants; drop --variant")
+        if variant is not None and variant not in self._variants:
+            raise UsageError(f"unknown variant {variant!r} for {self.name}; allowed: {', '.join(self._variants)}")
         if invariant is not None:
             raise UsageError(f"{self.name} is a set of lemmas, not an induction; drop --invariant")
         try:
             params = self._check(parse_params(self, raw_params))
         except ValueError as exc:
             raise UsageError(f"{self.name}: {exc}") from None
-        return Plan(params, None, self._obligations(params, timeout=timeout))
+        if variant is None:
+            return Plan(params, None, self._obligations(params, timeout=timeout))
+        return Plan(params, None, self._obligations(params, timeout=timeout, broken=variant))
 
 
 PROVABLE: dict[str, Target] = {
@@ -234,6 +248,15 @@ PROVABLE: dict[str, Target] = {
             clocks.PARAMS,
             clocks.check_params,
             clocks.obligations,
+            {name: Clocks.variants()[name].description for name in clocks.BROKEN},
+        ),
+        LemmaProof(
+            "abd",
+            "ABD's quorum argument at N servers: completed writes and reads are seen by every later quorum",
+            abd.PARAMS,
+            abd.check_params,
+            abd.obligations,
+            {name: Abd.variants()[name].description for name in abd.BROKEN},
         ),
     )
 }
