@@ -26,10 +26,12 @@ in a fixed order, and asks the choice source to pick one:
 ``crash``             fault: stop a node; its threads unwind with ``NodeCrashed``,
                       its mailbox and timers are lost, and its storage loses every
                       record appended but not synced
-``partition``         fault: cut one node off from every other node (one partition
-                      at a time: a minority/majority split is what small clusters
+``partition``         fault: cut one node off from every other node, or one of the
+                      policy's ``sides`` (a group of nodes, such as a server and
+                      the clients next to it) off from the rest (one partition at
+                      a time: a minority/majority split is what small clusters
                       need); a message crossing the cut is lost when delivered,
-                      and a node still reaches itself
+                      and nodes on one side still reach each other
 ====================  ==============================================================
 
 Faults are allowed during the first ``fault_steps`` steps, within the policy's
@@ -104,6 +106,10 @@ class FaultPolicy:
     #: server off from the other servers while clients still reach it: the split
     #: that lets a deposed leader go on answering clients.
     partitioned: tuple[str, ...] | None = None
+    #: the groups of nodes a partition may cut off from the others, each as a whole
+    #: (None: each node of ``partitioned`` alone).  A group is named in the
+    #: schedule by its nodes joined with "+" (``s1+c1``).
+    sides: tuple[tuple[str, ...], ...] | None = None
 
     @classmethod
     def parse(cls, text: str, **budgets: Any) -> FaultPolicy:
@@ -262,6 +268,10 @@ class Simulation:
         self.nodes = {name: _Node(name, main) for name, main in nodes.items()}
         self.choices = choices
         self.faults = faults
+        for side in faults.sides or ():
+            strangers = [n for n in side if n not in nodes]
+            if not side or strangers:
+                raise ValueError(f"a partition side names nodes of the system, got {side!r}; nodes: {', '.join(nodes)}")
         self.fault_steps = fault_steps
         self.max_steps = max_steps
         self.trace = trace if trace is not None else TraceLog("unknown")
@@ -275,7 +285,8 @@ class Simulation:
         self.crashes = self.drops = self.duplicates = self.partitions = 0
         #: crashes a node's own code caused (``Context.crash``): "node: reason", in order
         self.failures: list[str] = []
-        #: the node cut off from every other node by the partition in force, if any
+        #: the node (or the side, "s1+c1") cut off from the others by the partition
+        #: in force, if any
         self.isolated: str | None = None
         self.schedule: list[StepRecord] = []
         self._seq = 0
@@ -299,7 +310,10 @@ class Simulation:
 
     def cut(self, src: str, dst: str) -> bool:
         """Whether the partition in force separates ``src`` from ``dst``."""
-        if self.isolated is None or src == dst or self.isolated not in (src, dst):
+        if self.isolated is None:
+            return False
+        side = self.isolated.split("+")
+        if (src in side) == (dst in side):
             return False
         among = self.faults.partitioned
         return among is None or (src in among and dst in among)
@@ -474,9 +488,13 @@ class Simulation:
                 if node.up and (f.crashable is None or node.name in f.crashable):
                     out.append(Choice("crash", node.name, f"crash {node.name}", fault=True))
         if f.partition and self.partitions < f.max_partitions and self.isolated is None and len(self.nodes) > 1:
-            for node in self.nodes.values():
-                if f.partitioned is None or node.name in f.partitioned:
-                    out.append(Choice("partition", node.name, f"isolate {node.name}", fault=True))
+            sides: list[tuple[str, ...]]
+            if f.sides is None:
+                sides = [(n,) for n in self.nodes if f.partitioned is None or n in f.partitioned]
+            else:
+                sides = list(f.sides)
+            for side in sides:
+                out.append(Choice("partition", "+".join(side), f"isolate {', '.join(side)}", fault=True))
         return out
 
     # ---------------------------------------------------------------- apply

@@ -386,6 +386,34 @@ def test_the_isolated_side_reaches_only_itself() -> None:
     assert sim.isolated is None
 
 
+def test_a_side_of_several_nodes_is_cut_off_as_a_whole() -> None:
+    """With ``sides``, a partition cuts a group off (a server and its clients, say):
+    its members still reach each other, and only the groups named are offered."""
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    sim = Simulation(
+        partition_program(got),
+        Scripted(["run a.main (start)", "isolate a, b", "run a.main", "run a.main", "run a.main"]),
+        FaultPolicy(partition=True, max_partitions=1, sides=(("a", "b"),)),
+    )
+    sim.start()
+    try:
+        offered = [o for o in sim.options() if o.kind == "partition"]
+        assert [(o.agent, o.text) for o in offered] == [("a+b", "isolate a, b")]
+        while sim.result is None:
+            options = sim.options()
+            sim.take(options, sim.choices.choose(options))
+            if sim.isolated is not None:
+                assert sim.cut("a", "c") and sim.cut("c", "b") and not sim.cut("a", "b")
+        result = sim.result
+    finally:
+        sim.close()
+    assert result.ok, result.render()
+    assert got == {"a": ["a→a"], "b": ["a→b"], "c": []}
+    assert [note for s in result.schedule for note in s.notes] == ["lost: a+b is cut off"]
+    with pytest.raises(ValueError, match="a partition side names nodes of the system"):
+        Simulation(partition_program(got), Scripted([]), FaultPolicy(partition=True, sides=(("a", "z"),)))
+
+
 def test_heal_restores_delivery() -> None:
     got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
     sim = Simulation(
