@@ -287,6 +287,22 @@ class Abd(Spec[AbdState, AbdAction]):
         self.clients = (*self.writers, *self.readers)
         self.quorum = len(self.servers) // 2 + 1
 
+    @classmethod
+    def for_operations(
+        cls, servers: int, writes: Mapping[str, int], reads: Sequence[str], variant: str | None = None
+    ) -> Abd:
+        """The register as one run used it, for validating that run's trace: one
+        client per operation, named as the run names it, each write (``writes``:
+        operation → the value it writes, distinct and above 0) and each read
+        (``reads``).  An implementation's client runs many operations; each is one
+        of the spec's one-operation clients, and a write's tag is (number, its name)."""
+        spec = cls(Config(servers=servers, writers=0, readers=0, variant=variant))
+        spec.writers = dict(writes)
+        spec.readers = tuple(reads)
+        spec.clients = (*spec.writers, *spec.readers)
+        spec._compile_next()  # Next quantifies over the clients: bind it to these
+        return spec
+
     def init_states(self) -> Iterable[AbdState]:
         yield AbdState(
             copy=FrozenMap({s: Copy(INITIAL, 0) for s in self.servers}),

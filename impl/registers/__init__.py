@@ -7,3 +7,7 @@ trade-off (docs/consistency.md).
 Where it sits: written on ``impl.runtime`` only, like every implementation; each
 mirrors its spec (``spec/abd.py``, ``spec/dynamo.py``) without importing it.
 """
+
+from distcheck.impl.registers.abd import AbdClient
+
+__all__ = ["AbdClient"]

@@ -9,6 +9,7 @@ vocabulary, which no generic code can know.
 from __future__ import annotations
 
 from distcheck.checks.conformance.simulate import Wiring
+from distcheck.checks.conformance.wiring.abd import AbdWiring
 from distcheck.checks.conformance.wiring.broker import BrokerWiring
 from distcheck.checks.conformance.wiring.causal_broadcast import CausalBroadcastWiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
@@ -32,6 +33,7 @@ WIRINGS: dict[str, Wiring] = {
         CausalBroadcastWiring(),
         SagaWiring(),
         PbftWiring(),
+        AbdWiring(),
     )
 }
 
@@ -45,6 +47,7 @@ def find_wiring(name: str) -> Wiring:
 
 __all__ = [
     "WIRINGS",
+    "AbdWiring",
     "BrokerWiring",
     "CausalBroadcastWiring",
     "LeaderNemesis",
