@@ -15,6 +15,7 @@ from distcheck.spec import (
     abd,
     broadcast,
     broker,
+    circuit_breaker,
     clocks,
     consensus,
     cqrs,
@@ -25,6 +26,7 @@ from distcheck.spec import (
     pbft,
     raft,
     reliable_link,
+    retry,
     saga,
     twophase,
     voting,
@@ -201,6 +203,18 @@ REGISTRY: dict[str, SpecEntry] = {
             "logical clocks: Lamport, vector and hybrid logical clocks over drifting, jumping physical clocks",
             clocks.Config,
             clocks.Clocks,
+        ),
+        SpecEntry(
+            "retry",
+            "retries with exponential backoff and jitter under a deadline and a budget; idempotency keys",
+            retry.Config,
+            retry.RetryBackoff,
+        ),
+        SpecEntry(
+            "circuit_breaker",
+            "a circuit breaker: closed, open, half-open probes, concurrent callers, a durable record across restarts",
+            circuit_breaker.Config,
+            circuit_breaker.CircuitBreaker,
         ),
     )
 }
