@@ -8,7 +8,7 @@ many seeds; ``validate`` checks a trace file with ``checks.conformance.validate`
 the way the protocol's wiring says (``Wiring.validate_file``, e.g. a replicated log
 slot by slot).  Neither names a protocol: they ask the registry and the wiring.
 
-    distcheck simulate SPEC [-p NAME=VALUE ...] [--seed N] [--runs R]
+    distcheck simulate SPEC|cap [-p NAME=VALUE ...] [--seed N] [--runs R]
                        [--strategy random|pct] [--pct-depth D]
                        [--faults crash,drop,duplicate,reorder,partition] [--steps K]
                        [--variant V] [--trace-out FILE] [--json]
@@ -25,7 +25,7 @@ from typing import Any
 
 from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, simulate
 from distcheck.checks.conformance.validate import Validation, action_text, validate_trace
-from distcheck.checks.conformance.wiring import WIRINGS, find_wiring
+from distcheck.checks.conformance.wiring import DEMONSTRATIONS, WIRINGS, find_wiring
 from distcheck.checks.params import UsageError, build_spec, output_file
 from distcheck.checks.traces import trace as trace_file
 from distcheck.checks.traces.compare import change_text
@@ -44,6 +44,8 @@ def _fault_policy(text: str | None) -> FaultPolicy:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.spec in DEMONSTRATIONS:
+        return cmd_demonstration(args)
     wiring = find_wiring(args.spec)
     entry, params, spec = build_spec(args.spec, [*wiring.default_params, *args.param])
     if args.variant is not None and args.variant not in wiring.variants:
@@ -137,6 +139,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"\nreplay: {replay}")
     print(f"trace written to {written} (validate it with: distcheck validate {entry.name} {written})")
     return 1
+
+
+def cmd_demonstration(args: argparse.Namespace) -> int:
+    """``distcheck simulate cap``: a demonstration (``wiring.DEMONSTRATIONS``) runs a
+    fixed schedule of its own, per seed."""
+    ignored = [
+        flag
+        for flag, given in (
+            ("-p", args.param),
+            ("--strategy", args.strategy != "random"),
+            ("--faults", args.faults),
+            ("--steps", args.steps is not None),
+            ("--variant", args.variant),
+        )
+        if given
+    ]
+    if ignored:
+        raise UsageError(
+            f"simulate {args.spec} runs one fixed partition schedule and takes only --seed, --runs, --trace-out "
+            f"and --json; drop {', '.join(ignored)}"
+        )
+    _, demonstrate = DEMONSTRATIONS[args.spec]
+    code, text = demonstrate(args.seed, args.runs, args.trace_out, args.json)
+    print(text)
+    return code
 
 
 def _default_trace_path(spec_name: str, variant: str | None, failure: tuple[int, SimOutcome] | None) -> Path:
@@ -265,7 +292,11 @@ def _int_at_least(minimum: int) -> Any:
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this module's subcommands to the ``distcheck`` parser."""
     p = sub.add_parser("simulate", help="run our implementation of a spec under the controlled scheduler")
-    p.add_argument("spec", help=f"spec name; implemented: {', '.join(WIRINGS)}")
+    p.add_argument(
+        "spec",
+        help=f"spec name; implemented: {', '.join(WIRINGS)}; or a demonstration: "
+        + "; ".join(f"{name} ({summary})" for name, (summary, _) in DEMONSTRATIONS.items()),
+    )
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
     p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N", help="seed of the first run (default 0)")
     p.add_argument(

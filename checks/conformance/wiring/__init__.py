@@ -3,12 +3,17 @@ that implementation against its spec (``checks.conformance.simulate.Wiring``).
 
 This is the one place besides ``checks/proofs/`` where ``checks/`` holds protocol-
 specific code: each module maps one implementation's real state to its spec's
-vocabulary, which no generic code can know.
+vocabulary, which no generic code can know.  ``cap`` is the one module here that
+is not a wiring: the CAP demonstration (``distcheck simulate cap``) runs two
+implementations, the ABD and Dynamo stores, under one partition schedule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from distcheck.checks.conformance.simulate import Wiring
+from distcheck.checks.conformance.wiring import cap
 from distcheck.checks.conformance.wiring.abd import AbdWiring
 from distcheck.checks.conformance.wiring.broker import BrokerWiring
 from distcheck.checks.conformance.wiring.causal_broadcast import CausalBroadcastWiring
@@ -20,6 +25,12 @@ from distcheck.checks.conformance.wiring.reliable_link import LinkWiring
 from distcheck.checks.conformance.wiring.saga import SagaWiring
 from distcheck.checks.conformance.wiring.twophase import TwoPhaseWiring
 from distcheck.checks.params import UsageError
+
+#: ``distcheck simulate NAME`` for a demonstration: name → (what it shows, a function
+#: of seed, runs, trace file and JSON flag that returns the exit code and the text)
+DEMONSTRATIONS: dict[str, tuple[str, Callable[[int, int, str | None, bool], tuple[int, str]]]] = {
+    "cap": (cap.SUMMARY, cap.demonstrate)
+}
 
 WIRINGS: dict[str, Wiring] = {
     w.spec_name: w
@@ -46,6 +57,7 @@ def find_wiring(name: str) -> Wiring:
 
 
 __all__ = [
+    "DEMONSTRATIONS",
     "WIRINGS",
     "AbdWiring",
     "BrokerWiring",
@@ -62,5 +74,6 @@ __all__ = [
     "RaftWiring",
     "SagaWiring",
     "TwoPhaseWiring",
+    "cap",
     "find_wiring",
 ]
