@@ -20,6 +20,7 @@ from distcheck.spec import (
     consensus,
     cqrs,
     event_store,
+    failure_detector,
     lock,
     paxos,
     paxoscommit,
@@ -215,6 +216,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "a circuit breaker: closed, open, half-open probes, concurrent callers, a durable record across restarts",
             circuit_breaker.Config,
             circuit_breaker.CircuitBreaker,
+        ),
+        SpecEntry(
+            "failure_detector",
+            "heartbeat failure detection: a timeout and a phi-accrual detector over a lossy, delaying network, crashes",
+            failure_detector.Config,
+            failure_detector.FailureDetector,
         ),
     )
 }

@@ -225,6 +225,7 @@ DEFAULT_SIZE = {
     "clocks": (5186, 6),
     "retry": (4100, 25),
     "circuit_breaker": (4690, 25),
+    "failure_detector": (5891, 28),
 }
 
 
