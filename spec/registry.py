@@ -19,6 +19,7 @@ from distcheck.spec import (
     clocks,
     consensus,
     cqrs,
+    dynamo,
     event_store,
     failure_detector,
     lock,
@@ -204,6 +205,12 @@ REGISTRY: dict[str, SpecEntry] = {
             "logical clocks: Lamport, vector and hybrid logical clocks over drifting, jumping physical clocks",
             clocks.Config,
             clocks.Clocks,
+        ),
+        SpecEntry(
+            "dynamo",
+            "Dynamo: a leaderless N/R/W register, version vectors or LWW, read repair, anti-entropy, partitions",
+            dynamo.Config,
+            dynamo.Dynamo,
         ),
         SpecEntry(
             "retry",

@@ -223,6 +223,7 @@ DEFAULT_SIZE = {
     "pbft": (12239, 19),
     "abd": (37879, 19),
     "clocks": (5186, 6),
+    "dynamo": (10478, 12),
     "retry": (4100, 25),
     "circuit_breaker": (4690, 25),
     "failure_detector": (5891, 28),
