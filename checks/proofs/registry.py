@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 
 from distcheck.checks.params import UsageError, build_spec, find_spec, parse_params
-from distcheck.checks.proofs import abd, clocks, crosscheck, induction, quorums
+from distcheck.checks.proofs import abd, clocks, crosscheck, induction, quorums, retry
 from distcheck.checks.proofs.broker import BrokerNoLossEncoding
+from distcheck.checks.proofs.circuit_breaker import BreakerEncoding, step_obligations
 from distcheck.checks.proofs.lock import LockEncoding
 from distcheck.checks.proofs.obligations import DEFAULT_TIMEOUT_SECONDS, SKIPPED, Obligation, Verdict
 from distcheck.checks.proofs.paxos import PaxosEncoding, VotingEncoding
@@ -35,6 +36,7 @@ from distcheck.checks.proofs.twophase import TCommitEncoding, TwoPhaseEncoding
 from distcheck.spec.abd import Abd
 from distcheck.spec.clocks import Clocks
 from distcheck.spec.registry import ParamInfo
+from distcheck.spec.retry import RetryBackoff
 
 #: Past this many reachable states the cross-check is skipped by ``prove`` (it is
 #: linear in the states; the tests cross-check the same encodings on smaller sizes).
@@ -235,6 +237,7 @@ PROVABLE: dict[str, Target] = {
         SpecProof("reliable_link", LinkEncoding),
         SpecProof("saga", SagaAtomicityEncoding),
         SpecProof("pbft", PbftEncoding, lemmas=quorum_lemmas),
+        SpecProof("circuit_breaker", BreakerEncoding, lemmas=step_obligations),
         LemmaProof(
             "quorums",
             "quorum intersection: majorities; BFT quorums of n - f share f + 1 nodes iff n > 3f",
@@ -257,6 +260,14 @@ PROVABLE: dict[str, Target] = {
             abd.check_params,
             abd.obligations,
             {name: Abd.variants()[name].description for name in abd.BROKEN},
+        ),
+        LemmaProof(
+            "retry",
+            "retries' deadline, budget, key and jitter bounds, for every base, cap, deadline and budget in range",
+            retry.PARAMS,
+            retry.check_params,
+            retry.obligations,
+            {name: RetryBackoff.variants()[name].description for name in retry.BROKEN},
         ),
     )
 }
