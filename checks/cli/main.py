@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from distcheck.checks.cli import histories as cli_histories
 from distcheck.checks.cli import prove as cli_prove
 from distcheck.checks.cli import runtime as cli_runtime
 from distcheck.checks.cli import trace as cli_trace
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.set_defaults(handler=cmd_check)
 
     # Each further group of subcommands lives in its own module with register(sub).
-    for module in (cli_trace, cli_prove, cli_runtime):
+    for module in (cli_trace, cli_prove, cli_runtime, cli_histories):
         module.register(sub)
     return parser
 
