@@ -72,6 +72,7 @@ from typing import Any
 
 import attrs
 
+from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages, encode, wire
 from distcheck.impl.runtime.api import Context, Envelope, Storage
@@ -664,32 +665,54 @@ class KVClient(KeyValueCalls):
     def execute(self, op: Mapping[str, Any]) -> Any:
         apply_op({}, op)  # refuses an unknown operation here, not in every replica
         self.seq += 1
-        cmd = {"id": f"{self.name}:{self.seq}", "client": self.name, "seq": self.seq, "op": dict(op)}
+        cmd_id = f"{self.name}:{self.seq}"
+        cmd = {"id": cmd_id, "client": self.name, "seq": self.seq, "op": dict(op)}
         request = encode(Request(cmd))
         entry = self.history.call(self.name, op) if self.history is not None else None
-        while True:
-            self.ctx.send(self.replicas[self.target], request)
-            deadline = self.ctx.now() + self.retry
-            followed = False
-            while (left := deadline - self.ctx.now()) > 0:
-                answer = self._answer(left)
-                if answer is None or answer.seq != self.seq:
-                    continue
-                if isinstance(answer, Reply):
-                    if entry is not None and self.history is not None:
-                        self.history.ret(entry, answer.result)
-                    return answer.result
-                hint = answer.leader
-                known = hint is not None and hint in self.replicas and hint != self.replicas[self.target]
-                self.target = self.replicas.index(hint) if known and hint else (self.target + 1) % len(self.replicas)
-                if known and not followed:
-                    # Follow a hint at once, but only one per period: two replicas
-                    # naming each other, or none knowing a leader, must not make
-                    # the client spin without time passing.
-                    followed = True
-                    self.ctx.send(self.replicas[self.target], request)
-            if not followed:
-                self.target = (self.target + 1) % len(self.replicas)
+        # Re-sent every ``retry`` seconds until answered, under the command's id as the
+        # idempotency key (the replicas apply an id once); an enclosing
+        # ``resilience.deadline`` scope bounds it, as RetryError(reason="deadline").
+        resends = Retrying(
+            backoff=False,
+            max_attempts=UNBOUNDED,
+            retry_on=TimeoutError,
+            idempotency_key=cmd_id,
+            clock=self.ctx.now,
+            sleep=self.ctx.sleep,
+        )
+        for attempt in resends:
+            with attempt:
+                result = self._attempt(request, attempt.bounded(self.retry))
+            if attempt.exception is None:
+                if entry is not None and self.history is not None:
+                    self.history.ret(entry, result)
+                return result
+        raise AssertionError("unreachable: the attempts end in a return or a RetryError")  # pragma: no cover
+
+    def _attempt(self, request: dict[str, Any], period: float) -> Any:
+        """Send the command, wait ``period`` seconds for its result (following
+        redirects), and raise TimeoutError if none came."""
+        self.ctx.send(self.replicas[self.target], request)
+        deadline = self.ctx.now() + period
+        followed = False
+        while (left := deadline - self.ctx.now()) > 0:
+            answer = self._answer(left)
+            if answer is None or answer.seq != self.seq:
+                continue
+            if isinstance(answer, Reply):
+                return answer.result
+            hint = answer.leader
+            known = hint is not None and hint in self.replicas and hint != self.replicas[self.target]
+            self.target = self.replicas.index(hint) if known and hint else (self.target + 1) % len(self.replicas)
+            if known and not followed:
+                # Follow a hint at once, but only one per period: two replicas
+                # naming each other, or none knowing a leader, must not make
+                # the client spin without time passing.
+                followed = True
+                self.ctx.send(self.replicas[self.target], request)
+        if not followed:
+            self.target = (self.target + 1) % len(self.replicas)
+        raise TimeoutError(f"no answer to command {self.seq} within {period} s")
 
     def _answer(self, timeout: float) -> Reply | Redirect | None:
         """The next well-formed answer within ``timeout`` seconds (None: none came)."""

@@ -61,6 +61,7 @@ from typing import Any
 
 import attrs
 
+from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages
 from distcheck.impl.runtime.api import Context, Envelope, Storage
@@ -446,20 +447,39 @@ def transact(
     ``"committed"`` or ``"aborted"``.  Re-asks the coordinator every ``retry``
     seconds until it answers, so it survives lost messages and coordinator crashes."""
     begin = COORDINATOR_MESSAGES.encode(Begin(txn, tuple(participants)))
-    while True:
-        ctx.send(coordinator, begin)
-        deadline = ctx.now() + retry
-        while (left := deadline - ctx.now()) > 0:
-            item = ctx.receive(timeout=left)
-            if not isinstance(item, Envelope):
-                continue
-            try:
-                answer = CLIENT_MESSAGES.decode(item.msg)
-            except MessageError as exc:
-                ctx.log(f"ignored a message from {item.src}: {exc}")
-                continue
-            if answer.txn == txn:
-                return str(answer.outcome)
+    # The transaction's id is the idempotency key: the coordinator begins an id once
+    # and answers a repeat with its outcome.
+    resends = Retrying(
+        backoff=False,
+        max_attempts=UNBOUNDED,
+        retry_on=TimeoutError,
+        idempotency_key=txn,
+        clock=ctx.now,
+        sleep=ctx.sleep,
+    )
+    for attempt in resends:
+        with attempt:
+            ctx.send(coordinator, begin)
+            outcome = _await_outcome(ctx, txn, ctx.now() + attempt.bounded(retry))
+        if attempt.exception is None:
+            return outcome
+    raise AssertionError("unreachable: the attempts end in a return or a RetryError")  # pragma: no cover
+
+
+def _await_outcome(ctx: Context, txn: str, until: float) -> str:
+    """The outcome of ``txn`` if it comes by ``until``; TimeoutError otherwise."""
+    while (left := until - ctx.now()) > 0:
+        item = ctx.receive(timeout=left)
+        if not isinstance(item, Envelope):
+            continue
+        try:
+            answer = CLIENT_MESSAGES.decode(item.msg)
+        except MessageError as exc:
+            ctx.log(f"ignored a message from {item.src}: {exc}")
+            continue
+        if answer.txn == txn:
+            return str(answer.outcome)
+    raise TimeoutError(f"no outcome of transaction {txn!r} yet")
 
 
 class Client:

@@ -59,6 +59,7 @@ from distcheck.impl.lock.messages import (
     Write,
     WriteResult,
 )
+from distcheck.impl.resilience import UNBOUNDED, Deadline, RetryError, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope, NodeCrashed, Queue
@@ -169,27 +170,21 @@ class LockClient:
     def acquire(self, name: str, ttl: float = 5.0, timeout: float | None = None) -> Lease:
         """Wait for lock ``name`` (at most ``timeout`` seconds) and return its lease,
         renewed in the background until ``release``."""
-        deadline = None if timeout is None else self.ctx.now() + timeout
-        req = self._pending.get(name)
-        if req is None:
-            self._requests += 1
-            req = self._pending[name] = f"{self.session}/{self._requests}"
-        while True:
-            attempt = self._new_attempt()
-            self.ctx.send(self.server, encode(Acquire(name, self.session, req, attempt, ttl)))
-            lease = self._await_grant(name, req, self._wait_end(deadline))
-            if lease is not None:
-                if self._confirm(lease, deadline):
-                    del self._pending[name]
-                    self.held[name] = lease
-                    self.ctx.spawn(f"renew-{name}-{lease.token}", functools.partial(self._renew_loop, lease))
-                    return lease
-                if lease.lost:  # the grant expired before it could be confirmed: ask anew
-                    self._requests += 1
-                    req = self._pending[name] = f"{self.session}/{self._requests}"
-                    continue
-            if deadline is not None and self.ctx.now() >= deadline:
-                raise LockTimeout(f"lock {name!r} not granted within {timeout} s (session {self.session})")
+        limit = None if timeout is None else Deadline.after(timeout, self.ctx.now)
+        req = self._pending.get(name) or self._new_request(name)
+        try:
+            # Each pass is one request; only a grant that expired before it could be
+            # confirmed makes another (under the same deadline).
+            while (lease := self._request(name, req, ttl, limit)) is None:
+                req = self._new_request(name)
+        except RetryError as error:
+            if error.reason != "deadline":
+                raise
+            raise LockTimeout(f"lock {name!r} not granted within {timeout} s (session {self.session})") from None
+        del self._pending[name]
+        self.held[name] = lease
+        self.ctx.spawn(f"renew-{name}-{lease.token}", functools.partial(self._renew_loop, lease))
+        return lease
 
     def release(self, lease: Lease) -> None:
         """Give the lock back; returns once the server has confirmed it."""
@@ -199,24 +194,60 @@ class LockClient:
         self.held.pop(lease.name, None)
         key = (lease.name, lease.token)
         replies = self._releases.setdefault(key, self.ctx.queue())
+        release = encode(Release(lease.name, self.session, lease.token))
         try:
-            while True:
-                self.ctx.send(self.server, encode(Release(lease.name, self.session, lease.token)))
-                if replies.get(timeout=self.timing.retry) is not None:
+            # Releasing a token twice is releasing it once: the server answers a repeat.
+            for attempt in self._resends(idempotent=True):
+                with attempt:
+                    self.ctx.send(self.server, release)
+                    if replies.get(timeout=self.timing.retry) is None:
+                        raise TimeoutError(f"release of lock {lease.name!r} not confirmed")
+                if attempt.exception is None:
                     return
         finally:
             self._releases.pop(key, None)
 
     # ---------------------------------------------------------------- private
 
+    def _resends(self, deadline: Deadline | None = None, idempotent: bool = False, key: str | None = None) -> Retrying:
+        """The client's retry policy: send again every ``timing.retry`` seconds (each
+        attempt is the wait for its answer) until answered or ``deadline``."""
+        return Retrying(
+            backoff=False,
+            max_attempts=UNBOUNDED,
+            deadline=deadline,
+            retry_on=TimeoutError,
+            idempotent=idempotent,
+            idempotency_key=key,
+            clock=self.ctx.now,
+            sleep=self.ctx.sleep,
+        )
+
+    def _new_request(self, name: str) -> str:
+        self._requests += 1
+        req = self._pending[name] = f"{self.session}/{self._requests}"
+        return req
+
+    def _request(self, name: str, req: str, ttl: float, limit: Deadline | None) -> Lease | None:
+        """Ask for the lock under request id ``req`` (the idempotency key: the server
+        queues an id once) until granted, and confirm the grant.  The lease, or None
+        if the grant expired before it could be confirmed; RetryError at the deadline."""
+        for attempt in self._resends(limit, key=req):
+            with attempt:
+                number = self._new_attempt()
+                self.ctx.send(self.server, encode(Acquire(name, self.session, req, number, ttl)))
+                granted = self._await_grant(name, req, self.ctx.now() + attempt.bounded(self.timing.retry))
+                if granted is None:
+                    raise TimeoutError(f"lock {name!r} not granted yet")
+            if attempt.exception is None:
+                assert granted is not None
+                return granted if self._confirm(granted, limit) else None
+        raise AssertionError("unreachable: the attempts end in a return or a RetryError")  # pragma: no cover
+
     def _new_attempt(self) -> int:
         self._attempts += 1
         self._sent_at[self._attempts] = self.ctx.now()
         return self._attempts
-
-    def _wait_end(self, deadline: float | None) -> float:
-        end = self.ctx.now() + self.timing.retry
-        return end if deadline is None else min(end, deadline)
 
     def _trusted_for(self, ttl_ticks: int, tick: float) -> float:
         if self.variant == "no_drift_margin":
@@ -237,14 +268,28 @@ class LockClient:
             return lease
         return None
 
-    def _confirm(self, lease: Lease, deadline: float | None) -> bool:
-        """Make sure the lease can be trusted, renewing it to time it if need be."""
+    def _confirm(self, lease: Lease, limit: Deadline | None) -> bool:
+        """Make sure the lease can be trusted, renewing it to time it if need be:
+        True once it can, False if it was lost; RetryError at the deadline."""
         self._renewals.setdefault((lease.name, lease.token), self.ctx.queue())
-        while not lease.valid():
-            if lease.lost or (deadline is not None and self.ctx.now() >= deadline):
-                self._renewals.pop((lease.name, lease.token), None)
-                return False
-            self._renew_once(lease)
+        if lease.valid():
+            return True  # timed by the Acquire it answered (even one answered at the deadline)
+        try:
+            # A renewal of one token is idempotent: the server renews it, or refuses.
+            for attempt in self._resends(limit, idempotent=True):
+                with attempt:
+                    if not lease.valid() and not lease.lost:
+                        self._renew_once(lease)
+                        if not lease.valid() and not lease.lost:
+                            raise TimeoutError(f"lease on lock {lease.name!r} not confirmed yet")
+                if attempt.exception is None:
+                    break
+        except BaseException:
+            self._renewals.pop((lease.name, lease.token), None)
+            raise
+        if lease.lost:
+            self._renewals.pop((lease.name, lease.token), None)
+            return False
         return True
 
     def _renew_once(self, lease: Lease) -> None:
@@ -322,13 +367,18 @@ class FencedStorage:
         self.client.sent_writes.append((lease.name, lease.token, wid))
         msg = encode(Write(wid, lease.name, lease.token, session, key, value))
         try:
-            while True:
-                ctx.send(self.node, msg)
-                reply = replies.get(timeout=self.client.timing.retry)
-                if reply is not None:
+            # Storage decides a write id once, whatever the copies: the id is the key.
+            for attempt in self.client._resends(key=wid):
+                with attempt:
+                    ctx.send(self.node, msg)
+                    reply = replies.get(timeout=self.client.timing.retry)
+                    if reply is None:
+                        raise TimeoutError(f"write {wid} not answered yet")
+                if attempt.exception is None:
                     break
         finally:
             self.client._results.pop(wid, None)
+        assert reply is not None  # the attempts end answered, or in a RetryError
         if not reply.accepted:
             raise StaleToken(
                 f"storage rejected the write of {key!r} with fencing token {lease.token}: a newer lease wrote"

@@ -46,6 +46,7 @@ from distcheck.impl.messaging.messages import (
     Subscribe,
     Unsubscribe,
 )
+from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.tcp import ConnectionLimits, FrameReader, IdleConnection, encode_frame
 
@@ -271,17 +272,11 @@ class BrokerClient:
     def _run(self) -> None:
         """Connect, say again what the broker must know, read until the connection
         ends; again, until closed."""
-        backoff = self.backoff
         last_beat = 0.0
         while not self._closed.is_set():
-            try:
-                conn = socket.create_connection(self.address, timeout=self.timeout)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                self._closed.wait(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-                continue
-            backoff = self.backoff
+            conn = self._connect()
+            if conn is None:
+                return
             with self._lock:
                 if self._closed.is_set():
                     _shut(conn)
@@ -314,6 +309,31 @@ class BrokerClient:
                 if self._conn is conn:
                     self._conn = None
             _shut(conn)
+
+    def _connect(self) -> socket.socket | None:
+        """A new connection to the broker, tried again with a backoff doubling from
+        ``backoff`` to ``max_backoff`` for as long as it takes; None once closed
+        (the backoff's sleep is a wait on ``close``)."""
+        pause = self.backoff > 0  # a backoff of 0: connect again at once, as it always did
+        connecting = Retrying(
+            base=self.backoff if pause else 1.0,
+            cap=max(self.backoff, self.max_backoff) if pause else 1.0,
+            backoff=pause,
+            jitter="none",
+            max_attempts=UNBOUNDED,
+            retry_on=OSError,
+            idempotent=True,  # opening a connection changes nothing at the broker
+            sleep=self._closed.wait,
+        )
+        for attempt in connecting:
+            with attempt:
+                if self._closed.is_set():
+                    return None
+                conn = socket.create_connection(self.address, timeout=self.timeout)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if attempt.exception is None:
+                return conn
+        raise AssertionError("unreachable: the attempts end in a return or a RetryError")  # pragma: no cover
 
     def _handle(self, payload: dict[str, Any]) -> None:
         try:

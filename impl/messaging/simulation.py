@@ -19,8 +19,9 @@ import attrs
 
 from distcheck.impl.messaging.broker import BrokerNode, BrokerTiming
 from distcheck.impl.messaging.messages import CLIENT_MESSAGES, Ack, Confirm, Deliver, Publish, Subscribe
+from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime.actor import MessageError, encode
-from distcheck.impl.runtime.api import Context, Envelope
+from distcheck.impl.runtime.api import Context, Envelope, Storage
 
 BROKER = "broker"
 DB = "db"
@@ -44,23 +45,41 @@ class Producer:
             if mid in done:
                 continue
             self.published.append(mid)
-            while mid not in self.confirmed:
-                ctx.record({"type": "Publish", "m": mid})
-                ctx.send(BROKER, encode(Publish(mid, QUEUE, {"n": i})))
-                deadline = ctx.now() + self.retry
-                while mid not in self.confirmed and (left := deadline - ctx.now()) > 1e-6:
-                    item = ctx.receive(timeout=left)
-                    if isinstance(item, Envelope):
-                        try:
-                            answer = CLIENT_MESSAGES.decode(item.msg)
-                        except MessageError:
-                            continue
-                        if isinstance(answer, Confirm) and answer.id == mid:
-                            # Durably before it counts: a restart must not publish it again.
-                            log.append({"confirmed": mid})
-                            log.sync()
-                            ctx.record({"type": "Confirmed", "m": mid})
-                            self.confirmed.add(mid)
+            # Published again every ``retry`` seconds until confirmed, under its id
+            # (the idempotency key: the broker stores an id once).
+            resends = Retrying(
+                backoff=False,
+                max_attempts=UNBOUNDED,
+                retry_on=TimeoutError,
+                idempotency_key=mid,
+                clock=ctx.now,
+                sleep=ctx.sleep,
+            )
+            for attempt in resends:
+                with attempt:
+                    ctx.record({"type": "Publish", "m": mid})
+                    ctx.send(BROKER, encode(Publish(mid, QUEUE, {"n": i})))
+                    self._await_confirm(ctx, log, mid, ctx.now() + attempt.bounded(self.retry))
+                    if mid not in self.confirmed:
+                        raise TimeoutError(f"{mid} not confirmed yet")
+                if attempt.exception is None:
+                    break
+
+    def _await_confirm(self, ctx: Context, log: Storage, mid: str, until: float) -> None:
+        """Take answers until ``mid`` is confirmed or ``until``."""
+        while mid not in self.confirmed and (left := until - ctx.now()) > 1e-6:
+            item = ctx.receive(timeout=left)
+            if isinstance(item, Envelope):
+                try:
+                    answer = CLIENT_MESSAGES.decode(item.msg)
+                except MessageError:
+                    continue
+                if isinstance(answer, Confirm) and answer.id == mid:
+                    # Durably before it counts: a restart must not publish it again.
+                    log.append({"confirmed": mid})
+                    log.sync()
+                    ctx.record({"type": "Confirmed", "m": mid})
+                    self.confirmed.add(mid)
 
 
 @attrs.frozen

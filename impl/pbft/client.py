@@ -29,6 +29,7 @@ from distcheck.impl.paxos import KeyValueCalls, apply_op, cas, get, put
 from distcheck.impl.pbft.auth import Keyring, NodeKeys, local_keyring
 from distcheck.impl.pbft.messages import CLIENT_WIRE, Reply, Request
 from distcheck.impl.pbft.replica import Replica, Timing, Tuning, primary_of
+from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope, NodeMain
@@ -67,24 +68,43 @@ class PbftClient(KeyValueCalls):
         body: dict[str, Any] = {"client": self.name, "timestamp": self.timestamp, "op": dict(op)}
         request = encode(Request(self.name, self.timestamp, dict(op), self.keys.authenticator(self.replicas, body)))
         entry = self.history.call(self.name, op) if self.history is not None else None
-        self.ctx.send(primary_of(self.view, self.replicas), request)
-        votes: dict[str, tuple[str, Any]] = {}  # replica → (result as JSON text, result)
-        while True:
-            deadline = self.ctx.now() + self.retry
-            while (left := deadline - self.ctx.now()) > 0:
-                reply = self._reply(left)
-                if reply is None or reply.timestamp != self.timestamp or reply.client != self.name:
-                    continue
-                votes[reply.replica] = (repr(reply.result), reply.result)
-                same = [r for r, (text, _) in votes.items() if text == votes[reply.replica][0]]
-                if len(same) >= self.f + 1:
-                    self.view = max(self.view, reply.view)
-                    result = votes[reply.replica][1]
-                    if entry is not None and self.history is not None:
-                        self.history.ret(entry, result)
-                    return result
-            for replica in self.replicas:
-                self.ctx.send(replica, request)
+        votes: dict[str, tuple[str, Any]] = {}  # replica → (result as JSON text, result), across attempts
+        # The client and timestamp are the idempotency key: a replica executes a
+        # client's timestamp once and answers a repeat with the same reply.
+        resends = Retrying(
+            backoff=False,
+            max_attempts=UNBOUNDED,
+            retry_on=TimeoutError,
+            idempotency_key=f"{self.name}:{self.timestamp}",
+            clock=self.ctx.now,
+            sleep=self.ctx.sleep,
+        )
+        for attempt in resends:
+            with attempt:
+                # First to the primary; after ``retry`` seconds without a result, to
+                # every replica (the backups relay it and start their view-change timers).
+                for replica in self.replicas if attempt.number > 1 else [primary_of(self.view, self.replicas)]:
+                    self.ctx.send(replica, request)
+                result = self._await_result(votes, self.ctx.now() + attempt.bounded(self.retry))
+            if attempt.exception is None:
+                if entry is not None and self.history is not None:
+                    self.history.ret(entry, result)
+                return result
+        raise AssertionError("unreachable: the attempts end in a return or a RetryError")  # pragma: no cover
+
+    def _await_result(self, votes: dict[str, tuple[str, Any]], until: float) -> Any:
+        """Take replies until f + 1 replicas agree on the result (returned), or raise
+        TimeoutError at ``until``."""
+        while (left := until - self.ctx.now()) > 0:
+            reply = self._reply(left)
+            if reply is None or reply.timestamp != self.timestamp or reply.client != self.name:
+                continue
+            votes[reply.replica] = (repr(reply.result), reply.result)
+            same = [r for r, (text, _) in votes.items() if text == votes[reply.replica][0]]
+            if len(same) >= self.f + 1:
+                self.view = max(self.view, reply.view)
+                return votes[reply.replica][1]
+        raise TimeoutError(f"no f + 1 matching replies to timestamp {self.timestamp} yet")
 
     def _reply(self, timeout: float) -> Reply | None:
         """The next reply within ``timeout`` seconds that is well formed and carries

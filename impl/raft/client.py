@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 
 from distcheck.impl.raft.messages import CLIENT_MESSAGES, Command, Query, Replies, Reply, Status, StatusReply
+from distcheck.impl.resilience import UNBOUNDED, RetryError, Retrying
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.tcp import FrameError, decode_frame, encode_frame
@@ -75,6 +76,14 @@ def parse_cluster(text: str) -> dict[str, Address]:
             raise ValueError(f"server {name!r} is named twice in the cluster")
         out[name] = (host, int(port))
     return out
+
+
+class _NoLeader(Exception):
+    """An attempt of a call got no answer from a leader (retried)."""
+
+
+class _Busy(Exception):
+    """A membership change was refused while another is in progress (retried)."""
 
 
 class _Session:
@@ -123,19 +132,21 @@ class _Session:
     def execute(self, op: Mapping[str, Any]) -> Any:
         if op.get("op") not in ("add_server", "remove_server"):
             return self._execute(op)
-        backoff = self.timing.backoff
-        deadline = self._now() + self.timing.timeout
-        while True:
-            result = self._execute(op)
-            if result == "busy" and self._now() + backoff < deadline:
-                self._sleep(backoff)  # another change is in progress
-                backoff = min(backoff * 2, self.timing.max_backoff)
-                continue
-            if result == "busy":
-                raise Unavailable(f"another membership change did not end within {self.timing.timeout:g} s")
-            if isinstance(result, str) and result.startswith("error: "):
-                raise ValueError(result.removeprefix("error: "))
-            return result == "changed"
+        # A "busy" answer applied nothing, so asking again (a new command) is safe.
+        waits = self._policy(retry_on=_Busy, idempotent=True)
+        try:
+            for attempt in waits:
+                result = self._execute(op)  # its own errors are the caller's, as they are
+                with attempt:
+                    if result == "busy":
+                        raise _Busy  # another change is in progress: back off
+                if attempt.exception is None:
+                    break
+        except RetryError:
+            raise Unavailable(f"another membership change did not end within {self.timing.timeout:g} s") from None
+        if isinstance(result, str) and result.startswith("error: "):
+            raise ValueError(result.removeprefix("error: "))
+        return result == "changed"
 
     def _execute(self, op: Mapping[str, Any]) -> Any:
         if not isinstance(op.get("key"), str):
@@ -146,26 +157,47 @@ class _Session:
             request: Any = Query("", self.client_id, seq, str(op["key"]))
         else:
             request = Command("", self.client_id, seq, dict(op))
-        deadline = self._now() + self.timing.timeout
-        backoff = self.timing.backoff
-        while True:
-            server = self.servers[self.target]
-            answer = self._ask(server, request, self.timing.attempt)
-            if answer is not None and answer.ok:
-                self.leader = server
-                return answer.result
-            hint = answer.leader if answer is not None else None
-            if hint is not None and hint in self.servers and hint != server:
-                self.target = self.servers.index(hint)  # follow it at once
-                if self._now() > deadline:
-                    break
-                continue
-            self.target = (self.target + 1) % len(self.servers)
-            if self._now() + backoff > deadline:
-                break
-            self._sleep(backoff)
-            backoff = min(backoff * 2, self.timing.max_backoff)
+        # The client id and sequence number are the idempotency key: the service
+        # applies a command once however often it is sent (impl.raft.kv).
+        try:
+            for attempt in self._policy(retry_on=_NoLeader, key=f"{self.client_id}:{seq}"):
+                with attempt:
+                    server = self.servers[self.target]
+                    answer = self._ask(server, request, attempt.bounded(self.timing.attempt))
+                    if answer is not None and answer.ok:
+                        self.leader = server
+                        result = answer.result
+                    else:
+                        hint = answer.leader if answer is not None else None
+                        if hint is not None and hint in self.servers and hint != server:
+                            self.target = self.servers.index(hint)
+                            attempt.retry_at_once()  # follow it at once
+                        else:
+                            self.target = (self.target + 1) % len(self.servers)
+                        raise _NoLeader
+                if attempt.exception is None:
+                    return result
+        except RetryError:
+            pass
         raise Unavailable(f"no leader answered within {self.timing.timeout:g} s (servers: {', '.join(self.servers)})")
+
+    def _policy(self, retry_on: type[Exception], idempotent: bool = False, key: str | None = None) -> Retrying:
+        """Retries with a backoff doubling from ``backoff`` to ``max_backoff``, within
+        the call's ``timeout``, on this client's clock."""
+        pause = self.timing.backoff > 0  # a backoff of 0: try again at once, as it always did
+        return Retrying(
+            base=self.timing.backoff if pause else 1.0,
+            cap=max(self.timing.backoff, self.timing.max_backoff) if pause else 1.0,
+            backoff=pause,
+            jitter="none",
+            max_attempts=UNBOUNDED,
+            deadline=self.timing.timeout,
+            retry_on=retry_on,
+            idempotent=idempotent,
+            idempotency_key=key,
+            clock=self._now,
+            sleep=self._sleep,
+        )
 
     # ------------------------------------------------------------ transport
 

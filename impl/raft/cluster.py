@@ -24,12 +24,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from distcheck.impl.raft.client import Address, ClientTiming, RaftClient
 from distcheck.impl.raft.server import CLIENT_PORT_OFFSET
+from distcheck.impl.resilience import UNBOUNDED, RetryError, Retrying
 
 
 def _free_ports(n: int) -> list[int]:
@@ -41,6 +41,17 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+class _NotYet(Exception):
+    """A poll found the cluster not ready yet."""
+
+
+def _polls(timeout: float) -> Retrying:
+    """Look again every 50 ms, for ``timeout`` seconds of the real clock."""
+    return Retrying(
+        base=0.05, cap=0.05, jitter="none", max_attempts=UNBOUNDED, deadline=timeout, retry_on=_NotYet, idempotent=True
+    )
 
 
 class LocalCluster:
@@ -178,19 +189,28 @@ class LocalCluster:
 
     def leader(self, timeout: float = 20.0) -> str:
         """The leader of the highest term the live servers report (waits for one)."""
-        deadline = time.monotonic() + timeout
+        polls = _polls(timeout)
         with RaftClient(self.addresses) as probe:
-            while True:
-                best: tuple[int, str] | None = None
-                for name in self.alive():
-                    status = probe.status(name, timeout=0.5)
-                    if status is not None and status.role == "leader" and (best is None or status.term > best[0]):
-                        best = (status.term, name)
-                if best is not None:
-                    return best[1]
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no leader among {', '.join(self.alive())} within {timeout:g} s")
-                time.sleep(0.05)
+            try:
+                for attempt in polls:
+                    with attempt:
+                        best: tuple[int, str] | None = None
+                        for name in self.alive():
+                            status = probe.status(name, timeout=0.5)
+                            if (
+                                status is not None
+                                and status.role == "leader"
+                                and (best is None or status.term > best[0])
+                            ):
+                                best = (status.term, name)
+                        if best is None:
+                            raise _NotYet
+                    if attempt.exception is None:
+                        assert best is not None
+                        return best[1]
+            except RetryError:
+                pass
+        raise TimeoutError(f"no leader among {', '.join(self.alive())} within {timeout:g} s")
 
     # ------------------------------------------------------------ helpers
 
@@ -221,16 +241,20 @@ class LocalCluster:
             out.close()
 
     def _wait_ready(self, name: str) -> None:
-        deadline = time.monotonic() + self.start_timeout
         proc = self.procs[name]
-        while True:
-            if proc.poll() is not None:
-                log = (self.data_dir / f"{name}.out").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server {name} exited with status {proc.returncode}:\n{log}")
-            try:
-                socket.create_connection(self.addresses[name], timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"server {name} did not start within {self.start_timeout:g} s") from None
-                time.sleep(0.05)
+        try:
+            for attempt in _polls(self.start_timeout):
+                with attempt:
+                    if proc.poll() is not None:
+                        log = (self.data_dir / f"{name}.out").read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"server {name} exited with status {proc.returncode}:\n{log}")
+                    try:
+                        socket.create_connection(self.addresses[name], timeout=0.5).close()
+                    except OSError:
+                        raise _NotYet from None
+                if attempt.exception is None:
+                    return
+        except RetryError as error:
+            if isinstance(error.last_exception, RuntimeError):
+                raise error.last_exception from None
+        raise TimeoutError(f"server {name} did not start within {self.start_timeout:g} s")

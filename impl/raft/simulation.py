@@ -18,6 +18,7 @@ import attrs
 
 from distcheck.impl.raft.client import ClientTiming, NodeClient, Unavailable
 from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
+from distcheck.impl.resilience import UNBOUNDED, RetryError, Retrying
 from distcheck.impl.runtime.api import Context
 from distcheck.impl.runtime.history import History
 
@@ -71,15 +72,29 @@ class Workload:
     def main(self, ctx: Context) -> None:
         # A restarted client is a new client (its session name says so).
         client = NodeClient(ctx, self.servers, self.timing, client_id=f"{self.name}.{len(self.results)}")
-        while len(self.results) < len(self.ops):
+        for op in self.ops[len(self.results) :]:
             if self.results and self.pause:
                 ctx.sleep(self.pause)
-            op = self.ops[len(self.results)]
-            entry = self.history.call(self.name, op)
+            # An unavailable call is tried again as a new copy (a new command, under
+            # its own sequence number): the unanswered entry stays open in the
+            # history, so the checker counts it as perhaps applied.
+            copies = Retrying(
+                backoff=False,
+                max_attempts=UNBOUNDED,
+                retry_on=Unavailable,
+                idempotent=True,
+                clock=ctx.now,
+                sleep=ctx.sleep,
+            )
             try:
-                result = client.execute(op)
-            except Unavailable:
-                continue  # the entry stays unanswered; try the next copy of it
+                for attempt in copies:
+                    with attempt:
+                        entry = self.history.call(self.name, op)
+                        result = client.execute(op)
+                    if attempt.exception is None:
+                        break
+            except RetryError as error:  # only a bug gets here: raise it as it was
+                raise error.last_exception or error from None
             self.history.ret(entry, result)
             self.results.append(result)
         self.done = True

@@ -56,6 +56,7 @@ from typing import Any
 import attrs
 
 from distcheck.impl.paxos import KeyValueCalls, get, put
+from distcheck.impl.resilience import UNBOUNDED, Deadline, RetryError, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages
 from distcheck.impl.runtime.api import Context, Envelope, NodeMain
@@ -368,28 +369,49 @@ class AbdClient(KeyValueCalls):
         those not yet ``heard`` from, until a quorum answered (``take`` files each
         answer) or the deadline passed (``Unavailable``)."""
         wire = SERVER_WIRE.encode(request)
-        while len(heard) < self.quorum:
-            now = self.ctx.now()
-            if now >= deadline:
-                raise Unavailable(
-                    f"{self.name}: {what}: {len(heard)} of {len(self.servers)} servers answered "
-                    f"({', '.join(sorted(heard)) or 'none'}), {self.quorum} needed, within "
-                    f"{self.timing.request_timeout:g} s"
-                )
-            for server in self.servers:
-                if server not in heard:
-                    self.ctx.send(server, wire)
-            resend_at = min(now + self.timing.resend, deadline)
-            while len(heard) < self.quorum and (left := resend_at - self.ctx.now()) > 0:
-                item = self.ctx.receive(timeout=left)
-                if not isinstance(item, Envelope) or item.src not in self.servers:
-                    continue
-                try:
-                    msg = CLIENT_WIRE.decode(item.msg)
-                except MessageError as exc:
-                    self.ctx.log(f"ignored a message from {item.src}: {exc}")
-                    continue
-                take(item.src, msg)
+        # The operation's id is the idempotency key: a server files an id's query or
+        # update once (a repeat changes nothing and is acknowledged again).
+        resends = Retrying(
+            backoff=False,
+            max_attempts=UNBOUNDED,
+            deadline=Deadline(deadline, self.ctx.now),
+            retry_on=TimeoutError,
+            idempotency_key=request.op,
+            clock=self.ctx.now,
+            sleep=self.ctx.sleep,
+        )
+        try:
+            for attempt in resends:
+                with attempt:
+                    resend_at = self.ctx.now() + attempt.bounded(self.timing.resend)
+                    for server in self.servers:
+                        if server not in heard:
+                            self.ctx.send(server, wire)
+                    self._hear(heard, take, resend_at)
+                    if len(heard) < self.quorum:
+                        raise TimeoutError(f"{len(heard)} of {self.quorum} answers so far")
+                if attempt.exception is None:
+                    return
+        except RetryError:
+            pass
+        raise Unavailable(
+            f"{self.name}: {what}: {len(heard)} of {len(self.servers)} servers answered "
+            f"({', '.join(sorted(heard)) or 'none'}), {self.quorum} needed, within "
+            f"{self.timing.request_timeout:g} s"
+        )
+
+    def _hear(self, heard: Mapping[str, Any], take: Callable[[str, Any], None], until: float) -> None:
+        """File answers (``take``) until a quorum is heard from or ``until``."""
+        while len(heard) < self.quorum and (left := until - self.ctx.now()) > 0:
+            item = self.ctx.receive(timeout=left)
+            if not isinstance(item, Envelope) or item.src not in self.servers:
+                continue
+            try:
+                msg = CLIENT_WIRE.decode(item.msg)
+            except MessageError as exc:
+                self.ctx.log(f"ignored a message from {item.src}: {exc}")
+                continue
+            take(item.src, msg)
 
 
 # ---------------------------------------------------------------------- cluster

@@ -25,9 +25,18 @@ from distcheck.impl.resilience.breaker import (
 from distcheck.impl.resilience.bulkhead import Bulkhead, BulkheadFull
 from distcheck.impl.resilience.deadline import Deadline, DeadlineExceeded, current_deadline, deadline
 from distcheck.impl.resilience.detector import PhiAccrualDetector, TimeoutDetector
-from distcheck.impl.resilience.retry import Attempt, RetryError, RetryEvent, Retrying, backoff_range, retry
+from distcheck.impl.resilience.retry import (
+    UNBOUNDED,
+    Attempt,
+    RetryError,
+    RetryEvent,
+    Retrying,
+    backoff_range,
+    retry,
+)
 
 __all__ = [
+    "UNBOUNDED",
     "Attempt",
     "BreakerRecord",
     "BreakerStore",

@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -57,6 +58,10 @@ T = TypeVar("T")
 
 Jitter = Literal["full", "equal", "decorrelated", "none"]
 JITTERS: tuple[str, ...] = ("full", "equal", "decorrelated", "none")
+
+#: ``max_attempts`` for a call retried until it succeeds or its deadline passes (a
+#: client that re-sends until it is answered): a budget no run reaches.
+UNBOUNDED = sys.maxsize
 
 BUDGET, UNSAFE, DEADLINE, NOT_RETRYABLE = "budget", "unsafe", "deadline", "not_retryable"
 _WHY = {
@@ -123,7 +128,17 @@ class Attempt:
     left of the deadline (None: no limit); pass it on to the call.
     ``idempotency_key``: the call's key, the same on every attempt (None: no key)."""
 
-    __slots__ = ("_emit", "_token", "deadline", "exception", "exited", "idempotency_key", "number", "timeout")
+    __slots__ = (
+        "_emit",
+        "_token",
+        "at_once",
+        "deadline",
+        "exception",
+        "exited",
+        "idempotency_key",
+        "number",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -139,8 +154,21 @@ class Attempt:
         self.deadline = limit
         self.exception: BaseException | None = None
         self.exited = False
+        #: set by ``retry_at_once``: the next attempt follows without a backoff
+        self.at_once = False
         self._emit = emit
         self._token: Any = None
+
+    def retry_at_once(self) -> None:
+        """If this attempt fails, make the next one at once, without a sleep and
+        without moving the backoff on (a redirect to the server that can answer,
+        rather than a failure to back off from); the deadline and budget still hold."""
+        self.at_once = True
+
+    def bounded(self, seconds: float) -> float:
+        """``seconds``, cut to this attempt's timeout: how long to wait for an answer
+        within this attempt (a client re-sending every ``seconds`` under a deadline)."""
+        return seconds if self.timeout is None else min(seconds, self.timeout)
 
     def __enter__(self) -> Attempt:
         if self.deadline is not None:
@@ -187,6 +215,10 @@ class Retrying:
       function as the keyword argument ``key_argument``; a call that is given that
       keyword argument itself is retried under the key it was given.
     - ``clock``, ``sleep``, ``rng`` (an object with ``uniform(a, b)``), ``on_event``.
+    - ``backoff``: False retries at once, with no sleep (``base``, ``cap`` and
+      ``jitter`` unused), for a client whose attempt is itself the wait: it sends,
+      waits up to its resend interval for the answer, and sends again.  The deadline
+      and the budget hold as with a backoff.
     """
 
     def __init__(
@@ -206,6 +238,7 @@ class Retrying:
         sleep: Callable[[float], object] = time.sleep,
         rng: Uniform | None = None,
         on_event: Callable[[RetryEvent], object] | None = None,
+        backoff: bool = True,
     ) -> None:
         _check_number("base", base, minimum=0.0, strict=True)
         _check_number("cap", cap, minimum=0.0, strict=True)
@@ -223,6 +256,8 @@ class Retrying:
                 raise ValueError(f"attempt_timeout ({attempt_timeout}) must be at most deadline ({deadline})")
         if not isinstance(idempotent, bool):
             raise ValueError(f"idempotent must be True or False, got {idempotent!r}")
+        if not isinstance(backoff, bool):
+            raise ValueError(f"backoff must be True or False, got {backoff!r}")
         if not (
             idempotency_key is None
             or isinstance(idempotency_key, bool)
@@ -251,6 +286,7 @@ class Retrying:
         self.sleep = sleep
         self.rng: Uniform = rng if rng is not None else random.Random()
         self.on_event = on_event
+        self.backoff = backoff
 
     # ------------------------------------------------------------ the loop
 
@@ -268,6 +304,7 @@ class Retrying:
             self._give_up(DEADLINE, 0, None)
         previous = self.base
         number = 0
+        backoffs = 0  # sleeps taken so far: the exponent of the next one
         while True:
             number += 1
             attempt = Attempt(number, self._attempt_window(limit), key, limit, emit)
@@ -285,13 +322,16 @@ class Retrying:
                 self._give_up(BUDGET, number, error)
             if not safe:
                 self._give_up(UNSAFE, number, error)
-            sleep = self._draw(number - 1, previous, limit)
+            pause = self.backoff and not attempt.at_once
+            sleep = self._draw(backoffs, previous, limit) if pause else self._no_sleep(limit)
             if sleep is None:
                 self._give_up(DEADLINE, number, error)
             if emit is not None:
                 emit("retry", attempt, sleep=sleep)
-            self.sleep(sleep)
-            previous = sleep
+            if pause:  # a retry at once takes no pause, not even a yield, and leaves the backoff where it was
+                self.sleep(sleep)
+                previous = sleep
+                backoffs += 1
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` under this policy; the idempotency key, if any, is
@@ -319,6 +359,8 @@ class Retrying:
 
     def backoff_range(self, retry: int, previous: float) -> tuple[float, float]:
         """The range of the ``retry``-th sleep, before the deadline cuts it."""
+        if not self.backoff:
+            return 0.0, 0.0
         return backoff_range(self.jitter, self.base, self.cap, retry, previous)
 
     def _latest_sleep(self, limit: Deadline) -> float:
@@ -337,6 +379,15 @@ class Retrying:
                 return None
             high = min(high, latest)
         return low if high <= low else self.rng.uniform(low, high)
+
+    def _no_sleep(self, limit: Deadline | None) -> float | None:
+        """A retry at once (no backoff): 0, or None when its attempt cannot end by the
+        deadline (the same rule as ``_draw``'s, for a sleep of 0)."""
+        if limit is not None:
+            latest = self._latest_sleep(limit)
+            if latest < 0 or (self.attempt_timeout is None and latest <= 0):
+                return None
+        return 0.0
 
     def _attempt_window(self, limit: Deadline | None) -> float | None:
         if limit is None:
@@ -391,6 +442,7 @@ def retry(
     sleep: Callable[[float], object] = time.sleep,
     rng: Uniform | None = None,
     on_event: Callable[[RetryEvent], object] | None = None,
+    backoff: bool = True,
 ) -> Retrying:
     """A retry policy to decorate a function with (``@retry(max_attempts=5, ...)``);
     the parameters are ``Retrying``'s."""
@@ -409,6 +461,7 @@ def retry(
         sleep=sleep,
         rng=rng,
         on_event=on_event,
+        backoff=backoff,
     )
 
 

@@ -54,6 +54,7 @@ from typing import Any
 import attrs
 
 from distcheck.impl.messaging.messages import CLIENT_MESSAGES, Ack, Confirm, Deliver, Nack, Publish, Subscribe
+from distcheck.impl.resilience import backoff_range
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor
 from distcheck.impl.runtime.api import Context, Storage
@@ -306,7 +307,8 @@ class ChoreographedParticipant(_BusNode):
                 self.log.sync()
                 self.pending[saga] = 0
             self.pending[saga] += 1
-            delay = min(self.timing.retry_max, self.timing.retry_initial * 2 ** min(self.pending[saga], 30))
+            # The backoff of impl/resilience, as a timer: an actor never sleeps.
+            delay = backoff_range("none", self.timing.retry_initial, self.timing.retry_max, self.pending[saga], 0.0)[0]
             self.set_timer(RetryUndo(saga), delay)
             return
         self.pending.pop(saga, None)

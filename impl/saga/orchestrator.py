@@ -46,6 +46,7 @@ from typing import Any
 
 import attrs
 
+from distcheck.impl.resilience import UNBOUNDED, Retrying, backoff_range
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages
 from distcheck.impl.runtime.api import Context, Envelope, Storage
@@ -348,7 +349,8 @@ class Orchestrator(Actor):
             step = run.next_step()
             spec = run.definition.steps[step]
             self.send(spec.participant, DoStep(saga, step, spec.action, run.data))
-        delay = min(self.timing.retry_max, self.timing.retry_initial * 2 ** min(run.attempts, 30))
+        # The backoff of impl/resilience, as a timer: an actor never sleeps.
+        delay = backoff_range("none", self.timing.retry_initial, self.timing.retry_max, run.attempts, 0.0)[0]
         self.set_timer(Resend(saga), delay)
 
     def _compensate(self, saga: str, run: SagaRun, step: int, reason: str, refused: bool = False) -> None:
@@ -394,20 +396,38 @@ def run_saga(
     ``retry`` seconds until it answers (so a lost message or a crash of the
     orchestrator only delays it: a saga started once runs once)."""
     start = ORCHESTRATOR_MESSAGES.encode(StartSaga(saga, definition, dict(data)))
-    while True:
-        ctx.send(orchestrator, start)
-        deadline = ctx.now() + retry
-        while (left := deadline - ctx.now()) > 0:
-            item = ctx.receive(timeout=left)
-            if not isinstance(item, Envelope):
-                continue
-            try:
-                answer = CLIENT_MESSAGES.decode(item.msg)
-            except MessageError as exc:
-                ctx.log(f"ignored a message from {item.src}: {exc}")
-                continue
-            if isinstance(answer, SagaOutcome) and answer.saga == saga:
-                return answer
+    # The saga's id is the idempotency key: the orchestrator starts a saga id once.
+    resends = Retrying(
+        backoff=False,
+        max_attempts=UNBOUNDED,
+        retry_on=TimeoutError,
+        idempotency_key=saga,
+        clock=ctx.now,
+        sleep=ctx.sleep,
+    )
+    for attempt in resends:
+        with attempt:
+            ctx.send(orchestrator, start)
+            outcome = _await_outcome(ctx, saga, ctx.now() + attempt.bounded(retry))
+        if attempt.exception is None:
+            return outcome
+    raise AssertionError("unreachable: the attempts end in a return or a RetryError")  # pragma: no cover
+
+
+def _await_outcome(ctx: Context, saga: str, until: float) -> SagaOutcome:
+    """The outcome of ``saga`` if it comes by ``until``; TimeoutError otherwise."""
+    while (left := until - ctx.now()) > 0:
+        item = ctx.receive(timeout=left)
+        if not isinstance(item, Envelope):
+            continue
+        try:
+            answer = CLIENT_MESSAGES.decode(item.msg)
+        except MessageError as exc:
+            ctx.log(f"ignored a message from {item.src}: {exc}")
+            continue
+        if isinstance(answer, SagaOutcome) and answer.saga == saga:
+            return answer
+    raise TimeoutError(f"no outcome of saga {saga!r} yet")
 
 
 class Client:
