@@ -385,6 +385,33 @@ class Dynamo(Spec[DynamoState, DynamoAction]):
         self.lww = config.mode == LWW
         self.merge = merge_latest if self.lww else merge_siblings
 
+    @classmethod
+    def for_operations(
+        cls,
+        servers: int,
+        writes: Mapping[str, int],
+        reads: Sequence[str],
+        *,
+        r: int = 2,
+        w: int = 2,
+        mode: str = VV,
+        partitions: int = 0,
+        variant: str | None = None,
+    ) -> Dynamo:
+        """The key as one run used it, for validating that run's trace: one client
+        per operation, named as the run names it, each write (``writes``: operation →
+        the value it writes, 1, 2, ... in the order the writes began, so that write i
+        owns entry i of every version vector) and each read (``reads``).  A store's
+        client runs many operations; each is one of the spec's one-operation clients."""
+        spec = cls(
+            Config(servers=servers, r=r, w=w, writers=0, readers=0, mode=mode, partitions=partitions, variant=variant)
+        )
+        spec.writers = dict(writes)
+        spec.readers = tuple(reads)
+        spec.clients = (*spec.writers, *spec.readers)
+        spec._compile_next()  # Next quantifies over the clients: bind it to these
+        return spec
+
     def init_states(self) -> Iterable[DynamoState]:
         yield DynamoState(
             replica=FrozenMap({s: frozenset() for s in self.servers}),

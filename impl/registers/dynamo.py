@@ -73,6 +73,7 @@ import attrs
 
 from distcheck.impl.clocks import Vector
 from distcheck.impl.paxos import KeyValueCalls, get, put
+from distcheck.impl.resilience import UNBOUNDED, Deadline, RetryError, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages, Rejected, encode
 from distcheck.impl.runtime.api import Context, Envelope, Storage
@@ -249,6 +250,29 @@ def _recorded(versions: Versions) -> list[dict[str, Any]]:
 
 def _digest(versions: Versions) -> str:
     return hashlib.sha256(_canonical(_wire(versions)).encode()).hexdigest()[:16]
+
+
+def seen_context(versions: Iterable[Version | Stamped]) -> Vector:
+    """The causal context of what a client sees in ``versions``: per server, the
+    longest run of its events 1..n that the client has seen, each event either the
+    dot of a version seen or inside a seen version's context (each context being
+    such a run itself).  A version vector names every event of a server up to its
+    entry, so merely joining the versions' vectors could name an event the client
+    never saw (a coordinator's second write seen at a replica that missed the first,
+    written by someone else), and a put in that context would silently supersede it."""
+    entries: dict[str, int] = {}
+    dots: set[tuple[str, int]] = set()
+    for version in versions:
+        if isinstance(version, Version):
+            for node, count in version.context.items():
+                entries[node] = max(entries.get(node, 0), count)
+            dots.add(version.dot)
+    for node in {node for node, _ in dots}:
+        count = entries.get(node, 0)
+        while (node, count + 1) in dots:
+            count += 1
+        entries[node] = count
+    return Vector(entries)
 
 
 def sibling_values(versions: Versions) -> list[Any]:
@@ -615,6 +639,7 @@ class DynamoServer(Actor):
             {"type": "Put", "server": self.name, "key": key, "value": value, **stamp, "siblings": _recorded(kept)},
             client=client,
             op=op,
+            req=req,
         )
         pending = _Pending("put", client, req, key, {self.name: ()}, version)
         self.pending[op] = pending
@@ -708,10 +733,7 @@ class DynamoServer(Actor):
         pending.merged = merged
         stale = sorted(s for s, v in pending.answers.items() if s != self.name and _identity(v) != _identity(merged))
         values = sibling_values(merged)
-        context = Vector()
-        for version in merged:
-            if isinstance(version, Version):
-                context = context.merge(version.vector)
+        context = seen_context(merged)
         self.ctx.record(
             {
                 "type": "ReturnGet",
@@ -721,6 +743,7 @@ class DynamoServer(Actor):
                 "values": values,
                 "context": context.to_json(),
                 "answered": sorted(pending.answers),
+                "answers": {s: _identity(v) for s, v in sorted(pending.answers.items())},
                 "repair": stale,
             },
             client=pending.client,
@@ -873,21 +896,37 @@ class DynamoClient(KeyValueCalls):
         entry = self.history.call(self.session, op) if self.history is not None else None
         self.ctx.record({"type": "Invoke", "client": self.name, "op": dict(op)}, req=self.req)
         coordinators = self.coordinators(key)
-        deadline = self.ctx.now() + self.timing.request_timeout
-        attempt = 0
-        while coordinators and (left := deadline - self.ctx.now()) > 0:
-            target = coordinators[attempt % len(coordinators)]
-            attempt += 1
-            self.ctx.send(target, encode(request))
-            answer = self._answer(min(left, self.timing.client_retry))
-            if answer is None or isinstance(answer, Failed):
-                continue
-            self.contexts[key] = context.merge(Vector.from_json(answer.context))
-            result: Any = "ok" if isinstance(answer, PutReply) else list(answer.values)
-            self.ctx.record({"type": "Return", "client": self.name, "op": dict(op), "result": result}, req=self.req)
-            if entry is not None and self.history is not None:
-                self.history.ret(entry, history_result(op, result))
-            return result
+        # Each attempt asks the next coordinator in this client's order; a failure
+        # moves on at once, an attempt unanswered within ``client_retry`` too.  The
+        # request number is the idempotency key (answers are matched by it).
+        tries = Retrying(
+            backoff=False,
+            max_attempts=UNBOUNDED,
+            deadline=Deadline.after(self.timing.request_timeout, self.ctx.now),
+            retry_on=TimeoutError,
+            idempotency_key=f"{self.name}:{self.req}",
+            clock=self.ctx.now,
+            sleep=self.ctx.sleep,
+        )
+        try:
+            for attempt in tries if coordinators else ():
+                with attempt:
+                    self.ctx.send(coordinators[(attempt.number - 1) % len(coordinators)], encode(request))
+                    answer = self._answer(attempt.bounded(self.timing.client_retry))
+                    if answer is None or isinstance(answer, Failed):
+                        raise TimeoutError(f"request {self.req} not answered, or failed")
+                if attempt.exception is None:
+                    assert answer is not None and not isinstance(answer, Failed)
+                    self.contexts[key] = context.merge(self._learned(context, answer))
+                    result: Any = "ok" if isinstance(answer, PutReply) else list(answer.values)
+                    self.ctx.record(
+                        {"type": "Return", "client": self.name, "op": dict(op), "result": result}, req=self.req
+                    )
+                    if entry is not None and self.history is not None:
+                        self.history.ret(entry, history_result(op, result))
+                    return result
+        except RetryError:
+            pass
         self.ctx.record({"type": "GiveUp", "client": self.name, "op": dict(op)}, req=self.req)
         self.given_up += 1
         self.session = f"{self.name}/{self.given_up}"
@@ -895,6 +934,21 @@ class DynamoClient(KeyValueCalls):
             f"{self.name}: {kind} of key {key!r} did not complete within {self.timing.request_timeout:g} s: "
             f"no quorum reachable through {coordinators or 'any server this client may use'}"
         )
+
+    @staticmethod
+    def _learned(context: Vector, answer: PutReply | GetReply) -> Vector:
+        """What an answer adds to this client's context for the key.  A get's context
+        is what the client saw (``seen_context``).  A put's is the context it was
+        written in plus its dot (s, n); that names s's events 1..n, so it is kept
+        only if the client had seen 1..n-1 already — otherwise a later put would
+        supersede another client's write at s it never saw, and the client's own
+        write stays a sibling of its next one instead."""
+        learned = Vector.from_json(answer.context)
+        if isinstance(answer, GetReply):
+            return learned
+        if all(learned.get(node) <= context.get(node) + 1 for node in learned.nodes()):
+            return learned
+        return Vector()
 
     def _answer(self, timeout: float) -> PutReply | GetReply | Failed | None:
         """The answer to the current request within ``timeout`` seconds, or None."""

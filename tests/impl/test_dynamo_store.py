@@ -172,6 +172,45 @@ def test_blind_puts_through_one_coordinator_are_siblings_and_a_put_in_their_cont
     assert [v.value for v in dynamo.merge_versions(both, [partial])] == ["b", "d"]
 
 
+def test_a_context_names_only_events_its_client_saw() -> None:
+    """The lost update the conformance wiring found: a replica that missed s1's first
+    write but holds its second would have handed a reader the context {s1: 2}, and
+    the reader's put would have superseded a write it never saw; likewise a put's
+    reply {s1: 2} to a client that never saw s1:1.  A context is the longest run of
+    each server's events the client saw."""
+    first = Version("a", ("s1", 1), Vector())
+    second = Version("b", ("s1", 2), Vector())
+    assert dynamo.seen_context([second]) == Vector()  # s1:2 seen, s1:1 not
+    assert dynamo.seen_context([first, second]) == Vector({"s1": 2})
+    later = Version("c", ("s1", 3), Vector({"s1": 2}))  # its writer saw s1:1 and s1:2
+    assert dynamo.seen_context([later]) == Vector({"s1": 3})
+    assert dynamo.seen_context([Version("d", ("s2", 1), Vector({"s1": 1})), second]) == Vector({"s1": 2, "s2": 1})
+    # a put's reply: its context plus its dot, kept only if the dot follows what the client saw
+    learned = dynamo.DynamoClient._learned
+    assert learned(Vector(), dynamo.PutReply(1, {"s1": 1})) == Vector({"s1": 1})
+    assert learned(Vector(), dynamo.PutReply(1, {"s1": 2})) == Vector()
+    assert learned(Vector({"s1": 1}), dynamo.PutReply(1, {"s1": 2})) == Vector({"s1": 2})
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_puts_interleaved_at_one_coordinator_lose_no_write_that_no_one_read(seed: int) -> None:
+    """c1 puts 1 and c2 puts 2 then 3, all through s1, with no read: nothing
+    supersedes 1, so once the replicas converge every one holds it."""
+    system = dynamo.cluster(
+        3,
+        {"c1": [dynamo.put("x", 1)], "c2": [dynamo.put("x", 2), dynamo.put("x", 3)]},
+        coordinators={"c1": ["s1"], "c2": ["s1"]},
+        timing=TIMING,
+    )
+
+    def over(sim: Simulation) -> bool:
+        return all(c.finished == len(c.ops) for c in system.clients) and system.converged()
+
+    _, result = simulate(system.nodes(), Script(seed), FaultPolicy(), over)
+    assert result.ok, result.render()
+    assert all(1 in held and 3 in held for held in system.siblings("x").values()), system.siblings("x")
+
+
 def test_the_history_maps_one_sibling_to_its_value_and_several_to_a_marked_set() -> None:
     assert dynamo.history_result(dynamo.get("x"), []) is None
     assert dynamo.history_result(dynamo.get("x"), [3]) == 3

@@ -17,6 +17,7 @@ from distcheck.checks.conformance.wiring import cap
 from distcheck.checks.conformance.wiring.abd import AbdWiring
 from distcheck.checks.conformance.wiring.broker import BrokerWiring
 from distcheck.checks.conformance.wiring.causal_broadcast import CausalBroadcastWiring
+from distcheck.checks.conformance.wiring.dynamo import DynamoWiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
 from distcheck.checks.conformance.wiring.pbft import PbftWiring
@@ -45,6 +46,7 @@ WIRINGS: dict[str, Wiring] = {
         SagaWiring(),
         PbftWiring(),
         AbdWiring(),
+        DynamoWiring(),
     )
 }
 
@@ -62,6 +64,7 @@ __all__ = [
     "AbdWiring",
     "BrokerWiring",
     "CausalBroadcastWiring",
+    "DynamoWiring",
     "LeaderNemesis",
     "LinkWiring",
     "LockSystem",
