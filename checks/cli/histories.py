@@ -8,7 +8,7 @@ sub-history (one key of a map) at a time.  Bad input raises
 ``checks.params.UsageError`` (one line, exit 2).
 
     distcheck linearizable HISTORY --model M [--format F] [--initial JSON]
-                           [--max-steps N] [--timeout S] [--json]
+                           [--max-steps N] [--timeout S] [--json] [--html OUT.html]
 
 Exit 0 when some order of the operations explains every result (verdict ``ok``);
 1 when none does (``violated``: the operations no order explains are printed, with
@@ -19,7 +19,10 @@ never completed), ``failed`` (left out: they did not take effect), ``positions``
 ("lines" or "events": what ``call`` and ``ret`` count), ``sub_histories``,
 ``seconds``, ``message``, and ``offending`` (violated: the operations that no
 order can place next) or ``order`` (ok: a witness linearization); each operation
-as ``client``, ``call``, ``ret``, ``op``, ``result``.
+as ``client``, ``call``, ``ret``, ``op``, ``result``.  ``--html OUT.html`` also
+writes the timeline (``checks.histories.timeline``: lanes per client, the witness
+or the longest explained prefix numbered, the offending operations highlighted),
+before anything is printed, so a file that cannot be written is the one error line.
 
 Sub-histories are checked smallest first in two rounds, each with a budget of
 10,000 search steps and then of ``--max-steps``, so that a key that fails quickly
@@ -32,23 +35,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from distcheck.checks.histories.formats import FORMATS, History, read_history
 from distcheck.checks.histories.linearizability import (
     DEFAULT_MAX_STEPS,
     HistoryTooLarge,
+    Linearizability,
     Model,
     Operation,
     check_history,
 )
 from distcheck.checks.histories.models import MODELS, NO_INITIAL, SequentialModel, load_model
+from distcheck.checks.histories.timeline import page as timeline_page
 from distcheck.checks.inputs import InputError, JsonReader, printable
-from distcheck.checks.params import UsageError, positive_int
+from distcheck.checks.params import UsageError, output_file, positive_int
 from distcheck.checks.verdict import OK, UNKNOWN, VIOLATED
 
 # The first round's budget for each sub-history; the second round has --max-steps.
@@ -94,6 +99,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--timeout", type=_positive_seconds, metavar="S", help="give up after S seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--html",
+        type=output_file,
+        metavar="OUT.html",
+        help="also write a self-contained HTML timeline of the history and the verdict",
+    )
     p.set_defaults(handler=cmd_linearizable)
 
 
@@ -137,11 +148,14 @@ class _OnePart:
 
 
 class _Outcome:
-    def __init__(self, verdict: str, message: str, parts: int) -> None:
+    def __init__(self, verdict: str, message: str, sub_histories: Sequence[Sequence[Operation]]) -> None:
         self.verdict = verdict
         self.message = message
-        self.parts = parts
+        self.sub_histories = sub_histories
+        self.parts = len(sub_histories)
         self.order: tuple[Operation, ...] = ()
+        # Violated: the checker's account of the sub-history no order explains.
+        self.failure: Linearizability | None = None
 
 
 def check_parts(model: Model[Any], ops: Sequence[Operation], max_steps: int, timeout: float | None) -> _Outcome:
@@ -162,9 +176,11 @@ def check_parts(model: Model[Any], ops: Sequence[Operation], max_steps: int, tim
                 still.append(index)
                 continue
             except _TimedOut:
-                return _Outcome(UNKNOWN, f"the search took longer than --timeout {timeout:g} s", len(parts))
+                return _Outcome(UNKNOWN, f"the search took longer than --timeout {timeout:g} s", parts)
             if not result.ok:
-                return _Outcome(VIOLATED, result.message, len(parts))
+                outcome = _Outcome(VIOLATED, result.message, parts)
+                outcome.failure = result
+                return outcome
             orders[index] = result.order or ()
         if not still:
             break
@@ -174,11 +190,11 @@ def check_parts(model: Model[Any], ops: Sequence[Operation], max_steps: int, tim
                 UNKNOWN,
                 f"the search exceeded --max-steps {max_steps:,} on {len(still)} sub-history(ies) "
                 f"(of {sizes} operations) without an answer; every other one is linearizable",
-                len(parts),
+                parts,
             )
         undecided = still
         budget = max_steps
-    outcome = _Outcome(OK, _ok_message(ops, len(parts)), len(parts))
+    outcome = _Outcome(OK, _ok_message(ops, len(parts)), parts)
     outcome.order = merge_orders([orders[i] for i in range(len(parts))])
     return outcome
 
@@ -206,17 +222,9 @@ def merge_orders(orders: Sequence[Sequence[Operation]]) -> tuple[Operation, ...]
     return tuple(p[3] for p in points)
 
 
-_STUCK = re.compile(r"\[call (\d+), ")
-_STUCK_MARK = "a result the model does not give:"
-
-
-def offending(message: str, ops: Sequence[Operation]) -> list[Operation]:
-    """The operations a violation's message names as those no order can place next."""
-    _, mark, stuck = message.partition(_STUCK_MARK)
-    if not mark:
-        return []
-    by_call = {o.call: o for o in ops}
-    return [by_call[int(n)] for n in _STUCK.findall(stuck) if int(n) in by_call]
+def offending(outcome: _Outcome) -> list[Operation]:
+    """The operations no order can place next (none unless the verdict is violated)."""
+    return [] if outcome.failure is None else [s.operation for s in outcome.failure.stuck]
 
 
 def operation_json(operation: Operation) -> dict[str, Any]:
@@ -263,6 +271,8 @@ def cmd_linearizable(args: argparse.Namespace) -> int:
             raise  # ours: a bug in distcheck (exit 3)
         raise UsageError(f"the model {args.model} raised {type(exc).__name__}: {exc}") from None
     seconds = time.perf_counter() - started
+    if args.html:
+        _write_timeline(args, history, outcome)
     if args.json:
         print(json.dumps(_report(args, history, outcome, seconds), indent=2, default=repr))
     else:
@@ -287,10 +297,31 @@ def _report(args: argparse.Namespace, history: History, outcome: _Outcome, secon
         "message": outcome.message,
     }
     if outcome.verdict == VIOLATED:
-        out["offending"] = [operation_json(o) for o in offending(outcome.message, ops)]
+        out["offending"] = [operation_json(o) for o in offending(outcome)]
     if outcome.verdict == OK:
         out["order"] = [operation_json(o) for o in outcome.order]
+    if args.html:
+        out["html"] = args.html
     return out
+
+
+def _write_timeline(args: argparse.Namespace, history: History, outcome: _Outcome) -> None:
+    failure = outcome.failure
+    text = timeline_page(
+        title=Path(args.history).name,
+        operations=history.operations,
+        sub_histories=outcome.sub_histories,
+        verdict=outcome.verdict,
+        message=outcome.message,
+        order=outcome.order if failure is None else failure.prefix,
+        stuck=() if failure is None else failure.stuck,
+        failing=() if failure is None else failure.sub_history,
+        positions=history.positions,
+    )
+    try:
+        Path(args.html).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.html}: {exc.strerror or exc}") from None
 
 
 def _print_outcome(args: argparse.Namespace, history: History, outcome: _Outcome, seconds: float) -> None:
@@ -302,7 +333,7 @@ def _print_outcome(args: argparse.Namespace, history: History, outcome: _Outcome
     print(printable(outcome.message))
     if outcome.verdict == VIOLATED:
         print("operations that no order can place next:")
-        for operation in offending(outcome.message, ops):
+        for operation in offending(outcome):
             print(f"  {printable(str(operation))}")
         where = (
             "line numbers in the file"
@@ -314,3 +345,5 @@ def _print_outcome(args: argparse.Namespace, history: History, outcome: _Outcome
         f"model {printable(args.model)}; {len(ops)} operations of {clients}{left_out}, read as {history.format}; "
         f"{seconds:.2f} s"
     )
+    if args.html:
+        print(f"timeline: {printable(args.html)}")

@@ -32,7 +32,9 @@ points respects every key's order and real time across keys.
 
 When no order exists, the message names the key and the operations at the
 furthest point any order reached: each could come next in real time, and the
-model answers each differently from what its client saw.
+model answers each differently from what its client saw.  The result carries the
+same as data (``sub_history``, ``prefix``, ``stuck``) for the CLI's report and
+``checks.histories.timeline``'s picture.
 """
 
 from __future__ import annotations
@@ -150,15 +152,33 @@ def _check_kv_op(operation: Operation) -> None:
 
 
 @attrs.frozen
+class Stuck:
+    """An operation that real time allows next at the furthest point any order
+    reached, and what the model would have answered it there."""
+
+    operation: Operation
+    answer: Any
+
+
+@attrs.frozen
 class Linearizability:
     """``ok``: some order explains every result.  ``order`` is then a witness: a
     linearization of the whole history (operations that never returned appear in it
     only if the witness needed them to take effect).  ``message`` says what was
-    checked, or, when not ok, which key and which operations no order explains."""
+    checked, or, when not ok, which key and which operations no order explains.
+
+    When not ok, the same as data (for a picture of the failure, or a report):
+    ``sub_history``, the operations of the part no order explains (one key's, for a
+    keyed model); ``prefix``, the longest order of its operations that the model
+    explains (what the search reached furthest); ``stuck``, the operations that
+    could come next after it, none with the result its client saw."""
 
     ok: bool
     order: tuple[Operation, ...] | None
     message: str
+    sub_history: tuple[Operation, ...] = ()
+    prefix: tuple[Operation, ...] = ()
+    stuck: tuple[Stuck, ...] = ()
 
 
 class HistoryTooLarge(Exception):
@@ -191,7 +211,14 @@ def check_history(
         search = _Search(model, part, budget)
         order = search.run()
         if order is None:
-            return Linearizability(False, None, search.failure_message())
+            return Linearizability(
+                False,
+                None,
+                search.failure_message(),
+                sub_history=tuple(part),
+                prefix=tuple(search.ops[i] for i in search.best_path),
+                stuck=tuple(Stuck(search.ops[i], answer) for i, answer in search.best_stuck),
+            )
         placed.extend((operation, number) for operation in order)
     return Linearizability(True, _merge(placed), _ok_message(ops, len(partitions)))
 
