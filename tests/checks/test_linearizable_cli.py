@@ -1,7 +1,7 @@
 """``distcheck linearizable`` (issue #21): the three file formats, the models, a
 model of the user's own, and bad input as one line with its line number.
 
-Porcupine's key-value histories (shared/data/porcupine-kv/) are classified as
+Porcupine's key-value histories (tests/data/porcupine-kv/) are classified as
 Porcupine classifies them; every other history here is written by hand, small
 enough that its verdict can be checked by reading it.
 """
@@ -27,7 +27,8 @@ from distcheck.checks.histories.linearizability import Operation
 from distcheck.checks.histories.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
-PORCUPINE_KV = ROOT.parent / "shared" / "data" / "porcupine-kv"
+#: Porcupine's key-value histories (MIT; tests/data/porcupine-kv/README.md says where from)
+PORCUPINE_KV = ROOT / "tests" / "data" / "porcupine-kv"
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -77,8 +78,6 @@ PORCUPINE_FILES = ["c01-ok", "c01-bad", "c10-ok", "c10-bad", "c50-ok", "c50-bad"
 @pytest.mark.parametrize("name", PORCUPINE_FILES)
 def test_porcupine_kv_histories_are_classified_as_porcupine_does(name: str) -> None:
     path = PORCUPINE_KV / f"{name}.txt"
-    if not path.exists():
-        pytest.skip(f"Porcupine's key-value histories are not at {PORCUPINE_KV}")
     code, report = run_json("linearizable", str(path), "--model", "kv", "--initial", '""')
     linearizable = name.endswith("-ok")
     assert (code, report["verdict"]) == ((0, "ok") if linearizable else (1, "violated")), report["message"]
@@ -103,8 +102,6 @@ def test_porcupine_kv_histories_are_classified_as_porcupine_does(name: str) -> N
 def test_without_the_empty_initial_value_porcupines_reads_of_missing_keys_are_not_explained() -> None:
     # Porcupine's model reads a missing key as ""; ours reads it as null unless told.
     path = PORCUPINE_KV / "c01-ok.txt"
-    if not path.exists():
-        pytest.skip(f"Porcupine's key-value histories are not at {PORCUPINE_KV}")
     code, report = run_json("linearizable", str(path), "--model", "kv")
     assert code == 1 and report["verdict"] == "violated"
     assert all(o["op"]["op"] == "get" and o["result"] == "" for o in report["offending"])

@@ -29,7 +29,8 @@ from tests.checks.browser import Chromium, find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-PORCUPINE_KV = ROOT.parent / "shared" / "data" / "porcupine-kv"
+#: Porcupine's key-value histories (MIT; tests/data/porcupine-kv/README.md says where from)
+PORCUPINE_KV = ROOT / "tests" / "data" / "porcupine-kv"
 
 # docs/histories.md's example: alice's append timed out (it may have happened), bob
 # read it, and carol, after bob, did not.  Lines 9-10 (carol's read) are what no
@@ -239,8 +240,6 @@ def test_a_violation_numbers_the_longest_prefix_and_highlights_what_no_order_exp
 def test_porcupine_c10_bad_shows_the_failing_key_and_stays_usable(tmp_path: Path) -> None:
     assert chromium is not None
     source = PORCUPINE_KV / "c10-bad.txt"
-    if not source.exists():
-        pytest.skip(f"{source} is not here (shared data)")
     html_file = tmp_path / "c10-bad.html"
     assert run("linearizable", str(source), "--model", "kv", "--initial", '""', "--html", str(html_file))[0] == 1
     data = page_data(html_file.read_text(encoding="utf-8"))
