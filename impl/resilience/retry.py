@@ -426,43 +426,10 @@ class Retrying:
         raise RetryError(reason, attempts, error) from error
 
 
-def retry(
-    *,
-    base: float = 0.1,
-    cap: float = 10.0,
-    jitter: str = "full",
-    max_attempts: int = 3,
-    deadline: float | Deadline | None = None,
-    attempt_timeout: float | None = None,
-    retry_on: RetryOn = Exception,
-    idempotent: bool = False,
-    idempotency_key: KeySource = None,
-    key_argument: str = "idempotency_key",
-    clock: Clock = time.monotonic,
-    sleep: Callable[[float], object] = time.sleep,
-    rng: Uniform | None = None,
-    on_event: Callable[[RetryEvent], object] | None = None,
-    backoff: bool = True,
-) -> Retrying:
-    """A retry policy to decorate a function with (``@retry(max_attempts=5, ...)``);
-    the parameters are ``Retrying``'s."""
-    return Retrying(
-        base=base,
-        cap=cap,
-        jitter=jitter,
-        max_attempts=max_attempts,
-        deadline=deadline,
-        attempt_timeout=attempt_timeout,
-        retry_on=retry_on,
-        idempotent=idempotent,
-        idempotency_key=idempotency_key,
-        key_argument=key_argument,
-        clock=clock,
-        sleep=sleep,
-        rng=rng,
-        on_event=on_event,
-        backoff=backoff,
-    )
+#: ``@retry(max_attempts=5, ...)`` reads as a decorator; a policy is one already
+#: (``Retrying.__call__``), so the name is the class itself, not a second copy of
+#: its parameters.
+retry = Retrying
 
 
 def _check_number(name: str, value: object, *, minimum: float, strict: bool) -> None:
