@@ -25,6 +25,8 @@ from typing import Any, NoReturn
 
 import attrs
 
+from distcheck.impl.telemetry.context import TraceContext
+
 #: A message: a JSON object.  ``type`` names it; the rest are its fields.
 Message = Mapping[str, Any]
 
@@ -35,17 +37,21 @@ class NodeCrashed(BaseException):
 
 @attrs.frozen
 class Envelope:
-    """A message as received: who sent it and what it says."""
+    """A message as received: who sent it and what it says; ``trace``: the trace
+    context it came with (``impl.telemetry``), not part of what it says."""
 
     src: str
     msg: Message
+    trace: TraceContext | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
 class Timer:
-    """A timer that fired: ``name`` is what the node called it when arming it."""
+    """A timer that fired: ``name`` is what the node called it when arming it;
+    ``trace``: the trace of the message whose handling armed it (free mode)."""
 
     name: str
+    trace: TraceContext | None = attrs.field(default=None, eq=False, repr=False)
 
 
 Received = Envelope | Timer

@@ -40,6 +40,19 @@ retried with backoff.  ``diagnostics`` is a ring (``impl.runtime.diagnostics``) 
 a thread leaves the runtime's bookkeeping when it ends, so a node serving
 connection after connection for days holds as much memory as one serving a few.
 
+**Tracing** (``impl.telemetry``): a frame may carry the W3C trace context of the
+work that sent it.  When a node's thread takes such a message from its mailbox, the
+runtime starts a span for handling it (with the installed telemetry; without one,
+the context just passes through) and makes it the thread's current context until
+the thread's next ``receive``, so everything the handler sends carries it: one
+client request is one trace across the nodes it reaches.  A timer armed while
+handling a traced message carries that trace too (deferred work, such as a batch
+flushed on a zero-delay timer, stays in the trace); a timer armed while handling a
+timer carries none, so periodic work does not grow one endless trace.  A thread
+``spawn``ed inside a trace starts in it.  Messages sent and received are counted
+per node and type (``distcheck.messages.sent`` / ``.received``), and every
+``record``ed step and runtime note goes to the telemetry's structured log.
+
 ``stop()`` ends every node: its threads get ``NodeCrashed`` at their next send,
 wait, timer, spawn or opening of storage, exactly as in a crash, so there is one way
 a node's code ends.  Writes to storage it already opened and ``record`` do not raise:
@@ -56,6 +69,7 @@ from the top, over its logs) after ``restart_delay`` seconds, at most
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import select
 import selectors
@@ -89,10 +103,12 @@ from distcheck.impl.runtime.tcp import (
     ConnectionLimits,
     ConnectionStats,
     FrameError,
-    decode_frame,
+    decode_traced_frame,
     encode_frame,
 )
 from distcheck.impl.runtime.tracelog import TraceLog
+from distcheck.impl.telemetry import Span, count, installed
+from distcheck.impl.telemetry.context import TraceContext, current, set_current
 
 Address = tuple[str, int]
 _LENGTH = struct.Struct(">I")
@@ -157,6 +173,8 @@ class _FreeNode:
         self.cond = threading.Condition()
         self.mailbox: deque[Received] = deque()
         self.timers: dict[str, float] = {}
+        #: the trace each armed timer belongs to (module docstring, "Tracing")
+        self.timer_traces: dict[str, TraceContext] = {}
         self.stopped = False
         self.threads: list[threading.Thread] = []
         self.logs: dict[str, _FreeStorage] = {}
@@ -344,6 +362,7 @@ class FreeRuntime:
     def note(self, text: str) -> None:
         with self._lock:
             self.diagnostics.append(text)
+        installed().log_note(text)
 
     def _thread(self, name: str, fn: Callable[[], None]) -> threading.Thread:
         def body() -> None:
@@ -364,8 +383,11 @@ class FreeRuntime:
             raise
         return t
 
-    def _node_thread(self, node: _FreeNode, name: str, fn: Callable[[], None]) -> None:
+    def _node_thread(
+        self, node: _FreeNode, name: str, fn: Callable[[], None], trace: TraceContext | None = None
+    ) -> None:
         def body() -> None:
+            set_current(trace)
             try:
                 fn()
             except NodeCrashed:
@@ -374,6 +396,7 @@ class FreeRuntime:
                 with self._lock:
                     self.errors.append(f"{node.name}.{name} raised {exc!r}\\n{traceback.format_exc()}")
             finally:
+                _finish_handling()
                 with self._lock:
                     if threading.current_thread() in node.threads:
                         node.threads.remove(threading.current_thread())
@@ -417,6 +440,7 @@ class FreeRuntime:
             # connections stay: their senders do not know of the crash).
             node.mailbox.clear()
             node.timers.clear()
+            node.timer_traces.clear()
             for inbound in node.waiting:
                 inbound.buffer.clear()
                 inbound.started = None
@@ -573,7 +597,7 @@ class FreeRuntime:
             inbound.last = now
             inbound.started = now if buffer else None
             try:
-                src, msg = decode_frame(payload, limits.max_depth)
+                src, msg, trace = decode_traced_frame(payload, limits.max_depth)
             except FrameError as exc:
                 self._reject(node, inbound, str(exc))
                 break
@@ -583,7 +607,7 @@ class FreeRuntime:
                     self._reject(node, inbound, f"refused frame: a client may not send {msg['type']!r} as {src!r}")
                     break
                 self._route(node, src, inbound)
-            node.mailbox.append(Envelope(src, msg))
+            node.mailbox.append(Envelope(src, msg, trace))
         node.cond.notify_all()
         return True
 
@@ -693,13 +717,15 @@ class FreeRuntime:
     def send(self, src: str, dst: str, msg: Message) -> None:
         with self._lock:
             address = self.addresses.get(dst)
-        frame = encode_frame(src, dict(msg))
+        trace = current()
+        frame = encode_frame(src, dict(msg), trace)
+        count("distcheck.messages.sent", node=src, type=str(msg.get("type")))
         local = self.nodes.get(dst)
         if local is not None:
             # A node hosted here gets the frame straight into its mailbox: the same
             # bytes, decoded as its connection would.
-            _, copy = decode_frame(frame[4:], self.limits.max_depth)
-            if not self._deliver(local, Envelope(src, copy), within=self.connect_timeout):
+            _, copy, _ = decode_traced_frame(frame[4:], self.limits.max_depth)
+            if not self._deliver(local, Envelope(src, copy, trace), within=self.connect_timeout):
                 self.note(f"{src}: message to {dst} lost: its mailbox stayed full")
             return
         if address is None:
@@ -894,6 +920,13 @@ class _FreeContext(Context):
         self.runtime.send(self.name, dst, msg)
 
     def receive(self, timeout: float | None = None) -> Received | None:
+        _finish_handling()
+        item = self._take(timeout)
+        if item is not None:
+            _begin_handling(self.name, item)
+        return item
+
+    def _take(self, timeout: float | None) -> Received | None:
         node = self.node
         deadline = None if timeout is None else time.monotonic() + timeout
         with node.cond:
@@ -905,7 +938,7 @@ class _FreeContext(Context):
                     for name, due in sorted(node.timers.items(), key=lambda kv: kv[1]):
                         if due <= now:
                             del node.timers[name]
-                            node.mailbox.append(Timer(name))
+                            node.mailbox.append(Timer(name, node.timer_traces.pop(name, None)))
                     first = min(node.timers.values(), default=None)
                 if node.mailbox:
                     return node.mailbox.popleft()
@@ -922,6 +955,11 @@ class _FreeContext(Context):
         with self.node.cond:
             self.node.check()
             self.node.timers[name] = time.monotonic() + max(delay, 0.0)
+            handling = _HANDLING.get()
+            if handling is not None and handling[1] and handling[0].context is not None:
+                self.node.timer_traces[name] = handling[0].context
+            else:
+                self.node.timer_traces.pop(name, None)
             self.node.cond.notify_all()
             self.node.wake()
 
@@ -929,6 +967,7 @@ class _FreeContext(Context):
         with self.node.cond:
             self.node.check()
             self.node.timers.pop(name, None)
+            self.node.timer_traces.pop(name, None)
 
     def now(self) -> float:
         self.node.check()
@@ -969,11 +1008,12 @@ class _FreeContext(Context):
 
     def spawn(self, name: str, fn: Callable[[], None]) -> None:
         self.node.check()
-        self.runtime._node_thread(self.node, name, fn)
+        self.runtime._node_thread(self.node, name, fn, current())
 
     def record(self, action: Mapping[str, Any], **extra: Any) -> None:
         # No ``check``: the step recorded has happened, even if the node is stopped now.
         self.runtime.trace.record(self.name, action, **extra)
+        installed().log_step(self.name, action, extra)
 
     def log(self, text: str) -> None:
         self.runtime.note(f"{self.name}: {text}")
@@ -982,3 +1022,37 @@ class _FreeContext(Context):
         self.node.check()
         self.runtime.crash(self.node, reason)
         raise NodeCrashed
+
+
+#: the span of the message or timer the current thread is handling: (span, whether a
+#: message, the context current before it), until the thread's next ``receive``
+_HANDLING: contextvars.ContextVar[tuple[Span, bool, TraceContext | None] | None] = contextvars.ContextVar(
+    "distcheck_handling", default=None
+)
+
+
+def _begin_handling(node: str, item: Received) -> None:
+    """Count a message; start the span of a traced message or timer (module docstring)."""
+    if isinstance(item, Envelope):
+        kind = str(item.msg.get("type"))
+        count("distcheck.messages.received", node=node, type=kind)
+        if item.trace is None:
+            return
+        span = installed().start_span(
+            kind, item.trace, kind="server", attributes={"distcheck.node": node, "distcheck.src": item.src}
+        )
+    else:
+        if item.trace is None:
+            return
+        span = installed().start_span(f"timer {item.name}", item.trace, attributes={"distcheck.node": node})
+    _HANDLING.set((span, isinstance(item, Envelope), current()))
+    set_current(span.context)
+
+
+def _finish_handling() -> None:
+    handling = _HANDLING.get()
+    if handling is not None:
+        span, _, before = handling
+        _HANDLING.set(None)
+        span.end()
+        set_current(before)

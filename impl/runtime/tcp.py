@@ -7,7 +7,9 @@ each); ``FrameReader`` is the same reading for a blocking socket, for a client
 that talks to a node.
 
 A frame is a 4-byte big-endian payload length, then the payload: UTF-8 JSON of
-``{"src": sender, "msg": {"type": ..., ...}}``.  A reader that meets a frame longer
+``{"src": sender, "msg": {"type": ..., ...}}``, and, when the message belongs to a
+trace, ``"traceparent"``: its W3C trace context (``impl.telemetry.context``; a
+value that is not one is ignored, not an error).  A reader that meets a frame longer
 than its limit, nested deeper than its limit, a connection that ends inside a
 frame, a frame that does not arrive completely within its deadline, or a payload
 that is not such an object raises ``FrameError`` saying which; a connection that
@@ -30,6 +32,8 @@ from itertools import accumulate
 from typing import Any
 
 import attrs
+
+from distcheck.impl.telemetry.context import TraceContext
 
 _LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1 << 20
@@ -96,8 +100,11 @@ class IdleConnection(Exception):
     """A connection that started no frame within its idle timeout."""
 
 
-def encode_frame(src: str, msg: Any) -> bytes:
-    payload = json.dumps({"src": src, "msg": msg}, separators=(",", ":")).encode()
+def encode_frame(src: str, msg: Any, trace: TraceContext | None = None) -> bytes:
+    frame: dict[str, Any] = {"src": src, "msg": msg}
+    if trace is not None:
+        frame["traceparent"] = trace.traceparent
+    payload = json.dumps(frame, separators=(",", ":")).encode()
     return _LENGTH.pack(len(payload)) + payload
 
 
@@ -116,6 +123,12 @@ def json_depth(payload: bytes) -> int:
 
 def decode_frame(payload: bytes, max_depth: int = 64) -> tuple[str, dict[str, Any]]:
     """The (sender, message) a frame's payload carries, or ``FrameError``."""
+    src, msg, _ = decode_traced_frame(payload, max_depth)
+    return src, msg
+
+
+def decode_traced_frame(payload: bytes, max_depth: int = 64) -> tuple[str, dict[str, Any], TraceContext | None]:
+    """The (sender, message, trace context) a frame's payload carries, or ``FrameError``."""
     # Nesting is measured before parsing: json.loads recurses, and a deep enough
     # document (a megabyte of "[") ends in RecursionError instead of a parse error.
     if payload.count(b"[") + payload.count(b"{") > max_depth:
@@ -131,7 +144,7 @@ def decode_frame(payload: bytes, max_depth: int = 64) -> tuple[str, dict[str, An
     msg = data.get("msg")
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise FrameError('malformed frame: "msg" must be an object with a string "type"')
-    return data["src"], msg
+    return data["src"], msg, TraceContext.parse(data.get("traceparent"))
 
 
 class FrameReader:
