@@ -36,6 +36,7 @@ from distcheck.impl.resilience import UNBOUNDED, RetryError, Retrying
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.tcp import FrameError, decode_frame, encode_frame
+from distcheck.impl.telemetry import current, observe, span
 
 Address = tuple[str, int]
 _LENGTH = struct.Struct(">I")
@@ -151,6 +152,16 @@ class _Session:
     def _execute(self, op: Mapping[str, Any]) -> Any:
         if not isinstance(op.get("key"), str):
             raise TypeError(f"a key must be a string, got {op.get('key')!r}")
+        # One span per call (a new trace unless the caller is in one): every server
+        # the command reaches adds its spans to it (impl.telemetry).
+        name = str(op["op"])
+        started = self._now()
+        with span(f"raft.{name}", attributes={"distcheck.node": self.client_id, "distcheck.key": str(op["key"])}):
+            result = self._call(op)
+        observe("distcheck.client.latency", self._now() - started, operation=f"raft.{name}")
+        return result
+
+    def _call(self, op: Mapping[str, Any]) -> Any:
         self.seq += 1
         seq = self.seq
         if op["op"] == "get":
@@ -197,6 +208,7 @@ class _Session:
             idempotency_key=key,
             clock=self._now,
             sleep=self._sleep,
+            name="raft",
         )
 
     # ------------------------------------------------------------ transport
@@ -314,7 +326,7 @@ class RaftClient(_Session):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._conns[server] = conn
             conn.settimeout(max(deadline - time.monotonic(), 0.001))
-            conn.sendall(encode_frame(self.client_id, encode(request)))
+            conn.sendall(encode_frame(self.client_id, encode(request), current()))
             while True:
                 answer = CLIENT_MESSAGES.decode(self._read(conn, deadline))
                 if matches(answer):

@@ -68,6 +68,7 @@ The protocol, and where it departs from raft.tla on purpose:
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,6 +102,7 @@ from distcheck.impl.raft.messages import (
 )
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, encode
+from distcheck.impl.telemetry import count, observe
 
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 NOOP: dict[str, Any] = {"id": NOOP_ID}
@@ -267,6 +269,8 @@ class RaftNode(Actor):
         self.configs: list[tuple[int, tuple[str, ...]]] = [(self.log.base_index, base_members)]
         self._configure_from(self.log.base_index + 1)
         self.commit_index = self.last_applied = self.log.base_index
+        #: a leader's batches not yet committed: (last index of the batch, when it was written), for commit latency
+        self.appended_at: deque[tuple[int, float]] = deque()
         self.rng = random.Random(f"{self.name}:{self.starts}:{self.ctx.now()}")
         #: when this server last heard from a leader (or granted a vote, or stood)
         self.last_heard = self.ctx.now()
@@ -551,6 +555,7 @@ class RaftNode(Actor):
         self.role, self.leader, self.prevote_term = CANDIDATE, None, 0
         self.votes = set()
         self.last_heard = self.ctx.now()  # give this candidacy a whole period
+        count("distcheck.elections", node=self.name)
         # The trace shows raft.tla's steps: votedFor is nil after Timeout, and the
         # candidate's vote is its answer to its own request (durable above).
         self.log.voted_for = None
@@ -608,6 +613,8 @@ class RaftNode(Actor):
 
     def _become_leader(self) -> None:
         self.role, self.leader = LEADER, self.name
+        count("distcheck.leader.changes", node=self.name)
+        self.appended_at.clear()
         self.next_index, self.match_index, self.outstanding, self.probing = {}, {}, {}, {}
         self.learners = {}
         for peer in self.others:
@@ -637,6 +644,7 @@ class RaftNode(Actor):
         term at those indexes (only it leads in that term)."""
         start = self.log.last_index + 1
         self.log.write(start, [(self.log.term, cmd) for cmd in cmds])
+        self.appended_at.append((start + len(cmds) - 1, self.ctx.now()))
         if not self.options.parallel_sync:
             self.log.sync()
         for i, cmd in enumerate(cmds):
@@ -746,6 +754,9 @@ class RaftNode(Actor):
             n = self._majority({**self.match_index, self.name: self.log.last_index}, counted_twice=self.name)
         if n > self.commit_index and self.log.term_at(n) == self.log.term:
             self.commit_index = n
+            now = self.ctx.now()
+            while self.appended_at and self.appended_at[0][0] <= n:
+                observe("distcheck.commit.latency", now - self.appended_at.popleft()[1], node=self.name)
             self._record({"type": "AdvanceCommitIndex", "server": self.name})
             self._apply()
             if self.name not in self.members and self.configs[-1][0] <= self.commit_index:

@@ -14,6 +14,12 @@ and the protocol.
     python -m distcheck.impl.raft.server --name n1 \\
         --cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --data /var/lib/raft/n1
 
+Observability (``impl.telemetry``, with the ``telemetry`` extra installed):
+``--spans FILE`` writes the spans of the traced requests this server handles as JSON
+lines (``distcheck show FILE`` draws them), ``--metrics-port PORT`` serves its
+metrics in Prometheus's format at ``http://HOST:PORT/metrics`` (0: a free port; the
+address is printed), ``--log-json FILE`` logs its steps with term and trace id.
+
 Bad arguments: one line on stderr and exit status 2.  SIGTERM or SIGINT stops the
 server (exit 0); what it acknowledged is on disk (``--data``), and starting it
 again over the same directory recovers it.
@@ -36,6 +42,7 @@ from distcheck.impl.raft.node import RaftNode, RaftOptions, Timing
 from distcheck.impl.runtime.free import ClientPort, FreeRuntime
 from distcheck.impl.runtime.tcp import ConnectionLimits
 from distcheck.impl.runtime.tracelog import TraceLog
+from distcheck.impl.telemetry import Telemetry, install
 
 CLIENT_PORT_OFFSET = 1000
 #: client connections open at once, at most
@@ -102,7 +109,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trace", help="write this server's trace to this file (JSON Lines) when it stops; {name}: the server's name"
     )
+    p.add_argument("--spans", help="write the spans of traced requests to this file (JSON Lines); {name}: as above")
+    p.add_argument(
+        "--metrics-port", type=int, help="serve metrics in Prometheus's format on this port (0: a free one; printed)"
+    )
+    p.add_argument("--log-json", help="log every step as a JSON line (node, term, trace id) to this file; {name}")
     return p
+
+
+def telemetry_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Telemetry | None:
+    """The telemetry the observability flags ask for (None: none asked), or exit 2
+    when they need OpenTelemetry and it is not installed."""
+    if args.spans is None and args.metrics_port is None and args.log_json is None:
+        return None
+    if args.metrics_port is not None and not 0 <= args.metrics_port < 65536:
+        p.error(f"--metrics-port {args.metrics_port} is not a port")
+    try:
+        from distcheck.impl.telemetry.otel import OpenTelemetry
+    except ImportError as exc:
+        p.error(str(exc))
+
+    def path(template: str | None) -> Path | None:
+        return None if template is None else Path(template.replace("{name}", args.name))
+
+    host = parse_cluster(args.cluster)[args.name][0]
+    try:
+        return OpenTelemetry(
+            f"raft-{args.name}",
+            spans=path(args.spans),
+            metrics_port=args.metrics_port,
+            metrics_host=host,
+            logs=path(args.log_json),
+        )
+    except OSError as exc:
+        print(f"{p.prog}: cannot start telemetry: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"{p.prog}: cannot start: {exc}", file=sys.stderr)
         return 1
-    node = RaftNode(args.name, list(cluster), timing, options, members=members, trace=args.trace is not None)
+    telemetry = telemetry_from(args, p)
+    if telemetry is not None:
+        install(telemetry)
+        url = getattr(telemetry, "metrics_url", None)
+        if url is not None:
+            print(f"{args.name} metrics on {url}", flush=True)
+    # steps are recorded for a trace file, or for the JSON log
+    steps = args.trace is not None or args.log_json is not None
+    node = RaftNode(args.name, list(cluster), timing, options, members=members, trace=steps)
     trace: TraceLog = TraceLog("raft") if args.trace else NoTrace()
     runtime = FreeRuntime(
         {args.name: node.main},
@@ -172,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect(1)
         gc.freeze()
     runtime.stop()
+    if telemetry is not None:
+        telemetry.close()
     if args.trace:
         trace.write(Path(args.trace.replace("{name}", args.name)))
     return 0

@@ -55,12 +55,15 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from distcheck.impl.resilience.deadline import Clock
+from distcheck.impl.telemetry import count, gauge
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 MODES = (CLOSED, OPEN, HALF_OPEN)
+#: the ``distcheck.breaker.state`` gauge's value for each mode (``impl.telemetry``)
+STATE_LEVELS = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 CALL, PROBE = "call", "probe"
 
 
@@ -430,6 +433,8 @@ class CircuitBreaker:
 
     def _notify(self, changes: list[StateChange]) -> None:
         for change in changes:
+            gauge("distcheck.breaker.state", STATE_LEVELS[change.new], breaker=self.name)
+            count("distcheck.breaker.transitions", breaker=self.name, to=change.new)
             for listener in self.listeners:
                 listener(change)
 

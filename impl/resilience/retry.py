@@ -52,6 +52,7 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn, ParamSpec, Protocol, TypeVar
 
 from distcheck.impl.resilience.deadline import Clock, Deadline, _current, current_deadline
+from distcheck.impl.telemetry import count
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -219,6 +220,8 @@ class Retrying:
       ``jitter`` unused), for a client whose attempt is itself the wait: it sends,
       waits up to its resend interval for the answer, and sends again.  The deadline
       and the budget hold as with a backoff.
+    - ``name``: what the retries are counted under (the ``distcheck.retries``
+      metric's ``operation``, ``impl.telemetry``).
     """
 
     def __init__(
@@ -239,6 +242,7 @@ class Retrying:
         rng: Uniform | None = None,
         on_event: Callable[[RetryEvent], object] | None = None,
         backoff: bool = True,
+        name: str = "call",
     ) -> None:
         _check_number("base", base, minimum=0.0, strict=True)
         _check_number("cap", cap, minimum=0.0, strict=True)
@@ -287,6 +291,7 @@ class Retrying:
         self.rng: Uniform = rng if rng is not None else random.Random()
         self.on_event = on_event
         self.backoff = backoff
+        self.name = name
 
     # ------------------------------------------------------------ the loop
 
@@ -326,6 +331,7 @@ class Retrying:
             sleep = self._draw(backoffs, previous, limit) if pause else self._no_sleep(limit)
             if sleep is None:
                 self._give_up(DEADLINE, number, error)
+            count("distcheck.retries", operation=self.name)
             if emit is not None:
                 emit("retry", attempt, sleep=sleep)
             if pause:  # a retry at once takes no pause, not even a yield, and leaves the backoff where it was
