@@ -49,6 +49,7 @@ from distcheck.impl.messaging.messages import (
 from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.tcp import ConnectionLimits, FrameReader, IdleConnection, encode_frame
+from distcheck.impl.telemetry import current
 
 Address = tuple[str, int]
 _ids = itertools.count(1)
@@ -258,7 +259,8 @@ class BrokerClient:
         """Send now if connected; otherwise what matters is sent on the next connection
         (pending publishes, subscriptions), and an acknowledgement is simply lost (the
         message comes back, marked redelivered)."""
-        frame = encode_frame(self.client_id, encode(msg))
+        # A publish inside a traced call carries its trace to the broker (impl.telemetry).
+        frame = encode_frame(self.client_id, encode(msg), current())
         with self._lock:
             conn = self._conn
             if conn is None:
