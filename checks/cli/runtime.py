@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, simulate
+from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, Wiring, simulate
 from distcheck.checks.conformance.validate import Validation, action_text, validate_trace
 from distcheck.checks.conformance.wiring import DEMONSTRATIONS, WIRINGS, find_wiring
+from distcheck.checks.histories.export import write_history
 from distcheck.checks.params import UsageError, build_spec, output_file
 from distcheck.checks.traces import trace as trace_file
 from distcheck.checks.traces.compare import change_text
@@ -53,6 +54,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown implementation variant {args.variant!r} for {entry.name}; allowed: {allowed}")
     steps = wiring.default_steps if args.steps is None else args.steps
     faults = _fault_policy(args.faults)
+    if args.history_out and not _keeps_history(wiring):
+        kept = ", ".join(name for name, w in WIRINGS.items() if _keeps_history(w))
+        raise UsageError(f"simulate {entry.name} keeps no client history; --history-out is for {kept}")
     started = time.perf_counter()
     passed = 0
     failure: tuple[int, SimOutcome] | None = None
@@ -76,6 +80,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             written.write_text(shown.run.trace.text(), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write the trace to {written}: {exc.strerror or exc}") from None
+    history_written: tuple[Path, int] | None = None
+    if args.history_out and shown.history is not None:
+        path = Path(args.history_out)
+        try:
+            history_written = (path, write_history(shown.history, path))
+        except OSError as exc:
+            raise UsageError(f"cannot write the history to {path}: {exc.strerror or exc}") from None
     replay = (
         f"distcheck simulate {entry.name}"
         + "".join(f" -p {k}={v}" for k, v in params.items())
@@ -100,6 +111,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         }
         if written is not None:
             out["trace_file"] = str(written)
+        if history_written is not None:
+            out["history_file"] = str(history_written[0])
         if failure is not None:
             seed, outcome = failure
             out["failure"] = {
@@ -129,6 +142,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         if written is not None:
             print(f"trace of the last run written to {written}")
+        _print_history(history_written, "the last run")
         return 0
     seed, outcome = failure
     print(f"{label}: violated ({outcome.kind}) with seed {seed} after {plural(passed, 'passing schedule')}\n")
@@ -138,7 +152,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(validation_text(outcome.validation, "the run's trace"))
     print(f"\nreplay: {replay}")
     print(f"trace written to {written} (validate it with: distcheck validate {entry.name} {written})")
+    _print_history(history_written, "the failing run")
     return 1
+
+
+def _keeps_history(wiring: Wiring) -> bool:
+    return type(wiring).history is not Wiring.history
+
+
+def _print_history(written: tuple[Path, int] | None, which: str) -> None:
+    if written is not None:
+        path, count = written
+        print(
+            f"client history of {which} ({plural(count, 'operation')}) written to {path} "
+            f"(check it with: distcheck linearizable {path} --model kv)"
+        )
 
 
 def cmd_demonstration(args: argparse.Namespace) -> int:
@@ -152,6 +180,7 @@ def cmd_demonstration(args: argparse.Namespace) -> int:
             ("--faults", args.faults),
             ("--steps", args.steps is not None),
             ("--variant", args.variant),
+            ("--history-out", args.history_out),
         )
         if given
     ]
@@ -325,6 +354,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         type=output_file,
         metavar="FILE",
         help="write the run's trace here (default: a failing run's trace under .distcheck/traces/)",
+    )
+    p.add_argument(
+        "--history-out",
+        type=output_file,
+        metavar="FILE",
+        help="write the clients' history of the last (or failing) run here, for distcheck linearizable "
+        "(key-value services)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_simulate)

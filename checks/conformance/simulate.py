@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from distcheck.checks.conformance.validate import Validation, Validator, validate_events
+from distcheck.checks.histories.linearizability import Operation
 from distcheck.checks.traces.render import state_table
 from distcheck.checks.traces.trace import Trace
 from distcheck.checks.verdict import OK, VIOLATED
@@ -114,6 +115,11 @@ class Wiring(ABC):
         read that way is bad input: raise ``checks.params.UsageError`` (one line)."""
         return None
 
+    def history(self, system: Any) -> list[Operation] | None:
+        """The clients' history of a run, for ``--history-out`` (key-value services);
+        None for a protocol whose clients keep none."""
+        return None
+
     def fault_policy(self, faults: FaultPolicy, system: Any) -> FaultPolicy:
         """The faults the scheduler may inject into this system (e.g. which nodes may crash)."""
         return faults
@@ -156,6 +162,8 @@ class SimOutcome:
     message: str
     run: RunResult
     validation: Validation
+    #: the clients' history (``Wiring.history``), None where they keep none
+    history: list[Operation] | None = None
 
     @property
     def ok(self) -> bool:
@@ -166,10 +174,12 @@ class SimOutcome:
 _KINDS = {"violation": "invariant", "deadlock": "deadlock", "error": "error", "step_limit": "step_limit"}
 
 
-def _outcome(status: str, message: str, run: RunResult, validation: Validation) -> SimOutcome:
+def _outcome(
+    status: str, message: str, run: RunResult, validation: Validation, history: list[Operation] | None = None
+) -> SimOutcome:
     if status == "ok":
-        return SimOutcome(OK, None, message, run, validation)
-    return SimOutcome(VIOLATED, _KINDS.get(status, status), message, run, validation)
+        return SimOutcome(OK, None, message, run, validation, history)
+    return SimOutcome(VIOLATED, _KINDS.get(status, status), message, run, validation, history)
 
 
 def make_choices(options: SimOptions) -> ChoiceSource:
@@ -226,6 +236,7 @@ def simulate(
     # Validate the whole trace once more from scratch: a run that stopped on an
     # invariant still tells whether its trace was a behaviour up to there.
     validation = wiring.validate(spec, tracelog.events, tracelog.header)
+    history = wiring.history(system)
     if options.check_trace and not validation.ok and run.status in ("ok", "violation"):
-        return _outcome("invalid_trace", validation.message, run, validation)
-    return _outcome(run.status, run.message, run, validation)
+        return _outcome("invalid_trace", validation.message, run, validation, history)
+    return _outcome(run.status, run.message, run, validation, history)

@@ -294,6 +294,10 @@ class AbdWiring(Wiring):
                     )
         return None
 
+    def history(self, system: Any) -> list[Operation]:
+        abd_system: AbdSystem = system
+        return [Operation(e.client, e.call, e.ret, e.op, e.result) for e in abd_system.cluster.history.entries]
+
     def finished(self, sim: Simulation, system: Any) -> str | None:
         if sim.failures:
             return f"a node's own code failed: {sim.failures[0]}"

@@ -120,6 +120,10 @@ class PaxosWiring(Wiring):
         known = max((slot + 1 for r in cluster.replicas for slot in r.chosen), default=0)
         return all(r.applied == known for r in cluster.replicas)
 
+    def history(self, system: Any) -> list[Operation]:
+        paxos_system: PaxosSystem = system
+        return [Operation(e.client, e.call, e.ret, e.op, e.result) for e in paxos_system.cluster.history.entries]
+
     def finished(self, sim: Simulation, system: Any) -> str | None:
         # A handler that raised crashed its node, which was restarted: the run went
         # on, but the code is wrong.

@@ -162,6 +162,10 @@ class PbftWiring(Wiring):
         pbft_system: PbftSystem = system
         return all(len(c.results) == len(c.ops) for c in pbft_system.cluster.clients)
 
+    def history(self, system: Any) -> list[Operation]:
+        pbft_system: PbftSystem = system
+        return [Operation(e.client, e.call, e.ret, e.op, e.result) for e in pbft_system.cluster.history.entries]
+
     def finished(self, sim: Simulation, system: Any) -> str | None:
         if sim.failures:
             return f"a node's own code failed: {sim.failures[0]}"

@@ -148,6 +148,10 @@ class RaftWiring(Wiring):
         applied = {s.last_applied for s in cluster.servers if hasattr(s, "log")}
         return len(applied) == 1
 
+    def history(self, system: Any) -> list[Operation]:
+        raft_system: RaftSystem = system
+        return history_operations(raft_system.cluster.history)
+
     def finished(self, sim: Simulation, system: Any) -> str | None:
         if sim.failures:
             return f"a node's own code failed: {sim.failures[0]}"
