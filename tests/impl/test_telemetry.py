@@ -26,7 +26,7 @@ from distcheck.impl.resilience import UNBOUNDED, CircuitBreaker, RetryError, Ret
 from distcheck.impl.runtime.api import Context, Envelope, Timer
 from distcheck.impl.runtime.free import FreeRuntime
 from distcheck.impl.runtime.tcp import decode_traced_frame, encode_frame
-from distcheck.impl.telemetry import TraceContext, count, current, install, otel, span
+from distcheck.impl.telemetry import TraceContext, count, current, install, otel, span, use
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -172,8 +172,6 @@ def test_without_telemetry_the_context_passes_through_untouched(tmp_path: Path) 
 def _traced_send(rt: FreeRuntime, context: TraceContext) -> TraceContext | None:
     with span("outside") as outside:
         pass
-    from distcheck.impl.telemetry import use
-
     with use(context):
         rt.send("client", "a", {"type": "Ping"})
     return outside.context
@@ -197,8 +195,6 @@ def test_steps_go_to_the_json_log_with_node_term_and_trace(tmp_path: Path) -> No
         with FreeRuntime({"a": stepper, "client": lambda ctx: None}, tmp_path) as rt:
             rt.start()
             root = TraceContext.new_root()
-            from distcheck.impl.telemetry import use
-
             with use(root):
                 rt.send("client", "a", {"type": "Go"})
             _wait_for(lambda: out.getvalue(), "Phase1b")
