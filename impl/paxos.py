@@ -77,6 +77,7 @@ from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages, encode, wire
 from distcheck.impl.runtime.api import Context, Envelope, Storage
 from distcheck.impl.runtime.history import History
+from distcheck.impl.telemetry import count
 
 VARIANTS = {
     "forgotten_vote": "an acceptor keeps its votes in memory only, so a crash forgets them",
@@ -487,6 +488,7 @@ class Replica(Actor):
         self.promises = {}
         self.proposals, self.accepts = {}, {}
         self.ctx.record({"type": "Phase1a", "bal": ballot}, from_slot=self.from_slot)
+        count("distcheck.elections", node=self.name)
         self.set_timer(RetryTimer(), self.timing.retry)
         self._broadcast(Prepare(ballot, self.from_slot))
 
@@ -500,6 +502,7 @@ class Replica(Actor):
     def _lead(self) -> None:
         """Phase 1 is done: re-propose what the promises reported, fill the gaps."""
         self.role, self.leader = LEADER, self.name
+        count("distcheck.leader.changes", node=self.name)
         self.failed_candidacies = 0
         self.set_timer(HeartbeatTimer(), 0.0)
         reported: dict[int, tuple[int, dict[str, Any]]] = {}

@@ -39,7 +39,11 @@ METRICS: dict[str, tuple[Kind, str, str]] = {
     "distcheck.messages.sent": ("counter", "{message}", "messages a node sent, by node and type"),
     "distcheck.messages.received": ("counter", "{message}", "messages a node took from its mailbox, by node and type"),
     "distcheck.retries": ("counter", "{retry}", "attempts a retry policy made again after a failure, by operation"),
-    "distcheck.elections": ("counter", "{election}", "elections a node started (Raft: became candidate), by node"),
+    "distcheck.elections": (
+        "counter",
+        "{election}",
+        "elections a node started (Raft: became candidate; Paxos: a new ballot), by node",
+    ),
     "distcheck.leader.changes": ("counter", "{change}", "times a node became leader, by node"),
     "distcheck.commit.latency": (
         "histogram",

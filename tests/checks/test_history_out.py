@@ -11,7 +11,7 @@ import io
 import json
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from distcheck.checks.cli import main
