@@ -15,39 +15,112 @@ subcommand: ``python -m distcheck.checks.cli.usage`` (README.md's block is that 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from distcheck.checks.cli import histories as cli_histories
-from distcheck.checks.cli import prove as cli_prove
-from distcheck.checks.cli import runtime as cli_runtime
-from distcheck.checks.cli import trace as cli_trace
 from distcheck.checks.inputs import clip, printable
-from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
-from distcheck.checks.search.explore import Explorer, Result, Stats, Violation, check_refinement_of, follow_witness
-from distcheck.checks.search.parallel import ParallelExplorer
-from distcheck.checks.search.swarm import SchedulerError, check_scheduler, swarm
-from distcheck.checks.traces.render import plural, step_table, trace_text
-from distcheck.checks.traces.trace import Trace, from_behaviour, violation_of
-from distcheck.checks.traces.trace import default_path as default_trace_path
-from distcheck.checks.traces.trace import write as write_trace
-from distcheck.checks.verdict import BOUNDED
-from distcheck.spec.codec import to_json
-from distcheck.spec.contract import Spec
-from distcheck.spec.registry import REGISTRY
+
+if TYPE_CHECKING:
+    from distcheck.checks.cli import prove as cli_prove
+    from distcheck.checks.cli import runtime as cli_runtime
+    from distcheck.checks.cli import trace as cli_trace
+    from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
+    from distcheck.checks.search.explore import (
+        Explorer,
+        Result,
+        Stats,
+        Violation,
+        check_refinement_of,
+        follow_witness,
+    )
+    from distcheck.checks.search.parallel import ParallelExplorer
+    from distcheck.checks.search.swarm import SchedulerError, check_scheduler, swarm
+    from distcheck.checks.traces.render import plural, step_table, trace_text
+    from distcheck.checks.traces.trace import Trace, from_behaviour, violation_of
+    from distcheck.checks.traces.trace import default_path as default_trace_path
+    from distcheck.checks.traces.trace import write as write_trace
+    from distcheck.checks.verdict import BOUNDED
+    from distcheck.spec.codec import to_json
+    from distcheck.spec.contract import Spec
+    from distcheck.spec.registry import REGISTRY
+
+# Everything but ``linearizable`` needs the spec registry, the explorers and the
+# conformance wiring, which take about a second to import; ``linearizable`` needs
+# none of it, so these names are imported on first use (``_load``), and a
+# ``distcheck linearizable`` process starts in a tenth of that.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "cli_prove": ("distcheck.checks.cli.prove", None),
+    "cli_runtime": ("distcheck.checks.cli.runtime", None),
+    "cli_trace": ("distcheck.checks.cli.trace", None),
+    "UsageError": ("distcheck.checks.params", "UsageError"),
+    "build_spec": ("distcheck.checks.params", "build_spec"),
+    "output_file": ("distcheck.checks.params", "output_file"),
+    "positive_int": ("distcheck.checks.params", "positive_int"),
+    "Explorer": ("distcheck.checks.search.explore", "Explorer"),
+    "Result": ("distcheck.checks.search.explore", "Result"),
+    "Stats": ("distcheck.checks.search.explore", "Stats"),
+    "Violation": ("distcheck.checks.search.explore", "Violation"),
+    "check_refinement_of": ("distcheck.checks.search.explore", "check_refinement_of"),
+    "follow_witness": ("distcheck.checks.search.explore", "follow_witness"),
+    "ParallelExplorer": ("distcheck.checks.search.parallel", "ParallelExplorer"),
+    "SchedulerError": ("distcheck.checks.search.swarm", "SchedulerError"),
+    "check_scheduler": ("distcheck.checks.search.swarm", "check_scheduler"),
+    "swarm": ("distcheck.checks.search.swarm", "swarm"),
+    "plural": ("distcheck.checks.traces.render", "plural"),
+    "step_table": ("distcheck.checks.traces.render", "step_table"),
+    "trace_text": ("distcheck.checks.traces.render", "trace_text"),
+    "Trace": ("distcheck.checks.traces.trace", "Trace"),
+    "from_behaviour": ("distcheck.checks.traces.trace", "from_behaviour"),
+    "violation_of": ("distcheck.checks.traces.trace", "violation_of"),
+    "default_trace_path": ("distcheck.checks.traces.trace", "default_path"),
+    "write_trace": ("distcheck.checks.traces.trace", "write"),
+    "BOUNDED": ("distcheck.checks.verdict", "BOUNDED"),
+    "to_json": ("distcheck.spec.codec", "to_json"),
+    "Spec": ("distcheck.spec.contract", "Spec"),
+    "REGISTRY": ("distcheck.spec.registry", "REGISTRY"),
+}
+_loaded = False
+
+
+def _load() -> None:
+    """Import the names in ``_LAZY`` into this module (once; a name already set, say
+    by a test's monkeypatch, is kept)."""
+    global _loaded
+    if _loaded:
+        return
+    for name, (module_name, attribute) in _LAZY.items():
+        if name not in globals():
+            module = importlib.import_module(module_name)
+            globals()[name] = module if attribute is None else getattr(module, attribute)
+    _loaded = True
+
+
+def __getattr__(name: str) -> Any:
+    # ``main.REGISTRY`` and the like from outside, before any command ran.
+    if name in _LAZY:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        _load()
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+_DESCRIPTION = "Check distributed-protocol specifications."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="distcheck", description="Check distributed-protocol specifications.")
+    _load()
+    parser = _Parser(prog="distcheck", description=_DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p_list = sub.add_parser("list", help="list specs, their parameters and variants")
@@ -97,6 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (cli_trace, cli_prove, cli_runtime, cli_histories):
         module.register(sub)
     return parser
+
+
+def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The whole parser, or for ``linearizable`` one that knows that subcommand alone
+    (the same parser to it, without importing what the others need)."""
+    if argv and argv[0] == "linearizable":
+        parser = _Parser(prog="distcheck", description=_DESCRIPTION)
+        cli_histories.register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+        return parser
+    return build_parser()
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    # UsageError lives in checks.params, which imports every spec: a run that never
+    # imported it cannot have raised one.
+    params = sys.modules.get("distcheck.checks.params")
+    return params is not None and isinstance(exc, params.UsageError)
 
 
 # --------------------------------------------------------------------------- list
@@ -472,25 +562,27 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     _survive_any_text()
     try:
-        args = build_parser().parse_args(argv)
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        args = _parser_for(arguments).parse_args(arguments)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except UsageError as exc:
-        print(f"distcheck: error: {one_line(str(exc))}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("distcheck: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader (e.g. `| head`) went away: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except (RecursionError, MemoryError) as exc:
-        # The input boundary (checks/inputs.py) keeps files within limits; this is the
-        # fence behind it, for input that is within them and still too much.
-        what = "nested too deep" if isinstance(exc, RecursionError) else "too large for the memory available"
-        print(f"distcheck: error: the input is {what} to check", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a bug in distcheck: one line, never a traceback (exit 3)
+    except Exception as exc:
+        if _is_usage_error(exc):
+            print(f"distcheck: error: {one_line(str(exc))}", file=sys.stderr)
+            return 2
+        if isinstance(exc, BrokenPipeError):  # the reader (e.g. `| head`) went away: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        if isinstance(exc, RecursionError | MemoryError):
+            # The input boundary (checks/inputs.py) keeps files within limits; this is the
+            # fence behind it, for input that is within them and still too much.
+            what = "nested too deep" if isinstance(exc, RecursionError) else "too large for the memory available"
+            print(f"distcheck: error: the input is {what} to check", file=sys.stderr)
+            return 2
+        # A bug in distcheck: one line, never a traceback (exit 3).
         if os.environ.get("DISTCHECK_TRACEBACK"):
             raise
         print(

@@ -1,2 +1,3 @@
 """Client histories of real systems, checked against sequential models
-(``linearizability``)."""
+(``linearizability``; ``parts`` checks a history's sub-histories, on several cores
+when it is large)."""

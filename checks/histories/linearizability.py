@@ -10,20 +10,24 @@ which a sequential ``Model`` gives every operation the result its client saw?  I
 imports nothing from ``spec/`` or ``impl/``: a history is a list of ``Operation``
 records, however they were collected.
 
-How.  Wing & Gong's search with Lowe's memoisation.  The model splits the history
-into independent sub-histories (one per key for ``KeyValue``); linearizability is
-local (Herlihy & Wing), so each is checked on its own.  For one sub-history a
-depth-first search builds a linearization one operation at a time.  The next
-operation may be any not yet placed whose invocation comes no later than the
-earliest response among the completed operations not yet placed (otherwise that
-one returned before it was invoked and must come first), and whose recorded result
-is what the model answers in the current state.  The search remembers every
-(set of placed operations, model state) pair it has reached: two paths to the same
-pair have the same future, which is what keeps typical histories far from the
-exponential worst case.  An operation that never returned is placed or left out at
-will, its result ignored; placing one that does not change the state is never
-needed, so it is not tried.  The sub-history is linearizable when every completed
-operation has been placed.
+How.  Wing & Gong's search with Lowe's memoisation, as Porcupine runs it.  The
+model splits the history into independent sub-histories (one per key for
+``KeyValue``); linearizability is local (Herlihy & Wing), so each is checked on its
+own (``check_part``; ``checks.histories.parts`` runs them on several cores).  For
+one sub-history a depth-first search builds a linearization one operation at a
+time.  The next operation may be any not yet placed whose invocation comes no
+later than the earliest response among the completed operations not yet placed
+(otherwise that one returned before it was invoked and must come first), and whose
+recorded result is what the model answers in the current state.  The operations
+not yet placed are a doubly linked list in invocation order, so finding those
+candidates passes over no placed one.  The search remembers every (set of placed
+operations, model state) pair it has reached: two paths to the same pair have the
+same future, which is what keeps typical histories far from the exponential worst
+case.  Each pair reached is one step; ``steps`` in the result counts them, and
+``max_steps`` and a ``deadline`` bound them.  An operation that never returned is
+placed or left out at will, its result ignored; placing one that does not change
+the state is never needed, so it is not tried.  The sub-history is linearizable
+when every completed operation has been placed.
 
 The witness.  The per-key orders are merged into one order of the whole history
 by giving each operation a point in time inside its interval (the latest
@@ -41,8 +45,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
@@ -171,7 +176,10 @@ class Linearizability:
     ``sub_history``, the operations of the part no order explains (one key's, for a
     keyed model); ``prefix``, the longest order of its operations that the model
     explains (what the search reached furthest); ``stuck``, the operations that
-    could come next after it, none with the result its client saw."""
+    could come next after it, none with the result its client saw.
+
+    ``steps``: the search's work, the (placed operations, model state) pairs it
+    reached, over every sub-history it searched."""
 
     ok: bool
     order: tuple[Operation, ...] | None
@@ -179,18 +187,37 @@ class Linearizability:
     sub_history: tuple[Operation, ...] = ()
     prefix: tuple[Operation, ...] = ()
     stuck: tuple[Stuck, ...] = ()
+    steps: int = 0
 
 
 class HistoryTooLarge(Exception):
-    """The search needed more than ``max_steps`` steps: no answer, rather than a wrong one."""
+    """The search needed more than ``max_steps`` steps: no answer, rather than a wrong one.
+    ``steps`` is the work done before giving up."""
+
+    def __init__(self, message: str, steps: int = 0) -> None:
+        super().__init__(message)
+        self.steps = steps
+
+
+class SearchTimedOut(Exception):
+    """The search passed its deadline (``time.monotonic()``): no answer.  ``steps`` is
+    the work done before giving up."""
+
+    def __init__(self, steps: int = 0) -> None:
+        super().__init__("the search passed its deadline")
+        self.steps = steps
 
 
 def check_history(
-    ops: Sequence[Operation], model: Model[Any] = KeyValue(), max_steps: int = DEFAULT_MAX_STEPS
+    ops: Sequence[Operation],
+    model: Model[Any] = KeyValue(),
+    max_steps: int = DEFAULT_MAX_STEPS,
+    deadline: float | None = None,
 ) -> Linearizability:
     """Is ``ops`` linearizable with respect to ``model``?  Raises ``ValueError`` (one
-    line) for a malformed history and ``HistoryTooLarge`` when the search exceeds
-    ``max_steps`` (counted over all sub-histories).
+    line) for a malformed history, ``HistoryTooLarge`` when the search exceeds
+    ``max_steps`` (counted over all sub-histories) and ``SearchTimedOut`` when it
+    is still searching at ``deadline`` (a ``time.monotonic()`` reading).
 
     Malformed: an entry that is not an ``Operation``; a client that is not a string;
     an ``op`` that is not a mapping; a position that is not an integer; a response
@@ -200,27 +227,86 @@ def check_history(
     last: a client that gives up on an operation goes on under a new name); and
     whatever the model refuses (for ``KeyValue``: an unknown operation, a missing
     or unknown field, an unhashable key)."""
+    check_operations(ops)
+    placed: list[tuple[Operation, int]] = []
+    partitions = model.partition(ops)
+    steps = 0
+    for number, part in enumerate(partitions):
+        try:
+            result = check_part(part, model, max_steps - steps, deadline)
+        except HistoryTooLarge as exc:
+            raise _too_large(max_steps, part, steps + exc.steps) from None
+        except SearchTimedOut as exc:
+            raise SearchTimedOut(steps + exc.steps) from None
+        steps += result.steps
+        if not result.ok:
+            return attrs.evolve(result, steps=steps)
+        placed.extend((operation, number) for operation in result.order or ())
+    return Linearizability(True, _merge(placed), _ok_message(ops, len(partitions)), steps=steps)
+
+
+def check_operations(ops: Sequence[Operation]) -> None:
+    """``ValueError`` (one line) unless ``ops`` is a well-formed history (see
+    ``check_history``; what the model refuses is the model's ``partition``'s to say)."""
     for index, operation in enumerate(ops):
         _check_fields(index, operation)
         _check_positions(operation)
     _check_events(ops)
-    budget = _Budget(max_steps)
-    placed: list[tuple[Operation, int]] = []
-    partitions = model.partition(ops)
-    for number, part in enumerate(partitions):
-        search = _Search(model, part, budget)
-        order = search.run()
-        if order is None:
-            return Linearizability(
-                False,
-                None,
-                search.failure_message(),
-                sub_history=tuple(part),
-                prefix=tuple(search.ops[i] for i in search.best_path),
-                stuck=tuple(Stuck(search.ops[i], answer) for i, answer in search.best_stuck),
-            )
-        placed.extend((operation, number) for operation in order)
-    return Linearizability(True, _merge(placed), _ok_message(ops, len(partitions)))
+
+
+def check_part(
+    part: Sequence[Operation], model: Model[Any], max_steps: int = DEFAULT_MAX_STEPS, deadline: float | None = None
+) -> Linearizability:
+    """Is one sub-history linearizable?  ``part`` is searched whole (the model's
+    ``partition`` is not called: it was split already); the operations are assumed
+    well formed (``check_operations``).  ``order`` is then the part's own witness.
+    Raises ``HistoryTooLarge`` beyond ``max_steps`` steps, ``SearchTimedOut`` at
+    ``deadline``."""
+    return PartSearch(part, model).check(max_steps, deadline)
+
+
+class PartSearch:
+    """One sub-history's search, which can be taken up again: ``check`` with a budget
+    the search runs out of raises ``HistoryTooLarge``, and ``check`` with a larger one
+    goes on from where it stopped (the same search, not a new one: the result and
+    the steps are those of one call with the larger budget)."""
+
+    def __init__(self, part: Sequence[Operation], model: Model[Any]) -> None:
+        self.part = part
+        self.search = _Search(model, part)
+
+    @property
+    def steps(self) -> int:
+        return self.search.steps
+
+    def check(self, max_steps: int = DEFAULT_MAX_STEPS, deadline: float | None = None) -> Linearizability:
+        """The verdict (see ``check_part``)."""
+        search = self.search
+        try:
+            found = search.run(max_steps, deadline)
+        except _OverBudget as exc:
+            raise _too_large(max_steps, self.part, exc.steps) from None
+        if found is not None:
+            order = tuple(search.ops[i] for i in found)
+            return Linearizability(True, order, _ok_message(self.part, 1), steps=search.steps)
+        best = search.best
+        return Linearizability(
+            False,
+            None,
+            search.failure_message(),
+            sub_history=tuple(self.part),
+            prefix=tuple(search.ops[i] for i in best.path),
+            stuck=tuple(Stuck(search.ops[i], answer) for i, answer in best.stuck),
+            steps=search.steps,
+        )
+
+
+def _too_large(max_steps: int, part: Sequence[Operation], steps: int) -> HistoryTooLarge:
+    return HistoryTooLarge(
+        f"the linearizability search exceeded {max_steps:,} steps on {_where(part)} ({len(part)} operations); "
+        "check a shorter history or raise max_steps",
+        steps,
+    )
 
 
 def _check_fields(index: int, operation: Any) -> None:
@@ -296,20 +382,6 @@ def _ok_message(ops: Sequence[Operation], partitions: int) -> str:
     return f"linearizable: {len(ops)} operations{never}, in {parts}"
 
 
-class _Budget:
-    def __init__(self, max_steps: int) -> None:
-        self.max_steps = max_steps
-        self.steps = 0
-
-    def spend(self, where: str, size: int) -> None:
-        self.steps += 1
-        if self.steps > self.max_steps:
-            raise HistoryTooLarge(
-                f"the linearizability search exceeded {self.max_steps:,} steps on {where} ({size} operations); "
-                "check a shorter history or raise max_steps"
-            )
-
-
 def same_result(a: Any, b: Any) -> bool:
     """Equality that does not let True stand for 1 (Python's ``True == 1``): a cas that
     answered True is not a get that read 1."""
@@ -331,120 +403,230 @@ def _memo_state(state: Any) -> Any:
     return (type(state), state)
 
 
-_NEVER = float("inf")
+def _same_state(a: Any, b: Any) -> bool:
+    return a is b or _memo_state(a) == _memo_state(b)
+
+
+# Results compared with ``==`` alone: for these ``same_result`` is ``==``, and the
+# hot loop saves its call.  States of these types are memoised as they are (no
+# other memo key is a string or None).
+_PLAIN: Final = (str, type(None))
+
+_NEVER: Final = float("inf")
 # A failure message lists at most this many of the operations ordered before the
 # point where no order goes further: the last ones are what the stuck ones follow.
-_PREFIX_SHOWN = 8
+_PREFIX_SHOWN: Final = 8
+# The deadline is read once per this many steps (a clock read per step would cost
+# more than the step).
+_DEADLINE_EVERY: Final = 1024
+
+
+class _OverBudget(Exception):
+    def __init__(self, steps: int) -> None:
+        super().__init__(steps)
+        self.steps = steps
+
+
+@attrs.define
+class _Furthest:
+    """The furthest point a search reached: how many completed operations it had
+    placed, by which path (operation numbers), the state there, and the completed
+    operations real time allowed next with the model's answer to each."""
+
+    count: int = -1
+    path: list[int] = attrs.Factory(list)
+    state: Any = None
+    stuck: list[tuple[int, Any]] = attrs.Factory(list)
+
+
+def _stepper(model: Model[Any], op: Mapping[str, Any]) -> Callable[[Any], tuple[Any, Any]]:
+    """``op`` as a function of the state; a model may compile it once (``stepper``)
+    rather than read the operation at every step."""
+    compile_op = getattr(model, "stepper", None)
+    if callable(compile_op):
+        compiled: Callable[[Any], tuple[Any, Any]] = compile_op(op)
+        return compiled
+    step = model.step
+    return lambda state: step(state, op)
 
 
 class _Search:
     """The search over one sub-history.  Operations are numbered in invocation order;
-    a set of placed operations is a bit mask."""
+    a set of placed operations is a bit mask (a Python int).
 
-    def __init__(self, model: Model[Any], ops: Sequence[Operation], budget: _Budget) -> None:
+    Depth first, as Porcupine's: a node is a pair (placed operations, model state);
+    its children are the operations that may come next, with their recorded
+    result, first invoked first, each with the state it leads to.  A node reached
+    before, by another path, is not entered again (Lowe's memo: the same pair has
+    the same future); each node entered is one step.  A node's children are
+    computed when it is entered and entered one at a time, so a path that succeeds
+    never enters its siblings.  The order in which nodes are entered, and so the
+    furthest point reached and the report, is that of the search's first version,
+    which computed and counted every child up front; the work is the same or less."""
+
+    def __init__(self, model: Model[Any], ops: Sequence[Operation]) -> None:
         self.model = model
-        self.budget = budget
         self.ops = sorted(ops, key=lambda o: (o.call, _NEVER if o.ret is None else o.ret))
-        self.completed = [i for i, o in enumerate(self.ops) if o.ret is not None]
-        self.all_completed = sum(1 << i for i in self.completed)
-        self.where = _where(self.ops)
-        # The furthest point reached (most completed operations placed), kept for
-        # the message when no order exists.
-        self.best_count = -1
-        self.best_path: list[int] = []
-        self.best_state: Any = None
-        self.best_stuck: list[tuple[int, Any]] = []
+        self.steps = 0
+        self.best = _Furthest()
+        self.limit = 0
+        self.deadline: float | None = None
+        self.explorer: Generator[None, None, list[int] | None] | None = None
+        self.done = False
+        self.found: list[int] | None = None
 
-    def _candidates(self, mask: int) -> Iterator[int]:
-        # An unplaced operation may come next unless an unplaced completed one
-        # returned before it was invoked; that one was invoked earlier still, so a
-        # scan in invocation order, from the first unplaced operation, needs only
-        # the earliest response seen so far and can stop at the first invocation
-        # after it.
-        first = (~mask & (mask + 1)).bit_length() - 1
-        earliest_ret: int | None = None
-        for i in range(first, len(self.ops)):
-            operation = self.ops[i]
-            if earliest_ret is not None and operation.call > earliest_ret:
-                return
-            if mask >> i & 1:
-                continue
-            yield i
-            if operation.ret is not None and (earliest_ret is None or operation.ret < earliest_ret):
-                earliest_ret = operation.ret
+    def run(self, max_steps: int, deadline: float | None = None) -> list[int] | None:
+        """The operation numbers of a linearization, or None (``best`` holds the
+        furthest point).  ``_OverBudget`` beyond ``max_steps`` nodes (a later call
+        with a larger budget goes on from there), ``SearchTimedOut`` at the deadline."""
+        if self.done:
+            return self.found
+        self.limit, self.deadline = max_steps, deadline
+        if self.explorer is None:
+            self.explorer = self._explore()
+        try:
+            next(self.explorer)
+        except StopIteration as stop:
+            self.done, self.found = True, stop.value
+            return self.found
+        except SearchTimedOut:
+            # The generator is finished without an answer: any later call says so again.
+            self.explorer = _timed_out(self.steps)
+            raise
+        raise _OverBudget(self.steps)
 
-    def run(self) -> list[Operation] | None:
-        """A linearization of the sub-history, or None (the furthest point reached is
-        kept for ``failure_message``)."""
-        start = (0, _memo_state(self.model.init()))
-        # memo key -> (parent key, operation placed to get here, model state)
-        seen: dict[tuple[int, Any], tuple[tuple[int, Any] | None, int, Any]] = {start: (None, -1, self.model.init())}
-        self.budget.spend(self.where, len(self.ops))
-        stack = [start]
-        while stack:
-            key = stack.pop()
-            mask = key[0]
-            if mask & self.all_completed == self.all_completed:
-                return [self.ops[i] for i in self._path(seen, key)]
-            state = seen[key][2]
-            children: list[tuple[tuple[int, Any], int, Any]] = []
-            stuck: list[tuple[int, Any]] = []
-            for i in self._candidates(mask):
-                operation = self.ops[i]
-                after, result = self.model.step(state, operation.op)
-                if operation.ret is None:
-                    if _memo_state(after) == _memo_state(state):
-                        continue
-                elif not same_result(result, operation.result):
-                    stuck.append((i, result))
-                    continue
-                children.append(((mask | 1 << i, _memo_state(after)), i, after))
-            count = (mask & self.all_completed).bit_count()
-            if count > self.best_count:
-                self.best_count = count
-                self.best_path = self._path(seen, key)
-                self.best_state = state
-                self.best_stuck = stuck
-            # Pushed in reverse so that the earliest-invoked candidate is tried first.
-            for child, i, after in reversed(children):
-                if child not in seen:
-                    self.budget.spend(self.where, len(self.ops))
-                    seen[child] = (key, i, after)
-                    stack.append(child)
-        return None
-
-    @staticmethod
-    def _path(seen: Mapping[tuple[int, Any], tuple[Any, int, Any]], key: tuple[int, Any]) -> list[int]:
+    def _explore(self) -> Generator[None, None, list[int] | None]:
+        # A generator so that running out of budget suspends it (yield) with the whole
+        # search in its locals, and a larger budget resumes it.
+        ops = self.ops
+        n = len(ops)
+        # Per operation, what the inner loop reads, in lists rather than attributes.
+        calls = [o.call for o in ops]
+        rets = [_NEVER if o.ret is None else o.ret for o in ops]
+        pending = [o.ret is None for o in ops]
+        results = [o.result for o in ops]
+        plain = [type(o.result) in _PLAIN for o in ops]
+        step = [_stepper(self.model, o.op) for o in ops]
+        full = sum(1 << i for i in range(n) if not pending[i])
+        best = self.best
         path: list[int] = []
-        at: tuple[int, Any] | None = key
-        while at is not None:
-            parent, placed, _ = seen[at]
-            if placed >= 0:
-                path.append(placed)
-            at = parent
-        path.reverse()
-        return path
+        # The unplaced operations in invocation order, as a doubly linked list
+        # (Porcupine's, after Knuth's dancing links): placing one unlinks it, taking
+        # it back relinks it, each in constant time, so a scan for the next
+        # candidates passes over no placed operation.  Entry n is the list's head.
+        following = [*range(1, n + 1), 0]
+        preceding = [n, *range(n)]
+
+        def children(mask: int, state: Any) -> list[tuple[int, Any]]:
+            """The operations that may come next and the states they lead to, in
+            invocation order; the furthest point is updated here."""
+            count = (mask & full).bit_count()
+            furthest = count > best.count
+            kids: list[tuple[int, Any]] = []
+            stuck: list[tuple[int, Any]] = []
+            # An unplaced operation may come next unless an unplaced completed one
+            # returned before it was invoked; that one was invoked earlier still, so
+            # a scan in invocation order, from the first unplaced operation, needs
+            # only the earliest response seen so far and can stop at the first
+            # invocation after it.
+            earliest = _NEVER
+            i = following[n]
+            while i < n:
+                if calls[i] > earliest:
+                    break
+                after, answer = step[i](state)
+                if pending[i]:
+                    # One that never returned is placed only if it changes the state.
+                    if not _same_state(after, state):
+                        kids.append((i, after))
+                else:
+                    if rets[i] < earliest:
+                        earliest = rets[i]
+                    expected = results[i]
+                    if answer == expected if plain[i] else same_result(answer, expected):
+                        kids.append((i, after))
+                    elif furthest:
+                        stuck.append((i, answer))
+                i = following[i]
+            if furthest:
+                best.count, best.path, best.state, best.stuck = count, list(path), state, stuck
+            return kids
+
+        state = self.model.init()
+        seen = {_memo_key(0, state)}
+        steps = 1
+        limit, deadline = self.limit, self.deadline
+        try:
+            if not full:
+                return []
+            frames: list[list[Any]] = [[0, children(0, state), 0]]  # [mask, children, next child] per node on the path
+            while frames:
+                frame = frames[-1]
+                mask, kids, at = frame
+                while at < len(kids):
+                    i, after = kids[at]
+                    at += 1
+                    child = mask | 1 << i
+                    key = (child, after) if type(after) in _PLAIN else _memo_key(child, after)
+                    if key in seen:
+                        continue
+                    while steps >= limit:
+                        self.steps = steps
+                        yield  # out of budget; resumed with a larger one
+                        limit, deadline = self.limit, self.deadline
+                    seen.add(key)
+                    steps += 1
+                    if deadline is not None and steps % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+                        raise SearchTimedOut(steps)
+                    path.append(i)
+                    if child & full == full:
+                        return path
+                    frame[2] = at
+                    following[preceding[i]] = following[i]
+                    preceding[following[i]] = preceding[i]
+                    frames.append([child, children(child, after), 0])
+                    break
+                else:
+                    frames.pop()
+                    if frames:
+                        i = path.pop()
+                        following[preceding[i]] = i
+                        preceding[following[i]] = i
+            return None
+        finally:
+            self.steps = steps
 
     def failure_message(self) -> str:
-        total = len(self.completed)
-        state = _value_text(self.best_state)
-        if self.best_path:
-            shown = [describe(self.ops[i]) for i in self.best_path[-_PREFIX_SHOWN:]]
-            if len(self.best_path) > _PREFIX_SHOWN:
-                shown.insert(0, f"… {len(self.best_path) - _PREFIX_SHOWN} earlier")
+        best = self.best
+        total = sum(1 for o in self.ops if o.ret is not None)
+        state = _value_text(best.state)
+        where = _where(self.ops)
+        if best.path:
+            shown = [describe(self.ops[i]) for i in best.path[-_PREFIX_SHOWN:]]
+            if len(best.path) > _PREFIX_SHOWN:
+                shown.insert(0, f"… {len(best.path) - _PREFIX_SHOWN} earlier")
             prefix = (
-                f"At best {self.best_count} of its {total} completed operations can be ordered first "
+                f"At best {best.count} of its {total} completed operations can be ordered first "
                 f"({'; '.join(shown)}), after which the state is {state}"
             )
         else:
             prefix = f"None of its {total} completed operations can come first, from the initial state {state}"
         stuck = "; ".join(
-            f"{describe(self.ops[i])}, where the model answers {_value_text(answer)}" for i, answer in self.best_stuck
+            f"{describe(self.ops[i])}, where the model answers {_value_text(answer)}" for i, answer in best.stuck
         )
         return (
-            f"not linearizable: no order of the operations on {self.where} explains their results. {prefix}; "
+            f"not linearizable: no order of the operations on {where} explains their results. {prefix}; "
             f"then every operation that real time allows next has a result the model does not give: {stuck}."
         )
+
+
+def _timed_out(steps: int) -> Generator[None, None, list[int] | None]:
+    raise SearchTimedOut(steps)
+    yield  # a generator, for _Search.explorer
+
+
+def _memo_key(mask: int, state: Any) -> tuple[int, Any]:
+    return (mask, state) if type(state) in _PLAIN else (mask, _memo_state(state))
 
 
 def _where(ops: Sequence[Operation]) -> str:

@@ -85,6 +85,22 @@ class SequentialModel:
             return method(state, op[fields[0]])
         return method(state, *[op[f] for f in fields])
 
+    def stepper(self, op: Mapping[str, Any]) -> Callable[[Any], tuple[Any, Any]]:
+        """``op`` as a function of the state alone, its fields read once: the search
+        calls it at every node instead of ``step`` (a subclass that overrides
+        ``step`` keeps it)."""
+        if type(self).step is not SequentialModel.step:
+            step = self.step
+            return lambda state: step(state, op)
+        method, fields = self._steps[op["op"]]
+        if not fields:
+            return method
+        if len(fields) == 1:
+            value = op[fields[0]]
+            return lambda state: method(state, value)
+        values = [op[f] for f in fields]
+        return lambda state: method(state, *values)
+
     def partition(self, ops: Sequence[Operation]) -> list[list[Operation]]:
         for operation in ops:
             self.check_operation(operation)
@@ -201,6 +217,11 @@ def _thaw(value: Any) -> Any:
     return [_thaw(v) for v in value]
 
 
+def _read(state: Any) -> tuple[Any, Any]:
+    # A read of a register or a key, as one call: the search makes it at nearly every node.
+    return state, state if not isinstance(state, tuple) else _thaw(state)
+
+
 # ----------------------------------------------------------------- registers
 
 
@@ -220,6 +241,11 @@ class Register(SequentialModel):
 
     def op_write(self, state: Any, value: Any) -> tuple[Any, Any]:
         return _freeze(value), "ok"
+
+    def stepper(self, op: Mapping[str, Any]) -> Callable[[Any], tuple[Any, Any]]:
+        if op["op"] == "read" and type(self).op_read is Register.op_read and type(self).step is SequentialModel.step:
+            return _read
+        return super().stepper(op)
 
 
 class CasRegister(Register):
@@ -258,6 +284,11 @@ class KeyValueMap(SequentialModel):
 
     def op_get(self, state: Any) -> tuple[Any, Any]:
         return state, _thaw(state)
+
+    def stepper(self, op: Mapping[str, Any]) -> Callable[[Any], tuple[Any, Any]]:
+        if op["op"] == "get" and type(self).op_get is KeyValueMap.op_get and type(self).step is SequentialModel.step:
+            return _read
+        return super().stepper(op)
 
     def op_put(self, state: Any, value: Any) -> tuple[Any, Any]:
         return _freeze(value), "ok"

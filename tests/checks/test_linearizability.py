@@ -7,7 +7,9 @@ input and oversized searches fail loudly instead of answering wrongly."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,14 +17,22 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from distcheck.checks.histories import parts
+from distcheck.checks.histories.formats import read_history
 from distcheck.checks.histories.linearizability import (
     HistoryTooLarge,
     KeyValue,
     Linearizability,
+    Model,
     Operation,
+    PartSearch,
+    SearchTimedOut,
     check_history,
+    check_part,
     same_result,
 )
+from distcheck.checks.histories.models import load_model
+from distcheck.checks.histories.parts import check_file, check_parts
 
 
 def put(client: str, call: int, ret: int | None, key: str, value: Any) -> Operation:
@@ -501,3 +511,86 @@ def test_agrees_with_brute_force_on_small_histories_with_perturbed_results(
     assert outcome.ok == linearizable_by_brute_force(history), outcome.message
     if outcome.ok:
         assert_witness(history, outcome)
+
+
+# --- steps, deadline, several processes ----------------------------------------------------------
+
+
+def test_the_steps_count_the_pairs_the_search_reached() -> None:
+    # Sequential: the start, then each operation in turn; nothing else is tried.
+    assert check_history(sequential_history()).steps == 1 + len(sequential_history())
+    history = [put(f"c{i}", i, 100 + i, "x", i) for i in range(14)]
+    history.append(get("r", 50, 200, "x", -1))
+    refused = check_history(history)
+    assert not refused.ok and refused.steps > 2**14  # every subset of the puts, in each state
+
+
+def test_a_search_past_its_deadline_raises_instead_of_answering() -> None:
+    history = [put(f"c{i}", i, 100 + i, "x", i) for i in range(14)]
+    history.append(get("r", 50, 200, "x", -1))
+    with pytest.raises(SearchTimedOut) as raised:
+        check_history(history, deadline=time.monotonic() - 1)
+    assert raised.value.steps > 0
+
+
+def porcupine(name: str) -> tuple[Model[Any], tuple[Operation, ...]]:
+    model = load_model("kv", "")
+    path = Path(__file__).resolve().parents[1] / "data" / "porcupine-kv" / f"{name}.txt"
+    return model, read_history(path, model).operations
+
+
+@pytest.mark.parametrize("name", ["c10-ok", "c10-bad"])
+def test_parts_on_two_processes_are_the_parts_on_one(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, ops = porcupine(name)
+    alone = check_parts(model, ops, workers=1)
+    monkeypatch.setattr(parts, "PARALLEL_MIN_OPERATIONS", 0)
+    shared = check_parts(model, ops, workers=2)
+    assert (alone.workers, shared.workers) == (1, 2)
+    assert (shared.verdict, shared.message, shared.steps) == (alone.verdict, alone.message, alone.steps)
+    # The same operations, not copies: a worker answers with positions.
+    assert [id(o) for o in shared.order] == [id(o) for o in alone.order]
+    if alone.failure is not None:
+        assert shared.failure is not None
+        assert [id(o) for o in shared.failure.sub_history] == [id(o) for o in alone.failure.sub_history]
+        assert [id(o) for o in shared.failure.prefix] == [id(o) for o in alone.failure.prefix]
+        assert [(id(s.operation), s.answer) for s in shared.failure.stuck] == [
+            (id(s.operation), s.answer) for s in alone.failure.stuck
+        ]
+
+
+def test_check_file_reads_and_checks_as_the_command_does() -> None:
+    path = Path(__file__).resolve().parents[1] / "data" / "porcupine-kv" / "c10-bad.txt"
+    history, outcome = check_file(path, "kv", initial="", workers=1)
+    assert len(history.operations) == 405 and outcome.verdict == "violated"
+    assert outcome.failure is not None and "key 7" in outcome.message
+    assert [(s.operation.client, s.operation.call) for s in outcome.failure.stuck] == [("p8", 154)]
+
+
+@pytest.mark.parametrize("name", ["c10-ok", "c10-bad"])
+def test_a_search_out_of_budget_goes_on_from_where_it_stopped(name: str) -> None:
+    model, ops = porcupine(name)
+    part = max(model.partition(ops), key=lambda p: check_part(p, model).steps)
+    whole = check_part(part, model)
+    assert whole.steps > 20
+    search = PartSearch(part, model)
+    with pytest.raises(HistoryTooLarge) as raised:
+        search.check(max_steps=20)
+    assert raised.value.steps == 20
+    again = search.check()
+    assert (again.ok, again.message, again.steps, again.order, again.prefix) == (
+        whole.ok,
+        whole.message,
+        whole.steps,
+        whole.order,
+        whole.prefix,
+    )
+
+
+def test_a_search_that_timed_out_stays_timed_out() -> None:
+    history = [put(f"c{i}", i, 100 + i, "x", i) for i in range(14)]
+    history.append(get("r", 50, 200, "x", -1))
+    search = PartSearch(history, KeyValue())
+    with pytest.raises(SearchTimedOut):
+        search.check(deadline=time.monotonic() - 1)
+    with pytest.raises(SearchTimedOut):
+        search.check()

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distcheck.checks.cli import main
+from distcheck.checks.histories import parts
 from distcheck.checks.histories.linearizability import Operation
 from distcheck.checks.histories.models import MODELS
 
@@ -392,6 +394,90 @@ def test_a_search_cut_short_says_unknown(tmp_path: Path) -> None:
     code, report = run_json("linearizable", str(path), "--model", "kv", "--timeout", "0.2")
     assert (code, report["verdict"]) == (1, "unknown") and "--timeout 0.2" in report["message"]
     assert run_json("linearizable", str(hard_history(tmp_path / "small.jsonl", 3)), "--model", "kv")[0] == 1
+
+
+def test_a_search_cut_short_on_several_processes_says_unknown_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two hard keys, and the pool used however small the history: the budget and the
+    # deadline are each worker's to watch.
+    monkeypatch.setattr(parts, "PARALLEL_MIN_OPERATIONS", 0)
+    events = [call(f"c{i}-{k}", "append", key=k, value=f"<{i}>") for k in "ab" for i in range(14)]
+    events += [ok(f"c{i}-{k}", "ok") for k in "ab" for i in range(14)]
+    events += done("r", "get", "nothing like it", key="a") + done("s", "get", "nor this", key="b")
+    path = jsonl(tmp_path / "h.jsonl", *events)
+    code, report = run_json("linearizable", str(path), "--model", "kv", "--max-steps", "500", "--workers", "2")
+    assert (code, report["verdict"], report["workers"]) == (1, "unknown", 2)
+    assert "--max-steps 500 on 2 sub-history(ies)" in report["message"]
+    code, report = run_json("linearizable", str(path), "--model", "kv", "--timeout", "0.2", "--workers", "2")
+    assert (code, report["verdict"], report["workers"]) == (1, "unknown", 2) and "--timeout 0.2" in report["message"]
+
+
+# ------------------------------------------------------- steps, several processes
+
+
+def comparable(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("seconds", "workers")}
+
+
+@pytest.mark.parametrize("name", ["c10-ok", "c10-bad"])
+def test_several_processes_give_the_same_verdict_report_and_steps_as_one(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(PORCUPINE_KV / f"{name}.txt")
+    code, alone = run_json("linearizable", path, "--model", "kv", "--initial", '""', "--workers", "1")
+    assert alone["workers"] == 1 and alone["steps"] > alone["sub_histories"]
+    monkeypatch.setattr(parts, "PARALLEL_MIN_OPERATIONS", 0)  # a pool even for 300 operations
+    code2, shared = run_json("linearizable", path, "--model", "kv", "--initial", '""', "--workers", "2")
+    assert shared["workers"] == 2
+    assert (code2, comparable(shared)) == (code, comparable(alone))
+
+
+def test_the_largest_porcupine_history_fails_on_the_same_key_on_two_processes() -> None:
+    # Above the threshold: the pool is used without being asked, and the failing key
+    # is the one a single process reports.
+    path = str(PORCUPINE_KV / "c50-bad.txt")
+    _, alone = run_json("linearizable", path, "--model", "kv", "--initial", '""', "--workers", "1")
+    _, shared = run_json("linearizable", path, "--model", "kv", "--initial", '""', "--workers", "2")
+    assert shared["workers"] == 2 and "on key 3 " in shared["message"]
+    assert comparable(shared) == comparable(alone)
+
+
+def test_a_small_history_is_checked_in_this_process_whatever_the_workers(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "h.jsonl", *done("a", "put", "ok", key="x", value=1), *done("b", "get", 1, key="y"))
+    code, report = run_json("linearizable", str(path), "--model", "kv", "--workers", "4")
+    assert (code, report["workers"], report["sub_histories"]) == (1, 1, 2)
+
+
+def test_the_steps_are_printed_and_are_the_checkers_count(tmp_path: Path) -> None:
+    events = [*done("a", "put", "ok", key="x", value=1), *done("b", "get", 1, key="x")]
+    path = jsonl(tmp_path / "h.jsonl", *events)
+    code, out, _ = run("linearizable", str(path), "--model", "kv")
+    # The start, then the put, then the get: three (placed operations, state) pairs.
+    assert code == 0 and "; 3 search steps; " in out.splitlines()[-1]
+    assert run_json("linearizable", str(path), "--model", "kv")[1]["steps"] == 3
+
+
+def test_bad_workers_is_one_line() -> None:
+    path = str(PORCUPINE_KV / "c01-ok.txt")
+    err = one_line_error(*run("linearizable", path, "--model", "kv", "--workers", "0"))
+    assert "--workers: must be a positive integer, got 0" in err
+
+
+def test_linearizable_does_not_import_the_spec_registry() -> None:
+    # The command's start-up: the registry, the explorers and the conformance wiring
+    # take most of a second to import and play no part in it.
+    script = (
+        "import sys\n"
+        "from distcheck.checks.cli import main\n"
+        f"code = main(['linearizable', {str(PORCUPINE_KV / 'c01-ok.txt')!r}, '--model', 'kv', '--initial', '\"\"'])\n"
+        "heavy = [m for m in ('distcheck.spec.registry', 'distcheck.checks.params', "
+        "'distcheck.checks.conformance.wiring', 'distcheck.impl.runtime', 'distcheck.checks.search.explore') "
+        "if m in sys.modules]\n"
+        "print(code, heavy)\n"
+    )
+    done_ = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done_.stdout.splitlines()[-1] == "0 []", done_.stdout + done_.stderr
 
 
 # ---------------------------------------------------------------- bad input
