@@ -272,6 +272,7 @@ class FreeRuntime:
         self.connection_stats = {name: ConnectionStats() for name in self.nodes}
         self._threads: set[threading.Thread] = set()
         self._stopping = False
+        self._started = False
         self._stopped = threading.Event()
 
     # ----------------------------------------------------------- lifecycle
@@ -304,6 +305,12 @@ class FreeRuntime:
             self.addresses.update({k: v for k, v in peers.items() if k not in self.nodes})
 
     def start(self) -> None:
+        """Start every node's main thread (once: ``with FreeRuntime(...)`` already
+        started them, and a second start would run each node twice)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
         self.listen()
         for node in self.nodes.values():
             ctx = _FreeContext(self, node)

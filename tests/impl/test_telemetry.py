@@ -107,7 +107,6 @@ def test_one_request_is_one_trace_across_three_nodes(tmp_path: Path, memory: tup
     telemetry, exporter = memory
     nodes = {"a": relay("b"), "b": relay("c", defer=True), "c": relay(None), "client": lambda ctx: None}
     with FreeRuntime(nodes, tmp_path) as rt:
-        rt.start()
         with span("request", attributes={"distcheck.node": "tester"}) as root:
             assert current() == root.context
             rt.send("client", "a", {"type": "Ping"})
@@ -162,7 +161,6 @@ def test_without_telemetry_the_context_passes_through_untouched(tmp_path: Path) 
 
     incoming = TraceContext.new_root()
     with FreeRuntime({"a": relay("b"), "b": last, "client": lambda ctx: None}, tmp_path) as rt:
-        rt.start()
         with_trace = _traced_send(rt, incoming)
         _wait_for(lambda: "x" if seen else "", "x")
     assert with_trace is None  # nothing records spans: a call outside any trace starts none
@@ -193,7 +191,6 @@ def test_steps_go_to_the_json_log_with_node_term_and_trace(tmp_path: Path) -> No
                 ctx.record({"type": "Phase1b", "bal": 2})
 
         with FreeRuntime({"a": stepper, "client": lambda ctx: None}, tmp_path) as rt:
-            rt.start()
             root = TraceContext.new_root()
             with use(root):
                 rt.send("client", "a", {"type": "Go"})
