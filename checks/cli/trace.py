@@ -4,9 +4,10 @@ Where it sits: ``checks/cli.py`` calls ``register`` to add these subcommands; ea
 sets ``handler`` (a function of the parsed arguments returning the exit code) and
 raises ``checks.params.UsageError`` on bad input.  The work itself lives in
 ``checks.trace`` (reading, replay), ``checks.render`` (text), ``checks.html``,
-``checks.shiviz`` and ``checks.stateful`` (fuzz).
+``checks.shiviz``, ``checks.traces.spans`` (a span export as a trace) and
+``checks.stateful`` (fuzz).
 
-    distcheck show TRACE [--html OUT.html] [--shiviz OUT.log] [--python]
+    distcheck show FILE [FILE ...] [--html OUT.html] [--shiviz OUT.log] [--python] [--trace-id ID]
     distcheck replay TRACE [--json]
     distcheck fuzz SPEC [-p NAME=VALUE ...] [--variant V] [--examples N] [--steps N]
                    [--seed S] [--trace-out FILE] [--json]
@@ -24,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from distcheck.checks.conformance.wiring import WIRINGS
+from distcheck.checks.inputs import clip, printable
 from distcheck.checks.params import UsageError, build_spec, non_negative_int, output_file, positive_int
 from distcheck.checks.search import stateful
-from distcheck.checks.traces import render, shiviz, trace
+from distcheck.checks.traces import render, shiviz, spans, trace
 from distcheck.checks.traces.html import page as html_page
 from distcheck.checks.verdict import INVALID, VIOLATED
 from distcheck.spec.contract import Spec
@@ -38,8 +40,16 @@ DEFAULT_EXAMPLES = 200
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this module's subcommands to the ``distcheck`` parser."""
-    p_show = sub.add_parser("show", help="print a trace file as a step table (or write HTML / ShiViz)")
-    p_show.add_argument("trace", help="a trace file (JSON Lines, docs/trace-format.md)")
+    p_show = sub.add_parser(
+        "show", help="print a trace file or a span export as a step table and message chart (or write HTML / ShiViz)"
+    )
+    p_show.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a trace file (JSON Lines, docs/trace-format.md), or one or more span exports "
+        "(impl.telemetry's JSON lines, docs/observability.md), drawn together",
+    )
     p_show.add_argument(
         "--html", type=output_file, metavar="OUT.html", help="write a self-contained HTML viewer instead"
     )
@@ -47,6 +57,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--shiviz", type=output_file, metavar="OUT.log", help="write a ShiViz log (with vector clocks) instead"
     )
     p_show.add_argument("--python", action="store_true", help="print a Python snippet that replays the trace instead")
+    p_show.add_argument(
+        "--trace-id",
+        metavar="ID",
+        help="for span exports: the trace to draw (its id or a prefix only it has; default: the one with most spans)",
+    )
     p_show.set_defaults(handler=cmd_show)
 
     p_replay = sub.add_parser("replay", help="re-execute a trace on its spec and check every step")
@@ -104,12 +119,23 @@ def spec_of(tr: trace.Trace, origin: str = "trace") -> Spec[Any, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     if args.python and (args.html or args.shiviz):
         raise UsageError("--python prints a snippet instead of writing a view; drop --html and --shiviz, or --python")
-    tr = load_trace(args.trace)
+    files: list[str] = args.files
+    if spans.is_span_file(files[0]):
+        return _show_spans(args, files)
+    if len(files) > 1:
+        raise UsageError(
+            f"show takes one trace file, or several span exports; {files[0]} is not a span export "
+            "(a span is a JSON object with traceId and spanId, docs/observability.md)"
+        )
+    if args.trace_id is not None:
+        raise UsageError(f"--trace-id picks a trace in span exports; {files[0]} is a trace file: drop --trace-id")
+    path = files[0]
+    tr = load_trace(path)
     note = ""
     # A header naming a registered spec must name it rightly (a misspelled variant
     # would otherwise be shown as if it were the reference); a trace of a spec we
     # do not know is still shown, as recorded.
-    spec = spec_of(tr, args.trace) if tr.header.spec in REGISTRY else None
+    spec = spec_of(tr, path) if tr.header.spec in REGISTRY else None
     if spec is not None and any(step.state is None for step in tr.steps):
         # A log without states (an implementation's): show the spec's states, when
         # the actions replay on it, so that the changes column says something.
@@ -122,11 +148,50 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     if args.html or args.shiviz:
         if args.html:
-            print(f"wrote {_write(args.html, html_page(tr, title=Path(args.trace).name))}")
+            print(f"wrote {_write(args.html, html_page(tr, title=Path(path).name))}")
         if args.shiviz:
             print(f"wrote {_write(args.shiviz, shiviz.export(tr))}")
         return 0
     print(note + render.trace_text(tr, colour=use_colour()))
+    return 0
+
+
+def _show_spans(args: argparse.Namespace, files: list[str]) -> int:
+    """``show`` of span exports: one trace of them (``checks.traces.spans``) drawn as
+    a trace is, with a first line saying which trace and what else the files hold."""
+    if args.python:
+        raise UsageError("--python replays a trace's actions on its spec; a span export has none: drop --python")
+    try:
+        records = spans.read(files)
+    except spans.SpanFormatError as exc:
+        raise UsageError(f"malformed span export {exc}") from None
+    try:
+        choice = spans.choose(records, args.trace_id)
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    drawn = spans.to_trace(choice)
+    nodes = ", ".join(drawn.nodes[:8]) + (", ..." if len(drawn.nodes) > 8 else "")
+    counts = f"{render.plural(drawn.spans, 'span')} on {render.plural(len(drawn.nodes), 'node')}"
+    line = f"trace {choice.trace_id}: {counts} ({nodes})"
+    if choice.others:
+        # Which trace this is, and how to see another: a file of a long run holds a trace per request.
+        why = "the one --trace-id names" if args.trace_id is not None else "the one with the most spans"
+        listed = ", ".join(f"{o.trace_id} ({o.root}, {render.plural(o.spans, 'span')})" for o in choice.others[:3])
+        more = f" and {len(choice.others) - 3:,} more" if len(choice.others) > 3 else ""
+        line += (
+            f"\nshown: {why} of {render.plural(len(choice.others) + 1, 'trace')} in the files; "
+            f"--trace-id ID shows another: {listed}{more}"
+        )
+    if args.html or args.shiviz:
+        if args.html:
+            title = Path(files[0]).name + (f" +{len(files) - 1}" if len(files) > 1 else "")
+            print(f"wrote {_write(args.html, html_page(drawn.trace, title=title, notes=drawn.notes))}")
+        if args.shiviz:
+            print(f"wrote {_write(args.shiviz, shiviz.export(drawn.trace))}")
+        return 0
+    # Node and span names come from the files: escaped like every name the table shows.
+    line = printable(clip(line, render.LINE_CHARS), keep_newlines=True)
+    print(line + "\n\n" + render.trace_text(drawn.trace, colour=use_colour(), notes=drawn.notes))
     return 0
 
 

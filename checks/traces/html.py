@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distcheck.checks.traces.render import arrows, change_text, lanes, show_json, step_action_text
@@ -26,19 +27,24 @@ ROW = 34  # pixels between steps in the diagram
 LANE = 110  # pixels between lanes
 
 
-def page_data(tr: Trace) -> dict[str, Any]:
-    """Everything the page's script needs, as one JSON-ready object."""
+def page_data(tr: Trace, notes: Mapping[int, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Everything the page's script needs, as one JSON-ready object.  ``notes`` (by
+    index into the steps) are listed in place of a step's changes, as the text table
+    shows them (``render.trace_table``)."""
     steps = []
     for i, step in enumerate(tr.steps):
         before = tr.steps[i - 1].state if i > 0 else None
         changes = diff(before, step.state) if i > 0 and before is not None and step.state is not None else []
+        listed = [{"path": list(c.path), "text": change_text(c)} for c in changes]
+        if notes is not None and i in notes:
+            listed = [{"path": [], "text": line} for line in notes[i]]
         steps.append(
             {
                 "step": step.step,
                 "actor": step.actor,
                 "action": step_action_text(step),
                 "state": step.state,
-                "changes": [{"path": list(c.path), "text": change_text(c)} for c in changes],
+                "changes": listed,
                 "sent": [show_json(m) for m in step.sent],
                 "received": [show_json(m) for m in step.received],
             }
@@ -67,9 +73,9 @@ def page_data(tr: Trace) -> dict[str, Any]:
     }
 
 
-def page(tr: Trace, *, title: str = "trace") -> str:
-    """The HTML document for ``tr``."""
-    data = json.dumps(page_data(tr), ensure_ascii=False).replace("</", "<\\/")
+def page(tr: Trace, *, title: str = "trace", notes: Mapping[int, Sequence[str]] | None = None) -> str:
+    """The HTML document for ``tr`` (``notes``: as ``page_data`` takes them)."""
+    data = json.dumps(page_data(tr, notes), ensure_ascii=False).replace("</", "<\\/")
     params = " ".join(f"{k}={v}" for k, v in tr.header.params.items())
     heading = f"{tr.header.spec} {params}" + (f" variant={tr.header.variant}" if tr.header.variant else "")
     return (

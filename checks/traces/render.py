@@ -192,16 +192,29 @@ def step_changes(trace: Trace, index: int) -> list[str]:
     return [change_text(c) for c in diff(before, step.state)] or ["(no change)"]
 
 
-def trace_table(trace: Trace, *, width: int | None = None, highlight: int | None = None, colour: bool = False) -> str:
+def trace_table(
+    trace: Trace,
+    *,
+    width: int | None = None,
+    highlight: int | None = None,
+    colour: bool = False,
+    notes: Mapping[int, Sequence[str]] | None = None,
+) -> str:
     """The numbered step table: step, actor, action, and only what changed.
-    ``highlight`` marks one step (the violating one) in bold when ``colour`` is on."""
+    ``highlight`` marks one step (the violating one) in bold when ``colour`` is on.
+    ``notes`` (by index into the steps) replaces the changes column of those steps:
+    for a trace whose steps have no state by nature (a span export, ``checks.traces.spans``),
+    what the writer knows about each step."""
     width = _width(width)
     rows: list[tuple[str, str, str, list[str]]] = [
         (
             str(s.step),
             _cell(s.actor or "", ACTOR_CHARS),
             printable(clip(step_action_text(s), LINE_CHARS)),
-            [printable(clip(line, LINE_CHARS)) for line in step_changes(trace, i)],
+            [
+                printable(clip(line, LINE_CHARS))
+                for line in (notes[i] if notes is not None and i in notes else step_changes(trace, i))
+            ],
         )
         for i, s in enumerate(trace.steps)
     ]
@@ -364,12 +377,19 @@ def _arrow_note(arrow: Arrow) -> str:
     return f"{arrow.receiver} receives {show_json(arrow.message)} ({origin})"
 
 
-def trace_text(trace: Trace, *, width: int | None = None, colour: bool = False) -> str:
+def trace_text(
+    trace: Trace,
+    *,
+    width: int | None = None,
+    colour: bool = False,
+    notes: Mapping[int, Sequence[str]] | None = None,
+) -> str:
     """Everything a person needs to follow a counterexample: the step table, the
-    message-sequence chart when messages flow, and the violated property."""
+    message-sequence chart when messages flow, and the violated property
+    (``notes``: as ``trace_table`` takes them)."""
     violation = trace.header.violation
     highlight = len(trace.steps) - 1 if violation is not None else None
-    parts = [trace_table(trace, width=width, highlight=highlight, colour=colour)]
+    parts = [trace_table(trace, width=width, highlight=highlight, colour=colour, notes=notes)]
     if has_messages(trace):
         parts.append("Message sequence chart\n\n" + sequence_chart(trace, width=width))
     if violation is not None:
