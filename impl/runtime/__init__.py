@@ -6,7 +6,8 @@ scheduler with faults, ``free`` on OS threads over TCP; ``storage`` is the durab
 log both use; ``tracelog`` writes the trace format that ``distcheck validate`` reads.
 ``actor`` is how protocols are written on ``Context`` (handlers, typed messages and
 timers); ``config`` holds what every protocol configures alike (variants, timing);
-``faults`` wraps nodes or choice sources to inject slow clocks and pauses.
+``faults`` wraps nodes or choice sources to inject slow clocks and pauses;
+``nemesis`` schedules crashes, partitions, slow nodes and clock jumps over a free run.
 """
 
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages, Rejected, encode, wire
@@ -26,6 +27,7 @@ from distcheck.impl.runtime.config import Timing, check_variant
 from distcheck.impl.runtime.controlled import FaultPolicy, RunResult, Simulation, StepRecord, run_simulation
 from distcheck.impl.runtime.faults import PausingChoices, SlowClock
 from distcheck.impl.runtime.free import FreeRuntime
+from distcheck.impl.runtime.nemesis import Fault, Nemesis, plan
 from distcheck.impl.runtime.strategies import (
     Choice,
     ChoiceSource,
@@ -43,12 +45,14 @@ __all__ = [
     "Context",
     "DrawChoices",
     "Envelope",
+    "Fault",
     "FaultPolicy",
     "FreeRuntime",
     "Lock",
     "Message",
     "MessageError",
     "Messages",
+    "Nemesis",
     "NodeCrashed",
     "NodeMain",
     "PCTChoices",
@@ -68,6 +72,7 @@ __all__ = [
     "TraceLog",
     "check_variant",
     "encode",
+    "plan",
     "run_simulation",
     "wire",
 ]
