@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -173,11 +173,26 @@ def _set_fp(value: frozenset[object]) -> int:
     return _mix(_SET_SEED + _set_sum(value) & _MASK)
 
 
+# A map's entries recur from map to map (the same acceptor in the same state), and
+# ``FrozenMap.set`` needs two entries' terms per call, so they are remembered by
+# (key, value): one lookup instead of two fingerprints and a 64-bit mix.
+_MAP_TERMS: dict[tuple[object, object], int] = {}
+
+
 def _map_term(key: object, value: object) -> int:
+    entry = (key, value)
+    try:
+        return _MAP_TERMS[entry]
+    except KeyError:
+        pass
     x = _part_fingerprint(key) * 31 + _part_fingerprint(value) & _MASK
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK  # _mix, inlined (a hot path)
     x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
-    return x ^ (x >> 31)
+    x ^= x >> 31
+    if len(_MAP_TERMS) >= _PART_TEXTS_LIMIT:
+        _MAP_TERMS.clear()
+    _MAP_TERMS[entry] = x
+    return x
 
 
 def _fingerprint_function(kind: type) -> Callable[[Any], int]:
@@ -194,22 +209,48 @@ def _fingerprint_function(kind: type) -> Callable[[Any], int]:
             return value._fingerprint()  # type: ignore[no-any-return]
 
         _UNCACHED.add(kind)  # such values remember their own fingerprint
+        _DIRECT_FP[kind] = kind._fingerprint
     elif attrs.has(kind):
-        names = _field_names(kind)
-        seed = _str_fp(kind.__name__)
-
-        def compute(value: Any) -> int:
-            # Fields are folded with a multiply (order matters: it is not
-            # commutative) and mixed once at the end.
-            h = seed
-            for name in names:
-                h = (h ^ _part_fingerprint(getattr(value, name))) * 0x100000001B3 & _MASK
-            return _mix(h)
-
+        compute = _attrs_fingerprint_function(kind)
     else:
         raise TypeError(f"{kind.__name__} is not a spec value")
     _FP_BY_TYPE[kind] = compute
     return compute
+
+
+def _attrs_fingerprint_function(kind: type) -> Callable[[Any], int]:
+    """The fingerprint of an attrs class's values, as straight-line code.
+
+    Fields are folded with a multiply (order matters: it is not commutative) and
+    mixed once at the end.  This runs for every successor the explorer computes,
+    so the loop over fields is unrolled, and a field whose value fingerprints
+    itself cheaply (a string, a number, a map or message set that keeps its own
+    fingerprint) is dispatched on its type without the detour through
+    ``_part_fingerprint``; the result is the same number either way.
+    """
+    names = _field_names(kind)
+    lines = ["def compute(value):", "    h = seed"]
+    for name in names:
+        lines += [
+            f"    v = value.{name}",
+            "    f = direct(type(v))",
+            "    h = (h ^ (f(v) if f is not None else part(v))) * 0x100000001B3 & mask",
+        ]
+    lines += [  # _mix, inlined
+        "    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9 & mask",
+        "    h = (h ^ (h >> 27)) * 0x94D049BB133111EB & mask",
+        "    return h ^ (h >> 31)",
+    ]
+    namespace: dict[str, Any] = {
+        "seed": _str_fp(kind.__name__),
+        "direct": _DIRECT_FP.get,
+        "part": _part_fingerprint,
+        "mask": _MASK,
+    }
+    # Field names are Python identifiers (attrs makes them attributes), so the
+    # generated text is plain attribute access.
+    exec(compile("\n".join(lines), f"<fingerprint of {kind.__qualname__}>", "exec"), namespace)
+    return namespace["compute"]  # type: ignore[no-any-return]
 
 
 _FP_BY_TYPE: dict[type, Callable[[Any], int]] = {
@@ -221,6 +262,9 @@ _FP_BY_TYPE: dict[type, Callable[[Any], int]] = {
     frozenset: _set_fp,
 }
 _UNCACHED: set[type] = {str, int, bool, type(None)}
+#: The fingerprint functions of the ``_UNCACHED`` types (values that are not
+#: remembered by value), for a dispatch on the type alone.
+_DIRECT_FP: dict[type, Callable[[Any], int]] = {kind: _FP_BY_TYPE[kind] for kind in _UNCACHED}
 
 
 def sort_key(value: object) -> str:
@@ -309,14 +353,18 @@ class Bag(Generic[M]):
         return {"bag": [[to_json(m), n] for m, n in self.items()]}
 
 
+_ABSENT = object()  # a key's value in a map that lacks it (None may be a value)
+
+
 class FrozenMap(Mapping[K, V]):
     """An immutable, hashable mapping (TLA+'s function with a finite domain)."""
 
-    __slots__ = ("_d", "_sum")
+    __slots__ = ("_d", "_fp", "_sum")
 
     def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
         self._d: dict[K, V] = dict(items)
         self._sum: int | None = None  # sum of the entries' fingerprint terms, once known
+        self._fp: int | None = None  # the fingerprint, once asked for
 
     def __getitem__(self, key: K) -> V:
         return self._d[key]
@@ -327,29 +375,60 @@ class FrozenMap(Mapping[K, V]):
     def __len__(self) -> int:
         return len(self._d)
 
+    # The dict's own methods and views, rather than Mapping's generic ones written
+    # in Python on top of __getitem__ and __iter__ (specs call these on every state).
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def get(self, key: K, default: Any = None) -> Any:
+        return self._d.get(key, default)
+
+    def keys(self) -> KeysView[K]:
+        return self._d.keys()
+
+    def values(self) -> ValuesView[V]:
+        return self._d.values()
+
+    def items(self) -> ItemsView[K, V]:
+        return self._d.items()
+
     def set(self, key: K, value: V) -> FrozenMap[K, V]:
         """TLA+'s ``[f EXCEPT ![key] = value]``."""
-        d = dict(self._d)
+        # Specs call this for nearly every successor: one copy of the dict (not
+        # two, as through __init__), and the fingerprint updated by one entry.
+        d = self._d.copy()
+        old = d.get(key, _ABSENT)
         d[key] = value
-        new = FrozenMap(d)
-        if self._sum is not None:  # update the fingerprint by one entry's term
-            old = _map_term(key, self._d[key]) if key in self._d else 0
-            new._sum = self._sum - old + _map_term(key, value) & _MASK
+        new = _new_map(FrozenMap)
+        new._d = d
+        new._fp = None
+        total = self._sum
+        if total is None:
+            new._sum = None
+        elif old is _ABSENT:
+            new._sum = total + _map_term(key, value) & _MASK
+        else:
+            new._sum = total - _map_term(key, old) + _map_term(key, value) & _MASK
         return new
 
     def remove(self, key: K) -> FrozenMap[K, V]:
         """The map without ``key`` (which must be in it)."""
-        d = dict(self._d)
+        d = self._d.copy()
         value = d.pop(key)
-        new = FrozenMap(d)
-        if self._sum is not None:
-            new._sum = self._sum - _map_term(key, value) & _MASK
+        new = _new_map(FrozenMap)
+        new._d = d
+        new._fp = None
+        new._sum = None if self._sum is None else self._sum - _map_term(key, value) & _MASK
         return new
 
     def _fingerprint(self) -> int:
-        if self._sum is None:
-            self._sum = sum([_map_term(k, v) for k, v in self._d.items()]) & _MASK
-        return _mix(_MAP_SEED + self._sum & _MASK)
+        fp = self._fp
+        if fp is None:
+            if self._sum is None:
+                self._sum = sum([_map_term(k, v) for k, v in self._d.items()]) & _MASK
+            fp = self._fp = _mix(_MAP_SEED + self._sum & _MASK)
+        return fp
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenMap):
@@ -375,6 +454,9 @@ class FrozenMap(Mapping[K, V]):
         if all(isinstance(k, str) for k in self._d):
             return {str(k): to_json(v) for k, v in sorted(self._d.items(), key=lambda kv: str(kv[0]))}
         return {"map": [[to_json(k), to_json(v)] for k, v in sorted(self._d.items(), key=lambda kv: sort_key(kv[0]))]}
+
+
+_new_map = object.__new__
 
 
 def name_set(names: Iterable[str]) -> frozenset[str]:

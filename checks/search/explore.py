@@ -24,7 +24,10 @@ Memory: the seen set maps a state's 64-bit fingerprint to its parent's fingerpri
 and keeps no states; only the BFS frontier holds states.  A counterexample is
 rebuilt by replaying from an initial state and choosing, at each step, the action
 whose (canonical) successor has the next fingerprint on the path, so it works under
-symmetry as well and yields real, unreduced states.
+symmetry as well and yields real, unreduced states.  Under symmetry the search
+also remembers (up to a bound, about 130 MB) the fingerprints of unreduced
+successors it has already canonicalised, since ``canonical`` costs more than the
+rest of a step and the same unreduced state recurs as a successor many times.
 
 Counting follows TLC: ``generated_states`` counts initial states plus every
 successor computed (stutters included); ``depth`` is the number of states on the
@@ -34,6 +37,7 @@ has depth 1).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -115,6 +119,11 @@ class Result:
 ProgressCallback = Callable[[Stats], None]
 
 
+#: How many unreduced fingerprints the search remembers under symmetry (about
+#: 60 bytes each) before it forgets them all and starts again.
+_KNOWN_RAW_LIMIT = 1 << 21
+
+
 class Explorer:
     """BFS over a spec.  ``run()`` returns a ``Result``; ``path_to(fp)`` rebuilds the
     behaviour that reaches a fingerprint (used for counterexamples and witnesses)."""
@@ -152,6 +161,20 @@ class Explorer:
         return self.spec.canonical(state) if self.symmetry else state
 
     def run(self) -> Result:
+        # The search allocates a few container objects per successor and keeps a
+        # frontier of states alive; the cyclic collector's youngest generation
+        # would run every 700 allocations and repeatedly walk objects that are not
+        # garbage (spec values form no cycles).  Collections are made rarer for
+        # the run, not switched off: a spec that does make cyclic garbage still
+        # has it collected.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 100_000), *thresholds[1:])
+        try:
+            return self._run()
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _run(self) -> Result:
         spec = self.spec
         started = time.perf_counter()
         last_report = started
@@ -209,43 +232,81 @@ class Explorer:
                 return finish(violation)
 
         successors_of, popleft = spec.successors, queue.popleft
+        # Without refinement, step properties or liveness (the usual case) a
+        # successor needs only its fingerprint looked up: that loop is written out
+        # apart, with the generated count taken per state rather than per successor.
+        plain = refinement is None and not step_properties and not liveness
+        # Under symmetry, the fingerprints of successors as computed (before
+        # ``canonical``) whose representative is already in ``parents``: the same
+        # unreduced state recurs as a successor of many states, and its
+        # fingerprint is far cheaper than canonicalising it again.  A hit is
+        # always a state seen before, so results do not change; the set is
+        # emptied when it grows past a bound, which only costs recomputation.
+        known_raw: set[int] = set()
         while queue:
             state, fp, depth = popleft()
             if self.max_depth is not None and depth + 1 >= self.max_depth:
                 truncated = truncated or bool(successors_of(state))
                 continue
-            successors = 0
-            out: list[int] | None = edges.setdefault(fp, []) if liveness else None
-            for action, nxt in successors_of(state):
-                successors += 1
-                stats.generated_states += 1
-                if refinement is not None and not _refines_step(refinement, state, nxt):
-                    trace = (*self.path_to(fp), Step(action, nxt))
-                    return finish(
-                        Violation(
-                            "refinement",
-                            f"Refines{refinement.abstract.name.capitalize()}",
-                            f"every step maps to a {refinement.abstract.name} step or a stutter",
-                            trace,
-                        ),
-                    )
-                for prop in step_properties:
-                    if not prop.holds(state, nxt):
-                        return finish(Violation("action", prop.name, prop.statement, self._bad_step(fp, prop)))
-                if within is not None and not within(nxt):
-                    cut.add(fp)
-                    continue
-                if canon is not None:
-                    nxt = canon(nxt)
-                nfp = fingerprint(nxt)
-                if out is not None:
-                    out.append(nfp)
-                if nfp in parents:
-                    continue
-                parents[nfp] = fp
-                violation = discover(nxt, nfp, depth + 1)
-                if violation:
-                    return finish(violation)
+            if plain:
+                pairs = successors_of(state)
+                stats.generated_states += len(pairs)
+                for pair in pairs:
+                    nxt = pair[1]
+                    if within is not None and not within(nxt):
+                        cut.add(fp)
+                        continue
+                    if canon is not None:
+                        raw = fingerprint(nxt)
+                        if raw in known_raw:
+                            continue
+                        if len(known_raw) >= _KNOWN_RAW_LIMIT:
+                            known_raw.clear()
+                        known_raw.add(raw)
+                        nxt = canon(nxt)
+                    nfp = fingerprint(nxt)
+                    if nfp in parents:
+                        continue
+                    parents[nfp] = fp
+                    violation = discover(nxt, nfp, depth + 1)
+                    if violation:
+                        # Counted as the general loop counts: up to this successor.
+                        stats.generated_states -= len(pairs) - 1 - next(i for i, p in enumerate(pairs) if p is pair)
+                        return finish(violation)
+                successors = len(pairs)
+            else:
+                successors = 0
+                out: list[int] | None = edges.setdefault(fp, []) if liveness else None
+                for action, nxt in successors_of(state):
+                    successors += 1
+                    stats.generated_states += 1
+                    if refinement is not None and not _refines_step(refinement, state, nxt):
+                        trace = (*self.path_to(fp), Step(action, nxt))
+                        return finish(
+                            Violation(
+                                "refinement",
+                                f"Refines{refinement.abstract.name.capitalize()}",
+                                f"every step maps to a {refinement.abstract.name} step or a stutter",
+                                trace,
+                            ),
+                        )
+                    for prop in step_properties:
+                        if not prop.holds(state, nxt):
+                            return finish(Violation("action", prop.name, prop.statement, self._bad_step(fp, prop)))
+                    if within is not None and not within(nxt):
+                        cut.add(fp)
+                        continue
+                    if canon is not None:
+                        nxt = canon(nxt)
+                    nfp = fingerprint(nxt)
+                    if out is not None:
+                        out.append(nfp)
+                    if nfp in parents:
+                        continue
+                    parents[nfp] = fp
+                    violation = discover(nxt, nfp, depth + 1)
+                    if violation:
+                        return finish(violation)
             if successors == 0 and self.check_deadlock:
                 return finish(
                     Violation(
