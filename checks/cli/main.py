@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from distcheck.checks.cli import runtime as cli_runtime
     from distcheck.checks.cli import trace as cli_trace
     from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
+    from distcheck.checks.search.distributed import explore_on_dask
     from distcheck.checks.search.explore import (
         Explorer,
         Result,
@@ -69,6 +70,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "check_refinement_of": ("distcheck.checks.search.explore", "check_refinement_of"),
     "follow_witness": ("distcheck.checks.search.explore", "follow_witness"),
     "ParallelExplorer": ("distcheck.checks.search.parallel", "ParallelExplorer"),
+    "explore_on_dask": ("distcheck.checks.search.distributed", "explore_on_dask"),
     "SchedulerError": ("distcheck.checks.search.swarm", "SchedulerError"),
     "check_scheduler": ("distcheck.checks.search.swarm", "check_scheduler"),
     "swarm": ("distcheck.checks.search.swarm", "swarm"),
@@ -162,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, metavar="S", help="seed of the first search (the others follow)"
     )
     swarm_group.add_argument(
-        "--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run the searches on"
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a Dask scheduler (tcp://host:port): explore on its workers (checks/distributed.py), or run --swarm there",
     )
     p_check.set_defaults(handler=cmd_check)
 
@@ -232,23 +236,42 @@ def _progress_printer() -> Any:
     return report
 
 
-def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool) -> Result:
+def _run(spec: Spec[Any, Any], args: argparse.Namespace, quiet: bool, name: str, params: dict[str, Any]) -> Result:
     if args.symmetry and not spec.has_symmetry():
         raise UsageError(f"spec {spec.name!r} declares no symmetry; drop --symmetry")
     if args.refinement:
         if spec.refinement() is None:
             raise UsageError(f"spec {spec.name!r} declares no refinement mapping; drop --refinement")
-        if args.workers > 1:
-            raise UsageError("--refinement is checked by the sequential explorer; drop --workers")
+        if args.workers > 1 or args.scheduler:
+            flag = "--scheduler" if args.scheduler else "--workers"
+            raise UsageError(f"--refinement is checked by the sequential explorer; drop {flag}")
         if args.symmetry:
             raise UsageError("--refinement is checked on unreduced states; drop --symmetry")
         return check_refinement_of(spec, max_depth=args.max_depth, check_deadlock=args.deadlock)
     show_progress = not quiet and sys.stderr.isatty()
     progress = _progress_printer() if show_progress else None
     explorer: Explorer | ParallelExplorer
-    if args.workers > 1 and spec.eventually():
+    if (args.workers > 1 or args.scheduler) and spec.eventually():
         names = ", ".join(p.name for p in spec.eventually())
-        raise UsageError(f"liveness ({names}) is checked on the whole graph by the sequential explorer: drop --workers")
+        flag = "--scheduler" if args.scheduler else "--workers"
+        raise UsageError(f"liveness ({names}) is checked on the whole graph by the sequential explorer: drop {flag}")
+    if args.scheduler:
+        try:
+            result = explore_on_dask(
+                name,
+                params,
+                args.variant,
+                args.symmetry,
+                args.max_depth,
+                args.deadlock,
+                args.scheduler,
+                progress=progress,
+            )
+        except SchedulerError as exc:
+            raise UsageError(str(exc)) from None
+        if show_progress:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+        return result
     if args.workers > 1:
         explorer = ParallelExplorer(
             spec,
@@ -408,9 +431,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         pinned = [name for name, v in entry.build.variants().items() if v.witness]
         names = ", ".join(pinned) or "none"
         raise UsageError(f"--witness replays a variant's pinned counterexample; {entry.name} pins one for: {names}")
-    if args.witness and (args.swarm or args.symmetry or args.max_depth or args.refinement or args.workers > 1):
+    if args.witness and (
+        args.swarm or args.scheduler or args.symmetry or args.max_depth or args.refinement or args.workers > 1
+    ):
         raise UsageError(
-            "--witness replays one behaviour; drop --swarm, --symmetry, --max-depth, --refinement, --workers"
+            "--witness replays one behaviour; drop --swarm, --scheduler, --symmetry, --max-depth, --refinement,"
+            " --workers"
         )
     if info is not None and info.witness and not args.witness and not args.json:
         print(
@@ -418,8 +444,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             f" hours. --witness replays its pinned counterexample ({len(info.witness)} steps).",
             file=sys.stderr,
         )
-    if args.scheduler and not args.swarm:
-        raise UsageError("--scheduler runs a swarm: give --swarm N as well")
+    if args.scheduler and args.workers > 1:
+        raise UsageError("--scheduler explores on the Dask cluster's workers; drop --workers")
     if args.swarm and (args.symmetry or args.max_depth or args.deadlock or args.refinement):
         raise UsageError("--swarm samples behaviours; drop --symmetry, --max-depth, --deadlock and --refinement")
     if args.swarm:
@@ -442,7 +468,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         assert info is not None
         result = follow_witness(spec, info.witness)
     else:
-        result = _run(spec, args, quiet=args.json)
+        result = _run(spec, args, quiet=args.json, name=entry.name, params=params)
     tr = counterexample_trace(entry.name, params, args.variant, result, spec, "swarm" if args.swarm else "explorer")
     written = write_counterexample(tr, args.trace_out) if tr is not None else None
     refinement = refinement_summary(spec, result) if args.refinement else None
@@ -455,6 +481,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.swarm:
             out["swarm"] = {"runs": args.swarm, "walks": args.walks, "walk_depth": args.walk_depth, "seed": args.seed}
             out["swarm"]["scheduler"] = args.scheduler or "local"
+        elif args.scheduler:
+            out["scheduler"] = args.scheduler
         if written is not None:
             out["trace_file"] = str(written)
         print(json.dumps(out, indent=2))

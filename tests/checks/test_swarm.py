@@ -61,8 +61,8 @@ def test_cli_swarm_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["check", "twophase", "--variant", "commit_early", "--swarm", "2", "--walks", "50"])
     out = capsys.readouterr().out
     assert code == 1 and "TCConsistent violated" in out
-    assert main(["check", "twophase", "--scheduler", "tcp://127.0.0.1:9"]) == 2
-    assert "give --swarm N" in capsys.readouterr().err
+    assert main(["check", "twophase", "--scheduler", "tcp://127.0.0.1:9", "--workers", "2"]) == 2
+    assert "drop --workers" in capsys.readouterr().err
     assert main(["check", "twophase", "--swarm", "2", "--symmetry"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "drop --symmetry" in err
