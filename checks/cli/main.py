@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=1,
         metavar="N",
-        help="explore on N processes (checks/parallel.py; pays off when states are cheap to send)",
+        help="explore on N processes (checks/search/parallel.py); with 'check all', N specs at a time",
     )
     p_check.add_argument("--json", action="store_true", help="print one JSON object")
     p_check.add_argument(
@@ -420,8 +420,19 @@ def print_result(
 
 def cmd_check(args: argparse.Namespace) -> int:
     if args.spec == "all":
-        if args.param or args.variant or args.symmetry or args.max_depth or args.refinement:
-            raise UsageError("'check all' runs every spec at its default size; it takes only --json and --deadlock")
+        if (
+            args.param
+            or args.variant
+            or args.symmetry
+            or args.max_depth
+            or args.refinement
+            or args.witness
+            or args.swarm
+            or args.scheduler
+        ):
+            raise UsageError(
+                "'check all' runs every spec at its default size; it takes only --json, --deadlock and --workers"
+            )
         if args.trace_out:
             raise UsageError("--trace-out takes the counterexample of one spec; drop it with 'check all'")
         return cmd_check_all(args)
@@ -524,38 +535,55 @@ def refinement_summary(spec: Spec[Any, Any], result: Result) -> dict[str, Any]:
 
 
 def cmd_check_all(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = []
-    failed = False
-    for entry in REGISTRY.values():
-        spec = entry.make()
-        params = {p.name: p.default for p in entry.params()}
-        result = Explorer(spec, check_deadlock=args.deadlock).run()
-        row = result_json(entry.name, params, None, False, result, spec)
-        if result.ok and spec.refinement() is not None:
-            refined = check_refinement_of(spec)
-            row["refinement"] = refinement_summary(spec, refined)
-            failed |= not refined.ok
-        row["variants"] = {}
-        failed |= not result.ok
-        for variant, info in entry.build.variants().items():
-            # A variant whose shortest counterexample lies deep has a pinned one.
-            spec_v = entry.make(variant=variant)
-            broken = follow_witness(spec_v, info.witness) if info.witness else Explorer(spec_v).run()
-            caught = broken.violation is not None and broken.violation.kind != "unreached"
-            row["variants"][variant] = {
-                "params": entry.defaults(variant),
-                "caught": caught,
-                "invariant": broken.violation.name if broken.violation else None,
-                "steps": len(broken.violation.trace) - 1 if broken.violation and broken.violation.trace else None,
-                "search": "pinned counterexample" if info.witness else "exhaustive",
-            }
-            failed |= not caught
-        rows.append(row)
+    # Each spec (with its refinement and variants) is checked on its own; with
+    # --workers N, N specs at a time in forked processes, the rows kept in the
+    # registry's order.
+    names = list(REGISTRY)
+    if args.workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(args.workers, len(names))) as pool:
+            checked = pool.starmap(_check_one_of_all, [(name, args.deadlock) for name in names], chunksize=1)
+    else:
+        checked = [_check_one_of_all(name, args.deadlock) for name in names]
+    rows = [row for row, _ in checked]
+    failed = any(bad for _, bad in checked)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(_summary_table(rows))
     return 1 if failed else 0
+
+
+def _check_one_of_all(name: str, deadlock: bool) -> tuple[dict[str, Any], bool]:
+    """One row of ``check all``: the spec at its default size, its refinement, and
+    each broken variant; and whether anything failed."""
+    _load()  # in a forked worker as in the parent
+    entry = REGISTRY[name]
+    spec = entry.make()
+    params = {p.name: p.default for p in entry.params()}
+    result = Explorer(spec, check_deadlock=deadlock).run()
+    row = result_json(entry.name, params, None, False, result, spec)
+    failed = not result.ok
+    if result.ok and spec.refinement() is not None:
+        refined = check_refinement_of(spec)
+        row["refinement"] = refinement_summary(spec, refined)
+        failed |= not refined.ok
+    row["variants"] = {}
+    for variant, info in entry.build.variants().items():
+        # A variant whose shortest counterexample lies deep has a pinned one.
+        spec_v = entry.make(variant=variant)
+        broken = follow_witness(spec_v, info.witness) if info.witness else Explorer(spec_v).run()
+        caught = broken.violation is not None and broken.violation.kind != "unreached"
+        row["variants"][variant] = {
+            "params": entry.defaults(variant),
+            "caught": caught,
+            "invariant": broken.violation.name if broken.violation else None,
+            "steps": len(broken.violation.trace) - 1 if broken.violation and broken.violation.trace else None,
+            "search": "pinned counterexample" if info.witness else "exhaustive",
+        }
+        failed |= not caught
+    return row, failed
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:

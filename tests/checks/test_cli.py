@@ -116,6 +116,13 @@ def test_check_all_summary(capsys: pytest.CaptureFixture[str], monkeypatch: pyte
         assert all(v["caught"] for v in row["variants"].values())
         assert set(row["variants"]) == set(REGISTRY[row["spec"]].variants)
     assert rows[0]["refinement"]
+    # --workers 2 checks two specs at a time and reports the same rows, in order.
+    code, out, _ = run(capsys, "check", "all", "--json", "--workers", "2")
+    spread = json.loads(out)
+    assert code == 0
+    for row in (*rows, *spread):
+        row.pop("seconds")
+    assert spread == rows
 
 
 def test_console_script_runs_without_traceback() -> None:
