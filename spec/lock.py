@@ -12,7 +12,12 @@ stops trusting the lease ``max_drift`` ticks early.  Timing alone cannot make a
 lock safe, though: a client that checked its lease and then paused (a long garbage
 collection, a slow network) acts after its lease is gone.  So the resource the
 lock protects, a storage service, remembers the highest token it has accepted and
-rejects any write that carries a lower one.
+rejects any write that carries a lower one.  When the lock server itself is
+replaced (a new leader takes over after the old one crashed or was deposed, or
+the one server restarts without its lease table), the new server does not know
+which leases the old one granted last, so before it grants anything it waits
+until every lease the old one may have granted is over; the token counter is
+durable, so tokens keep increasing across the change.
 
 Sources: C. Gray and D. Cheriton, "Leases: An Efficient Fault-Tolerant Mechanism
 for Distributed File Cache Consistency" (SOSP 1989); M. Burrows, "The Chubby lock
@@ -20,7 +25,9 @@ service for loosely-coupled distributed systems" (OSDI 2006: sequencers, the
 client's conservative local lease timeout); the ZooKeeper lock recipe (sequential
 nodes served lowest first); M. Kleppmann, "How to do distributed locking" (2016:
 fencing tokens, the paused client, the critique of Redlock's timing assumptions);
-the Redis documentation of SET NX PX and its safe-release pattern.
+the Redis documentation of SET NX PX and its safe-release pattern; Chubby's
+master fail-over (the new master's conservative wait, its epoch number) and
+etcd's lessor on leader change.
 
 Modelling choices
     Time is a discrete clock, the server's (``now``); ``Tick`` advances it and with
@@ -50,6 +57,24 @@ Modelling choices
     The server keeps lease records until they are released or reaped (``Expire``),
     as etcd's lessor does, and counts a lease as held only while it is unexpired
     by its own clock.
+    A leader change (``LeaderChange``, at most ``max_leader_changes`` times) is
+    modelled at its worst: the new server has none of its predecessor's lease
+    records (they were granted or renewed in its last moments, not yet durable or
+    replicated) and none of its queue (memory only); the token counter and the
+    newest grant's token are durable and survive.  The unexpired leases it lost
+    stay in the state as ``old_leases``, not the server's knowledge but the
+    world's: their holders know nothing of the change and still trust them.  A
+    holder that later renews or releases one finds that the server has no record
+    of it (a renewal is refused).  Waiters learn that their requests are gone and
+    may ask again.
+    Clock assumption of the takeover: ``now`` is the clock the leases run on.  The
+    new server measures its wait on its own clock, which over the wait gains at
+    most ``max_drift`` ticks on ``now``; it waits ``ttl + max_drift`` ticks of it,
+    that is at least ``ttl`` ticks of ``now``, after which every old lease (granted
+    or renewed at the latest at the change, for at most ``ttl``) is over.  The
+    spec takes the worst case: ``grants_after = now + ttl``.  A slower clock only
+    waits longer, which removes behaviours.  (As for clients, only the clock's
+    rate over one wait matters, so nothing else of it is kept.)
     The state space is bounded by ``max_time`` (the clock stops there) and
     ``max_requests`` (lock requests in one run), as guards of Tick and Acquire
     rather than a state constraint, so that every consumer of the spec (the z3
@@ -63,8 +88,10 @@ number: its place in the queue, then its fencing token), ``deadline`` (the serve
 time at which it stops trusting its lease, had its clock kept pace), ``lag``,
 ``in_flight`` (the token of its write on the way to storage) and ``crashed_at`` (a
 history variable); the server's ``queue`` of (token, client) in request order,
-``leases`` (token ↦ holder, grant time, expiry), ``issued`` (requests so far) and
-``last_granted`` (the newest grant's token); the storage's ``highest`` token
+``leases`` (token ↦ holder, grant time, expiry), ``issued`` (requests so far),
+``last_granted`` (the newest grant's token), ``epoch`` (leader changes so far)
+and ``grants_after`` (no grant before this tick); ``old_leases``, the leases of
+earlier servers still unexpired at the change; the storage's ``highest`` token
 accepted, the token of the write whose ``data`` it holds, and whether it has
 ``rejected`` a write.
 
@@ -72,13 +99,17 @@ Actions
     Acquire(client)      An idle client asks for the lock; the server queues it
                          with the next token (while fewer than max_requests).
     Grant(client)        The server grants the lock to the oldest waiter once no
-                         lease is held: a lease until now + ttl.
+                         lease is held and now >= grants_after: a lease until
+                         now + ttl.
     Renew(client)        A holder asks to extend its lease; the server extends an
                          unexpired one to now + ttl, and otherwise refuses, and the
                          client learns it has lost the lock.
     Release(client)      A holder gives the lock back; the server deletes that
                          client's lease.
     Expire(token)        The server reaps a lease that has expired.
+    LeaderChange         A new server takes over: it keeps the token counter,
+                         loses the queue and its lease records, and grants nothing
+                         before now + ttl (up to max_leader_changes times).
     Write(client)        A client that trusts its lease sends a write carrying its
                          token to storage.
     AcceptWrite(client)  Storage accepts the client's write: its token is at least
@@ -93,7 +124,8 @@ Actions
 
 Invariants
     TypeOK                every variable holds a value of its type.
-    MutualExclusion       at most one lease is unexpired by the server's clock.
+    MutualExclusion       at most one lease, granted by this server or an earlier
+                          one, is unexpired.
     LeaseValidity         a client trusts its lease only while the server's clock
                           says it is unexpired.
     FencedWrites          storage never accepts a write from a superseded lease
@@ -116,6 +148,9 @@ Reachable (each must hold in some state)
     StaleWriteRejected    storage has rejected a write with a stale token.
     DriftedHolder         a client trusts its lease with its clock max_drift ticks
                           behind (only when max_drift > 0).
+    WaitedOutOldLease     a server that took over has granted the lock to another
+                          client than its predecessor's holder (only when
+                          max_leader_changes > 0).
 
 Variants: deliberately broken versions, each a real mistake, each caught.  They
 are declared at the end of this module, each a subclass that overrides the one
@@ -127,7 +162,9 @@ frees whoever's lock: LeaseValidity) overrides the Release rule;
 ``renew_after_expiry`` (etcd #14758: MutualExclusion) overrides
 ``renewal_accepted``; ``no_expiry`` (a lock without a TTL: AutomaticRelease)
 overrides ``lease_live``; ``barging`` (any waiter, not the oldest:
-FirstComeFirstServed) overrides ``served_next``.  ``Lock.variants()`` lists them
+FirstComeFirstServed) overrides ``served_next``; ``no_lease_wait`` (a new server
+grants at once: MutualExclusion) and ``no_takeover_drift_margin`` (it waits one
+ttl by a clock that may run fast: MutualExclusion) override ``grant_barrier``.  ``Lock.variants()`` lists them
 with their one-line descriptions.
 """
 
@@ -194,6 +231,8 @@ class Server:
     leases: FrozenMap[int, Lease] = FrozenMap()  # token -> lease, until released or reaped
     issued: int = 0  # tokens handed out so far; the next request gets issued + 1
     last_granted: int = 0  # token of the most recent grant (0: none yet)
+    epoch: int = 0  # leader changes so far: 0 is the first server
+    grants_after: int = 0  # no grant while now < grants_after (the takeover's wait)
 
 
 @attrs.frozen
@@ -212,6 +251,11 @@ class LockState:
     clients: FrozenMap[str, Client]
     server: Server
     storage: Storage
+    # Leases an earlier server granted that the current one has no record of, as
+    # they stood at the leader change (only those still unexpired then).  They are
+    # not the server's state but the world's: their holders may still trust them,
+    # so the invariants count them.
+    old_leases: FrozenMap[int, Lease] = FrozenMap()
 
 
 # ------------------------------------------------------------------------ actions
@@ -284,11 +328,29 @@ class ClientCrash(Action):
 
 
 @attrs.frozen
+class LeaderChange(Action):
+    ACTOR = "server"
+
+
+@attrs.frozen
 class Tick(Action):
     ACTOR = "clock"
 
 
-LockAction = Acquire | Grant | Renew | Release | Expire | Write | AcceptWrite | RejectWrite | Drift | ClientCrash | Tick
+LockAction = (
+    Acquire
+    | Grant
+    | Renew
+    | Release
+    | Expire
+    | LeaderChange
+    | Write
+    | AcceptWrite
+    | RejectWrite
+    | Drift
+    | ClientCrash
+    | Tick
+)
 
 
 @attrs.frozen
@@ -298,8 +360,11 @@ class Config:
     max_drift: int = param(
         1, help="ticks a client's clock may fall behind the server's over one lease", minimum=0, maximum=5
     )
-    max_time: int = param(3, help="last tick of the server's clock explored", minimum=0, maximum=12)
+    max_time: int = param(2, help="last tick of the server's clock explored", minimum=0, maximum=12)
     max_requests: int = param(2, help="lock requests explored in one run", minimum=1, maximum=8)
+    max_leader_changes: int = param(
+        1, help="times the lock server is replaced (a new leader, a restart) in one run", minimum=0, maximum=3
+    )
     variant: str | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -340,6 +405,7 @@ class Lock(Spec[LockState, LockAction]):
         return (
             Exists("client", self.clients, self.grant),
             Exists("token", self.lease_tokens, self.expire),
+            self.leader_change,
             Exists("client", self.clients, self.accept_write, self.reject_write),
             Exists("client", self.clients, self.acquire, self.renew, self.release, self.write, self.drift, self.crash),
             self.tick,
@@ -352,12 +418,32 @@ class Lock(Spec[LockState, LockAction]):
         less the most its clock may fall behind the server's."""
         return self.config.ttl - self.config.max_drift
 
+    def grant_barrier(self, s: LockState) -> int:
+        """The first tick of ``now`` at which a server that takes over at ``s.now``
+        may grant: it waits ttl + max_drift ticks of its own clock, which gains at
+        most max_drift of them on ``now`` over the wait, so at least ttl ticks of
+        ``now`` pass, and every lease its predecessor granted or renewed by then
+        is over."""
+        return s.now + self.config.ttl
+
     def lease_live(self, s: LockState, lease: Lease) -> bool:
         """Whether the server counts ``lease`` as held at its clock's ``now``."""
         return s.now < lease.expires
 
     def live_leases(self, s: LockState) -> list[Lease]:
+        """The unexpired leases the server has a record of."""
         return [lease for lease in s.server.leases.values() if self.lease_live(s, lease)]
+
+    def leases_in_force(self, s: LockState) -> list[Lease]:
+        """The unexpired leases, the server's and those of earlier servers it does
+        not know of: the leases some client may rely on."""
+        return self.live_leases(s) + [lease for lease in s.old_leases.values() if self.lease_live(s, lease)]
+
+    @staticmethod
+    def lease_of(s: LockState, token: int) -> Lease | None:
+        """The lease with fencing token ``token``, whichever server granted it."""
+        lease: Lease | None = s.server.leases.get(token) or s.old_leases.get(token)
+        return lease
 
     def lease_tokens(self, s: LockState) -> list[int]:
         """The tokens of the leases the server keeps, in token order (a map's
@@ -396,14 +482,15 @@ class Lock(Spec[LockState, LockAction]):
     @rule(Grant)
     def grant(self, s: LockState, client: str) -> LockState | None:
         """The server grants the lock to the waiter it serves next once no lease is
-        held: a lease until now + ttl, whose fencing token is the request's."""
-        if self.live_leases(s) or not self.served_next(s, client):
+        held and its takeover's wait is over: a lease until now + ttl, whose
+        fencing token is the request's."""
+        if self.live_leases(s) or s.now < s.server.grants_after or not self.served_next(s, client):
             return None
         token = next(t for t, waiter in s.server.queue if waiter == client)
-        server = Server(
+        server = attrs.evolve(
+            s.server,
             queue=tuple(entry for entry in s.server.queue if entry[0] != token),
             leases=s.server.leases.set(token, Lease(client, s.now, s.now + self.ttl)),
-            issued=s.server.issued,
             last_granted=token,
         )
         s = attrs.evolve(s, server=server)
@@ -417,6 +504,35 @@ class Lock(Spec[LockState, LockAction]):
         if self.lease_live(s, s.server.leases[token]):
             return None
         return self._with_leases(s, _without(s.server.leases, token))
+
+    @rule(LeaderChange)
+    def leader_change(self, s: LockState) -> LockState | None:
+        """A new server takes over (a new leader after the old one crashed or was
+        deposed, or the one server restarted): it keeps the durable token counter,
+        loses the queue and every lease record, and grants nothing until every
+        lease its predecessor may have granted is over (up to max_leader_changes
+        times)."""
+        if s.server.epoch >= self.config.max_leader_changes:
+            return None
+        # The old server's grants stay in force for their holders; an expired one
+        # can matter to nobody any more.
+        in_force = {**s.old_leases, **s.server.leases}
+        old = FrozenMap({t: lease for t, lease in sorted(in_force.items()) if self.lease_live(s, lease)})
+        server = Server(
+            issued=s.server.issued,
+            last_granted=s.server.last_granted,
+            epoch=s.server.epoch + 1,
+            grants_after=self.grant_barrier(s),
+        )
+        # A waiter's request is lost with the queue; it learns so (its request
+        # times out, or its session reports the change) and may ask again.
+        clients = FrozenMap(
+            {
+                c: Client(IDLE, in_flight=client.in_flight) if client.status == WAITING else client
+                for c, client in s.clients.items()
+            }
+        )
+        return attrs.evolve(s, clients=clients, server=server, old_leases=old)
 
     @rule(AcceptWrite)
     def accept_write(self, s: LockState, client: str) -> LockState | None:
@@ -541,7 +657,11 @@ class Lock(Spec[LockState, LockAction]):
     def invariants(self) -> Sequence[Invariant[LockState]]:
         return (
             Invariant("TypeOK", "every variable holds a value of its type", self._type_ok),
-            Invariant("MutualExclusion", "at most one lease is unexpired by the server's clock", self.mutual_exclusion),
+            Invariant(
+                "MutualExclusion",
+                "at most one lease, granted by this server or an earlier one, is unexpired",
+                self.mutual_exclusion,
+            ),
             Invariant(
                 "LeaseValidity",
                 "a client trusts its lease only while the server's clock says it is unexpired",
@@ -565,19 +685,19 @@ class Lock(Spec[LockState, LockAction]):
         )
 
     def mutual_exclusion(self, s: LockState) -> bool:
-        return len(self.live_leases(s)) <= 1
+        return len(self.leases_in_force(s)) <= 1
 
     def lease_validity(self, s: LockState) -> bool:
         for c in self.clients:
             if self.trusts_lease(s, c):
                 token = s.clients[c].token
-                lease = s.server.leases.get(token) if token is not None else None
+                lease = self.lease_of(s, token) if token is not None else None
                 if lease is None or lease.holder != c or not self.lease_live(s, lease):
                     return False
         return True
 
     def automatic_release(self, s: LockState) -> bool:
-        for lease in self.live_leases(s):
+        for lease in self.leases_in_force(s):
             crashed_at = s.clients[lease.holder].crashed_at
             if crashed_at is not None and s.now >= max(crashed_at, lease.granted_at) + self.ttl:
                 return False
@@ -603,6 +723,10 @@ class Lock(Spec[LockState, LockAction]):
             and all(t in tokens and c in s.clients for t, c in s.server.queue)
             and all(t in tokens and lease.holder in s.clients for t, lease in s.server.leases.items())
             and 0 <= s.server.last_granted <= issued
+            and 0 <= s.server.epoch <= self.config.max_leader_changes
+            and 0 <= s.server.grants_after <= s.now + self.ttl
+            and all(t in tokens and lease.holder in s.clients for t, lease in s.old_leases.items())
+            and not set(s.old_leases) & set(s.server.leases)
         )
         storage_ok = 0 <= s.storage.data <= s.storage.highest <= issued
         return 0 <= s.now and clients_ok and server_ok and storage_ok
@@ -628,6 +752,18 @@ class Lock(Spec[LockState, LockAction]):
                 "StaleWriteRejected", "storage has rejected a write with a stale token", lambda s: s.storage.rejected
             ),
         ]
+        if self.config.max_leader_changes > 0:
+            properties.append(
+                Reachable(
+                    "WaitedOutOldLease",
+                    "a server that took over has granted the lock to another client than its predecessor's holder",
+                    lambda s: any(
+                        old.holder != lease.holder
+                        for old in s.old_leases.values()
+                        for lease in s.server.leases.values()
+                    ),
+                )
+            )
         if self.config.max_drift > 0:
             properties.append(
                 Reachable(
@@ -644,8 +780,8 @@ class Lock(Spec[LockState, LockAction]):
         return any(lease.expires > lease.granted_at + self.ttl for lease in s.server.leases.values())
 
     def _expired_and_regranted(self, s: LockState, crashed_only: bool = False) -> bool:
-        live = self.live_leases(s)
-        for lease in s.server.leases.values():
+        live = self.leases_in_force(s)
+        for lease in [*s.server.leases.values(), *s.old_leases.values()]:
             if lease in live or (crashed_only and s.clients[lease.holder].status != CRASHED):
                 continue
             if any(other.holder != lease.holder for other in live):
@@ -656,8 +792,9 @@ class Lock(Spec[LockState, LockAction]):
 
     def canonical(self, s: LockState) -> LockState:
         """Symmetry over clients.  A client's whole role in a state is its signature:
-        its own record, its place in the queue and its lease records (tokens are
-        unique to one client, so nothing else mentions it).  Sorting the signatures
+        its own record, its place in the queue and its lease records, the server's
+        and its predecessors' (tokens are unique to one client, so nothing else
+        mentions it).  Sorting the signatures
         and handing them to c1, c2, ... in order gives one representative per orbit."""
         signatures = sorted_values(
             (
@@ -668,6 +805,11 @@ class Lock(Spec[LockState, LockAction]):
                         (t, lease.granted_at, lease.expires)
                         for t, lease in s.server.leases.items()
                         if lease.holder == c
+                    )
+                ),
+                tuple(
+                    sorted(
+                        (t, lease.granted_at, lease.expires) for t, lease in s.old_leases.items() if lease.holder == c
                     )
                 ),
             )
@@ -682,8 +824,15 @@ class Lock(Spec[LockState, LockAction]):
                 for t, granted, expires in sig[2]
             }
         )
+        old_leases = FrozenMap(
+            {
+                t: Lease(c, granted, expires)
+                for c, sig in zip(self.clients, signatures)
+                for t, granted, expires in sig[3]
+            }
+        )
         server = attrs.evolve(s.server, queue=tuple(queue), leases=leases)
-        return LockState(s.now, clients, server, s.storage)
+        return LockState(s.now, clients, server, s.storage, old_leases)
 
 
 def _without(leases: FrozenMap[int, Lease], token: int) -> FrozenMap[int, Lease]:
@@ -766,3 +915,26 @@ class Barging(Lock):
         NX race for it), so a newcomer can overtake and starve an older waiter:
         FirstComeFirstServed."""
         return any(waiter == c for _, waiter in s.server.queue)
+
+
+@variant("no_lease_wait", "a new server grants at once, without waiting out its predecessor's leases")
+class NoLeaseWait(Lock):
+    def grant_barrier(self, s: LockState) -> int:
+        """A server that takes over grants at once, as if the leases it has no
+        record of did not exist (a lock table in the leader's memory, a restart
+        that forgets the table).  The old holder still trusts its lease when the
+        new server grants the lock to another client: MutualExclusion."""
+        return s.now
+
+
+@variant(
+    "no_takeover_drift_margin",
+    "a new server waits out one ttl by its own clock, which may run fast",
+)
+class NoTakeoverDriftMargin(Lock):
+    def grant_barrier(self, s: LockState) -> int:
+        """A server that takes over waits ttl ticks of its own clock, as if it kept
+        pace with the clock the old leases run on.  A clock that gains max_drift
+        ticks over the wait ends it while the old holder's lease is still
+        unexpired: MutualExclusion."""
+        return s.now + self.config.ttl - self.config.max_drift

@@ -136,7 +136,7 @@ REGISTRY: dict[str, SpecEntry] = {
         ),
         SpecEntry(
             "lock",
-            "a lock service with leases, clock drift, fencing tokens and FIFO waiters",
+            "a lock service with leases, clock drift, fencing tokens, FIFO waiters and leader changes",
             lock.Config,
             lock.Lock,
         ),

@@ -10,11 +10,14 @@ executable spec and then discharges the obligations.  Every variant is encoded.
 State as fields, for clients c1..cN, tokens 1..R (R = max_requests) and times
 0..T (T = max_time); the spec's "absent" (None) is a value of its own:
 
-- ``now``, ``issued``, ``last_granted``; storage ``highest``, ``data``, ``rejected``
+- ``now``, ``issued``, ``last_granted``, ``epoch``, ``grants_after``; storage
+  ``highest``, ``data``, ``rejected``
 - ``queue[k]``: the client waiting with token k (the spec's queue is in token
   order, so the set of waiting tokens gives it back)
 - ``lease[k].holder``, ``lease[k].granted_at``, ``lease[k].expires``: the server's
-  record for token k (holder None and times 0 when there is none)
+  record for token k (holder None and times 0 when there is none), and
+  ``lease[k].old``: whether that lease is an earlier server's, one of the spec's
+  ``old_leases`` (tokens are never reused, so a token has at most one lease)
 - ``c.status``, ``c.token``, ``c.deadline``, ``c.lag``, ``c.in_flight``,
   ``c.crashed_at``: client c's record
 
@@ -39,16 +42,21 @@ of what makes them inductive:
 - **CrashedLeaseBounded**: a crashed client's lease expires within ttl of the
   crash, or of the grant if the server granted it to the client after the crash;
 - **LeaseTimesConsistent**: a lease was granted at or before now and expires by
-  now + ttl, so a lease held when its client crashes ends within ttl of the crash.
+  now + ttl, so a lease held when its client crashes ends within ttl of the crash;
+- **OldLeasesWithinBarrier**: every lease of an earlier server expires by
+  ``grants_after``, so once the current server may grant, no lease it has no
+  record of is still held.  LeaderChange sets ``grants_after`` to now + ttl,
+  which LeaseTimesConsistent puts beyond every lease's expiry.
 
 Why each property holds, in one line each.  MutualExclusion: a grant needs every
-lease expired and a renewal needs its own lease unexpired.  FencedWrites: storage
+lease of the server expired and the takeover's wait over (which outlasts every
+earlier server's lease), and a renewal needs its own lease unexpired.  FencedWrites: storage
 accepts a token no lower than the highest, which becomes the data.  LeaseValidity:
 the drift margin (above).  AutomaticRelease: nobody renews a crashed client's
 lease.  FirstComeFirstServed: grants take the oldest token and new tokens exceed
 every old one.  The variants break exactly these steps: with ``--variant V`` the
-consecution obligation fails at a Grant, Renew, Release, AcceptWrite or Tick that
-the executable variant takes too.
+consecution obligation fails at a Grant, Renew, Release, AcceptWrite, Tick or
+LeaderChange that the executable variant takes too.
 """
 
 from __future__ import annotations
@@ -73,6 +81,7 @@ from distcheck.spec.lock import (
     Drift,
     Expire,
     Grant,
+    LeaderChange,
     Lease,
     Lock,
     LockAction,
@@ -104,6 +113,10 @@ def granted_at(k: int) -> str:
 
 def expires(k: int) -> str:
     return f"lease[{k}].expires"
+
+
+def old(k: int) -> str:
+    return f"lease[{k}].old"
 
 
 def status(c: str) -> str:
@@ -144,6 +157,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
         self.ttl = spec.ttl
         self.max_drift = spec.config.max_drift
         self.trusted = spec.trusted
+        self.max_leader_changes = spec.config.max_leader_changes
         self.variant = spec.variant
 
     # ------------------------------------------------------------------ state
@@ -159,6 +173,8 @@ class LockEncoding(Encoding[LockState, LockAction]):
             Field("highest", numbers(0, requests)),
             Field("data", numbers(0, requests)),
             Field("rejected"),
+            Field("epoch", numbers(0, self.max_leader_changes)),
+            Field("grants_after", numbers(0, self.max_time + self.ttl)),
         ]
         for k in self.tokens:
             fields += [
@@ -166,6 +182,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
                 Field(holder(k), maybe_client),
                 Field(granted_at(k), numbers(0, self.max_time)),
                 Field(expires(k), numbers(0, self.max_time + self.ttl)),
+                Field(old(k)),
             ]
         for c in self.clients:
             fields += [
@@ -189,9 +206,14 @@ class LockEncoding(Encoding[LockState, LockAction]):
             "highest": state.storage.highest,
             "data": state.storage.data,
             "rejected": state.storage.rejected,
+            "epoch": state.server.epoch,
+            "grants_after": state.server.grants_after,
         }
         for k in self.tokens:
-            lease = state.server.leases.get(k)
+            if k in state.server.leases and k in state.old_leases:
+                raise ValueError(f"token {k} has a lease of this server and of an earlier one")
+            lease = state.server.leases.get(k) or state.old_leases.get(k)
+            out[old(k)] = k in state.old_leases
             out[queue(k)] = waiting.get(k)
             out[holder(k)] = None if lease is None else lease.holder
             out[granted_at(k)] = 0 if lease is None else lease.granted_at
@@ -217,18 +239,22 @@ class LockEncoding(Encoding[LockState, LockAction]):
             assert value is None or isinstance(value, int)
             return value
 
-        leases = FrozenMap(
-            {
-                k: Lease(str(values[holder(k)]), number(granted_at(k)), number(expires(k)))
-                for k in self.tokens
-                if values[holder(k)] is not None
-            }
-        )
+        def leases(of_earlier_servers: bool) -> FrozenMap[int, Lease]:
+            return FrozenMap(
+                {
+                    k: Lease(str(values[holder(k)]), number(granted_at(k)), number(expires(k)))
+                    for k in self.tokens
+                    if values[holder(k)] is not None and bool(values[old(k)]) == of_earlier_servers
+                }
+            )
+
         server = Server(
             queue=tuple((k, str(values[queue(k)])) for k in self.tokens if values[queue(k)] is not None),
-            leases=leases,
+            leases=leases(False),
             issued=number("issued"),
             last_granted=number("last_granted"),
+            epoch=number("epoch"),
+            grants_after=number("grants_after"),
         )
         clients = FrozenMap(
             {
@@ -244,7 +270,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
             }
         )
         storage = Storage(number("highest"), number("data"), bool(values["rejected"]))
-        return LockState(number("now"), clients, server, storage)
+        return LockState(number("now"), clients, server, storage, leases(True))
 
     def init(self, s: SymState) -> z3.BoolRef:
         return s.equals(self.values(next(iter(self.spec.init_states()))))
@@ -252,11 +278,32 @@ class LockEncoding(Encoding[LockState, LockAction]):
     # -------------------------------------------------------------- helpers
 
     def live(self, s: SymState, k: int) -> z3.BoolRef:
-        """The server counts the lease of token k as held."""
+        """The lease of token k, this server's or an earlier one's, is held."""
         exists = z3.Not(s.is_(holder(k), None))
         if self.variant == "no_expiry":
             return exists
         return z3.And(exists, s["now"] < s[expires(k)])
+
+    def known(self, s: SymState, k: int) -> z3.BoolRef:
+        """The current server has a record of the lease of token k."""
+        return z3.And(z3.Not(s.is_(holder(k), None)), z3.Not(s[old(k)]))
+
+    def grant_barrier(self, s: SymState) -> z3.ArithRef:
+        """The first tick at which a server taking over now may grant."""
+        if self.variant == "no_lease_wait":
+            return s["now"]
+        if self.variant == "no_takeover_drift_margin":
+            return s["now"] + self.ttl - self.max_drift
+        return s["now"] + self.ttl
+
+    def cleared(self, s: SymState, k: int, gone: z3.BoolRef) -> dict[str, Hashable | z3.ExprRef]:
+        """The lease fields of token k, emptied where ``gone`` holds."""
+        return {
+            holder(k): z3.If(gone, s.term(holder(k), None), s[holder(k)]),
+            granted_at(k): z3.If(gone, 0, s[granted_at(k)]),
+            expires(k): z3.If(gone, 0, s[expires(k)]),
+            old(k): z3.And(z3.Not(gone), s[old(k)]),
+        }
 
     def holds_token(self, s: SymState, c: str, k: int) -> z3.BoolRef:
         return s[token(c)] == k
@@ -280,6 +327,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
     def actions(self) -> Sequence[LockAction]:
         out: list[LockAction] = [Grant(c) for c in self.clients]
         out += [Expire(k) for k in self.tokens]
+        out.append(LeaderChange())
         for c in self.clients:
             out += [AcceptWrite(c), RejectWrite(c)]
         for c in self.clients:
@@ -293,9 +341,11 @@ class LockEncoding(Encoding[LockState, LockAction]):
                 return self._tick(s)
             case Expire(k):
                 return Transition(
-                    z3.And(z3.Not(s.is_(holder(k), None)), z3.Not(self.live(s, k))),
-                    {holder(k): None, granted_at(k): 0, expires(k): 0},
+                    z3.And(self.known(s, k), z3.Not(self.live(s, k))),
+                    {holder(k): None, granted_at(k): 0, expires(k): 0, old(k): False},
                 )
+            case LeaderChange():
+                return self._leader_change(s)
             case ClientCrash(client=c):
                 return Transition(
                     s.is_in(status(c), KNOWN_TO_SERVER),
@@ -319,15 +369,17 @@ class LockEncoding(Encoding[LockState, LockAction]):
             case Renew(client=c):
                 return self._renew(s, c)
             case Release(client=c):
+                # The server deletes only a lease it has a record of.
                 released = {
-                    k: z3.BoolVal(True) if self.variant == "release_by_non_holder" else self.holds_token(s, c, k)
+                    k: z3.And(
+                        z3.Not(s[old(k)]),
+                        z3.BoolVal(True) if self.variant == "release_by_non_holder" else self.holds_token(s, c, k),
+                    )
                     for k in self.tokens
                 }
                 updates = dict(self.leaves(s, c, IDLE))
                 for k in self.tokens:
-                    updates[holder(k)] = z3.If(released[k], s.term(holder(k), None), s[holder(k)])
-                    updates[granted_at(k)] = z3.If(released[k], 0, s[granted_at(k)])
-                    updates[expires(k)] = z3.If(released[k], 0, s[expires(k)])
+                    updates.update(self.cleared(s, k, released[k]))
                 return Transition(self._has_token_to_give_back(s, c), updates)
             case Write(client=c):
                 return Transition(
@@ -379,7 +431,11 @@ class LockEncoding(Encoding[LockState, LockAction]):
             chosen = z3.Or(
                 *[z3.And(mine[k], *[s.is_(queue(j), None) for j in self.tokens if j < k]) for k in self.tokens]
             )
-        no_lease_held = z3.And(*[z3.Not(self.live(s, k)) for k in self.tokens])
+        # The server sees only its own leases; its takeover's wait covers the others.
+        no_lease_held = z3.And(
+            *[z3.Not(z3.And(self.known(s, k), self.live(s, k))) for k in self.tokens],
+            s["now"] >= s["grants_after"],
+        )
         # c's token: its oldest entry in the queue.
         tok: z3.ArithRef = z3.IntVal(ABSENT)
         for k in reversed(self.tokens):
@@ -391,6 +447,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
             updates[holder(k)] = z3.If(granted, s.term(holder(k), c), s[holder(k)])
             updates[granted_at(k)] = z3.If(granted, s["now"], s[granted_at(k)])
             updates[expires(k)] = z3.If(granted, s["now"] + self.ttl, s[expires(k)])
+            updates[old(k)] = z3.And(z3.Not(granted), s[old(k)])
         crashed = s.is_(status(c), CRASHED)  # the server cannot know; the client stays down
         for name, value in self.fresh_lease(s, c, tok).items():
             new = value if isinstance(value, z3.ExprRef) else s.term(name, value)
@@ -403,6 +460,7 @@ class LockEncoding(Encoding[LockState, LockAction]):
                 z3.And(
                     self.holds_token(s, c, k),
                     s.is_(holder(k), c),
+                    z3.Not(s[old(k)]),
                     z3.BoolVal(True) if self.variant == "renew_after_expiry" else self.live(s, k),
                 )
                 for k in self.tokens
@@ -416,6 +474,24 @@ class LockEncoding(Encoding[LockState, LockAction]):
         for name in renewed:
             updates[name] = z3.If(accepted, _term(s, name, renewed[name]), _term(s, name, lost[name]))
         return Transition(self._has_token_to_give_back(s, c), updates)
+
+    def _leader_change(self, s: SymState) -> Transition:
+        updates: dict[str, Hashable | z3.ExprRef] = {
+            "epoch": s["epoch"] + 1,
+            "grants_after": self.grant_barrier(s),
+        }
+        for k in self.tokens:
+            # Every unexpired lease becomes an earlier server's; the rest are gone.
+            updates[queue(k)] = None
+            kept = self.live(s, k)
+            updates.update(self.cleared(s, k, z3.Not(kept)))
+            updates[old(k)] = kept
+        for c in self.clients:
+            waiting = s.is_(status(c), WAITING)
+            idle = self.leaves(s, c, IDLE)
+            for name, value in idle.items():
+                updates[name] = z3.If(waiting, _term(s, name, value), s[name])
+        return Transition(s["epoch"] < self.max_leader_changes, updates)
 
     def _has_token_to_give_back(self, s: SymState, c: str) -> z3.BoolRef:
         return z3.And(s.is_in(status(c), (HOLDING, LAPSED)), z3.Not(s.is_(token(c), None)))
@@ -549,6 +625,14 @@ class LockEncoding(Encoding[LockState, LockAction]):
                 ]
             )
 
+        def old_leases_within_barrier(s: SymState) -> z3.BoolRef:
+            return z3.And(
+                *[
+                    z3.Implies(s[old(k)], z3.And(z3.Not(s.is_(holder(k), None)), s[expires(k)] <= s["grants_after"]))
+                    for k in tokens
+                ]
+            )
+
         strengthening = (
             Predicate(
                 "HolderDeadlineWithinLease",
@@ -575,6 +659,11 @@ class LockEncoding(Encoding[LockState, LockAction]):
                 "LeaseTimesConsistent",
                 "a lease was granted at or before now and expires by now + ttl",
                 lease_times_consistent,
+            ),
+            Predicate(
+                "OldLeasesWithinBarrier",
+                "every lease of an earlier server expires by the tick from which the current one may grant",
+                old_leases_within_barrier,
             ),
         )
         return (

@@ -22,6 +22,7 @@ from distcheck.spec.lock import (
     AcceptWrite,
     Config,
     Grant,
+    LeaderChange,
     Lock,
     LockAction,
     LockState,
@@ -51,8 +52,8 @@ def prove(enc: LockEncoding, invariant: str | None = None, **options: Any) -> di
 @pytest.mark.parametrize(
     "params",
     [
-        {},  # the default instance: 2 clients, ttl 2, max_drift 1, max_time 3, 2 requests
-        {"clients": 3, "ttl": 3, "max_drift": 2, "max_time": 4, "max_requests": 3},
+        {},  # the default instance: 2 clients, ttl 2, max_drift 1, max_time 2, 2 requests, 1 leader change
+        {"clients": 3, "ttl": 3, "max_drift": 2, "max_time": 4, "max_requests": 3, "max_leader_changes": 2},
     ],
 )
 def test_lockinv_proves_every_property(params: dict[str, int]) -> None:
@@ -88,6 +89,8 @@ CROSS_CHECKED = [
     ("release_by_non_holder", ONE_CLIENT_OVER_TIME),  # it deletes the client's older, expired lease too
     ("renew_after_expiry", ONE_CLIENT_OVER_TIME),
     ("no_expiry", ONE_CLIENT_OVER_TIME),
+    ("no_lease_wait", TWO_CLIENTS_AT_ONCE),
+    ("no_takeover_drift_margin", ONE_CLIENT_OVER_TIME),
 ]
 
 
@@ -141,6 +144,12 @@ BROKEN_BY: dict[str, tuple[dict[str, int], tuple[type, ...], str]] = {
     "release_by_non_holder": ({"ttl": 1, "max_drift": 0, "max_time": 1}, (Release,), "LeaseValidity"),
     "no_expiry": ({"clients": 1, "max_requests": 1, "max_time": 2}, (Tick,), "AutomaticRelease"),
     "barging": ({"ttl": 1, "max_drift": 0, "max_time": 0}, (Grant,), "FirstComeFirstServed"),
+    "no_lease_wait": ({"ttl": 1, "max_drift": 0, "max_time": 0}, (LeaderChange,), "OldLeasesWithinBarrier"),
+    "no_takeover_drift_margin": (
+        {"clients": 1, "max_requests": 1, "max_time": 2},
+        (LeaderChange,),
+        "OldLeasesWithinBarrier",
+    ),
 }
 
 

@@ -211,7 +211,7 @@ DEFAULT_SIZE = {
     "voting": (599, 11),
     "consensus": (3, 2),
     "paxoscommit": (1461, 15),
-    "lock": (13640, 18),
+    "lock": (12769, 17),
     "raft": (25164, 41),
     "reliable_link": (3836, 24),
     "fifo_broadcast": (4312, 13),

@@ -23,6 +23,7 @@ from distcheck.spec.lock import (
     Drift,
     Expire,
     Grant,
+    LeaderChange,
     Lease,
     Lock,
     LockAction,
@@ -70,12 +71,25 @@ def test_correct_spec_holds_at_default_size() -> None:
     assert result.ok, result.violation
     assert set(result.reached) == {p.name for p in spec.reachable()}
     # The size of the default instance, so that a change to the model shows up here.
-    assert (result.stats.distinct_states, result.stats.depth) == (13640, 18)
+    assert "WaitedOutOldLease" in result.reached  # a leader change really happens, and is waited out
+    assert (result.stats.distinct_states, result.stats.depth) == (12769, 17)
+
+
+def test_without_leader_changes_the_model_is_the_single_server_one() -> None:
+    result = explore(lock(max_leader_changes=0, max_time=3))
+    assert result.ok and (result.stats.distinct_states, result.stats.depth) == (13640, 18)
+
+
+def test_correct_spec_holds_over_two_leader_changes() -> None:
+    spec = lock(max_leader_changes=2)
+    result = explore(spec, symmetry=True)
+    assert result.ok, result.violation
+    assert set(result.reached) == {p.name for p in spec.reachable()}
 
 
 def test_symmetry_halves_the_default_instance_and_keeps_it_correct() -> None:
     result = explore(lock(), symmetry=True)
-    assert result.ok and result.stats.distinct_states == 6834
+    assert result.ok and result.stats.distinct_states == 6436
 
 
 # ----------------------------------------------------------------------- variants
@@ -87,6 +101,8 @@ EXPECTED = {
     "renew_after_expiry": ("MutualExclusion", 7),
     "no_expiry": ("AutomaticRelease", 5),
     "barging": ("FirstComeFirstServed", 3),
+    "no_lease_wait": ("MutualExclusion", 5),
+    "no_takeover_drift_margin": ("MutualExclusion", 6),
 }
 
 
@@ -216,6 +232,58 @@ def test_barging_overtakes_an_older_waiter() -> None:
     assert correct.next_state(replay(correct, plan[:-1]), Grant("c2")) is None
 
 
+# The old server grants c1 a lease and is replaced; c2 asks the new server.
+TAKEOVER: list[LockAction] = [Acquire("c1"), Grant("c1"), LeaderChange(), Acquire("c2")]
+
+
+def test_new_server_that_grants_at_once_makes_two_holders() -> None:
+    spec = lock("no_lease_wait")
+    state = replay(spec, [*TAKEOVER, Grant("c2")])
+    assert broken(spec, state) == ["MutualExclusion"]
+    assert trusting(spec, state) == ["c1", "c2"]  # c1 knows nothing of the change
+    # The correct new server waits one ttl from the takeover: c1's lease is over by then.
+    correct = lock()
+    assert correct.next_state(replay(correct, TAKEOVER), Grant("c2")) is None
+    assert correct.next_state(replay(correct, [*TAKEOVER, Tick()]), Grant("c2")) is None
+    state = replay(correct, [*TAKEOVER, Tick(), Tick(), Grant("c2")])
+    assert broken(correct, state) == [] and trusting(correct, state) == ["c2"]
+
+
+def test_new_server_whose_clock_runs_fast_needs_the_drift_margin() -> None:
+    # c1's clock loses a tick, so it trusts its lease until the old lease's very
+    # end; the new server waits one ttl by a clock that gained max_drift ticks.
+    plan: list[LockAction] = [Acquire("c1"), Grant("c1"), Drift("c1"), LeaderChange(), Acquire("c2"), Tick()]
+    spec = lock("no_takeover_drift_margin")
+    state = replay(spec, [*plan, Grant("c2")])
+    assert broken(spec, state) == ["MutualExclusion"] and trusting(spec, state) == ["c1", "c2"]
+    correct = lock()
+    assert correct.next_state(replay(correct, plan), Grant("c2")) is None
+
+
+def test_a_leader_change_keeps_the_token_counter_and_loses_the_queue_and_the_lease_records() -> None:
+    spec = lock(max_requests=3)
+    state = replay(spec, [Acquire("c1"), Grant("c1"), Acquire("c2"), Tick(), LeaderChange()])
+    assert state.server.queue == () and state.server.leases == FrozenMap()
+    assert state.old_leases == FrozenMap({1: Lease("c1", 0, 2)})  # c1's lease is still in force
+    assert (state.server.issued, state.server.epoch, state.server.grants_after) == (2, 1, 3)
+    assert state.clients["c2"].status == "idle"  # its request went with the queue
+    assert state.clients["c1"].status == LAPSED  # c1 knows nothing of the change
+    assert LeaderChange() not in list(spec.actions(state))  # max_leader_changes = 1
+    # c2 asks again and gets a fresh token: tokens are never reused.
+    state = replay(spec, [Acquire("c1"), Grant("c1"), Acquire("c2"), Tick(), LeaderChange(), Acquire("c2")])
+    assert state.clients["c2"].token == 3
+    # The new server has no record of c1's lease: it refuses to renew it.
+    renewed = spec.next_state(state, Renew("c1"))
+    assert renewed is not None and renewed.clients["c1"].status == "idle"
+    assert renewed.old_leases == state.old_leases  # c1's lease stays in force until it expires
+
+
+def test_a_leader_change_drops_leases_already_expired() -> None:
+    spec = lock()
+    state = replay(spec, [Acquire("c1"), Grant("c1"), Tick(), Tick(), LeaderChange()])
+    assert state.old_leases == FrozenMap() and state.server.grants_after == 4
+
+
 # ----------------------------------------------------------------- other behaviour
 
 
@@ -302,8 +370,10 @@ def test_type_invariant_detects_ill_typed_states() -> None:
 
 
 def test_actors_name_who_takes_each_step() -> None:
-    assert [a.actor for a in (Acquire("c1"), Grant("c1"), Expire(1), AcceptWrite("c2"), ClientCrash("c2"), Tick())] == [
+    actions = (Acquire("c1"), Grant("c1"), Expire(1), LeaderChange(), AcceptWrite("c2"), ClientCrash("c2"), Tick())
+    assert [a.actor for a in actions] == [
         "c1",
+        "server",
         "server",
         "server",
         "storage",
@@ -328,6 +398,7 @@ def rename(state: LockState, perm: dict[str, str]) -> LockState:
             ),
         ),
         state.storage,
+        FrozenMap({t: attrs.evolve(lease, holder=perm[lease.holder]) for t, lease in state.old_leases.items()}),
     )
 
 

@@ -28,6 +28,7 @@ from distcheck.spec.lock import (
     Drift,
     Expire,
     Grant,
+    LeaderChange,
     Lease,
     Lock,
     LockAction,
@@ -43,7 +44,8 @@ from distcheck.spec.lock import (
 from distcheck.spec.values import FrozenMap
 
 # 2 clients, ttl 2, max_drift 1 (a client trusts a fresh lease for 1 tick of its own
-# clock), max_time 3, max_requests 2.
+# clock), max_time 2, max_requests 2,
+# max_leader_changes 1.
 SPEC = Lock(Config())
 
 
@@ -56,10 +58,14 @@ def state(
     issued: int = 0,
     last_granted: int = 0,
     storage: Storage = Storage(),
+    epoch: int = 0,
+    grants_after: int = 0,
+    old_leases: Mapping[int, Lease] | None = None,
 ) -> LockState:
     """A state: every client idle, except as given."""
     everyone = {c: Client() for c in SPEC.clients} | dict(clients or {})
-    return LockState(now, FrozenMap(everyone), Server(queue, FrozenMap(leases or {}), issued, last_granted), storage)
+    server = Server(queue, FrozenMap(leases or {}), issued, last_granted, epoch, grants_after)
+    return LockState(now, FrozenMap(everyone), server, storage, FrozenMap(old_leases or {}))
 
 
 def holding(token: int, deadline: int, lag: int = 0, in_flight: int | None = None) -> Client:
@@ -94,6 +100,59 @@ def test_grant_goes_to_the_oldest_waiter_once_no_lease_is_held() -> None:
     held = attrs.evolve(waiting, server=attrs.evolve(waiting.server, leases=FrozenMap({3: Lease("c2", 0, 1)})))
     assert step(held, Grant("c1")) is None  # a lease is held until its expiry...
     assert step(attrs.evolve(held, now=1), Grant("c1")) is not None  # ...and not at it
+
+
+def test_grant_waits_for_the_takeover_barrier_and_ignores_leases_it_has_no_record_of() -> None:
+    # A new server took over at 0 while c1 held lease 1 (until 2): no grant before 2.
+    taken_over = state(
+        {"c1": Client(LAPSED, 1), "c2": Client(WAITING, 2)},
+        now=1,
+        queue=((2, "c2"),),
+        issued=2,
+        last_granted=1,
+        epoch=1,
+        grants_after=2,
+        old_leases={1: Lease("c1", 0, 2)},
+    )
+    assert step(taken_over, Grant("c2")) is None  # before the barrier
+    after = step(attrs.evolve(taken_over, now=2), Grant("c2"))
+    assert after is not None and after.server.leases == FrozenMap({2: Lease("c2", 2, 4)})
+    assert after.old_leases == taken_over.old_leases
+    # The barrier alone decides: an old lease still in force is not the server's to see.
+    unknown = attrs.evolve(taken_over, now=2, old_leases=FrozenMap({1: Lease("c1", 0, 3)}))
+    assert step(unknown, Grant("c2")) is not None
+
+
+def test_leader_change_keeps_durable_records_only_and_sets_the_barrier() -> None:
+    before = state(
+        {"c1": holding(1, 2, in_flight=1), "c2": Client(WAITING, 2, in_flight=1)},
+        now=1,
+        queue=((2, "c2"),),
+        leases={1: Lease("c1", 1, 3)},
+        issued=2,
+        last_granted=1,
+        old_leases={},
+    )
+    assert step(before, LeaderChange()) == state(
+        {"c1": holding(1, 2, in_flight=1), "c2": Client(IDLE, in_flight=1)},  # a write in flight still arrives
+        now=1,
+        issued=2,
+        last_granted=1,
+        epoch=1,
+        grants_after=3,
+        old_leases={1: Lease("c1", 1, 3)},
+    )
+    assert step(attrs.evolve(before, server=attrs.evolve(before.server, epoch=1)), LeaderChange()) is None  # bound
+    # Leases already over, the server's or older ones, are forgotten for good.
+    expired = state({"c1": Client(LAPSED, 1)}, now=2, leases={1: Lease("c1", 0, 2)}, issued=1, last_granted=1)
+    after = step(expired, LeaderChange())
+    assert after is not None and after.old_leases == FrozenMap() and after.server.leases == FrozenMap()
+    twice = Lock(Config(max_leader_changes=2))
+    older = attrs.evolve(
+        after, now=3, old_leases=FrozenMap({1: Lease("c1", 0, 2)}), server=attrs.evolve(after.server, epoch=1)
+    )
+    again = step(older, LeaderChange(), twice)
+    assert again is not None and again.old_leases == FrozenMap() and again.server.epoch == 2
 
 
 def test_grant_to_a_crashed_waiter_leaves_it_crashed() -> None:
@@ -219,7 +278,7 @@ def test_crash_only_of_a_client_the_service_knows(client: Client, crashes: bool)
 
 
 def test_tick_stops_at_max_time_and_lapses_a_holder_whose_own_clock_reached_its_deadline() -> None:
-    assert step(state(now=3), Tick()) is None
+    assert step(state(now=2), Tick()) is None  # max_time
     after = step(C1_HOLDS, Tick())  # deadline 1 reached at now 1
     assert after is not None and after.now == 1 and after.clients["c1"] == Client(LAPSED, 1)
     later = attrs.evolve(C1_HOLDS, clients=C1_HOLDS.clients.set("c1", holding(1, 2)))
@@ -271,6 +330,13 @@ TWO_ISSUED = state(issued=2)
         state(issued=1, last_granted=-1),
         state(issued=1, storage=Storage(-1, -1)),  # data from before the first token
         state(issued=1, storage=Storage(2, 2)),  # accepted a token never issued
+        state(epoch=2),  # more leader changes than max_leader_changes
+        state(epoch=-1),
+        state(now=1, grants_after=4),  # a barrier beyond one ttl from now
+        state(grants_after=-1),
+        state(issued=1, old_leases={2: Lease("c1", 0, 2)}),  # an old lease with a token never issued
+        state(issued=1, old_leases={1: Lease("c9", 0, 0)}),  # an unknown client's old lease
+        state(issued=1, leases={1: Lease("c1", 0, 0)}, old_leases={1: Lease("c1", 0, 0)}),  # a token in both
     ],
 )
 def test_each_clause_of_type_ok_is_checked(bad: LockState) -> None:
@@ -291,6 +357,10 @@ def test_mutual_exclusion_catches_two_live_leases() -> None:
     two = state(leases={1: Lease("c1", 0, 2), 2: Lease("c2", 0, 2)}, issued=2)
     assert broken(two) == ["MutualExclusion"]
     assert broken(attrs.evolve(two, now=2)) == []  # both expired
+    # ... whichever server granted them: an earlier server's lease still counts.
+    old_and_new = state(leases={2: Lease("c2", 0, 2)}, old_leases={1: Lease("c1", 0, 2)}, issued=2, epoch=1)
+    assert broken(old_and_new) == ["MutualExclusion"]
+    assert broken(attrs.evolve(old_and_new, now=2)) == []
 
 
 @pytest.mark.parametrize(
@@ -306,6 +376,36 @@ def test_lease_validity_catches_a_client_trusting_a_lease_the_server_does_not_co
 ) -> None:
     s = state({"c1": holding(1, 2)}, now=now, leases=leases, issued=1, last_granted=1)
     assert broken(s) == ["LeaseValidity"]
+
+
+def test_lease_validity_counts_an_earlier_servers_lease() -> None:
+    s = state({"c1": holding(1, 4)}, old_leases={1: Lease("c1", 0, 3)}, issued=1, last_granted=1, epoch=1)
+    assert broken(s) == []
+    assert broken(attrs.evolve(s, now=3)) == ["LeaseValidity"]  # ... while it is unexpired
+    other = attrs.evolve(s, old_leases=FrozenMap({1: Lease("c2", 0, 3)}))
+    assert broken(other) == ["LeaseValidity"]  # ... and is the client's own
+
+
+def test_automatic_release_counts_an_earlier_servers_lease() -> None:
+    crashed = state({"c1": Client(CRASHED, crashed_at=0)}, now=2, old_leases={1: Lease("c1", 0, 3)}, issued=1, epoch=1)
+    assert broken(crashed) == ["AutomaticRelease"]
+
+
+def test_waited_out_old_lease_on_hand_built_states() -> None:
+    waited = next(p.holds for p in SPEC.reachable() if p.name == "WaitedOutOldLease")
+    after = state(
+        {"c1": Client(LAPSED, 1), "c2": holding(2, 3)},
+        now=2,
+        leases={2: Lease("c2", 2, 4)},
+        issued=2,
+        last_granted=2,
+        epoch=1,
+        grants_after=2,
+        old_leases={1: Lease("c1", 0, 2)},
+    )
+    assert waited(after)
+    assert not waited(attrs.evolve(after, old_leases=FrozenMap({1: Lease("c2", 0, 2)})))  # the same client
+    assert not waited(attrs.evolve(after, old_leases=FrozenMap()))  # no predecessor's lease
 
 
 def test_fenced_writes_catches_stale_data_over_a_newer_write() -> None:
