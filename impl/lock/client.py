@@ -140,6 +140,8 @@ class LockClient:
         self._renewals: dict[tuple[str, int], Queue] = {}
         self._releases: dict[tuple[str, int], Queue] = {}
         self._results: dict[str, Queue] = {}
+        #: (lock, token) -> the queue that tells its renewal thread the lease was released
+        self._stop_renewing: dict[tuple[str, int], Queue] = {}
         self._sent_at: dict[int, float] = {}  # attempt -> when it was sent, on this clock
         self._attempts = 0
         self._requests = 0
@@ -183,7 +185,8 @@ class LockClient:
             raise LockTimeout(f"lock {name!r} not granted within {timeout} s (session {self.session})") from None
         del self._pending[name]
         self.held[name] = lease
-        self.ctx.spawn(f"renew-{name}-{lease.token}", functools.partial(self._renew_loop, lease))
+        stop = self._stop_renewing[(name, lease.token)] = self.ctx.queue()
+        self.ctx.spawn(f"renew-{name}-{lease.token}", functools.partial(self._renew_loop, lease, stop))
         return lease
 
     def release(self, lease: Lease) -> None:
@@ -193,6 +196,12 @@ class LockClient:
         lease.released = True
         self.held.pop(lease.name, None)
         key = (lease.name, lease.token)
+        stop = self._stop_renewing.pop(key, None)
+        if stop is not None:
+            # End its renewal thread now rather than at its next renewal: a client that
+            # locks many times a second would otherwise keep a sleeping thread per
+            # lease it has released, each woken by every message the node receives.
+            stop.put(True)
         replies = self._releases.setdefault(key, self.ctx.queue())
         release = encode(Release(lease.name, self.session, lease.token))
         try:
@@ -310,15 +319,17 @@ class LockClient:
             if reply.attempt == attempt:
                 return
 
-    def _renew_loop(self, lease: Lease) -> None:
+    def _renew_loop(self, lease: Lease, stop: Queue) -> None:
         try:
             while not lease.released and not lease.lost:
-                self.ctx.sleep(lease.trusted_for / 3)
+                if stop.get(timeout=lease.trusted_for / 3) is not None:
+                    return  # released
                 if lease.released or lease.lost:
                     return
                 self._renew_once(lease)
         finally:
             self._renewals.pop((lease.name, lease.token), None)
+            self._stop_renewing.pop((lease.name, lease.token), None)
 
     def _dispatch(self) -> None:
         """The node's mailbox belongs to the library: route each reply, decoded and

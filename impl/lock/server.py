@@ -16,14 +16,21 @@ sure to last ``(ttl - 1) * tick`` seconds after the grant, which is what clients
 budget for (``impl.lock.client``).
 
 Durability.  Every change (a queued request, a grant, a renewal, a release, an
-expiry, a tick) is appended to the log and synced *before* it is recorded and
-before anyone hears of it, and recovery replays the log through the same
-``LockState.apply`` the live server uses, so a restarted server holds exactly the
-state it had acknowledged.  The tick counter is durable too and does not move
-while the server is down: every lease in the table runs out the rest of its time
-after the restart.  That is how a restarted server waits out the longest possible
-lease before granting again, without needing to know how long it was down (its
-monotonic clock, in free mode, started again from nothing).
+expiry) is appended to the log and synced *before* it is recorded and before
+anyone hears of it, and recovery replays the log through the same
+``LockState.apply`` the live server uses, so a restarted server holds at least the
+state it had acknowledged.  The sync is shared (group commit): the server is a
+batched actor, so the changes made for every message waiting in one turn of its
+loop are appended, synced once in ``on_batch_end``, recorded, and only then does
+the actor let the turn's replies out: one sync per turn, however many clients it
+served, and at most one per acquire or release.  Ticks are not synced on their
+own: one is written just before the next change and made durable by its sync
+(``_on_tick`` says why losing one in a crash is safe).  The tick counter is
+durable too and does not move while the server is down: every lease in the table
+runs out the rest of its time after the restart.  That is how a restarted server
+waits out the longest possible lease before granting again, without needing to
+know how long it was down (its monotonic clock, in free mode, started again from
+nothing).
 
 Model bounds.  ``horizon`` (the last tick) and ``max_requests`` (requests per lock)
 exist only so that a simulated run stays inside the finite model it is validated
@@ -168,6 +175,8 @@ class LockServer(Actor):
 
     LOG = "leases"
     messages = SERVER_MESSAGES
+    #: group commit: one sync per batch of messages (impl.runtime.actor, "Batches")
+    batched = True
 
     def __init__(
         self,
@@ -189,10 +198,21 @@ class LockServer(Actor):
         self.state = LockState()
         self.clients: dict[str, str] = {}
         self._clock_armed = False
+        #: the trace steps of changes not yet synced (or, for ticks, not yet written),
+        #: recorded in order once a sync has made them durable: (action, lock)
+        self._steps: list[tuple[dict[str, Any], str]] = []
+        #: records appended since the last sync
+        self._unsynced = False
+        #: ``now`` has moved past the last tick written to the log
+        self._tick_unwritten = False
 
     # ------------------------------------------------------------------ running
 
     def on_start(self) -> None:
+        # What the last incarnation had not synced is gone with it.
+        self._steps = []
+        self._unsynced = False
+        self._tick_unwritten = False
         self.log: Storage = self.ctx.storage(self.LOG)
         self.state = recover(self.log.records())
         if self.variant == "volatile_leases":
@@ -219,12 +239,32 @@ class LockServer(Actor):
                 self._on_release(src, name, session, token)
 
     def _commit(self, record: dict[str, Any], action: dict[str, Any], lock: str) -> None:
-        """Make a change durable, then apply it, then log the spec step; whatever the
-        caller sends afterwards leaves after all three."""
+        """Append a change and apply it; its trace step waits for the batch's sync
+        (``on_batch_end``), and so does every message the batch sends, since the
+        actor holds them until after it."""
+        self._write_tick()
         self.log.append(record)
-        self.log.sync()
+        self._unsynced = True
         self.state.apply(record)
-        self.ctx.record(action, lock=lock)
+        self._steps.append((action, lock))
+
+    def _write_tick(self) -> None:
+        """Put the clock's reading in the log ahead of a change made at that reading,
+        so that a change is never durable without the ticks before it."""
+        if self._tick_unwritten:
+            self.log.append({"op": "tick", "now": self.state.now})
+            self._tick_unwritten = False
+
+    def on_batch_end(self) -> None:
+        """One sync for everything the batch changed, then its trace steps; the
+        actor lets the batch's replies out after this."""
+        if not self._unsynced:
+            return  # nothing to make durable (at most ticks, held in memory: below)
+        self.log.sync()
+        self._unsynced = False
+        steps, self._steps = self._steps, []
+        for action, lock in steps:
+            self.ctx.record(action, lock=lock)
 
     def _arm_clock(self) -> None:
         """The clock ticks only while some lease may still need to expire; an idle
@@ -238,12 +278,21 @@ class LockServer(Actor):
     def _on_tick(self) -> None:
         if self.horizon is not None and self.state.now >= self.horizon:
             return
-        now = self.state.now + 1
-        self.log.append({"op": "tick", "now": now})
-        self.log.sync()
-        self.state.apply({"op": "tick", "now": now})
+        # A tick is neither written nor synced on its own: it is written just before
+        # the next change (``_write_tick``) and made durable by that change's sync,
+        # and its trace step waits for that sync too.  A crash before then loses
+        # the tick, and the restarted server's clock reads less than it did.  That
+        # is safe: a clock that reads less makes every lease in the table last
+        # longer, never shorter, and the server already counts on its clock not
+        # moving while it is down (every lease runs out the rest of its time after
+        # a restart, module docstring).  Whatever anyone learnt was made durable
+        # by a sync that also covered every tick before it, so after a restart the
+        # clock reads at least what it read when any grant, renewal or expiry that
+        # anyone heard of was decided.
+        self.state.apply({"op": "tick", "now": self.state.now + 1})
+        self._tick_unwritten = True
         for name in sorted(self.state.locks):
-            self.ctx.record({"type": "Tick"}, lock=name)
+            self._steps.append(({"type": "Tick"}, name))
         for name in sorted(self.state.locks):
             table = self.state.locks[name]
             for token in sorted(table.leases):

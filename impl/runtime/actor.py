@@ -33,6 +33,20 @@ What can go wrong, and what it costs:
   controlled scheduler the node is then down until the scheduler restarts it; the
   free runtime restarts it itself (``impl.runtime.free``).  Never a zombie: a node
   whose handler failed does not go on serving from a half-updated state.
+
+Batches (group commit).  An actor that sets ``batched = True`` handles, in each turn
+of its loop, the item it waited for and then every message or timer already
+waiting (``ctx.receive_ready``, up to ``batch_limit`` in all), then calls
+``on_batch_end()``, and only then lets out the messages its handlers sent: while a
+batch runs, ``self.send`` holds each message (with the trace context it was sent
+in).  ``on_start`` is a batch of its own.  So an actor that appends in its handlers
+and syncs once in ``on_batch_end`` makes every decision of the batch durable with
+one sync before anyone can learn of it; it records its trace steps there too,
+after the sync.  A crash during a batch loses the held messages with the unsynced
+records, as a crash between an append and its sync always did; in free mode,
+where a stopped process's writes stay written, the actor still runs
+``on_batch_end`` (sync, trace records) before it unwinds, so the trace explains
+the log the node restarts from (docs/runtime.md, "Batches").
 """
 
 from __future__ import annotations
@@ -47,7 +61,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from distcheck.impl.runtime.api import Context, Envelope, NodeCrashed, Timer
+from distcheck.impl.runtime.api import Context, Envelope, Message, NodeCrashed, Received, Timer
+from distcheck.impl.telemetry.context import TraceContext, current, use
 
 #: attrs field metadata key: the field's name on the wire when it differs from the
 #: Python name (``from`` is a keyword).
@@ -306,6 +321,13 @@ class Actor:
     to a runtime.  Inside handlers, ``self.ctx`` is the node's context."""
 
     messages: ClassVar[Messages] = Messages()
+    #: handle a turn's waiting messages as one batch, sends held until after
+    #: ``on_batch_end`` (module docstring, "Batches"); False: each handler's sends
+    #: leave as it makes them
+    batched: ClassVar[bool] = False
+    #: the most messages and timers one batch handles (a batch must end now and
+    #: then, or a steady stream of requests would hold every answer back)
+    batch_limit: ClassVar[int] = 64
 
     def __init__(self, name: str, peers: Collection[str] | None = None) -> None:
         self.name = name
@@ -313,6 +335,8 @@ class Actor:
         #: what went wrong at this node, newest last (kept across restarts)
         self.diagnostics: deque[str] = deque(maxlen=DIAGNOSTICS_KEPT)
         self._timers: dict[str, Any] = {}
+        #: a batched actor's sends of the batch running: (dst, wire form, trace context)
+        self._held: list[tuple[str, Message, TraceContext | None]] = []
 
     # ------------------------------------------------------------ handlers
 
@@ -325,6 +349,11 @@ class Actor:
     def on_timer(self, timer: Any) -> None:
         """React to a timer record armed with ``set_timer``."""
 
+    def on_batch_end(self) -> None:
+        """Batched actors: runs after each batch's handlers (and after ``on_start``),
+        before any message they sent leaves: sync what they appended, then record
+        the steps it made durable."""
+
     def accepts_sender(self, src: str, msg: Any) -> bool:
         """Whether ``src`` may send ``msg``; by default, any of ``peers``."""
         return self.peers is None or src in self.peers
@@ -332,7 +361,10 @@ class Actor:
     # ------------------------------------------------------------ effects
 
     def send(self, dst: str, msg: Any) -> None:
-        self.ctx.send(dst, encode(msg))
+        if self.batched:
+            self._held.append((dst, encode(msg), current()))
+        else:
+            self.ctx.send(dst, encode(msg))
 
     def set_timer(self, timer: Any, delay: float) -> None:
         """Arm ``timer`` (an attrs record) to come back to ``on_timer`` after
@@ -355,17 +387,61 @@ class Actor:
         """The receive loop every actor shares; runs again from the top after a restart."""
         self.ctx = ctx
         self._timers = {}
-        self._guard("on_start", self.on_start)
+        self._held = []
+        self._batch(functools.partial(self._guard, "on_start", self.on_start))
         while True:
             item = ctx.receive()
-            if isinstance(item, Timer):
-                timer = self._timers.get(item.name)
-                if timer is None:
-                    self.diagnose(f"ignored timer {item.name!r}: not armed by this incarnation")
-                else:
-                    self._guard(f"on_timer({item.name})", functools.partial(self.on_timer, timer))
-            elif isinstance(item, Envelope):
-                self._receive(item)
+            self._batch(functools.partial(self._take_batch, item))
+
+    def _take_batch(self, first: Received | None) -> None:
+        """Handle ``first`` and, when batched, what is already waiting after it."""
+        self._handle(first)
+        if self.batched:
+            for _ in range(self.batch_limit - 1):
+                item = self.ctx.receive_ready()
+                if item is None:
+                    return
+                self._handle(item)
+
+    def _batch(self, work: Callable[[], None]) -> None:
+        """Run one turn's handlers; when batched, end the batch after them."""
+        if not self.batched:
+            work()
+            return
+        try:
+            work()
+        except NodeCrashed:
+            # Stopped in the middle of the batch.  In free mode what the process
+            # wrote stays written, so the durable part of the batch is finished as a
+            # step in progress would be (its sync, its trace records); its messages
+            # are lost with the node.  Under the controlled scheduler the crash has
+            # already dropped what was not synced, and the sync raises at once.
+            try:
+                self.on_batch_end()
+            except NodeCrashed:
+                pass
+            except Exception as exc:  # the node is going down: note it, and go down
+                self.diagnostics.append(f"on_batch_end of a crashed batch raised {type(exc).__name__}: {exc}")
+            raise
+        self._end_batch()
+
+    def _handle(self, item: Received | None) -> None:
+        if isinstance(item, Timer):
+            timer = self._timers.get(item.name)
+            if timer is None:
+                self.diagnose(f"ignored timer {item.name!r}: not armed by this incarnation")
+            else:
+                self._guard(f"on_timer({item.name})", functools.partial(self.on_timer, timer))
+        elif isinstance(item, Envelope):
+            self._receive(item)
+
+    def _end_batch(self) -> None:
+        """``on_batch_end``, then the batch's messages, in the order they were sent."""
+        self._guard("on_batch_end", self.on_batch_end)
+        held, self._held = self._held, []
+        for dst, msg, trace in held:
+            with use(trace):
+                self.ctx.send(dst, msg)
 
     def _receive(self, envelope: Envelope) -> None:
         src = envelope.src

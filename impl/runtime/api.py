@@ -127,6 +127,16 @@ class Context(ABC):
         """The next message or fired timer; None when ``timeout`` seconds pass first.
         With no timeout, waits until something arrives."""
 
+    def receive_ready(self) -> Received | None:
+        """The next message or fired timer that is already here, or None: never waits.
+        Not a yield point, and it does not notice a crash (a crashed node gets None;
+        its next yield point raises ``NodeCrashed``), so a node can take what is
+        waiting in the middle of its work without a fault landing there.  Actors use
+        it to handle a batch of messages per turn (``impl.runtime.actor``).  This
+        default says nothing is ready, which is always a correct answer: a context
+        that wraps another and does not forward it serves batches of one."""
+        return None
+
     @abstractmethod
     def set_timer(self, name: str, delay: float) -> None:
         """Arm timer ``name`` to arrive as ``Timer(name)`` after ``delay`` seconds;

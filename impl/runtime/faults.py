@@ -45,6 +45,9 @@ class SlowClock(Context):
     def receive(self, timeout: float | None = None) -> Received | None:
         return self.inner.receive(self._span(timeout))
 
+    def receive_ready(self) -> Received | None:
+        return self.inner.receive_ready()
+
     def set_timer(self, name: str, delay: float) -> None:
         self.inner.set_timer(name, delay / self.rate)
 

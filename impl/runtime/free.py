@@ -933,6 +933,40 @@ class _FreeContext(Context):
             _begin_handling(self.name, item)
         return item
 
+    def receive_ready(self) -> Received | None:
+        node = self.node
+        with node.cond:
+            if node.stopped:
+                return None  # its next yield point raises NodeCrashed
+            self._due_timers(time.monotonic())
+            if not node.mailbox and not node.polling:
+                # Frames that have arrived on its sockets are ready too (a batch then
+                # gathers the requests of several connections): poll without waiting.
+                try:
+                    self.runtime.poll(node, 0.0)
+                except NodeCrashed:
+                    return None
+                self._due_timers(time.monotonic())
+            if not node.mailbox:
+                return None
+            item = node.mailbox.popleft()
+        _finish_handling()
+        _begin_handling(self.name, item)
+        return item
+
+    def _due_timers(self, now: float) -> float | None:
+        """Move the timers due by ``now`` into the mailbox, oldest first; the next
+        deadline of those left.  Called holding ``node.cond``."""
+        node = self.node
+        first = min(node.timers.values(), default=None)
+        if first is not None and first <= now:
+            for name, due in sorted(node.timers.items(), key=lambda kv: kv[1]):
+                if due <= now:
+                    del node.timers[name]
+                    node.mailbox.append(Timer(name, node.timer_traces.pop(name, None)))
+            first = min(node.timers.values(), default=None)
+        return first
+
     def _take(self, timeout: float | None) -> Received | None:
         node = self.node
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -940,13 +974,7 @@ class _FreeContext(Context):
             while True:
                 node.check()
                 now = time.monotonic()
-                first = min(node.timers.values(), default=None)
-                if first is not None and first <= now:
-                    for name, due in sorted(node.timers.items(), key=lambda kv: kv[1]):
-                        if due <= now:
-                            del node.timers[name]
-                            node.mailbox.append(Timer(name, node.timer_traces.pop(name, None)))
-                    first = min(node.timers.values(), default=None)
+                first = self._due_timers(now)
                 if node.mailbox:
                     return node.mailbox.popleft()
                 if deadline is not None and deadline <= now:

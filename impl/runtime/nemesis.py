@@ -449,6 +449,11 @@ class _FaultyContext(Context):
             self._hold(self.state.hold)
         return item
 
+    def receive_ready(self) -> Received | None:
+        if self.state.hold > 0:
+            return None  # a slow node takes its items one at a time, each held
+        return self.inner.receive_ready()
+
     def _hold(self, seconds: float) -> None:
         # In slices, so that the item is let go as soon as the fault heals.
         deadline = self.inner.now() + seconds

@@ -340,3 +340,65 @@ class Deposit:
 def test_a_message_class_s_own_validators_reject_as_a_malformed_message() -> None:
     with pytest.raises(MessageError, match="Deposit: 'amount' must be >= 0"):
         Messages(Deposit).decode({"type": "Deposit", "amount": -5})
+
+
+# ------------------------------------------------------------------ batches
+
+
+class Ledger(Counter):
+    """The Counter as a batched actor: appends per message, one sync per batch."""
+
+    batched = True
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.batches: list[int] = []  # messages per batch that appended something
+        self.appended = 0
+
+    def on_message(self, src: str, msg: Any) -> None:
+        match msg:
+            case Add(amount):
+                self.log.append({"amount": amount})
+                self.appended += 1
+                self.total += amount
+                self.send(src, Total(self.total))  # held until after on_batch_end
+
+    def on_batch_end(self) -> None:
+        if self.appended:
+            self.log.sync()
+            self.batches.append(self.appended)
+            self.appended = 0
+
+
+def run_ledger(seed: int) -> tuple[Ledger, list[tuple[int, int]]]:
+    """A client sends 8 Adds at once, then reads the answers; returns the ledger and,
+    per answer, (the total it says, the total durable when it arrived)."""
+    ledger = Ledger("ledger")
+    seen: list[tuple[int, int]] = []
+
+    def client(ctx: Context) -> None:
+        for amount in range(1, 9):
+            ctx.send("ledger", encode(Add(amount)))
+        while len(seen) < 8:
+            item = ctx.receive()
+            if isinstance(item, Envelope):
+                durable = sum(int(r["amount"]) for r in sim.durable_records("ledger", Ledger.LOG))
+                seen.append((int(item.msg["total"]), durable))
+
+    sim = Simulation({"ledger": ledger.main, "client": client}, RandomChoices(seed, fault_rate=0.0))
+    assert sim.run().status == "ok"
+    return ledger, seen
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_batched_actor_syncs_once_per_batch_before_any_reply_leaves(seed: int) -> None:
+    ledger, seen = run_ledger(seed)
+    assert [total for total, _ in seen] == [sum(range(1, n + 1)) for n in range(1, 9)]
+    # No answer arrived before the sync that made its total durable.
+    assert all(durable >= total for total, durable in seen), seen
+    assert sum(ledger.batches) == 8
+
+
+def test_a_batch_gathers_the_messages_waiting() -> None:
+    sizes = [size for seed in range(6) for size in run_ledger(seed)[0].batches]
+    assert max(sizes) > 1 and len(sizes) < 6 * 8, sizes
