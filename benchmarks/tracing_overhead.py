@@ -24,10 +24,13 @@ modes:
 - ``on``: every server with ``--spans``, ``--metrics-port 0`` and ``--log-json``
   (OpenTelemetry's SDK, batch span processor, JSON-lines files), and in each client
   process an installed ``impl.telemetry.otel.OpenTelemetry`` writing its spans to a
-  file with the batch processor: each call is a new trace, every server adds spans.
+  file with the batch processor: each call is a new trace, every server adds spans;
+- ``sampled``: as ``on``, but the clients record one trace in a hundred
+  (``OpenTelemetry(sample=0.01)``): the others carry an unsampled ``traceparent`` and
+  the servers record nothing for them; metrics and the JSON log as in ``on``.
 
-Rounds go through the modes in turn, ``--rounds`` times (off, pass, on, off, pass,
-on...), so that whatever else the machine does falls on every mode alike.  Each row
+Rounds go through the modes in turn, ``--rounds`` times (off, pass, on, sampled,
+off...), so that whatever else the machine does falls on every mode alike.  Each row
 of the first table is one cell of one round: ops/s, p50 and p99 latency, failed
 operations (retried after 10 ms, not counted), the CPU time the three servers used
 per operation (from /proc, in ms) and the clients' (the load generator's processes,
@@ -86,7 +89,9 @@ from distcheck.impl.runtime.api import Context, Envelope
 from distcheck.impl.runtime.free import FreeRuntime
 from distcheck.impl.telemetry import Telemetry, TraceContext, install, span, use
 
-MODES = ("off", "pass", "on")
+MODES = ("off", "pass", "on", "sampled")
+#: the share of client calls recorded in mode ``sampled``
+SAMPLE = 0.01
 PING_MODES = ("off", "metrics", "pass", "on")
 OPS = ("put", "get")
 PARTS = ("cluster", "micro")
@@ -143,7 +148,7 @@ def servers_cpu(cluster: LocalCluster) -> float | None:
 
 def server_args(mode: str, directory: Path) -> list[str]:
     """The observability flags of a round's servers (``{name}``: each server's own file)."""
-    if mode != "on":
+    if mode not in ("on", "sampled"):
         return []
     return [
         "--spans",
@@ -167,7 +172,8 @@ def client_telemetry(mode: str, spans: Path) -> Iterator[None]:
     else:
         from distcheck.impl.telemetry.otel import OpenTelemetry
 
-        telemetry = OpenTelemetry(f"clients-{os.getpid()}", spans=spans, batch=True)
+        sample = SAMPLE if mode == "sampled" else 1.0
+        telemetry = OpenTelemetry(f"clients-{os.getpid()}", spans=spans, batch=True, sample=sample)
     previous = install(telemetry)
     try:
         yield
@@ -354,7 +360,7 @@ def run_round(
                 on_cell(cell)
     # The servers flush their spans when they stop (SIGTERM): count them now.
     report: dict[str, Any] = {"round": number, "mode": mode, "cells": cells}
-    if mode == "on":
+    if mode in ("on", "sampled"):
         report.update(count_spans(directory))
         report["log_lines"] = sum(
             len(path.read_text(encoding="utf-8").splitlines()) for path in directory.glob("n*.log.jsonl")
@@ -565,7 +571,7 @@ def cell_row(cell: dict[str, Any]) -> str:
 
 
 def round_line(report: dict[str, Any]) -> str:
-    if report["mode"] == "on":
+    if report["mode"] in ("on", "sampled"):
         return (
             f"{report['round']:>5} {report['mode']:<5} spans written: {report['server_spans']} by the servers,"
             f" {report['client_spans']} by the clients ({report['client_call_spans']} client calls);"
@@ -641,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     missing = otel_missing()
     if missing is not None:
-        modes = [mode for mode in modes if mode != "on"]
+        modes = [mode for mode in modes if mode not in ("on", "sampled")]
     say: Callable[[str], None] = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
     results: dict[str, Any] = {"load_average_start": load_average()}
     say(f"load average at the start: {results['load_average_start']}")

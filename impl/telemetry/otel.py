@@ -19,6 +19,12 @@ can start and close one after another.  What it writes:
 - steps and the runtime's notes, to ``logs`` (a path or an open text stream), one
   JSON object per line: time, node, the step's action, its term or ballot when it has
   one, and the trace and span it happened in.
+
+``sample`` (between 0 and 1, default 1) is the share of the traces this process
+starts that are recorded, chosen by trace id; a trace started elsewhere is recorded
+here exactly when its ``traceparent`` says it is sampled.  So a client with
+``sample=0.01`` has one call in a hundred recorded on every node it reaches, and the
+others cost the servers a context and a span that records nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ try:
         SpanExporter,
         SpanExportResult,
     )
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
     from prometheus_client import CollectorRegistry, start_http_server
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -176,9 +183,15 @@ class OpenTelemetry(Telemetry):
         metrics_host: str = "127.0.0.1",
         metric_readers: Sequence[MetricReader] = (),
         logs: Path | IO[str] | None = None,
+        sample: float = 1.0,
     ) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"sample is the share of traces recorded, between 0 and 1; not {sample}")
         resource = Resource.create({"service.name": service})
-        self.tracer_provider = TracerProvider(resource=resource)
+        # A trace begun here is recorded by its id's share; one begun elsewhere as its
+        # traceparent's sampled flag says, so every node records the same traces.
+        sampler = ParentBased(TraceIdRatioBased(sample))
+        self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
         exporter: SpanExporter | None
         if spans is None:
             exporter = None

@@ -167,6 +167,40 @@ def test_without_telemetry_the_context_passes_through_untouched(tmp_path: Path) 
     assert seen == [incoming]  # a's handler forwarded the context it came with
 
 
+@pytest.mark.parametrize("sample", [0.0, 1.0])
+def test_a_sampled_out_trace_is_carried_but_recorded_nowhere(tmp_path: Path, sample: float) -> None:
+    # The client's share decides; every node follows the traceparent's sampled flag.
+    exporter = InMemorySpanExporter()
+    telemetry = otel.OpenTelemetry("test", spans=exporter, batch=False, sample=sample)
+    previous = install(telemetry)
+    seen: list[TraceContext | None] = []
+
+    def last(ctx: Context) -> None:
+        while True:
+            item = ctx.receive()
+            if isinstance(item, Envelope):
+                seen.append(item.trace)
+
+    try:
+        with FreeRuntime({"a": relay("b"), "b": last, "client": lambda ctx: None}, tmp_path) as rt:
+            with span("request") as root:
+                rt.send("client", "a", {"type": "Ping"})
+            _wait_for(lambda: "x" if seen else "", "x")
+    finally:
+        install(previous)
+        telemetry.close()
+    assert root.context is not None and seen[0] is not None
+    assert seen[0].trace_id == root.context.trace_id  # carried through a either way
+    assert seen[0].sampled is root.context.sampled is (sample == 1.0)
+    recorded = {r["name"] for r in _records(exporter) if r["traceId"] == root.context.trace_id}
+    assert recorded == (set() if sample == 0.0 else {"request", "Ping"}), recorded
+
+
+def test_sample_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        otel.OpenTelemetry("test", sample=1.5)
+
+
 def _traced_send(rt: FreeRuntime, context: TraceContext) -> TraceContext | None:
     with span("outside") as outside:
         pass
