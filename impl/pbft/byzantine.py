@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
 
@@ -53,7 +53,7 @@ from distcheck.impl.pbft.messages import (
 )
 from distcheck.impl.pbft.replica import NORMAL, Replica, Timing, Tuning
 from distcheck.impl.runtime.actor import encode
-from distcheck.impl.runtime.api import Context, Envelope, Lock, Message, NodeMain, Queue, Received, Storage, Timer
+from distcheck.impl.runtime.api import Context, ContextWrapper, Envelope, NodeMain, Received, Storage, Timer
 
 #: a Byzantine node's maker: (its name, the replicas, its keys) → the node
 Nemesis = Callable[[str, Sequence[str], NodeKeys], NodeMain]
@@ -158,44 +158,25 @@ class Silent(Byzantine):
             ctx.receive()
 
 
-class _TwinContext(Context):
+class _TwinContext(ContextWrapper):
     """One twin's view of the node's context: its own timers and storage (by a
     prefix), the node's network, no trace."""
 
     def __init__(self, ctx: Context, prefix: str) -> None:
-        self.inner = ctx
+        super().__init__(ctx)
         self.prefix = prefix
-        self.name = ctx.name
-
-    def send(self, dst: str, msg: Message) -> None:
-        self.inner.send(dst, msg)
-
-    def knows(self, node: str) -> bool:
-        return self.inner.knows(node)
 
     def receive(self, timeout: float | None = None) -> Received | None:
         raise RuntimeError("a twin receives through its pair")
+
+    def receive_ready(self) -> Received | None:
+        return None  # its pair hands it each item: nothing is waiting for it here
 
     def set_timer(self, name: str, delay: float) -> None:
         self.inner.set_timer(self.prefix + name, delay)
 
     def cancel_timer(self, name: str) -> None:
         self.inner.cancel_timer(self.prefix + name)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-    def yield_now(self) -> None:
-        self.inner.yield_now()
-
-    def lock(self) -> Lock:
-        return self.inner.lock()
-
-    def queue(self) -> Queue:
-        return self.inner.queue()
 
     def storage(self, name: str) -> Storage:
         return self.inner.storage(self.prefix + name)
@@ -208,9 +189,6 @@ class _TwinContext(Context):
 
     def log(self, text: str) -> None:
         self.inner.log(f"{self.prefix} {text}")
-
-    def crash(self, reason: str) -> NoReturn:
-        self.inner.crash(reason)
 
 
 class Twins:

@@ -13,6 +13,7 @@ timers); ``config`` holds what every protocol configures alike (variants, timing
 from distcheck.impl.runtime.actor import Actor, MessageError, Messages, Rejected, encode, wire
 from distcheck.impl.runtime.api import (
     Context,
+    ContextWrapper,
     Envelope,
     Lock,
     Message,
@@ -43,6 +44,7 @@ __all__ = [
     "Choice",
     "ChoiceSource",
     "Context",
+    "ContextWrapper",
     "DrawChoices",
     "Envelope",
     "Fault",

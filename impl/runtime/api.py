@@ -190,5 +190,64 @@ class Context(ABC):
         runtime restarts it itself.  Raises ``NodeCrashed`` in the calling thread."""
 
 
+class ContextWrapper(Context):
+    """A context that passes every call on to ``inner``: the base of the wrappers that
+    change a few calls and leave the rest alone (a slow clock, a partition, a
+    nemesis's faults), so that a call ``Context`` gains later reaches the node's real
+    context through every wrapper instead of stopping at a default."""
+
+    def __init__(self, inner: Context) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def send(self, dst: str, msg: Message) -> None:
+        self.inner.send(dst, msg)
+
+    def knows(self, node: str) -> bool:
+        return self.inner.knows(node)
+
+    def receive(self, timeout: float | None = None) -> Received | None:
+        return self.inner.receive(timeout)
+
+    def receive_ready(self) -> Received | None:
+        return self.inner.receive_ready()
+
+    def set_timer(self, name: str, delay: float) -> None:
+        self.inner.set_timer(name, delay)
+
+    def cancel_timer(self, name: str) -> None:
+        self.inner.cancel_timer(name)
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+    def yield_now(self) -> None:
+        self.inner.yield_now()
+
+    def lock(self) -> Lock:
+        return self.inner.lock()
+
+    def queue(self) -> Queue:
+        return self.inner.queue()
+
+    def storage(self, name: str) -> Storage:
+        return self.inner.storage(name)
+
+    def spawn(self, name: str, fn: Callable[[], None]) -> None:
+        self.inner.spawn(name, fn)
+
+    def record(self, action: Mapping[str, Any], **extra: Any) -> None:
+        self.inner.record(action, **extra)
+
+    def log(self, text: str) -> None:
+        self.inner.log(text)
+
+    def crash(self, reason: str) -> NoReturn:
+        self.inner.crash(reason)
+
+
 #: A node's code: run on the node's main thread, again from the top after a restart.
 NodeMain = Callable[[Context], None]

@@ -11,22 +11,21 @@ budget for bounded clock drift and must survive pauses.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
-from distcheck.impl.runtime.api import Context, Lock, Message, Queue, Received, Storage
+from distcheck.impl.runtime.api import Context, ContextWrapper, Queue, Received
 from distcheck.impl.runtime.strategies import Choice, ChoiceSource
 
 
-class SlowClock(Context):
+class SlowClock(ContextWrapper):
     """A node's context whose clock runs at ``rate`` (at most 1: slow) of the
     runtime's, for every timing call (now, sleep, timeouts, timers, queue waits): the
     bounded clock drift of spec/lock.py, injected without the node knowing."""
 
     def __init__(self, inner: Context, rate: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.rate = rate
-        self.name = inner.name
         self.origin = inner.now()
 
     def at(self, runtime_time: float) -> float:
@@ -36,23 +35,11 @@ class SlowClock(Context):
     def _span(self, seconds: float | None) -> float | None:
         return None if seconds is None else seconds / self.rate
 
-    def knows(self, node: str) -> bool:
-        return self.inner.knows(node)
-
-    def send(self, dst: str, msg: Message) -> None:
-        self.inner.send(dst, msg)
-
     def receive(self, timeout: float | None = None) -> Received | None:
         return self.inner.receive(self._span(timeout))
 
-    def receive_ready(self) -> Received | None:
-        return self.inner.receive_ready()
-
     def set_timer(self, name: str, delay: float) -> None:
         self.inner.set_timer(name, delay / self.rate)
-
-    def cancel_timer(self, name: str) -> None:
-        self.inner.cancel_timer(name)
 
     def now(self) -> float:
         return self.at(self.inner.now())
@@ -60,29 +47,8 @@ class SlowClock(Context):
     def sleep(self, seconds: float) -> None:
         self.inner.sleep(seconds / self.rate)
 
-    def yield_now(self) -> None:
-        self.inner.yield_now()
-
-    def lock(self) -> Lock:
-        return self.inner.lock()
-
     def queue(self) -> Queue:
         return _SlowQueue(self.inner.queue(), self)
-
-    def storage(self, name: str) -> Storage:
-        return self.inner.storage(name)
-
-    def spawn(self, name: str, fn: Callable[[], None]) -> None:
-        self.inner.spawn(name, fn)
-
-    def record(self, action: Mapping[str, Any], **extra: Any) -> None:
-        self.inner.record(action, **extra)
-
-    def log(self, text: str) -> None:
-        self.inner.log(text)
-
-    def crash(self, reason: str) -> NoReturn:
-        self.inner.crash(reason)
 
 
 class _SlowQueue(Queue):

@@ -54,12 +54,12 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
-from distcheck.impl.runtime.api import Context, Lock, Message, NodeMain, Queue, Received, Storage
+from distcheck.impl.runtime.api import Context, ContextWrapper, Message, NodeMain, Received
 from distcheck.impl.runtime.free import FreeRuntime
 from distcheck.impl.telemetry import count
 
@@ -422,18 +422,14 @@ class Nemesis:
             self.dropped[(src, dst)] += 1
 
 
-class _FaultyContext(Context):
+class _FaultyContext(ContextWrapper):
     """A node's context as the nemesis makes it: sends across a partition dropped,
     received items held while the node is slow, the clock moved by the offset."""
 
     def __init__(self, inner: Context, nemesis: Nemesis, state: _NodeState) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.nemesis = nemesis
         self.state = state
-        self.name = inner.name
-
-    def knows(self, node: str) -> bool:
-        return self.inner.knows(node)
 
     def send(self, dst: str, msg: Message) -> None:
         if self.nemesis.cut(self.name, dst):
@@ -463,38 +459,5 @@ class _FaultyContext(Context):
                 return
             self.inner.sleep(min(left, _HOLD_SLICE))
 
-    def set_timer(self, name: str, delay: float) -> None:
-        self.inner.set_timer(name, delay)
-
-    def cancel_timer(self, name: str) -> None:
-        self.inner.cancel_timer(name)
-
     def now(self) -> float:
         return self.inner.now() + self.state.offset
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-    def yield_now(self) -> None:
-        self.inner.yield_now()
-
-    def lock(self) -> Lock:
-        return self.inner.lock()
-
-    def queue(self) -> Queue:
-        return self.inner.queue()
-
-    def storage(self, name: str) -> Storage:
-        return self.inner.storage(name)
-
-    def spawn(self, name: str, fn: Callable[[], None]) -> None:
-        self.inner.spawn(name, fn)
-
-    def record(self, action: Mapping[str, Any], **extra: Any) -> None:
-        self.inner.record(action, **extra)
-
-    def log(self, text: str) -> None:
-        self.inner.log(text)
-
-    def crash(self, reason: str) -> NoReturn:
-        self.inner.crash(reason)

@@ -11,7 +11,7 @@ import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
@@ -22,16 +22,13 @@ from distcheck.checks.histories.linearizability import Operation, check_history
 from distcheck.impl.registers import abd
 from distcheck.impl.runtime import (
     Context,
+    ContextWrapper,
     FaultPolicy,
     FreeRuntime,
-    Lock,
     Message,
     NodeMain,
-    Queue,
     RandomChoices,
-    Received,
     Simulation,
-    Storage,
     TraceLog,
 )
 from distcheck.impl.runtime.free import connect
@@ -116,14 +113,13 @@ def test_every_variant_is_caught_from_the_command_line(capsys: pytest.CaptureFix
 # ------------------------------------------------------------ CAP: the C side
 
 
-class CutOff(Context):
+class CutOff(ContextWrapper):
     """A node's context whose messages to ``unreachable`` are lost: one side of a
     partition that the controlled scheduler (one isolated node at a time) cannot
     make, two nodes against three."""
 
     def __init__(self, inner: Context, unreachable: Collection[str]) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.unreachable = frozenset(unreachable)
 
     def send(self, dst: str, msg: Message) -> None:
@@ -131,48 +127,6 @@ class CutOff(Context):
             self.inner.yield_now()  # still a step, so schedules keep their shape
             return
         self.inner.send(dst, msg)
-
-    def knows(self, node: str) -> bool:
-        return self.inner.knows(node)
-
-    def receive(self, timeout: float | None = None) -> Received | None:
-        return self.inner.receive(timeout)
-
-    def set_timer(self, name: str, delay: float) -> None:
-        self.inner.set_timer(name, delay)
-
-    def cancel_timer(self, name: str) -> None:
-        self.inner.cancel_timer(name)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-    def yield_now(self) -> None:
-        self.inner.yield_now()
-
-    def lock(self) -> Lock:
-        return self.inner.lock()
-
-    def queue(self) -> Queue:
-        return self.inner.queue()
-
-    def storage(self, name: str) -> Storage:
-        return self.inner.storage(name)
-
-    def spawn(self, name: str, fn: Callable[[], None]) -> None:
-        self.inner.spawn(name, fn)
-
-    def record(self, action: Mapping[str, Any], **extra: Any) -> None:
-        self.inner.record(action, **extra)
-
-    def log(self, text: str) -> None:
-        self.inner.log(text)
-
-    def crash(self, reason: str) -> NoReturn:
-        self.inner.crash(reason)
 
 
 def partitioned(nodes: Mapping[str, NodeMain], sides: list[set[str]]) -> dict[str, NodeMain]:
