@@ -21,10 +21,15 @@ Parsed values are plain JSON values (dict, list, str, int, float, bool, None).  
 objects whose members are all scalars (an action, a message) are shared between
 lines that repeat them, so that a long trace costs memory per step, not per
 repeated value: callers must treat what they read as immutable.
+
+It also holds what every command says of bad usage, ``UsageError`` (printed on one
+line, exit 2), and the check of a file to write (``output_file``): importing them
+costs nothing, where ``checks.params`` imports every spec.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -50,6 +55,22 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: the message says what is wrong and what is allowed."""
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file to write.  Its folder must exist already: a mistyped
+    folder is the user's to fix, not ours to create (and never at ``/``)."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file to write")
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} does not exist (create it first)")
+    return text
 
 
 class InputError(ValueError):

@@ -1,17 +1,19 @@
 """Turning ``-p NAME=VALUE`` options into a spec, with one clear error per mistake.
 
 Where it sits: shared by every CLI command that takes a spec (check, and later
-fuzz, prove, simulate, validate).  Errors are ``UsageError``; the CLI prints the
-message on one line and exits 2.
+fuzz, prove, simulate, validate).  Errors are ``UsageError`` (``checks.inputs``,
+re-exported here with ``output_file``); the CLI prints the message on one line and
+exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
+from distcheck.checks.inputs import UsageError as UsageError  # re-exported: every command raises it
+from distcheck.checks.inputs import output_file as output_file  # re-exported with it
 from distcheck.spec.contract import Spec
 from distcheck.spec.registry import REGISTRY, ParamInfo, SpecEntry
 
@@ -24,10 +26,6 @@ class HasParams(Protocol):
     def name(self) -> str: ...
 
     def params(self) -> list[ParamInfo]: ...
-
-
-class UsageError(Exception):
-    """Bad usage or bad input: the message says what is wrong and what is allowed."""
 
 
 def find_spec(name: str) -> SpecEntry:
@@ -94,18 +92,6 @@ def build_spec(
         raise UsageError(f"parameters of {entry.name}: {exc}") from None
     full = {**entry.defaults(variant), **params}
     return entry, full, spec
-
-
-def output_file(text: str) -> str:
-    """argparse type: a file to write.  Its folder must exist already: a mistyped
-    folder is the user's to fix, not ours to create (and never at ``/``)."""
-    path = Path(text)
-    if not text or path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file to write")
-    folder = path.parent
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} does not exist (create it first)")
-    return text
 
 
 def positive_int(text: str) -> int:

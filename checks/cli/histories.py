@@ -5,7 +5,7 @@ file is read by ``checks.histories.formats``, the model comes from
 ``checks.histories.models`` (or the user's ``package.module:Class``), and the
 search is ``checks.histories.parts.check_parts`` (each sub-history, one key of a
 map, on its own, on every core for a large history).  Bad input raises
-``checks.params.UsageError`` (one line, exit 2).  This module imports none of the
+``checks.inputs.UsageError`` (one line, exit 2).  This module imports none of the
 spec registry: ``checks.cli.main`` gives ``linearizable`` a parser of its own, so
 that the command starts in a tenth of the time the others take to import.
 
@@ -51,7 +51,7 @@ from distcheck.checks.histories.linearizability import DEFAULT_MAX_STEPS, Operat
 from distcheck.checks.histories.models import MODELS, NO_INITIAL, SequentialModel, load_model
 from distcheck.checks.histories.parts import Outcome, check_parts, default_workers
 from distcheck.checks.histories.timeline import page as timeline_page
-from distcheck.checks.inputs import InputError, JsonReader, printable
+from distcheck.checks.inputs import InputError, JsonReader, UsageError, output_file, printable
 from distcheck.checks.verdict import OK, VIOLATED
 
 
@@ -128,25 +128,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def output_file(text: str) -> str:
-    """argparse type: a file to write, in a folder that exists (``checks.params.output_file``'s
-    rule and words, for the same reason)."""
-    path = Path(text)
-    if not text or path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file to write")
-    folder = path.parent
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} does not exist (create it first)")
-    return text
-
-
-def _usage(message: str) -> Exception:
-    # Imported when there is an error to report: ``checks.params`` imports every spec.
-    from distcheck.checks.params import UsageError
-
-    return UsageError(message)
-
-
 def offending(outcome: Outcome) -> list[Operation]:
     """The operations no order can place next (none unless the verdict is violated)."""
     return [] if outcome.failure is None else [s.operation for s in outcome.failure.stuck]
@@ -168,7 +149,7 @@ def cmd_linearizable(args: argparse.Namespace) -> int:
         try:
             initial = JsonReader().parse(args.initial)
         except ValueError as exc:
-            raise _usage(f"--initial {args.initial!r} is not JSON: {exc}") from None
+            raise UsageError(f"--initial {args.initial!r} is not JSON: {exc}") from None
     # A model of the user's own is found on the import path, or in the current folder.
     here = os.getcwd()
     added = here not in sys.path
@@ -177,7 +158,7 @@ def cmd_linearizable(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, initial)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     finally:
         if added:
             sys.path.remove(here)
@@ -185,17 +166,17 @@ def cmd_linearizable(args: argparse.Namespace) -> int:
     try:
         history = read_history(args.history, model, args.format)
     except InputError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         workers = default_workers() if args.workers is None else args.workers
         outcome = check_parts(model, history.operations, args.max_steps, args.timeout, workers)
     except ValueError as exc:
         numbers = " (positions are event numbers: the file has several events a line)"
-        raise _usage(f"{args.history}: {exc}{numbers if history.positions == 'events' else ''}") from None
+        raise UsageError(f"{args.history}: {exc}{numbers if history.positions == 'events' else ''}") from None
     except Exception as exc:
         if isinstance(model, SequentialModel):
             raise  # ours: a bug in distcheck (exit 3)
-        raise _usage(f"the model {args.model} raised {type(exc).__name__}: {exc}") from None
+        raise UsageError(f"the model {args.model} raised {type(exc).__name__}: {exc}") from None
     seconds = time.perf_counter() - started
     if args.html:
         _write_timeline(args, history, outcome)
@@ -249,7 +230,7 @@ def _write_timeline(args: argparse.Namespace, history: History, outcome: Outcome
     try:
         Path(args.html).write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise _usage(f"cannot write {args.html}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {args.html}: {exc.strerror or exc}") from None
 
 
 def _print_outcome(args: argparse.Namespace, history: History, outcome: Outcome, seconds: float) -> None:

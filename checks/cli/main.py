@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from distcheck.checks.cli import histories as cli_histories
-from distcheck.checks.inputs import clip, printable
+from distcheck.checks.inputs import UsageError, clip, output_file, printable
 
 if TYPE_CHECKING:
     from distcheck.checks.cli import prove as cli_prove
     from distcheck.checks.cli import runtime as cli_runtime
     from distcheck.checks.cli import trace as cli_trace
-    from distcheck.checks.params import UsageError, build_spec, output_file, positive_int
+    from distcheck.checks.params import build_spec, positive_int
     from distcheck.checks.search.distributed import explore_on_dask
     from distcheck.checks.search.explore import (
         Explorer,
@@ -59,9 +59,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "cli_prove": ("distcheck.checks.cli.prove", None),
     "cli_runtime": ("distcheck.checks.cli.runtime", None),
     "cli_trace": ("distcheck.checks.cli.trace", None),
-    "UsageError": ("distcheck.checks.params", "UsageError"),
     "build_spec": ("distcheck.checks.params", "build_spec"),
-    "output_file": ("distcheck.checks.params", "output_file"),
     "positive_int": ("distcheck.checks.params", "positive_int"),
     "Explorer": ("distcheck.checks.search.explore", "Explorer"),
     "Result": ("distcheck.checks.search.explore", "Result"),
@@ -113,7 +111,6 @@ def __getattr__(name: str) -> Any:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        _load()
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -184,13 +181,6 @@ def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
         cli_histories.register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
         return parser
     return build_parser()
-
-
-def _is_usage_error(exc: BaseException) -> bool:
-    # UsageError lives in checks.params, which imports every spec: a run that never
-    # imported it cannot have raised one.
-    params = sys.modules.get("distcheck.checks.params")
-    return params is not None and isinstance(exc, params.UsageError)
 
 
 # --------------------------------------------------------------------------- list
@@ -622,23 +612,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser_for(arguments).parse_args(arguments)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
+    except UsageError as exc:
+        print(f"distcheck: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("distcheck: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if _is_usage_error(exc):
-            print(f"distcheck: error: {one_line(str(exc))}", file=sys.stderr)
-            return 2
-        if isinstance(exc, BrokenPipeError):  # the reader (e.g. `| head`) went away: stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        if isinstance(exc, RecursionError | MemoryError):
-            # The input boundary (checks/inputs.py) keeps files within limits; this is the
-            # fence behind it, for input that is within them and still too much.
-            what = "nested too deep" if isinstance(exc, RecursionError) else "too large for the memory available"
-            print(f"distcheck: error: the input is {what} to check", file=sys.stderr)
-            return 2
-        # A bug in distcheck: one line, never a traceback (exit 3).
+    except BrokenPipeError:  # the reader (e.g. `| head`) went away: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (RecursionError, MemoryError) as exc:
+        # The input boundary (checks/inputs.py) keeps files within limits; this is the
+        # fence behind it, for input that is within them and still too much.
+        what = "nested too deep" if isinstance(exc, RecursionError) else "too large for the memory available"
+        print(f"distcheck: error: the input is {what} to check", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug in distcheck: one line, never a traceback (exit 3)
         if os.environ.get("DISTCHECK_TRACEBACK"):
             raise
         print(
