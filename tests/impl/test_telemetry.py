@@ -150,14 +150,22 @@ def _wait_for(observe: Any, wanted: str, timeout: float = 10.0) -> Any:
     raise AssertionError("unreachable")
 
 
-def test_without_telemetry_the_context_passes_through_untouched(tmp_path: Path) -> None:
-    seen: list[TraceContext | None] = []
+def recorder(seen: list[TraceContext | None]) -> Any:
+    """A node that keeps the trace context of every message it receives."""
 
-    def last(ctx: Context) -> None:
+    def main(ctx: Context) -> None:
         while True:
             item = ctx.receive()
             if isinstance(item, Envelope):
                 seen.append(item.trace)
+
+    return main
+
+
+def test_without_telemetry_the_context_passes_through_untouched(tmp_path: Path) -> None:
+    seen: list[TraceContext | None] = []
+
+    last = recorder(seen)
 
     incoming = TraceContext.new_root()
     with FreeRuntime({"a": relay("b"), "b": last, "client": lambda ctx: None}, tmp_path) as rt:
@@ -175,11 +183,7 @@ def test_a_sampled_out_trace_is_carried_but_recorded_nowhere(tmp_path: Path, sam
     previous = install(telemetry)
     seen: list[TraceContext | None] = []
 
-    def last(ctx: Context) -> None:
-        while True:
-            item = ctx.receive()
-            if isinstance(item, Envelope):
-                seen.append(item.trace)
+    last = recorder(seen)
 
     try:
         with FreeRuntime({"a": relay("b"), "b": last, "client": lambda ctx: None}, tmp_path) as rt:
