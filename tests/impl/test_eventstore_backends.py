@@ -326,7 +326,11 @@ def test_a_writer_killed_mid_run_loses_no_append_it_reported(backend: Backend) -
             reported.append(line)
     finally:
         writer.send_signal(signal.SIGKILL)
-        rest, _ = writer.communicate(timeout=WAIT)
+        # Read the rest through the same file object: readline may already hold lines
+        # in its buffer, which communicate(timeout=...) would skip (it reads the pipe
+        # itself), so reports would go missing and the count below fail.
+        rest = writer.stdout.read()
+        writer.wait(timeout=WAIT)
     assert writer.returncode == -signal.SIGKILL
     # what was flushed before the kill; a torn last line was not a report
     reported += [line for line in rest.splitlines(keepends=True) if line.endswith("\n")]
