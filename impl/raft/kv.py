@@ -1,15 +1,10 @@
-"""The replicated state machine: a key-value store with client sessions.
+"""The Raft service's state machine: a key-value store with client sessions.
 
-Where it sits: every ``RaftNode`` applies its committed log, in order, to one
-``KeyValueStore``.  A command carries its client and a sequence number; the store
-remembers each client's last sequence number and result (its *session*), so a
-command that is in the log twice (a client re-sent it to a new leader) is applied
-once and its retry gets the first result.  Sessions are part of the state (and of
-a snapshot), so every replica decides duplicates alike.
-
-Sessions are evicted, deterministically, when there are more than ``max_sessions``:
-the one whose last command is oldest in the log goes.  A client that comes back
-after that many other clients retries at its own risk (its retry may apply twice).
+Where it sits: a ``RaftNode`` applies its committed log, in order, to one state
+machine (``impl.raft.machine``); this is the one the key-value service uses, and
+the default.  Client sessions (a command re-sent to a new leader is applied once,
+its retry gets the first result) come from ``SessionMachine``; this module adds the
+operations ``put``, ``get``, ``cas`` and ``delete`` on a dict of JSON values.
 """
 
 from __future__ import annotations
@@ -19,7 +14,11 @@ from typing import Any
 
 import attrs
 
-from distcheck.impl.raft.messages import NOOP_ID
+from distcheck.impl.raft.machine import Session, SessionMachine
+from distcheck.impl.raft.messages import check_op
+from distcheck.impl.runtime.actor import MessageError
+
+__all__ = ["KeyValueStore", "Session", "apply_op"]
 
 
 def apply_op(data: dict[str, Any], op: Mapping[str, Any]) -> Any:
@@ -43,54 +42,35 @@ def apply_op(data: dict[str, Any], op: Mapping[str, Any]) -> Any:
 
 
 @attrs.define
-class Session:
-    seq: int
-    result: Any
-    index: int  # the log index of the client's last command
-
-
-@attrs.define
-class KeyValueStore:
+class KeyValueStore(SessionMachine):
     data: dict[str, Any] = attrs.field(factory=dict)
     sessions: dict[str, Session] = attrs.field(factory=dict)
     max_sessions: int = 100_000
 
-    def apply(self, index: int, cmd: Mapping[str, Any]) -> Any:
-        """Apply the command at log ``index``; its result (a duplicate's: the first one)."""
-        if cmd["id"] == NOOP_ID:
-            return None
-        client, seq = str(cmd["client"]), int(cmd["seq"])
-        session = self.sessions.get(client)
-        if session is not None and seq <= session.seq:
-            return session.result if seq == session.seq else None  # applied already
-        result = apply_op(self.data, cmd["op"])
-        self.sessions[client] = Session(seq, result, index)
-        if session is None and len(self.sessions) > self.max_sessions:
-            oldest = min(self.sessions, key=lambda c: self.sessions[c].index)
-            del self.sessions[oldest]
-        return result
+    def check(self, op: Mapping[str, Any]) -> None:
+        check_op(op, "Command.op")
+        if op["op"] == "get":
+            raise MessageError("Command.op: reads are Query messages")
 
-    def answered(self, client: str, seq: int) -> tuple[bool, Any]:
-        """(applied?, result) of a client's command, if it is the client's last one."""
-        session = self.sessions.get(client)
-        if session is not None and session.seq == seq:
-            return True, session.result
-        return False, None
+    def execute(self, op: Mapping[str, Any]) -> Any:
+        return apply_op(self.data, op)
 
-    def stale(self, client: str, seq: int) -> bool:
-        """Whether the client has moved past ``seq`` (a late copy of an old command)."""
-        session = self.sessions.get(client)
-        return session is not None and seq < session.seq
+    def read(self, key: str) -> Any:
+        return self.data.get(key)
 
-    # ------------------------------------------------------------ snapshots
+    def state_json(self) -> dict[str, Any]:
+        return {"data": dict(self.data)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.data = dict(state["data"])
+
+    # ------------------------------------------------------------ snapshots (as before the seam)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "data": dict(self.data),
-            "sessions": {c: [s.seq, s.result, s.index] for c, s in self.sessions.items()},
-        }
+        return self.snapshot()
 
     @classmethod
     def from_json(cls, state: Mapping[str, Any], max_sessions: int = 100_000) -> KeyValueStore:
-        sessions = {str(c): Session(int(s[0]), s[1], int(s[2])) for c, s in dict(state["sessions"]).items()}
-        return cls(dict(state["data"]), sessions, max_sessions)
+        store = cls(max_sessions=max_sessions)
+        store.restore(state)
+        return store

@@ -24,27 +24,41 @@ from distcheck.impl.runtime.actor import MessageError, Messages
 
 NOOP_ID = "noop"
 
+#: the operations that change the configuration, whatever the state machine
+#: (``impl.raft.node`` checks and applies them; ``key`` names the server)
+CHANGE_OPERATIONS: dict[str, frozenset[str]] = {
+    "add_server": frozenset({"op", "key"}),
+    "remove_server": frozenset({"op", "key"}),
+}
+
 #: the operations of the key-value store, with the fields each takes
 OPERATIONS: dict[str, frozenset[str]] = {
     "put": frozenset({"op", "key", "value"}),
     "cas": frozenset({"op", "key", "expected", "value"}),
     "delete": frozenset({"op", "key"}),
     "get": frozenset({"op", "key"}),
-    # membership changes: ``key`` names the server
-    "add_server": frozenset({"op", "key"}),
-    "remove_server": frozenset({"op", "key"}),
+    **CHANGE_OPERATIONS,
 }
 
 
-def check_op(op: object, where: str = "op") -> None:
-    """MessageError unless ``op`` is one of ``OPERATIONS`` with exactly its fields."""
+def check_op(op: object, where: str = "op", operations: Mapping[str, frozenset[str]] = OPERATIONS) -> None:
+    """MessageError unless ``op`` is one of ``operations`` with exactly its fields and a string ``key``."""
     kind = op.get("op") if isinstance(op, Mapping) else None
-    if not isinstance(op, Mapping) or not isinstance(kind, str) or kind not in OPERATIONS:
-        raise MessageError(f"{where} must be one of {', '.join(OPERATIONS)}, got {op!r}")
-    if set(op) != OPERATIONS[kind]:
-        raise MessageError(f"{where}: a {kind} takes the fields {', '.join(sorted(OPERATIONS[kind]))}")
+    if not isinstance(op, Mapping) or not isinstance(kind, str) or kind not in operations:
+        raise MessageError(f"{where} must be one of {', '.join(operations)}, got {op!r}")
+    if set(op) != operations[kind]:
+        raise MessageError(f"{where}: a {kind} takes the fields {', '.join(sorted(operations[kind]))}")
     if not isinstance(op["key"], str):
         raise MessageError(f"{where}.key must be a string, got {op['key']!r}")
+
+
+def check_shape(op: object, where: str = "op") -> None:
+    """MessageError unless ``op`` looks like an operation of some state machine: an
+    object whose ``op`` is a string.  Which operations there are is the machine's
+    business (``impl.raft.machine``); the server checks a client's command against
+    its machine before it goes in the log."""
+    if not isinstance(op, Mapping) or not isinstance(op.get("op"), str):
+        raise MessageError(f"{where} must be an object whose op is a string, got {op!r}")
 
 
 def check_command(cmd: object, where: str = "cmd") -> None:
@@ -63,7 +77,7 @@ def check_command(cmd: object, where: str = "cmd") -> None:
         raise MessageError(f"{where}.seq must be an integer")
     if cmd["id"] != command_id(cmd["client"], seq):
         raise MessageError(f"{where}.id must be client:seq")
-    check_op(cmd["op"], f"{where}.op")
+    check_shape(cmd["op"], f"{where}.op")
 
 
 def command_id(client: str, seq: int) -> str:
@@ -158,9 +172,7 @@ class Command:
     op: dict[str, Any]
 
     def validate(self) -> None:
-        check_op(self.op, "Command.op")
-        if self.op["op"] == "get":
-            raise MessageError("Command.op: reads are Query messages")
+        check_shape(self.op, "Command.op")
 
 
 @attrs.frozen

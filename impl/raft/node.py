@@ -3,7 +3,8 @@ state machine with client sessions, linearizable reads, as in Ongaro's dissertat
 
 Where it sits: an actor on ``impl.runtime`` (so the same code runs under the
 controlled scheduler and in free mode over TCP); ``impl.raft.log`` holds its
-durable state, ``impl.raft.kv`` its state machine, ``impl.raft.messages`` what it
+durable state, ``impl.raft.machine`` the seam to the state machine it
+replicates (``impl.raft.kv``'s key-value store by default), ``impl.raft.messages`` what it
 speaks.  It mirrors the abstraction of Ongaro's raft.tla without importing any
 spec: every spec step is recorded with ``ctx.record`` in raft.tla's vocabulary
 (``Timeout``, ``RequestVote``, ``BecomeLeader``, ``ClientRequest``,
@@ -69,14 +70,16 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from distcheck.impl.raft.kv import KeyValueStore
 from distcheck.impl.raft.log import Entry, RaftLog
+from distcheck.impl.raft.machine import SessionMachine
 from distcheck.impl.raft.messages import (
+    CHANGE_OPERATIONS,
     NODE_MESSAGES,
     NOOP_ID,
     RAFT_MESSAGES,
@@ -98,10 +101,11 @@ from distcheck.impl.raft.messages import (
     Status,
     StatusReply,
     SyncTimer,
+    check_op,
     command_id,
 )
 from distcheck.impl.runtime import config
-from distcheck.impl.runtime.actor import Actor, encode
+from distcheck.impl.runtime.actor import Actor, MessageError, Rejected, encode
 from distcheck.impl.telemetry import count, observe
 
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
@@ -225,6 +229,7 @@ class RaftNode(Actor):
         members: Sequence[str] | None = None,
         trace: bool = True,
         variant: str | None = None,
+        machine: Callable[[], SessionMachine] = KeyValueStore,
     ) -> None:
         config.check_variant(variant, VARIANTS)
         if name not in peers:
@@ -245,9 +250,34 @@ class RaftNode(Actor):
         #: building it, and a list that would grow as long as it runs)
         self.trace = trace
         self.variant = variant
+        #: makes the (empty) state machine this server replicates (``impl.raft.machine``)
+        self.make_machine = machine
         self.starts = 0
         self.applied: list[tuple[int, str]] = []
         self.role = FOLLOWER  # (before the first start too: tests and checkers look)
+
+    @property
+    def kv(self) -> KeyValueStore:
+        """The key-value store this server replicates (when that is its machine)."""
+        if not isinstance(self.machine, KeyValueStore):
+            raise TypeError(f"{self.name} replicates a {type(self.machine).__name__}, not a key-value store")
+        return self.machine
+
+    def _new_machine(self) -> SessionMachine:
+        machine = self.make_machine()
+        machine.max_sessions = self.options.max_sessions
+        return machine
+
+    def _check_op(self, op: dict[str, Any]) -> None:
+        """Refuse (``Rejected``, as a malformed message) a client's operation that
+        neither the node (membership changes) nor its machine takes."""
+        try:
+            if op["op"] in CHANGE_OPERATIONS:
+                check_op(op, "Command.op", CHANGE_OPERATIONS)
+            else:
+                self.machine.check(op)
+        except MessageError as exc:
+            raise Rejected(str(exc)) from None
 
     def accepts_sender(self, src: str, msg: Any) -> bool:
         return not isinstance(msg, RAFT_MESSAGES) or src in self.servers
@@ -260,10 +290,10 @@ class RaftNode(Actor):
             self.log.voted_for = None  # the mistake: the vote is not read back
         self.role = FOLLOWER
         self.leader: str | None = None
-        self.kv = KeyValueStore(max_sessions=self.options.max_sessions)
+        self.machine = self._new_machine()
         base_members = self.initial_members
         if self.log.snapshot is not None:
-            self.kv = KeyValueStore.from_json(self.log.snapshot, self.options.max_sessions)
+            self.machine.restore(self.log.snapshot)
             base_members = tuple(self.log.snapshot.get("members", base_members))
         #: configurations in the log, oldest first: (index where it took effect, members)
         self.configs: list[tuple[int, tuple[str, ...]]] = [(self.log.base_index, base_members)]
@@ -909,7 +939,8 @@ class RaftNode(Actor):
             self.leader, self.last_heard = src, self.ctx.now()
             if msg.last_included_index > self.commit_index:
                 self.log.save_snapshot(msg.last_included_index, msg.last_included_term, msg.state)
-                self.kv = KeyValueStore.from_json(msg.state, self.options.max_sessions)
+                self.machine = self._new_machine()
+                self.machine.restore(msg.state)
                 self.commit_index = self.last_applied = msg.last_included_index
                 self.in_log = {k: v for k, v in self.in_log.items() if v > msg.last_included_index}
                 members = tuple(msg.state.get("members", self.initial_members))
@@ -928,7 +959,7 @@ class RaftNode(Actor):
         while self.last_applied < self.commit_index:
             index = self.last_applied + 1
             _, cmd = self.log.entry(index)
-            result = self.kv.apply(index, cmd)
+            result = self.machine.apply(index, cmd)
             self.last_applied = index
             cid = str(cmd["id"])
             if self.trace:
@@ -946,7 +977,7 @@ class RaftNode(Actor):
         term = self.log.term_at(self.last_applied)
         assert term is not None
         members = self._members_at(self.last_applied)
-        self.log.save_snapshot(self.last_applied, term, {**self.kv.to_json(), "members": list(members)})
+        self.log.save_snapshot(self.last_applied, term, {**self.machine.snapshot(), "members": list(members)})
         self.log.sync()
         self.configs = [(self.log.base_index, members)] + [c for c in self.configs if c[0] > self.log.base_index]
 
@@ -956,11 +987,12 @@ class RaftNode(Actor):
         if self.role != LEADER:
             self._refuse(src, msg.route, msg.client, msg.seq)
             return
-        done, result = self.kv.answered(msg.client, msg.seq)
+        self._check_op(msg.op)
+        done, result = self.machine.answered(msg.client, msg.seq)
         if done:
             self._reply(src, Reply(msg.route, msg.client, msg.seq, True, result, self.name))
             return
-        if self.kv.stale(msg.client, msg.seq):
+        if self.machine.stale(msg.client, msg.seq):
             self.diagnose(f"ignored {msg.client}'s command {msg.seq}: it has sent later ones")
             return
         cid = command_id(msg.client, msg.seq)
@@ -1036,7 +1068,7 @@ class RaftNode(Actor):
 
     def _on_query(self, src: str, msg: Query) -> None:
         if self.variant == "stale_read":  # the mistake: whoever is asked answers from its store
-            self._reply(src, Reply(msg.route, msg.client, msg.seq, True, self.kv.data.get(msg.key), self.name))
+            self._reply(src, Reply(msg.route, msg.client, msg.seq, True, self.machine.read(msg.key), self.name))
             return
         if self.role != LEADER:
             self._refuse(src, msg.route, msg.client, msg.seq)
@@ -1060,7 +1092,7 @@ class RaftNode(Actor):
         for entry in self.reads:
             round_, index, (src, route, client, seq, key) = entry
             if round_ <= confirmed and index <= self.last_applied:
-                self._reply(src, Reply(route, client, seq, True, self.kv.data.get(key), self.name))
+                self._reply(src, Reply(route, client, seq, True, self.machine.read(key), self.name))
             else:
                 waiting.append(entry)
         self.reads = waiting
