@@ -71,6 +71,7 @@ class LocalCluster:
         heartbeat: float = 0.05,
         start_timeout: float = 20.0,
         spares: int = 0,
+        module: str = "distcheck.impl.raft.server",
     ) -> None:
         if n < 1 or spares < 0:
             raise ValueError(f"a cluster needs at least 1 server and no negative spares, got {n}, {spares}")
@@ -99,6 +100,8 @@ class LocalCluster:
             *server_args,
         ]
         self.start_timeout = start_timeout
+        #: the module each server process runs (``python -m``): another service on Raft names its own
+        self.module = module
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._owner = os.getpid()
 
@@ -223,7 +226,7 @@ class LocalCluster:
                 [
                     sys.executable,
                     "-m",
-                    "distcheck.impl.raft.server",
+                    self.module,
                     "--name",
                     name,
                     "--cluster",

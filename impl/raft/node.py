@@ -255,6 +255,7 @@ class RaftNode(Actor):
         self.starts = 0
         self.applied: list[tuple[int, str]] = []
         self.role = FOLLOWER  # (before the first start too: tests and checkers look)
+        self.own_seq = 0  # the last command of this leader's own session (``propose``)
 
     @property
     def kv(self) -> KeyValueStore:
@@ -450,6 +451,7 @@ class RaftNode(Actor):
             self.reads, self.blocked_reads = [], []
             self.queue, self.queued = [], set()
             self.learners = {}
+            self.on_leadership(False)
 
     def _refuse(self, src: str, route: str, client: str, seq: int) -> None:
         self._reply(src, Reply(route, client, seq, False, None, self.leader))
@@ -518,6 +520,8 @@ class RaftNode(Actor):
                 return
             self.heard_from = set()
             self.set_timer(timer, self.timing.election_timeout)
+        elif not isinstance(timer, (HeartbeatTimer, QuorumTimer)):
+            self.on_other_timer(timer)
 
     def _on_message(self, src: str, msg: Any) -> None:
         match msg:
@@ -652,6 +656,8 @@ class RaftNode(Actor):
         self.responded, self.heard_from, self.acked_round = set(), set(), {}
         self.reads, self.blocked_reads, self.waiters = [], [], {}
         self._record({"type": "BecomeLeader", "server": self.name})
+        self.own_seq = 0
+        self.on_leadership(True)
         self._append_local([dict(NOOP)])
         self.set_timer(HeartbeatTimer(), self.timing.heartbeat)
         if self.options.check_quorum:
@@ -967,6 +973,7 @@ class RaftNode(Actor):
             self.in_log.pop(cid, None)
             for src, route, client, seq in self.waiters.pop(cid, ()):
                 self._reply(src, Reply(route, client, seq, True, result, self.name))
+            self.on_applied(index, cmd, result)
         self._serve_reads()
         self._maybe_snapshot()
 
@@ -999,9 +1006,44 @@ class RaftNode(Actor):
         self.waiters.setdefault(cid, []).append((src, msg.route, msg.client, msg.seq))
         if cid in self.in_log or cid in self.queued:
             return  # in the log (or about to be) already: answered when applied
-        self.queue.append({"id": cid, "client": msg.client, "seq": msg.seq, "op": dict(msg.op)})
+        self.queue.append({"id": cid, "client": msg.client, "seq": msg.seq, "op": self.prepare(dict(msg.op))})
         self.queued.add(cid)
         self._arm_flush()
+
+    # ----------------------------------------------------------------- for a machine that needs its leader
+
+    # A machine whose commands are not all its clients' (the lock service: the leader
+    # grants, and expires leases by its own clock) subclasses the node and uses
+    # these.  The default server needs none of them.
+
+    def on_leadership(self, leading: bool) -> None:
+        """This server became leader (called before it appends its no-op, so before it
+        can apply anything as leader) or stopped being one."""
+
+    def on_applied(self, index: int, cmd: dict[str, Any], result: Any) -> None:
+        """The command at ``index`` was applied, with ``result`` (on every server)."""
+
+    def on_other_timer(self, timer: Any) -> None:
+        """A timer the node does not know fired (one a subclass armed)."""
+
+    def prepare(self, op: dict[str, Any]) -> dict[str, Any]:
+        """The leader's last word on a client's operation before it goes in its log
+        (checked already; unchanged by default)."""
+        return op
+
+    def propose(self, op: dict[str, Any]) -> str:
+        """Leader only: put an operation of this server's own in the log, as the
+        command of a session of its own for this term (so that a retry inside the
+        term is applied once and no two leaders' sessions meet); its command id."""
+        if self.role != LEADER:
+            raise RuntimeError(f"{self.name} is not the leader: it proposes nothing")
+        self.own_seq += 1
+        client = f"@{self.name}/{self.log.term}"
+        cid = command_id(client, self.own_seq)
+        self.queue.append({"id": cid, "client": client, "seq": self.own_seq, "op": op})
+        self.queued.add(cid)
+        self._arm_flush()
+        return cid
 
     def _admit_change(self, cmd: dict[str, Any], another: bool) -> bool:
         """Whether a membership change may go in the log now; if not, its client is

@@ -32,7 +32,7 @@ import gc
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -146,8 +146,17 @@ def telemetry_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Tele
         raise SystemExit(1) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+#: builds the server's node: ``(name, servers, timing, options, members=..., trace=...)``
+NodeFactory = Callable[..., RaftNode]
+
+
+def main(argv: Sequence[str] | None = None, *, make_node: NodeFactory = RaftNode, prog: str | None = None) -> int:
+    """Run one server until SIGTERM or SIGINT.  ``make_node`` builds its node: a
+    service that replicates another state machine on Raft (``impl.lock.replicated``)
+    runs its servers through this same host."""
     p = parser()
+    if prog is not None:
+        p.prog = prog
     args = p.parse_args(argv)
     try:
         cluster = parse_cluster(args.cluster)
@@ -186,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.name} metrics on {url}", flush=True)
     # steps are recorded for a trace file, or for the JSON log
     steps = args.trace is not None or args.log_json is not None
-    node = RaftNode(args.name, list(cluster), timing, options, members=members, trace=steps)
+    node = make_node(args.name, list(cluster), timing, options, members=members, trace=steps)
     trace: TraceLog = TraceLog("raft") if args.trace else NoTrace()
     runtime = FreeRuntime(
         {args.name: node.main},
