@@ -4,9 +4,7 @@
 Where it sits: ``LockMachine`` is the lock service's state machine on the seam of
 ``impl.raft.machine`` (every server applies the committed log to one), ``LockNode``
 is a ``RaftNode`` (``impl.raft.node``) that replicates it and whose leader keeps
-the lease clock, and ``main`` runs one server as a process through the Raft
-server's host (``python -m distcheck.impl.lock.replicated``, the flags of
-``python -m distcheck.impl.raft.server``).  Clients use
+the lease clock; ``impl.lock.replicated_server`` runs one as a process.  Clients use
 ``impl.lock.replicated_client.ReplicatedLockClient``.  docs/lock-service.md,
 "The replicated service", is the user's account.
 
@@ -79,13 +77,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from distcheck.impl.raft import server as raft_server
 from distcheck.impl.raft.machine import Session, SessionMachine
 from distcheck.impl.raft.node import LEADER, RaftNode, RaftOptions, Timing
 from distcheck.impl.runtime.actor import MessageError
@@ -370,13 +366,3 @@ class LockNode(RaftNode):
                 self.propose({"op": "expire", "lock": name, "token": token, "renewals": request.renewals})
         for name in sorted(self.lock_machine.locks):
             self._grant_if_free(name)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """One server of the replicated lock service, as a process: the Raft server's
-    flags (``python -m distcheck.impl.raft.server --help``)."""
-    return raft_server.main(argv, make_node=LockNode, prog="python -m distcheck.impl.lock.replicated")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

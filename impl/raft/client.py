@@ -130,6 +130,16 @@ class _Session:
         whether that changed anything.  ValueError for the last member."""
         return bool(self.execute({"op": "remove_server", "key": name}))
 
+    def command(self, op: Mapping[str, Any]) -> Any:
+        """Apply ``op``, an operation of the cluster's state machine (``impl.raft.machine``),
+        once; its result.  The servers refuse an operation their machine does not take
+        (no answer: ``Unavailable``).  For services on Raft other than the key-value one."""
+        return self._call(op)
+
+    def read(self, key: str) -> Any:
+        """A linearizable read (ReadIndex) of ``key``, as the state machine answers it."""
+        return self._call({"op": "get", "key": key})
+
     def execute(self, op: Mapping[str, Any]) -> Any:
         if op.get("op") not in ("add_server", "remove_server"):
             return self._execute(op)
@@ -289,6 +299,14 @@ class RaftClient(_Session):
     def execute(self, op: Mapping[str, Any]) -> Any:
         with self._lock:
             return super().execute(op)
+
+    def command(self, op: Mapping[str, Any]) -> Any:
+        with self._lock:
+            return super().command(op)
+
+    def read(self, key: str) -> Any:
+        with self._lock:
+            return super().read(key)
 
     def status(self, server: str, timeout: float = 1.0) -> StatusReply | None:
         """What ``server`` says of itself (role, term, leader...), or None if it does not answer."""
