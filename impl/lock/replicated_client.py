@@ -20,8 +20,11 @@ What it does:
   renewal's first send.  ``LockTimeout`` after ``timeout`` seconds: the request is
   then withdrawn (a ``release`` of its place), or, if that cannot be confirmed,
   picked up by the next ``lock`` of that name.
-- A background thread renews the lease every third of its trusted time, on its own
-  connection; a refused renewal means the lease is gone.
+- A background thread renews the lease every third of its trusted time
+  (``renew_every``), on its own connection; a refused renewal means the lease is
+  gone.  A lease that ran out by this clock is trusted again if a later renewal is
+  accepted: the service accepted it only because nobody else was granted the lock
+  meanwhile.
 - ``lease.valid()``: whether the lease can be trusted now by this process's clock,
   which may run slow by up to ``drift_bound``: a lease is trusted for ``ttl * (1 -
   drift_bound)`` seconds from the first send of the command that granted or
@@ -62,6 +65,8 @@ class ReplicatedTiming:
     poll: float = 0.05
     #: the most this process's clock may run slow, as a fraction
     drift_bound: float = 0.1
+    #: renew a held lease after this fraction of its trusted time
+    renew_every: float = 1 / 3
     #: each call to the cluster (leader discovery, failover): see ``impl.raft.client``
     raft: ClientTiming = ClientTiming(attempt=0.5, timeout=10.0)
 
@@ -106,8 +111,8 @@ class ReplicatedLockClient:
         session: str | None = None,
         timing: ReplicatedTiming = ReplicatedTiming(),
     ) -> None:
-        if not 0 <= timing.drift_bound < 1 or timing.poll <= 0:
-            raise ValueError(f"drift_bound must be in [0, 1) and poll positive, got {timing}")
+        if not 0 <= timing.drift_bound < 1 or timing.poll <= 0 or not 0 < timing.renew_every < 1:
+            raise ValueError(f"drift_bound must be in [0, 1), renew_every in (0, 1), poll positive: {timing}")
         self.servers = servers
         self.session = session or f"{os.getpid()}-{next(_sessions)}-{os.urandom(4).hex()}"
         self.timing = timing
@@ -229,7 +234,7 @@ class ReplicatedLockClient:
     def _renew_loop(self, lease: ReplicatedLease) -> None:
         client = RaftClient(self.servers, self.timing.raft, client_id=f"{self.raft.client_id}/renew-{lease.token}")
         try:
-            while not lease._stop.wait(lease.trusted_for / 3):
+            while not lease._stop.wait(lease.trusted_for * self.timing.renew_every):
                 sent = time.monotonic()
                 try:
                     result = client.command(self._op("renew", lease.name, lease.token))
