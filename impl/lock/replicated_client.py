@@ -44,9 +44,9 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -55,6 +55,17 @@ from distcheck.impl.lock.replicated import read_key
 from distcheck.impl.raft.client import Address, ClientTiming, RaftClient, Unavailable
 
 _sessions = itertools.count(1)
+
+
+class Commands(Protocol):
+    """What the client needs of a Raft session: ``RaftClient`` over TCP, or
+    ``impl.raft.client.NodeClient`` inside a runtime node."""
+
+    client_id: str
+
+    def command(self, op: Mapping[str, Any]) -> Any: ...
+
+    def read(self, key: str) -> Any: ...
 
 
 @attrs.frozen
@@ -78,6 +89,7 @@ class ReplicatedLease:
     name: str
     token: int
     trusted_for: float  # seconds of this clock a lease is trusted from its timing command
+    clock: Callable[[], float] = time.monotonic
     trust_until: float = 0.0
     lost: bool = False
     released: bool = False
@@ -85,7 +97,10 @@ class ReplicatedLease:
 
     def valid(self) -> bool:
         """Whether the lease can still be trusted now, by this process's clock."""
-        return not self.lost and not self.released and time.monotonic() < self.trust_until
+        return self.trusted_at(self.clock())
+
+    def trusted_at(self, local_time: float) -> bool:
+        return not self.lost and not self.released and local_time < self.trust_until
 
     def check(self) -> None:
         if not self.valid():
@@ -103,27 +118,42 @@ class ReplicatedLockClient:
     """A session with the replicated lock service: ``servers`` are the servers'
     client addresses (``"n1=HOST:PORT,..."`` or a mapping).  Thread-safe for
     different locks; one session per process incarnation (a restarted process is a
-    new client)."""
+    new client).
+
+    Inside a runtime node (the controlled scheduler of ``distcheck simulate``), pass
+    ``raft`` (an ``impl.raft.client.NodeClient``), the node's ``clock`` and
+    ``sleep``, and ``renew_in_background=False``: the node then renews with
+    ``renew`` itself, as one thread of control.  ``servers`` is then unused."""
 
     def __init__(
         self,
         servers: str | Mapping[str, Address],
         session: str | None = None,
         timing: ReplicatedTiming = ReplicatedTiming(),
+        *,
+        raft: Commands | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        renew_in_background: bool = True,
     ) -> None:
         if not 0 <= timing.drift_bound < 1 or timing.poll <= 0 or not 0 < timing.renew_every < 1:
             raise ValueError(f"drift_bound must be in [0, 1), renew_every in (0, 1), poll positive: {timing}")
         self.servers = servers
         self.session = session or f"{os.getpid()}-{next(_sessions)}-{os.urandom(4).hex()}"
         self.timing = timing
-        self.raft = RaftClient(servers, timing.raft)
+        self.clock = clock
+        self.sleep = sleep
+        self.renew_in_background = renew_in_background
+        self._own_raft = raft is None
+        self.raft: Commands = RaftClient(servers, timing.raft) if raft is None else raft
         self._requests = itertools.count(1)
         #: lock -> (request id, its token if known) of a request that may still be open
         self._pending: dict[str, tuple[str, int | None]] = {}
         self._guard = threading.Lock()
 
     def close(self) -> None:
-        self.raft.close()
+        if isinstance(self.raft, RaftClient) and self._own_raft:
+            self.raft.close()
 
     # ------------------------------------------------------------ public
 
@@ -144,13 +174,13 @@ class ReplicatedLockClient:
     def acquire(self, name: str, ttl: float = 5.0, timeout: float | None = None) -> ReplicatedLease:
         """Wait for lock ``name`` (at most ``timeout`` seconds) and return its lease,
         renewed in the background until ``release``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self.clock() + timeout
         trusted_for = ttl * (1 - self.timing.drift_bound)
         while True:
             with self._guard:
                 req = self._pending.get(name, (f"{self.session}/{next(self._requests)}", None))[0]
                 self._pending[name] = (req, None)
-            sent = time.monotonic()
+            sent = self.clock()
             status = self._call(
                 {"op": "acquire", "lock": name, "session": self.session, "req": req, "ttl": ttl}, deadline, name
             )
@@ -160,15 +190,36 @@ class ReplicatedLockClient:
             token = int(status["token"])
             with self._guard:
                 self._pending[name] = (req, token)
-            lease = ReplicatedLease(name, token, trusted_for)
+            lease = ReplicatedLease(name, token, trusted_for, self.clock)
             if status["granted"] and status.get("new"):
                 lease._extend(sent)  # granted by this very command
             elif not self._await_grant(lease, req, deadline):
                 continue  # it expired before we could renew it: ask again
             with self._guard:
                 self._pending.pop(name, None)
-            threading.Thread(target=self._renew_loop, args=(lease,), name=f"renew-{name}", daemon=True).start()
+            if self.renew_in_background:
+                threading.Thread(target=self._renew_loop, args=(lease,), name=f"renew-{name}", daemon=True).start()
             return lease
+
+    def renew(self, lease: ReplicatedLease) -> bool:
+        """Renew the lease once, now (the background thread does this every
+        ``renew_every`` of its trusted time): False if the service refused it (the
+        lease is lost), or no leader answered (it lapses by its clock if that lasts)."""
+        return self._renew_through(self.raft, lease)
+
+    def _renew_through(self, raft: Commands, lease: ReplicatedLease) -> bool:
+        sent = self.clock()
+        try:
+            result = raft.command(self._op("renew", lease.name, lease.token))
+        except Unavailable:
+            return False
+        if lease.released:
+            return False
+        if not result["renewed"]:
+            lease.lost = True
+            return False
+        lease._extend(sent)
+        return True
 
     def release(self, lease: ReplicatedLease) -> None:
         """Give the lock back (its renewals stop at once).  If no leader confirms
@@ -193,7 +244,7 @@ class ReplicatedLockClient:
             try:
                 return self.raft.command(op)
             except Unavailable:
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and self.clock() >= deadline:
                     raise LockTimeout(f"lock {name!r}: no leader answered (session {self.session})") from None
 
     def _await_grant(self, lease: ReplicatedLease, req: str, deadline: float | None) -> bool:
@@ -201,7 +252,7 @@ class ReplicatedLockClient:
         once it can be trusted, False if the request ended meanwhile (its lease
         expired); ``LockTimeout`` at the deadline (the request is withdrawn)."""
         while True:
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and self.clock() >= deadline:
                 self._withdraw(lease)
                 raise LockTimeout(f"lock {lease.name!r} not granted in time (session {self.session})")
             try:
@@ -213,7 +264,7 @@ class ReplicatedLockClient:
                     self._pending.pop(lease.name, None)
                 return False
             if status["granted"]:
-                sent = time.monotonic()
+                sent = self.clock()
                 result = self._call(self._op("renew", lease.name, lease.token), deadline, lease.name)
                 if not result["renewed"]:
                     with self._guard:
@@ -221,7 +272,7 @@ class ReplicatedLockClient:
                     return False
                 lease._extend(sent)
                 return True
-            time.sleep(self.timing.poll)
+            self.sleep(self.timing.poll)
 
     def _withdraw(self, lease: ReplicatedLease) -> None:
         try:
@@ -232,19 +283,11 @@ class ReplicatedLockClient:
             self._pending.pop(lease.name, None)
 
     def _renew_loop(self, lease: ReplicatedLease) -> None:
+        # its own connection, so that a renewal never waits behind the user's calls
         client = RaftClient(self.servers, self.timing.raft, client_id=f"{self.raft.client_id}/renew-{lease.token}")
         try:
             while not lease._stop.wait(lease.trusted_for * self.timing.renew_every):
-                sent = time.monotonic()
-                try:
-                    result = client.command(self._op("renew", lease.name, lease.token))
-                except Unavailable:
-                    continue  # no leader for now: the lease lapses by this clock if it lasts
-                if lease.released:
+                if not self._renew_through(client, lease) and (lease.lost or lease.released):
                     return
-                if not result["renewed"]:
-                    lease.lost = True
-                    return
-                lease._extend(sent)
         finally:
             client.close()
