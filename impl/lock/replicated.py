@@ -4,7 +4,9 @@
 Where it sits: ``LockMachine`` is the lock service's state machine on the seam of
 ``impl.raft.machine`` (every server applies the committed log to one), ``LockNode``
 is a ``RaftNode`` (``impl.raft.node``) that replicates it and whose leader keeps
-the lease clock; ``impl.lock.replicated_server`` runs one as a process.  Clients use
+the lease clock; ``impl.lock.replicated_server`` runs one as a process.  ``VARIANTS``: the
+deliberately broken server that ``distcheck simulate lock --service replicated``
+catches.  Clients use
 ``impl.lock.replicated_client.ReplicatedLockClient``.  docs/lock-service.md,
 "The replicated service", is the user's account.
 
@@ -94,6 +96,13 @@ CLIENT_OPERATIONS: dict[str, frozenset[str]] = {
 }
 #: seconds: the longest lease a client may ask for (a new leader waits up to this long)
 MAX_TTL = 3600.0
+
+#: deliberately broken servers, which ``distcheck simulate lock --service replicated
+#: --variant NAME`` must catch
+VARIANTS = {
+    "no_lease_wait": "a new leader neither waits out the leases the old one may have granted nor times "
+    "the ones it inherits: it ends them and grants at once",
+}
 
 
 def read_key(lock: str, session: str) -> str:
@@ -267,11 +276,15 @@ class LockNode(RaftNode):
         *,
         max_drift: float = 0.1,
         lease_tick: float = 0.05,
+        lease_variant: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not (0 <= max_drift < 1) or not lease_tick > 0:
             raise ValueError(f"max_drift must be in [0, 1) and lease_tick positive, got {max_drift}, {lease_tick}")
+        if lease_variant is not None and lease_variant not in VARIANTS:
+            raise ValueError(f"unknown lock service variant {lease_variant!r}; allowed: {', '.join(VARIANTS)}")
         super().__init__(name, peers, timing, options, machine=LockMachine, **kwargs)
+        self.lease_variant = lease_variant
         self.max_drift = max_drift
         self.lease_tick = lease_tick
         self._forget_leadership()
@@ -290,6 +303,8 @@ class LockNode(RaftNode):
         self.deadlines: dict[tuple[str, int], float] = {}
         #: (kind, lock, token) of this leader's proposals not applied yet
         self.pending: set[tuple[str, str, int]] = set()
+        #: the entries up to this index were proposed by earlier leaders
+        self.inherited_up_to = 0
 
     def on_start(self) -> None:
         self._forget_leadership()
@@ -313,11 +328,17 @@ class LockNode(RaftNode):
         for name, table in self.lock_machine.locks.items():
             holder = table.by_token(table.holder) if table.holder is not None else None
             if holder is not None:
-                self.deadlines[(name, holder.token)] = self._deadline(holder.ttl)
+                self.deadlines[(name, holder.token)] = self._deadline(holder.ttl, inherited=True)
+        self.inherited_up_to = self.log.last_index
+        if self.lease_variant == "no_lease_wait":
+            self.grants_after = now  # the mistake (with _deadline's)
 
-    def _deadline(self, ttl: float) -> float:
+    def _deadline(self, ttl: float, inherited: bool) -> float:
         """A lease granted or renewed now (or inherited) ends then, by this clock."""
-        return max(self.ctx.now() + ttl, self.took_over + ttl * (1 + self.max_drift))
+        now = self.ctx.now()
+        if inherited and self.lease_variant == "no_lease_wait":
+            return now  # the mistake: a lease the old leader granted or renewed is taken as over
+        return max(now + ttl, self.took_over + ttl * (1 + self.max_drift))
 
     def prepare(self, op: dict[str, Any]) -> dict[str, Any]:
         if op["op"] == "acquire":
@@ -340,7 +361,7 @@ class LockNode(RaftNode):
         granted_now = kind in ("acquire", "grant") and holder is not None and (name, holder.token) not in self.deadlines
         renewed = kind == "renew" and isinstance(result, dict) and result.get("renewed") is True
         if holder is not None and (granted_now or renewed):
-            self.deadlines[(name, holder.token)] = self._deadline(holder.ttl)
+            self.deadlines[(name, holder.token)] = self._deadline(holder.ttl, inherited=index <= self.inherited_up_to)
         self._grant_if_free(name)
 
     def _grant_if_free(self, name: str) -> None:

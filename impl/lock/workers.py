@@ -12,19 +12,29 @@ Sessions.  A crashed client is a new client (spec/lock.py), so each incarnation 
 a worker node opens a new session: the names it may use are given up front, and
 the one it takes is logged (synced) before use, so a restart never reuses a
 session.  A worker out of names does nothing.
+
+``ReplicatedWorker`` and ``replicated_service`` are the same for the replicated
+service (``impl.lock.replicated``): Raft servers ``n1..nN`` instead of one server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
 from distcheck.impl.lock.client import ClientTiming, FencedStorage, LockClient, LockLost, LockTimeout, StaleToken
+from distcheck.impl.lock.messages import CLIENT_MESSAGES, Write, WriteResult
+from distcheck.impl.lock.replicated import VARIANTS as REPLICATED_VARIANTS
+from distcheck.impl.lock.replicated import LockNode
+from distcheck.impl.lock.replicated_client import ReplicatedLease, ReplicatedLockClient, ReplicatedTiming
 from distcheck.impl.lock.server import LockServer
 from distcheck.impl.lock.storage import FencedStore
+from distcheck.impl.raft.client import NodeClient
+from distcheck.impl.raft.node import RaftOptions, Timing
 from distcheck.impl.runtime import config
-from distcheck.impl.runtime.api import Context
+from distcheck.impl.runtime.actor import MessageError, encode
+from distcheck.impl.runtime.api import Context, Envelope
 
 VARIANTS = {
     "unfenced_storage": "storage applies every write, whatever its fencing token",
@@ -153,3 +163,180 @@ def service(
             )
         )
     return Service(server, store, team)
+
+
+# ----------------------------------------------------------- the replicated service
+
+
+class ReplicatedWorker:
+    """A ``Worker`` for the replicated service (``impl.lock.replicated``): the same
+    two writes under one lease per session, with ``ReplicatedLockClient`` over a
+    ``NodeClient``, so that it runs under the controlled scheduler.  As one thread
+    of control it renews by itself while it holds the lock, instead of in the background."""
+
+    LOG = "sessions"
+
+    def __init__(
+        self,
+        name: str,
+        sessions: Sequence[str],
+        servers: Sequence[str],
+        *,
+        lock: str = "L",
+        ttl: float = 30.0,
+        hold: float = 30.0,
+        timeout: float = 300.0,
+        timing: ReplicatedTiming = ReplicatedTiming(),
+        storage: str = "storage",
+    ) -> None:
+        self.name = name
+        self.sessions = tuple(sessions)
+        self.servers = tuple(servers)
+        self.lock_name = lock
+        self.ttl = ttl
+        self.hold = hold
+        self.timeout = timeout
+        self.timing = timing
+        self.storage = storage
+        #: session -> what its attempt came to: "done", "timeout", "lost", "stale"
+        self.outcomes: dict[str, str] = {}
+        #: session -> the lease it was granted (the wiring asks whether it is trusted)
+        self.leases: dict[str, ReplicatedLease] = {}
+        #: (lock, token, write id) of every write sent
+        self.sent_writes: list[tuple[str, int, str]] = []
+        self.current: str | None = None
+        #: this node's context as its code sees it (its clock may run slow)
+        self.ctx: Context | None = None
+
+    def main(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.current = None
+        log = ctx.storage(self.LOG)
+        used = len(log.records())
+        if used >= len(self.sessions):
+            return
+        session = self.sessions[used]
+        log.append({"session": session})
+        log.sync()
+        self.current = session
+        raft = NodeClient(ctx, self.servers, self.timing.raft, client_id=session)
+        client = ReplicatedLockClient(
+            {}, session, self.timing, raft=raft, clock=ctx.now, sleep=ctx.sleep, renew_in_background=False
+        )
+        try:
+            lease = client.acquire(self.lock_name, ttl=self.ttl, timeout=self.timeout)
+            self.leases[session] = lease
+            # (what a reader of a run's schedule wants to see beside the servers' steps)
+            ctx.record({"type": "Hold", "client": session, "token": lease.token}, lock=lease.name)
+            try:
+                self._write(ctx, session, lease, f"{session} first", 1)
+                # the work between the writes, renewing as the background thread would
+                every = lease.trusted_for * self.timing.renew_every
+                end = ctx.now() + self.hold
+                while (left := end - ctx.now()) > 0:
+                    ctx.sleep(min(every, left))
+                    client.renew(lease)
+                self._write(ctx, session, lease, f"{session} second", 2)
+            finally:
+                ctx.record({"type": "Release", "client": session, "token": lease.token}, lock=lease.name)
+                client.release(lease)
+            self.outcomes[session] = "done"
+        except LockTimeout:
+            self.outcomes[session] = "timeout"
+        except LockLost:
+            self.outcomes[session] = "lost"
+        except StaleToken:
+            self.outcomes[session] = "stale"
+
+    def _write(self, ctx: Context, session: str, lease: ReplicatedLease, value: str, number: int) -> None:
+        """One write to the fencing storage under the lease, re-sent until answered
+        (storage decides a write id once): ``LockLost`` if the lease cannot be trusted
+        now (nothing sent), ``StaleToken`` if storage has seen a newer token."""
+        lease.check()
+        wid = f"{session}:{number}"
+        self.sent_writes.append((lease.name, lease.token, wid))
+        msg = encode(Write(wid, lease.name, lease.token, session, "k", value))
+        while True:
+            ctx.send(self.storage, msg)
+            until = ctx.now() + self.timing.raft.attempt
+            while (left := until - ctx.now()) > 1e-6:
+                item = ctx.receive(timeout=left)
+                if not isinstance(item, Envelope) or item.src != self.storage:
+                    continue  # a late answer of a server: the Raft client has moved on
+                try:
+                    reply = CLIENT_MESSAGES.decode(item.msg)
+                except MessageError:
+                    continue
+                if isinstance(reply, WriteResult) and reply.wid == wid:
+                    if not reply.accepted:
+                        raise StaleToken(f"storage rejected {wid} (fencing token {lease.token}): a newer lease wrote")
+                    return
+
+
+@attrs.define
+class ReplicatedService:
+    """Lock servers ``n1..nN`` (``LockNode``), a storage service and workers."""
+
+    servers: list[LockNode]
+    store: FencedStore
+    workers: list[ReplicatedWorker]
+    #: node name -> a wrapper of its context (a slow clock)
+    wraps: Mapping[str, Callable[[Context], Context]] = attrs.field(factory=dict)
+
+    def nodes(self) -> dict[str, Callable[[Context], None]]:
+        mains: dict[str, Callable[[Context], None]] = {s.name: s.main for s in self.servers}
+        mains["storage"] = self.store.main
+        mains.update({w.name: w.main for w in self.workers})
+        return {name: self._wrapped(name, main) for name, main in mains.items()}
+
+    def _wrapped(self, name: str, main: Callable[[Context], None]) -> Callable[[Context], None]:
+        wrap = self.wraps.get(name)
+        return main if wrap is None else lambda ctx: main(wrap(ctx))
+
+
+def replicated_service(
+    servers: int = 3,
+    workers: int = 2,
+    sessions_per_worker: int = 2,
+    *,
+    ttl: float = 30.0,
+    hold: float = 30.0,
+    max_drift: float = 0.1,
+    timing: Timing = Timing(heartbeat=1.0, election_timeout=5.0),
+    options: RaftOptions = RaftOptions(),
+    client_timing: ReplicatedTiming = ReplicatedTiming(),
+    variant: str | None = None,
+    wraps: Mapping[str, Callable[[Context], Context]] | None = None,
+    prefix: str = "n",
+) -> ReplicatedService:
+    """Servers ``n1..nN`` (``prefix``: ``s`` for spec/raft's names), workers
+    ``w1..wM`` with sessions ``c1, c2, ...``, and a fencing storage node ``storage``;
+    ``variant``: one of ``replicated.VARIANTS``; ``wraps``: node name -> a wrapper of
+    its context (a slow clock)."""
+    config.check_variant(variant, REPLICATED_VARIANTS)
+    wraps = wraps or {}
+    names = [f"{prefix}{i}" for i in range(1, servers + 1)]
+    nodes = [
+        LockNode(
+            n,
+            names,
+            timing,
+            options,
+            max_drift=max_drift,
+            lease_tick=timing.heartbeat,
+            lease_variant=variant,
+        )
+        for n in names
+    ]
+    team = [
+        ReplicatedWorker(
+            f"w{i + 1}",
+            [f"c{i * sessions_per_worker + j + 1}" for j in range(sessions_per_worker)],
+            names,
+            ttl=ttl,
+            hold=hold,
+            timing=client_timing,
+        )
+        for i in range(workers)
+    ]
+    return ReplicatedService(nodes, FencedStore("storage"), team, dict(wraps))
