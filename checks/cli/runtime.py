@@ -11,7 +11,7 @@ slot by slot).  Neither names a protocol: they ask the registry and the wiring.
     distcheck simulate SPEC|cap [-p NAME=VALUE ...] [--seed N] [--runs R]
                        [--strategy random|pct] [--pct-depth D]
                        [--faults crash,drop,duplicate,reorder,partition] [--steps K]
-                       [--variant V] [--trace-out FILE] [--json]
+                       [--service NAME] [--variant V] [--trace-out FILE] [--json]
     distcheck validate SPEC TRACE [--split KEY] [--max-states N] [--json]
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from distcheck.checks.conformance.simulate import STRATEGIES, SimOptions, SimOutcome, Wiring, simulate
 from distcheck.checks.conformance.validate import Validation, action_text, validate_trace
-from distcheck.checks.conformance.wiring import DEMONSTRATIONS, WIRINGS, find_wiring
+from distcheck.checks.conformance.wiring import DEMONSTRATIONS, SERVICES, WIRINGS, find_wiring
 from distcheck.checks.histories.export import write_history
 from distcheck.checks.params import UsageError, build_spec, output_file
 from distcheck.checks.traces import trace as trace_file
@@ -47,7 +47,7 @@ def _fault_policy(text: str | None) -> FaultPolicy:
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.spec in DEMONSTRATIONS:
         return cmd_demonstration(args)
-    wiring = find_wiring(args.spec)
+    wiring = find_wiring(args.spec, args.service)
     entry, params, spec = build_spec(args.spec, [*wiring.default_params, *args.param])
     if args.variant is not None and args.variant not in wiring.variants:
         allowed = ", ".join(wiring.variants) or "none"
@@ -94,6 +94,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         + (f" --pct-depth {args.pct_depth}" if args.strategy == "pct" else "")
         + (f" --faults {','.join(faults.names())}" if faults.names() else "")
         + f" --steps {steps}"
+        + (f" --service {args.service}" if args.service else "")
         + (f" --variant {args.variant}" if args.variant else "")
     )
     if args.json:
@@ -101,6 +102,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "spec": entry.name,
             "params": params,
             "variant": args.variant,
+            "service": args.service or None,
             "strategy": args.strategy,
             "faults": faults.names(),
             "seeds": [args.seed, args.seed + args.runs - 1],
@@ -130,6 +132,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0 if failure is None else 1
     label = f"{entry.name}" + "".join(f" {k}={v}" for k, v in params.items())
     label += f" strategy={args.strategy}" + (f" faults={','.join(faults.names())}" if faults.names() else "")
+    label += f" service={args.service}" if args.service else ""
     label += f" variant={args.variant}" if args.variant else ""
     if failure is None:
         # An implementation that logs no trace has none validated: say so, not "valid".
@@ -180,6 +183,7 @@ def cmd_demonstration(args: argparse.Namespace) -> int:
             ("--faults", args.faults),
             ("--steps", args.steps is not None),
             ("--variant", args.variant),
+            ("--service", args.service),
             ("--history-out", args.history_out),
         )
         if given
@@ -270,7 +274,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace} line 1: {exc}") from None
     if args.max_states < 1:
         raise UsageError(f"--max-states must be positive, got {args.max_states}")
-    wiring = WIRINGS.get(entry.name)
+    service = header.extra.get("service")
+    wiring = find_wiring(entry.name, str(service)) if service and entry.name in WIRINGS else WIRINGS.get(entry.name)
     special = dict(wiring.validate_splits) if wiring is not None else {}
     if args.split is not None and args.split not in special:
         carried = sorted({key for step in recorded.steps for key in step.extra})
@@ -347,6 +352,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="most scheduler steps per run; faults only in the first half (default: "
         + ", ".join(f"{name} {w.default_steps}" for name, w in WIRINGS.items())
         + ")",
+    )
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="an alternative implementation of the spec: "
+        + ", ".join(f"{spec} {name}" for spec, name in SERVICES)
+        + " (default: the spec's first implementation)",
     )
     p.add_argument("--variant", metavar="V", help="a deliberately broken implementation variant")
     p.add_argument(

@@ -44,6 +44,9 @@ class Wiring(ABC):
     """How ``simulate`` runs one protocol's implementation against its spec."""
 
     spec_name: str = ""
+    #: the name of an alternative implementation of the spec (``distcheck simulate
+    #: SPEC --service NAME``, e.g. the replicated lock service); "" for the default one
+    service: str = ""
     #: the implementation's deliberately broken variants (name → what is wrong)
     variants: Mapping[str, str] = {}
     #: the event key that separates independent protocol instances in the trace
@@ -205,6 +208,8 @@ def simulate(
     tracelog = TraceLog(wiring.spec_name, params, None, source="simulate")
     if options.variant is not None:
         tracelog.header["impl_variant"] = options.variant
+    if wiring.service:
+        tracelog.header["service"] = wiring.service
     validator = Validator(spec, split_key=wiring.split_key)
     fed = 0
 

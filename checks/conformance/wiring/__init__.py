@@ -19,6 +19,7 @@ from distcheck.checks.conformance.wiring.broker import BrokerWiring
 from distcheck.checks.conformance.wiring.causal_broadcast import CausalBroadcastWiring
 from distcheck.checks.conformance.wiring.dynamo import DynamoWiring
 from distcheck.checks.conformance.wiring.lock import LockSystem, LockWiring
+from distcheck.checks.conformance.wiring.lock_replicated import ReplicatedLockSystem, ReplicatedLockWiring
 from distcheck.checks.conformance.wiring.paxos import LeaderNemesis, PaxosSystem, PaxosWiring
 from distcheck.checks.conformance.wiring.pbft import PbftWiring
 from distcheck.checks.conformance.wiring.raft import RaftNemesis, RaftSystem, RaftWiring
@@ -51,15 +52,28 @@ WIRINGS: dict[str, Wiring] = {
 }
 
 
-def find_wiring(name: str) -> Wiring:
+#: (spec, service) -> the wiring of an alternative implementation of that spec
+#: (``distcheck simulate SPEC --service NAME``)
+SERVICES: dict[tuple[str, str], Wiring] = {(w.spec_name, w.service): w for w in (ReplicatedLockWiring(),)}
+
+
+def find_wiring(name: str, service: str | None = None) -> Wiring:
+    """The wiring of spec ``name``'s implementation, or of its alternative ``service``."""
     wiring = WIRINGS.get(name)
     if wiring is None:
         raise UsageError(f"no implementation of {name!r} to simulate; implemented: {', '.join(WIRINGS)}")
-    return wiring
+    if not service:
+        return wiring
+    alternative = SERVICES.get((name, service))
+    if alternative is None:
+        others = ", ".join(s for n, s in SERVICES if n == name) or "none"
+        raise UsageError(f"no service {service!r} of {name}; its alternative implementations: {others}")
+    return alternative
 
 
 __all__ = [
     "DEMONSTRATIONS",
+    "SERVICES",
     "WIRINGS",
     "AbdWiring",
     "BrokerWiring",
@@ -75,6 +89,8 @@ __all__ = [
     "RaftNemesis",
     "RaftSystem",
     "RaftWiring",
+    "ReplicatedLockSystem",
+    "ReplicatedLockWiring",
     "SagaWiring",
     "TwoPhaseWiring",
     "cap",

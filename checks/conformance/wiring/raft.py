@@ -131,11 +131,7 @@ class RaftWiring(Wiring):
         for server in raft_system.cluster.servers:
             if not hasattr(server, "log"):
                 continue  # not started yet
-            if server.role == LEADER:
-                first = raft_system.leaders.setdefault(server.log.term, server.name)
-                if first != server.name:
-                    return f"ElectionSafety violated: two leaders in term {server.log.term}: {first} and {server.name}"
-            problem = raft_system.check_committed(server)
+            problem = raft_system.check_leader(server) or raft_system.check_committed(server)
             if problem is not None:
                 return problem
         return None
@@ -482,6 +478,15 @@ class RaftSystem:
     leaders: dict[int, str] = attrs.field(factory=dict)
     #: index -> (term, command id, server) of the first entry seen committed there
     committed: dict[int, tuple[int, str, str]] = attrs.field(factory=dict)
+
+    def check_leader(self, server: RaftNode) -> str | None:
+        """ElectionSafety: one leader per term."""
+        if server.role != LEADER:
+            return None
+        first = self.leaders.setdefault(server.log.term, server.name)
+        if first != server.name:
+            return f"ElectionSafety violated: two leaders in term {server.log.term}: {first} and {server.name}"
+        return None
 
     def check_committed(self, server: RaftNode) -> str | None:
         log = server.log
