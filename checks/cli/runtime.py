@@ -298,11 +298,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.trace}: {result.message} (raise --max-states, or log more of what happens)")
     if args.json:
         out = {"spec": entry.name, "params": params, "variant": header.variant, "trace": str(args.trace)}
+        if wiring is not None and wiring.trace_spec:
+            out["validated_against"] = wiring.trace_spec
         out.update(validation_json(result))
         print(json.dumps(out, indent=2))
     else:
         label = entry.name + "".join(f" {k}={v}" for k, v in params.items())
         label += f" variant={header.variant}" if header.variant else ""
+        if wiring is not None and wiring.trace_spec:
+            label = f"{wiring.trace_spec} (the {wiring.service} {entry.name} service's trace)"
         print(validation_text(result, f"{args.trace} against {label}"))
     return 0 if result.ok else 1
 

@@ -47,6 +47,9 @@ class Wiring(ABC):
     #: the name of an alternative implementation of the spec (``distcheck simulate
     #: SPEC --service NAME``, e.g. the replicated lock service); "" for the default one
     service: str = ""
+    #: the spec its trace is validated against, where that is not its own (the
+    #: replicated lock service's trace is its servers' Raft steps); "" for its own
+    trace_spec: str = ""
     #: the implementation's deliberately broken variants (name → what is wrong)
     variants: Mapping[str, str] = {}
     #: the event key that separates independent protocol instances in the trace

@@ -254,6 +254,7 @@ class ReplicatedWorker:
         now (nothing sent), ``StaleToken`` if storage has seen a newer token."""
         lease.check()
         wid = f"{session}:{number}"
+        ctx.record({"type": "Write", "client": session}, lock=lease.name)
         self.sent_writes.append((lease.name, lease.token, wid))
         msg = encode(Write(wid, lease.name, lease.token, session, "k", value))
         while True:

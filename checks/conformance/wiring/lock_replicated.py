@@ -68,6 +68,7 @@ class ReplicatedLockWiring(Wiring):
 
     spec_name = "lock"
     service = "replicated"
+    trace_spec = "raft servers=3"
     variants = impl_replicated.VARIANTS
     default_params = ("clients=4", "ttl=3", "max_drift=1")
     incremental_trace = False
