@@ -193,6 +193,10 @@ class ReplicatedLockClient:
             lease = ReplicatedLease(name, token, trusted_for, self.clock)
             if status["granted"] and status.get("new"):
                 lease._extend(sent)  # granted by this very command
+                # A command that took its whole trusted time (resent across a leader
+                # change) grants a lease already over by this clock: time it anew.
+                if not lease.valid() and not self._renew_through(self.raft, lease) and lease.lost:
+                    continue  # it expired meanwhile: ask again
             elif not self._await_grant(lease, req, deadline):
                 continue  # it expired before we could renew it: ask again
             with self._guard:
