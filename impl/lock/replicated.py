@@ -18,17 +18,21 @@ server alike:
 
 - ``acquire`` (a client's): queues a request under the next token.  Tokens are
   counted by applying committed entries, so every server hands out the same ones
-  and none is ever handed out twice, across any number of leader changes.
-  The leader stamps the command with ``grant``, whether it may grant at once
-  (its waiting rule, below, is over); then, if the lock has no holder and nobody
-  waits before it, the same entry grants the lease.
+  and none is ever handed out twice, across any number of leader changes.  If the
+  lock has no holder and nobody waits before it, the same entry grants the lease.
 - ``renew``, ``release`` (a client's): renew the holder's lease; end a request
   (a holder's lease, or a waiter's place in the queue).
-- ``grant``, ``expire`` (the leader's own, ``RaftNode.propose``): hand the lock to
-  the oldest waiter once it is free; end a lease whose time is up by the leader's
-  clock.  ``expire`` names the renewal count it judged, so that a renewal applied
-  between the leader's decision and the expiry's commit wins (the expiry is then a
-  no-op).
+- ``expire`` (the leader's own, ``RaftNode.propose``): end a lease whose time is
+  up by the leader's clock.  It names the renewal count it judged, so that a
+  renewal applied between the leader's decision and the expiry's commit wins (the
+  expiry is then a no-op).
+
+A lease that ends (released or expired) hands the lock to the oldest waiter in the
+same entry: a hand-over is one commit.  A waiter hears of it at once: its look at
+its request (``wait_key``) is held by the leader until the grant is applied, or
+for the few hundred milliseconds the client asked (a long poll), and an answer
+that a grant applied while it was held is marked ``fresh`` (the client may time
+the lease from when it sent the look, which was before the grant).
 
 Time: how ticks enter the log.  They do not.  The lease clock is the **leader's own
 monotonic clock**, and only its decisions are logged: a lease's deadline lives in
@@ -40,55 +44,50 @@ traffic at all, and a busy one costs its renewals (which the client sends anyway
 Why that is safe.
 
 1. *A lease outlives what its client trusts.*  A client times a lease from when it
-   first sent the command that granted or renewed it, and trusts ``ttl * (1 -
-   drift_bound)`` of its own clock (``impl.lock.replicated_client``).  The leader
-   applies that command after it was sent and starts the deadline then, so while
-   one leader stays, the lease ends by the leader's clock at least ``ttl`` after
-   the client started timing it.
+   first sent the command (or the look) that granted or renewed it, and trusts
+   ``ttl * (1 - drift_bound)`` of its own clock (``impl.lock.replicated_client``).
+   The leader applies the grant or renewal after that and starts the deadline
+   then, so while one leader stays, the lease ends by the leader's clock at least
+   ``ttl`` after the client started timing it.
 2. *Nothing a client heard of is unknown to the next leader.*  A grant, a renewal,
    an expiry or a release is answered only once applied, so only once committed;
    Raft's leader completeness puts every committed entry in every later leader's
    log.  So the lease table a new leader applies holds every lease any client may
    trust, with its ttl, and a lock with no holder in it is truly free: the old
-   leader expired its last lease by a committed ``expire``, decided by its clock.
-3. *The new leader does not know when those leases were last renewed*, since the
-   old leader's deadlines were in its memory (and its clock is not this one).
-   That is spec/lock.py's ``LeaderChange``, and its waiting rule: a new leader
-   gives every lease it inherits ``ttl * (1 + max_drift)`` of its own clock from
-   when it took over (from when it applies it, if it applies it later), and grants
-   nothing at all until ``max ttl * (1 + max_drift)`` has passed since it took
-   over, where max ttl is the longest ttl of any request in its table or in the
-   part of its log it has not applied yet: every lease the old leader may have
-   granted is among those.  Every inherited lease was granted or renewed by the
-   old leader before this one took over, so by then the old leader's deadline was
-   at most ``ttl`` away on its clock; ``max_drift`` (a fraction: how much faster
-   this server's clock may run than the old leader's over one lease) covers the
-   difference between the two clocks.  The clock assumption is exactly that
-   bound: two servers' monotonic clocks do not drift apart by more than
-   ``max_drift`` of a lease's length over one lease.  A deposed leader cannot
-   commit anything, so it can neither grant nor expire while it has not noticed.
-4. *Grants stamped by the old leader.*  An ``acquire`` whose ``grant`` stamp the
-   old leader wrote may be committed and applied under the new leader, during its
-   wait.  It grants only if the replicated table says the lock is free (point 2),
-   which the old leader's clock decided; the new leader's wait is about the
-   leases it inherited, and a free lock has none.  The lease then gets its
-   deadline by rule 3, like any other inherited one.
+   leader expired its last lease by a committed ``expire``, decided by its clock,
+   or its holder released it.  A deposed leader cannot commit anything, so it can
+   neither grant nor expire while it has not noticed.
+3. *The new leader does not know when the leases it inherits were last renewed*,
+   since the old leader's deadlines were in its memory (and its clock is not this
+   one).  So it waits each of them out (spec/lock.py's ``LeaderChange`` rule, lease
+   by lease): a lease granted or renewed by an entry that was in its log when it
+   took over gets ``ttl * (1 + max_drift)`` of its own clock from the takeover (or
+   from when it applies the entry, if that is later) before it may expire it.  The
+   client sent that entry's command before the entry reached this server, so
+   before the takeover, and trusts it at most ``ttl`` of real time from then;
+   ``max_drift`` (how much faster this server's clock may run than real time, as
+   a fraction, over one lease) keeps ``ttl * (1 + max_drift)`` of this clock at
+   least ``ttl`` of real time.  That is the clock assumption.  Locks with no
+   holder are granted at once: unlike spec/lock.py's replacement server, which
+   lost its lease records and must wait out everything, a new leader has them
+   all (point 2), so it waits only for the leases that are still held.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from distcheck.impl.raft.machine import Session, SessionMachine
+from distcheck.impl.raft.messages import Reply
 from distcheck.impl.raft.node import LEADER, RaftNode, RaftOptions, Timing
 from distcheck.impl.runtime.actor import MessageError
 
-#: the operations clients send, with their fields (``grant`` is the leader's stamp on an acquire)
+#: the operations clients send, with their fields
 CLIENT_OPERATIONS: dict[str, frozenset[str]] = {
     "acquire": frozenset({"op", "lock", "session", "req", "ttl"}),
     "renew": frozenset({"op", "lock", "session", "token"}),
@@ -108,6 +107,29 @@ VARIANTS = {
 def read_key(lock: str, session: str) -> str:
     """The key of a ``Query`` for a session's request on a lock (``LockMachine.read``)."""
     return json.dumps([lock, session])
+
+
+def wait_key(lock: str, session: str, seconds: float) -> str:
+    """The key of a ``Query`` that the leader may hold up to ``seconds`` while the
+    session's request waits in the queue (a long poll; ``LockNode``)."""
+    return json.dumps([lock, session, seconds])
+
+
+def parse_key(key: str) -> tuple[str, str, float] | None:
+    """(lock, session, seconds it may be held) of a query's key; None if malformed."""
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return None
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
+        return None
+    lock, session, *rest = parts
+    seconds = rest[0] if rest else 0.0
+    if not isinstance(lock, str) or not isinstance(session, str):
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return None
+    return lock, session, max(0.0, float(seconds))
 
 
 @attrs.define
@@ -181,10 +203,6 @@ class LockMachine(SessionMachine):
                 return False
             self._close(table, request)
             return True
-        if kind == "grant":
-            if table.holder is None and table.queue and table.queue[0] == op["token"]:
-                self._grant(table)
-            return None
         if kind == "expire":
             request = table.by_token(int(op["token"]))
             if request is not None and table.holder == request.token and request.renewals == op["renewals"]:
@@ -203,33 +221,35 @@ class LockMachine(SessionMachine):
         request = LockRequest(table.issued, session, str(op["req"]), float(op["ttl"]))
         table.requests[session] = request
         table.queue.append(request.token)
-        if op.get("grant") is True and table.holder is None and table.queue[0] == request.token:
-            self._grant(table)
+        self._grant_next(table)
         # ``new``: this very command made the request (and, if granted, the lease: the
         # client may time it from this command; impl.lock.replicated_client)
         return {**request.status(), "new": True}
 
     @staticmethod
-    def _grant(table: LockTable) -> None:
+    def _grant_next(table: LockTable) -> None:
+        """A free lock goes to the oldest waiter."""
+        if table.holder is not None or not table.queue:
+            return
         token = table.queue.pop(0)
         request = table.by_token(token)
         assert request is not None
         request.granted = True
         table.holder = token
 
-    @staticmethod
-    def _close(table: LockTable, request: LockRequest) -> None:
+    def _close(self, table: LockTable, request: LockRequest) -> None:
         del table.requests[request.session]
         if table.holder == request.token:
             table.holder = None
+            self._grant_next(table)
         elif request.token in table.queue:
             table.queue.remove(request.token)
 
     def read(self, key: str) -> Any:
-        try:
-            lock, session = json.loads(key)
-        except (ValueError, TypeError):
+        parsed = parse_key(key)
+        if parsed is None:
             return None
+        lock, session, _ = parsed
         table = self.locks.get(str(lock))
         request = None if table is None else table.requests.get(str(session))
         return None if request is None else request.status()
@@ -258,13 +278,31 @@ class LockMachine(SessionMachine):
 
 @attrs.frozen
 class LeaseClock:
-    """The leader's timer: expire leases whose time is up, grant free locks."""
+    """The leader's timer: expire leases whose time is up, answer held looks."""
+
+
+#: the longest a leader holds a look at a waiting request, whatever the client asks
+MAX_HOLD = 5.0
+
+
+@attrs.frozen
+class HeldRead:
+    """A look at a waiting request, held by the leader until its grant (or ``until``)."""
+
+    until: float
+    src: str
+    route: str
+    client: str
+    seq: int
+    key: str
+    lock: str
+    session: str
 
 
 class LockNode(RaftNode):
     """A server of the replicated lock service: a Raft server of ``LockMachine``
     whose leader keeps the lease clock (module docstring).  ``max_drift``: how much
-    faster, as a fraction, this server's clock may run than another's over one
+    faster, as a fraction, this server's clock may run than real time over one
     lease; ``lease_tick``: seconds between two looks at the deadlines."""
 
     def __init__(
@@ -297,14 +335,15 @@ class LockNode(RaftNode):
     def _forget_leadership(self) -> None:
         #: when this server last became leader, on its clock
         self.took_over = 0.0
-        #: this leader grants nothing before this time (its waiting rule)
-        self.grants_after = math.inf
+        #: the entries up to this index were in the log when it took over (earlier leaders')
+        self.inherited_up_to = 0
         #: (lock, token) -> when the lease is over, by this leader's clock
         self.deadlines: dict[tuple[str, int], float] = {}
-        #: (kind, lock, token) of this leader's proposals not applied yet
-        self.pending: set[tuple[str, str, int]] = set()
-        #: the entries up to this index were proposed by earlier leaders
-        self.inherited_up_to = 0
+        #: (lock, token) of this leader's expiries not applied yet
+        self.expiring: set[tuple[str, int]] = set()
+        #: looks at waiting requests, held until granted (dropped with the leadership:
+        #: their clients ask again)
+        self.held: list[HeldRead] = []
 
     def on_start(self) -> None:
         self._forget_leadership()
@@ -317,33 +356,22 @@ class LockNode(RaftNode):
         self._forget_leadership()
         if not leading:
             return
-        now = self.ctx.now()
-        self.took_over = now
-        ttls = [r.ttl for t in self.lock_machine.locks.values() for r in t.requests.values()]
-        for index in range(self.last_applied + 1, self.log.last_index + 1):
-            op = self.log.entry(index)[1].get("op")
-            if op is not None and op.get("op") == "acquire":
-                ttls.append(float(op["ttl"]))
-        self.grants_after = now + max(ttls, default=0.0) * (1 + self.max_drift)
+        self.took_over = self.ctx.now()
+        self.inherited_up_to = self.log.last_index
         for name, table in self.lock_machine.locks.items():
             holder = table.by_token(table.holder) if table.holder is not None else None
             if holder is not None:
                 self.deadlines[(name, holder.token)] = self._deadline(holder.ttl, inherited=True)
-        self.inherited_up_to = self.log.last_index
-        if self.lease_variant == "no_lease_wait":
-            self.grants_after = now  # the mistake (with _deadline's)
 
     def _deadline(self, ttl: float, inherited: bool) -> float:
-        """A lease granted or renewed now (or inherited) ends then, by this clock."""
+        """When a lease granted or renewed now ends, by this clock; an inherited one
+        (granted or renewed by an entry from before the takeover) is waited out."""
         now = self.ctx.now()
-        if inherited and self.lease_variant == "no_lease_wait":
+        if not inherited:
+            return now + ttl
+        if self.lease_variant == "no_lease_wait":
             return now  # the mistake: a lease the old leader granted or renewed is taken as over
         return max(now + ttl, self.took_over + ttl * (1 + self.max_drift))
-
-    def prepare(self, op: dict[str, Any]) -> dict[str, Any]:
-        if op["op"] == "acquire":
-            return {**op, "grant": self.ctx.now() >= self.grants_after}
-        return op
 
     def on_applied(self, index: int, cmd: dict[str, Any], result: Any) -> None:
         if self.role != LEADER or "op" not in cmd:
@@ -353,25 +381,15 @@ class LockNode(RaftNode):
         if not isinstance(name, str):
             return  # a membership change
         table = self.lock_machine.table(name)
-        if kind in ("grant", "expire"):
-            self.pending.discard((kind, name, int(op["token"])))
+        if kind == "expire":
+            self.expiring.discard((name, int(op["token"])))
         for key in [k for k in self.deadlines if k[0] == name and k[1] != table.holder]:
             del self.deadlines[key]  # released or expired
         holder = table.by_token(table.holder) if table.holder is not None else None
-        granted_now = kind in ("acquire", "grant") and holder is not None and (name, holder.token) not in self.deadlines
         renewed = kind == "renew" and isinstance(result, dict) and result.get("renewed") is True
-        if holder is not None and (granted_now or renewed):
+        if holder is not None and ((name, holder.token) not in self.deadlines or renewed):
             self.deadlines[(name, holder.token)] = self._deadline(holder.ttl, inherited=index <= self.inherited_up_to)
-        self._grant_if_free(name)
-
-    def _grant_if_free(self, name: str) -> None:
-        table = self.lock_machine.table(name)
-        if table.holder is not None or not table.queue or self.ctx.now() < self.grants_after:
-            return
-        key = ("grant", name, table.queue[0])
-        if key not in self.pending:
-            self.pending.add(key)
-            self.propose({"op": "grant", "lock": name, "token": table.queue[0]})
+        self._answer_held(lambda h: h.lock == name, fresh=True)
 
     def on_other_timer(self, timer: Any) -> None:
         if not isinstance(timer, LeaseClock):
@@ -382,8 +400,35 @@ class LockNode(RaftNode):
         now = self.ctx.now()
         for (name, token), deadline in sorted(self.deadlines.items()):
             request = self.lock_machine.table(name).by_token(token)
-            if now >= deadline and request is not None and ("expire", name, token) not in self.pending:
-                self.pending.add(("expire", name, token))
+            if now >= deadline and request is not None and (name, token) not in self.expiring:
+                self.expiring.add((name, token))
                 self.propose({"op": "expire", "lock": name, "token": token, "renewals": request.renewals})
-        for name in sorted(self.lock_machine.locks):
-            self._grant_if_free(name)
+        self._answer_held(lambda h: now >= h.until, fresh=False)
+
+    # ------------------------------------------------------------ long polls
+
+    def serve_read(self, src: str, route: str, client: str, seq: int, key: str) -> None:
+        """A look at a request that is waiting in the queue, with time to wait, is
+        held until the request is granted or ends (``fresh``), or its time is up."""
+        parsed = parse_key(key)
+        status = self.machine.read(key)
+        if parsed is not None and parsed[2] > 0 and status is not None and not status["granted"]:
+            lock, session, seconds = parsed
+            until = self.ctx.now() + min(seconds, MAX_HOLD)
+            self.held.append(HeldRead(until, src, route, client, seq, key, lock, session))
+            return
+        super().serve_read(src, route, client, seq, key)
+
+    def _answer_held(self, due: Callable[[HeldRead], bool], fresh: bool) -> None:
+        """Answer the held looks that ``due`` picks: with ``fresh``, those whose
+        request an entry just applied granted or ended (the answer says so); else
+        with their request as it stands."""
+        waiting = []
+        for h in self.held:
+            status = self.machine.read(h.key) if due(h) else None
+            if not due(h) or (fresh and status is not None and not status["granted"]):
+                waiting.append(h)
+                continue
+            answer = {**status, "fresh": True} if fresh and status is not None else status
+            self._reply(h.src, Reply(h.route, h.client, h.seq, True, answer, self.name))
+        self.held = waiting

@@ -14,12 +14,14 @@ What it does:
 
 - ``lock`` sends an ``acquire``.  If the leader granted the lock in that very
   command, the lease is timed from when the command was first sent.  Otherwise it
-  waits in the queue, looking at its request with a linearizable read every
-  ``poll`` seconds; once granted, it renews the lease first (a grant the leader
-  made on its own answers no message the client can time) and trusts it from that
-  renewal's first send.  ``LockTimeout`` after ``timeout`` seconds: the request is
-  then withdrawn (a ``release`` of its place), or, if that cannot be confirmed,
-  picked up by the next ``lock`` of that name.
+  waits in the queue, looking at its request with a linearizable read that the
+  leader holds for up to ``poll`` seconds, until a release or expiry hands the
+  lock over (a long poll).  A look answered because the grant was applied while
+  it was held times the lease from when the look was sent; a grant that happened
+  between looks is timed by a renewal first, from that renewal's first send.
+  ``LockTimeout`` after ``timeout`` seconds: the request is then withdrawn (a
+  ``release`` of its place), or, if that cannot be confirmed, picked up by the
+  next ``lock`` of that name.
 - A background thread renews the lease every third of its trusted time
   (``renew_every``), on its own connection; a refused renewal means the lease is
   gone.  A lease that ran out by this clock is trusted again if a later renewal is
@@ -51,7 +53,7 @@ from typing import Any, Protocol
 import attrs
 
 from distcheck.impl.lock.client import LockLost, LockTimeout
-from distcheck.impl.lock.replicated import read_key
+from distcheck.impl.lock.replicated import wait_key
 from distcheck.impl.raft.client import Address, ClientTiming, RaftClient, Unavailable
 
 _sessions = itertools.count(1)
@@ -72,8 +74,10 @@ class Commands(Protocol):
 class ReplicatedTiming:
     """Seconds on the client's clock, and its drift bound."""
 
-    #: between two looks at a request waiting in the queue
-    poll: float = 0.05
+    #: the longest the leader holds one look at a request waiting in the queue (it
+    #: answers at once when the lock is handed over); below ``raft.attempt``, the
+    #: time after which a silent server is given up
+    poll: float = 0.25
     #: the most this process's clock may run slow, as a fraction
     drift_bound: float = 0.1
     #: renew a held lease after this fraction of its trusted time
@@ -136,8 +140,14 @@ class ReplicatedLockClient:
         sleep: Callable[[float], None] = time.sleep,
         renew_in_background: bool = True,
     ) -> None:
-        if not 0 <= timing.drift_bound < 1 or timing.poll <= 0 or not 0 < timing.renew_every < 1:
-            raise ValueError(f"drift_bound must be in [0, 1), renew_every in (0, 1), poll positive: {timing}")
+        if (
+            not 0 <= timing.drift_bound < 1
+            or not 0 < timing.poll < timing.raft.attempt
+            or not 0 < timing.renew_every < 1
+        ):
+            raise ValueError(
+                f"drift_bound must be in [0, 1), renew_every in (0, 1), poll positive and below raft.attempt: {timing}"
+            )
         self.servers = servers
         self.session = session or f"{os.getpid()}-{next(_sessions)}-{os.urandom(4).hex()}"
         self.timing = timing
@@ -252,21 +262,25 @@ class ReplicatedLockClient:
                     raise LockTimeout(f"lock {name!r}: no leader answered (session {self.session})") from None
 
     def _await_grant(self, lease: ReplicatedLease, req: str, deadline: float | None) -> bool:
-        """Wait in the queue until granted, then time the lease by a renewal: True
+        """Wait in the queue until granted (and timed): True
         once it can be trusted, False if the request ended meanwhile (its lease
         expired); ``LockTimeout`` at the deadline (the request is withdrawn)."""
         while True:
             if deadline is not None and self.clock() >= deadline:
                 self._withdraw(lease)
                 raise LockTimeout(f"lock {lease.name!r} not granted in time (session {self.session})")
+            looked = self.clock()
             try:
-                status = self.raft.read(read_key(lease.name, self.session))
+                status = self.raft.read(wait_key(lease.name, self.session, self.timing.poll))
             except Unavailable:
                 continue
             if status is None or status["req"] != req:
                 with self._guard:
                     self._pending.pop(lease.name, None)
                 return False
+            if status["granted"] and status.get("fresh"):
+                lease._extend(looked)  # granted while this look was held: after it was sent
+                return True
             if status["granted"]:
                 sent = self.clock()
                 result = self._call(self._op("renew", lease.name, lease.token), deadline, lease.name)
@@ -276,7 +290,6 @@ class ReplicatedLockClient:
                     return False
                 lease._extend(sent)
                 return True
-            self.sleep(self.timing.poll)
 
     def _withdraw(self, lease: ReplicatedLease) -> None:
         try:

@@ -1006,7 +1006,7 @@ class RaftNode(Actor):
         self.waiters.setdefault(cid, []).append((src, msg.route, msg.client, msg.seq))
         if cid in self.in_log or cid in self.queued:
             return  # in the log (or about to be) already: answered when applied
-        self.queue.append({"id": cid, "client": msg.client, "seq": msg.seq, "op": self.prepare(dict(msg.op))})
+        self.queue.append({"id": cid, "client": msg.client, "seq": msg.seq, "op": dict(msg.op)})
         self.queued.add(cid)
         self._arm_flush()
 
@@ -1026,10 +1026,10 @@ class RaftNode(Actor):
     def on_other_timer(self, timer: Any) -> None:
         """A timer the node does not know fired (one a subclass armed)."""
 
-    def prepare(self, op: dict[str, Any]) -> dict[str, Any]:
-        """The leader's last word on a client's operation before it goes in its log
-        (checked already; unchanged by default)."""
-        return op
+    def serve_read(self, src: str, route: str, client: str, seq: int, key: str) -> None:
+        """Answer a linearizable read whose ReadIndex is confirmed and applied (a
+        machine whose clients wait for a change may hold it, and answer later)."""
+        self._reply(src, Reply(route, client, seq, True, self.machine.read(key), self.name))
 
     def propose(self, op: dict[str, Any]) -> str:
         """Leader only: put an operation of this server's own in the log, as the
@@ -1134,7 +1134,7 @@ class RaftNode(Actor):
         for entry in self.reads:
             round_, index, (src, route, client, seq, key) = entry
             if round_ <= confirmed and index <= self.last_applied:
-                self._reply(src, Reply(route, client, seq, True, self.machine.read(key), self.name))
+                self.serve_read(src, route, client, seq, key)
             else:
                 waiting.append(entry)
         self.reads = waiting

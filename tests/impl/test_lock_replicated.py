@@ -16,7 +16,7 @@ import pytest
 from distcheck.impl.lock import FencedStore, LockLost
 from distcheck.impl.lock import storage as lock_storage
 from distcheck.impl.lock.messages import Write
-from distcheck.impl.lock.replicated import LockMachine, read_key
+from distcheck.impl.lock.replicated import LockMachine, parse_key, read_key, wait_key
 from distcheck.impl.lock.replicated_client import ReplicatedLease, ReplicatedLockClient, ReplicatedTiming
 from distcheck.impl.raft.client import ClientTiming
 from distcheck.impl.raft.cluster import LocalCluster
@@ -41,34 +41,38 @@ class Log:
         return self.machine.apply(self.index, {"id": f"{client}:{seq}", "client": client, "seq": seq, "op": op})
 
 
-def acquire(session: str, req: str = "r1", grant: bool = True, lock: str = "a") -> dict[str, Any]:
-    return {"op": "acquire", "lock": lock, "session": session, "req": req, "ttl": 2.0, "grant": grant}
+def acquire(session: str, req: str = "r1", lock: str = "a") -> dict[str, Any]:
+    return {"op": "acquire", "lock": lock, "session": session, "req": req, "ttl": 2.0}
 
 
-def test_tokens_come_from_applied_commands_and_a_free_lock_is_granted_when_the_leader_may() -> None:
+def release(session: str, token: int, lock: str = "a") -> dict[str, Any]:
+    return {"op": "release", "lock": lock, "session": session, "token": token}
+
+
+def test_tokens_come_from_applied_commands_and_a_freed_lock_goes_to_the_oldest_waiter() -> None:
     log = Log()
-    assert log.run("c1", acquire("s1", grant=False)) == {
-        "token": 1,
-        "req": "r1",
-        "granted": False,
-        "ttl": 2.0,
-        "new": True,
-    }
-    # the leader's waiting rule was not over: queued, and granted later by a grant of the leader's
+    assert log.run("c1", acquire("s1")) == {"token": 1, "req": "r1", "granted": True, "ttl": 2.0, "new": True}
     assert log.run("c2", acquire("s2"))["granted"] is False
-    log.run("@n1/2", {"op": "grant", "lock": "a", "token": 2})  # not the oldest waiter: nothing
-    assert log.machine.table("a").holder is None
-    log.run("@n1/2", {"op": "grant", "lock": "a", "token": 1})
-    assert log.machine.table("a").holder == 1
-    assert log.machine.read(read_key("a", "s1"))["granted"] is True
+    assert log.run("c3", acquire("s3"))["granted"] is False
     # a retry of s2's request (same req) is its place in the queue, not a new token
     assert log.run("c2", acquire("s2")) == {"token": 2, "req": "r1", "granted": False, "ttl": 2.0}
     assert log.run("c2", acquire("s2", req="other")) == {"busy": 2}
-    assert log.run("c1", {"op": "release", "lock": "a", "session": "s1", "token": 1}) is True
-    assert log.machine.table("a").holder is None  # the leader grants it next, by a command of its own
-    log.run("@n1/2", {"op": "grant", "lock": "a", "token": 2})
-    assert log.machine.table("a").holder == 2
-    assert log.run("c3", acquire("s3"))["token"] == 3  # tokens only go up
+    # the release hands the lock to the oldest waiter in the same entry
+    assert log.run("c1", release("s1", 1)) is True
+    assert log.machine.table("a").holder == 2 and log.machine.table("a").queue == [3]
+    assert log.machine.read(read_key("a", "s2"))["granted"] is True
+    # and so does an expiry
+    log.run("@n1/2", {"op": "expire", "lock": "a", "token": 2, "renewals": 0})
+    assert log.machine.table("a").holder == 3
+    assert log.run("c4", acquire("s4"))["token"] == 4  # tokens only go up
+
+
+def test_a_query_key_is_a_lock_a_session_and_how_long_the_leader_may_hold_it() -> None:
+    assert parse_key(read_key("a", "s1")) == ("a", "s1", 0.0)
+    assert parse_key(wait_key("a", "s1", 0.25)) == ("a", "s1", 0.25)
+    for bad in ("", "[", "{}", '["a"]', '["a", 1]', '["a", "s", "x"]', '["a", "s", NaN]', '["a", "s", 1, 2]'):
+        assert parse_key(bad) is None, bad
+        assert LockMachine().read(bad) is None
 
 
 def test_an_expiry_loses_to_a_renewal_applied_after_the_leader_decided_it() -> None:
@@ -81,7 +85,7 @@ def test_an_expiry_loses_to_a_renewal_applied_after_the_leader_decided_it() -> N
     log.run("@n1/2", {"op": "expire", "lock": "a", "token": 1, "renewals": 1})
     assert log.machine.table("a").holder is None and log.machine.read(read_key("a", "s1")) is None
     assert log.run("c1", renew) == {"renewed": False}  # lost for good
-    assert log.run("c1", {"op": "release", "lock": "a", "session": "s1", "token": 1}) is False
+    assert log.run("c1", release("s1", 1)) is False
 
 
 def test_a_waiter_may_give_up_its_place() -> None:
@@ -89,7 +93,7 @@ def test_a_waiter_may_give_up_its_place() -> None:
     log.run("c1", acquire("s1"))
     log.run("c2", acquire("s2"))
     log.run("c3", acquire("s3"))
-    assert log.run("c2", {"op": "release", "lock": "a", "session": "s2", "token": 2}) is True
+    assert log.run("c2", release("s2", 2)) is True
     assert log.machine.table("a").queue == [3]
 
 
@@ -106,10 +110,10 @@ def test_a_snapshot_restores_the_same_machine() -> None:
 @pytest.mark.parametrize(
     "op",
     [
-        {"op": "grant", "lock": "a", "token": 1},  # the leader's alone
+        {"op": "expire", "lock": "a", "token": 1, "renewals": 0},  # the leader's alone
         {"op": "acquire", "lock": "a", "session": "s", "req": "r", "ttl": 0},
         {"op": "acquire", "lock": "a", "session": "s", "req": "r", "ttl": float("inf")},
-        {"op": "acquire", "lock": "a", "session": "s", "req": "r", "ttl": 1.0, "grant": True},  # a client's stamp
+        {"op": "acquire", "lock": "a", "session": "s", "req": "r", "ttl": 1.0, "grant": True},  # no such field
         {"op": "renew", "lock": "a", "session": "s", "token": True},
         {"op": "put", "key": "k", "value": 1},
     ],
@@ -122,7 +126,7 @@ def test_a_client_command_the_machine_does_not_take_is_refused(op: dict[str, Any
 # ------------------------------------------------------------------ the service, run
 
 
-TTL = 2.0  # seconds; a client trusts 1.8 of them, and a new leader waits 2.2 before granting
+TTL = 2.0  # seconds; a client trusts 1.8 of them, and a new leader waits out an inherited lease for 2.2
 WORKERS = 4
 
 
@@ -150,7 +154,7 @@ def test_no_two_clients_hold_the_lock_at_once_when_the_leader_is_killed(tmp_path
         # Renewals late in the lease (after 1.08 s of 1.8): a holder then trusts its
         # lease for a while after the kill before it next speaks to a server, and a
         # new leader that handed the lock on at once would be seen doing it.
-        timing = ReplicatedTiming(renew_every=0.6, raft=ClientTiming(attempt=0.3, timeout=10.0))
+        timing = ReplicatedTiming(poll=0.15, renew_every=0.6, raft=ClientTiming(attempt=0.3, timeout=10.0))
         leases: dict[str, ReplicatedLease] = {}
 
         def worker(session: str) -> Callable[[Context], None]:
