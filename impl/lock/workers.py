@@ -43,6 +43,18 @@ VARIANTS = {
 }
 
 
+def claim_session(ctx: Context, log_name: str, sessions: Sequence[str]) -> str | None:
+    """The next of ``sessions`` this node has not used, logged (synced) before it is
+    used, so that a restart never reuses one; None once they are all used."""
+    log = ctx.storage(log_name)
+    used = len(log.records())
+    if used >= len(sessions):
+        return None
+    log.append({"session": sessions[used]})
+    log.sync()
+    return sessions[used]
+
+
 class Worker:
     """A node that holds lock ``lock`` once per session and writes under it."""
 
@@ -80,15 +92,9 @@ class Worker:
     def main(self, ctx: Context) -> None:
         if self.wrap is not None:
             ctx = self.wrap(ctx)
-        self.current = None
-        log = ctx.storage(self.LOG)
-        used = len(log.records())
-        if used >= len(self.sessions):
+        self.current = session = claim_session(ctx, self.LOG, self.sessions)
+        if session is None:
             return
-        session = self.sessions[used]
-        log.append({"session": session})
-        log.sync()
-        self.current = session
         client = LockClient(ctx, session, timing=self.timing, variant=self.variant)
         self.clients[session] = client
         storage = FencedStorage(client)
@@ -210,15 +216,9 @@ class ReplicatedWorker:
 
     def main(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.current = None
-        log = ctx.storage(self.LOG)
-        used = len(log.records())
-        if used >= len(self.sessions):
+        self.current = session = claim_session(ctx, self.LOG, self.sessions)
+        if session is None:
             return
-        session = self.sessions[used]
-        log.append({"session": session})
-        log.sync()
-        self.current = session
         raft = NodeClient(ctx, self.servers, self.timing.raft, client_id=session)
         client = ReplicatedLockClient(
             {}, session, self.timing, raft=raft, clock=ctx.now, sleep=ctx.sleep, renew_in_background=False
