@@ -32,6 +32,7 @@ from distcheck.impl.lock.server import LockServer
 from distcheck.impl.lock.storage import FencedStore
 from distcheck.impl.raft.client import NodeClient
 from distcheck.impl.raft.node import RaftOptions, Timing
+from distcheck.impl.resilience import UNBOUNDED, Retrying
 from distcheck.impl.runtime import config
 from distcheck.impl.runtime.actor import MessageError, encode
 from distcheck.impl.runtime.api import Context, Envelope
@@ -257,21 +258,39 @@ class ReplicatedWorker:
         ctx.record({"type": "Write", "client": session}, lock=lease.name)
         self.sent_writes.append((lease.name, lease.token, wid))
         msg = encode(Write(wid, lease.name, lease.token, session, "k", value))
-        while True:
-            ctx.send(self.storage, msg)
-            until = ctx.now() + self.timing.raft.attempt
-            while (left := until - ctx.now()) > 1e-6:
-                item = ctx.receive(timeout=left)
-                if not isinstance(item, Envelope) or item.src != self.storage:
-                    continue  # a late answer of a server: the Raft client has moved on
-                try:
-                    reply = CLIENT_MESSAGES.decode(item.msg)
-                except MessageError:
-                    continue
-                if isinstance(reply, WriteResult) and reply.wid == wid:
-                    if not reply.accepted:
-                        raise StaleToken(f"storage rejected {wid} (fencing token {lease.token}): a newer lease wrote")
-                    return
+        # Storage decides a write id once, whatever the copies: the id is the key.
+        resends = Retrying(
+            backoff=False,
+            max_attempts=UNBOUNDED,
+            retry_on=TimeoutError,
+            idempotent=True,
+            idempotency_key=wid,
+            clock=ctx.now,
+            sleep=ctx.sleep,
+        )
+        for attempt in resends:
+            with attempt:
+                ctx.send(self.storage, msg)
+                reply = self._await_write(ctx, wid)
+            if attempt.exception is None:
+                break
+        if not reply.accepted:
+            raise StaleToken(f"storage rejected {wid} (fencing token {lease.token}): a newer lease wrote")
+
+    def _await_write(self, ctx: Context, wid: str) -> WriteResult:
+        """Storage's answer to write ``wid``; ``TimeoutError`` if none comes in one attempt's time."""
+        until = ctx.now() + self.timing.raft.attempt
+        while (left := until - ctx.now()) > 1e-6:
+            item = ctx.receive(timeout=left)
+            if not isinstance(item, Envelope) or item.src != self.storage:
+                continue  # a late answer of a server: the Raft client has moved on
+            try:
+                reply = CLIENT_MESSAGES.decode(item.msg)
+            except MessageError:
+                continue
+            if isinstance(reply, WriteResult) and reply.wid == wid:
+                return reply
+        raise TimeoutError(f"write {wid} not answered yet")
 
 
 @attrs.define
