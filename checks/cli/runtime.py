@@ -48,7 +48,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.spec in DEMONSTRATIONS:
         return cmd_demonstration(args)
     wiring = find_wiring(args.spec, args.service)
-    entry, params, spec = build_spec(args.spec, [*wiring.default_params, *args.param])
+    # the wiring's defaults, except those the command line sets
+    given = {item.partition("=")[0].strip() for item in args.param}
+    defaults = [item for item in wiring.default_params if item.partition("=")[0] not in given]
+    entry, params, spec = build_spec(args.spec, [*defaults, *args.param])
     if args.variant is not None and args.variant not in wiring.variants:
         allowed = ", ".join(wiring.variants) or "none"
         raise UsageError(f"unknown implementation variant {args.variant!r} for {entry.name}; allowed: {allowed}")

@@ -67,6 +67,15 @@ def test_broken_variant_fails_with_a_trace_and_replays_from_its_seed(
     assert code == 1 and "is not explained" in out
 
 
+def test_a_parameter_given_on_the_command_line_replaces_the_wirings_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the lock wiring's defaults set ttl=3; the command line's ttl wins, once
+    code, out, err = run(capsys, "simulate", "lock", "-p", "ttl=2", "--runs", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["params"]["ttl"] == 2
+
+
 def test_same_seed_writes_the_same_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = [tmp_path / "1.jsonl", tmp_path / "2.jsonl"]
     for path in paths:
